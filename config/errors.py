@@ -1,0 +1,74 @@
+"""The one error hierarchy of canvasflow.
+
+Every error a user can meet derives from :class:`CanvasflowError`; each class's
+docstring is its default message and says what to do about it::
+
+    CanvasflowError
+     ├── SettingsError            a CANVASFLOW_* variable has a bad value
+     ├── BrokerUnavailable        the broker URL does not answer
+     ├── DefinitionError          a workflow or canvas cannot be compiled
+     ├── WorkflowNotFound         no workflow registered under that name
+     ├── InputError               inputs fail validation or are not JSON
+     ├── RunNotFound              no run with that id
+     ├── ResumeRefused            the run cannot be resumed (state or version)
+     ├── RunStateError            the run is not in a state that allows the action
+     ├── RoutingError             no queue can take a step's capability
+     └── CompensationError        a rollback could not finish
+"""
+
+from __future__ import annotations
+
+
+class CanvasflowError(Exception):
+    """A canvasflow operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class SettingsError(CanvasflowError):
+    """A CANVASFLOW_* setting has a bad value: fix the variable named in the message."""
+
+
+class BrokerUnavailable(CanvasflowError):
+    """The broker does not answer: start Redis or point CANVASFLOW_BROKER_URL at one that runs."""
+
+
+class DefinitionError(CanvasflowError):
+    """The workflow definition is invalid: fix every problem listed."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        if self.problems:
+            listed = "\n".join(f"  - {p}" for p in self.problems)
+            n = len(self.problems)
+            message = f"{message} for {n} reason{'s' if n != 1 else ''}:\n{listed}"
+        super().__init__(message)
+
+
+class WorkflowNotFound(CanvasflowError):
+    """No workflow is registered under that name: check `canvasflow workflows` for the names."""
+
+
+class InputError(CanvasflowError):
+    """The inputs were refused before anything was enqueued: correct them and start again."""
+
+
+class RunNotFound(CanvasflowError):
+    """No run has that id: list runs with `canvasflow runs`."""
+
+
+class ResumeRefused(CanvasflowError):
+    """The run cannot be resumed: only failed or cancelled runs of the same definition version can."""
+
+
+class RunStateError(CanvasflowError):
+    """The run is not in a state that allows this action."""
+
+
+class RoutingError(CanvasflowError):
+    """No queue can take this step: register a worker fleet for its capability."""
+
+
+class CompensationError(CanvasflowError):
+    """A rollback could not finish: see the recorded compensation errors, then retry them."""

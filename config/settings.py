@@ -1,0 +1,61 @@
+"""Settings read once from the environment (prefix ``CANVASFLOW_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.errors import SettingsError
+
+ENV_PREFIX = "CANVASFLOW_"
+
+
+class Settings(BaseSettings):
+    """Everything canvasflow can be told from outside; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    # Redis that holds the hot-path run state (joins, claims); defaults to the result backend.
+    state_url: str | None = None
+    key_prefix: str = "cf"
+    database_url: str = "sqlite:///canvasflow.db"
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    default_queue: str = "canvasflow"
+    control_queue: str = "canvasflow.control"
+    capabilities: list[str] = Field(default_factory=lambda: ["default"])
+
+    prefetch_multiplier: int = Field(default=1, ge=1)
+    result_expires: int = Field(default=86_400, ge=60)
+    visibility_timeout: int = Field(default=3_600, ge=1)
+    broker_timeout: float = Field(default=3.0, gt=0)
+
+    @property
+    def redis_state_url(self) -> str:
+        return self.state_url or self.result_backend
+
+
+def _variable(loc: tuple[object, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation failure into a SettingsError naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [f"{_variable(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

@@ -1,0 +1,98 @@
+"""``@step``: a plain function becomes a Celery task that canvasflow can journal.
+
+A step is an ordinary Celery task (callable, ``.s()``, ``.delay()``, visible in Flower).
+When canvasflow dispatches it as part of a run, the message carries a ``canvasflow``
+header naming the run and step; the task then claims, runs and completes the step
+through the workflow runtime. Without that header it behaves exactly like plain Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from celery import Task
+
+from config.celery_app import app
+from config.queues import queue_for
+from workers.capabilities import registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+HEADER = "canvasflow"
+
+
+class StepTask(Task):
+    """Base class of every step task."""
+
+    capability: str = "default"
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ref = self.request.get(HEADER) if self.request else None
+        if not ref:
+            return self.run(*args, **kwargs)
+        from workflows.runtime.executor import run_step  # late: workers is the lower layer
+
+        return run_step(self, ref, args, kwargs)
+
+
+@overload
+def step(fn: F) -> Task: ...
+@overload
+def step(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    capability: str = "default",
+    retries: int = 0,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+    retry_backoff: bool | int = True,
+    retry_backoff_max: int = 600,
+    **options: Any,
+) -> Callable[[F], Task]: ...
+
+
+def step(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    capability: str = "default",
+    retries: int = 0,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+    retry_backoff: bool | int = True,
+    retry_backoff_max: int = 600,
+    **options: Any,
+) -> Any:
+    """Turn ``fn`` into a step task routed to ``cap.<capability>``.
+
+    ``name`` defaults to ``<module>.<function>``; give one explicitly when the function
+    may move, since the name is what messages and journals refer to. ``retries`` > 0
+    retries on ``retry_on`` with exponential backoff (Celery autoretry).
+    """
+
+    def decorate(func: Callable[..., Any]) -> Task:
+        task_name = name or f"{func.__module__}.{func.__name__}"
+        if task_name.startswith("__main__."):
+            raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
+        retry_opts: dict[str, Any] = {}
+        if retries:
+            retry_opts = {
+                "autoretry_for": retry_on,
+                "max_retries": retries,
+                "retry_backoff": retry_backoff,
+                "retry_backoff_max": retry_backoff_max,
+                "retry_jitter": False,
+            }
+        task = app.task(
+            func,
+            name=task_name,
+            base=StepTask,
+            capability=capability,
+            queue=options.pop("queue", queue_for(capability)),
+            **retry_opts,
+            **options,
+        )
+        registry.register(task_name, capability)
+        return task
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,1 @@
+"""Authoring and running workflows."""

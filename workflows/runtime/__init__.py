@@ -1,0 +1,1 @@
+"""The step-graph runtime: compile, dispatch, journal."""
