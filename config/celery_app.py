@@ -16,7 +16,7 @@ from config.logging import configure_logging
 from config.queues import declare_queues
 from config.settings import get_settings
 
-STEP_MODULES = ["workers.demo", "workflows.tasks", "compensation.tasks"]
+RUNTIME_MODULES = ["workers.demo", "workflows.tasks", "compensation.tasks"]
 
 
 def _build_app() -> Celery:
@@ -54,7 +54,7 @@ def _build_app() -> Celery:
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        imports=STEP_MODULES,
+        imports=[*RUNTIME_MODULES, *s.workflow_modules],
         timezone="UTC",
         enable_utc=True,
     )

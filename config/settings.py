@@ -30,7 +30,8 @@ class Settings(BaseSettings):
 
     default_queue: str = "canvasflow"
     control_queue: str = "canvasflow.control"
-    capabilities: list[str] = Field(default_factory=lambda: ["default"])
+    capabilities: list[str] = Field(default_factory=lambda: ["default", "demo"])
+    workflow_modules: list[str] = Field(default_factory=lambda: ["workflows.demo"])
 
     prefetch_multiplier: int = Field(default=1, ge=1)
     result_expires: int = Field(default=86_400, ge=60)

@@ -1,1 +1,15 @@
-"""Authoring and running workflows."""
+"""Authoring and running workflows: the public API.
+
+    from workflows import Workflow, start, get_run, resume, cancel, signal
+"""
+
+from workflows.client import Run, cancel, get_run, list_runs, resume, signal, start
+from workflows.dag import input, result, value
+from workflows.definition import Workflow, registry
+from workflows.patterns import map_reduce, mapper_step, pipeline, scatter_gather, wait_signal
+
+__all__ = [
+    "Run", "Workflow", "cancel", "get_run", "input", "list_runs", "map_reduce", "mapper_step",
+    "pipeline", "registry", "result", "resume", "scatter_gather", "signal", "start", "value",
+    "wait_signal",
+]

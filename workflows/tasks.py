@@ -1,1 +1,76 @@
-"""Celery tasks of the workflow runtime."""
+"""Celery tasks of the workflow runtime (registered in every worker through ``app.conf.imports``).
+
+* ``canvasflow.start``        start a workflow by name with JSON inputs: a backend service
+                              sends this plain message without importing any step code
+* ``canvasflow.step_failed``  the link_error errback every dispatched step carries
+* ``canvasflow.chunk``        one chunk of a map step: the mapper applied to each item
+* ``canvasflow.map``, ``canvasflow.flatten``  the same map under plain Celery (no canvasflow
+                              run): a chord of chunks, flattened, so a pattern's canvas runs anywhere
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, chord, group
+
+from config.celery_app import app
+from config.errors import CanvasflowError, DefinitionError
+from config.settings import get_settings
+from workers.step import StepTask
+from workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
+from workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
+
+
+@app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)
+def start_workflow(workflow: str, inputs: dict[str, Any] | None = None,
+                   version: str | None = None) -> dict[str, Any]:
+    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused."""
+    from workflows.lifecycle import start_run
+
+    try:
+        return {"run_id": start_run(workflow, inputs or {}, version=version)}
+    except CanvasflowError as exc:
+        return {"error": str(exc), "type": type(exc).__name__}
+
+
+@app.task(name=ERRBACK_TASK)
+def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
+    """link_error errback: journal the failure, move the run, call author errbacks, roll back."""
+    from workflows.runtime.failure import step_failed as handle
+
+    handle(request, exc, traceback)
+
+
+@app.task(name=CHUNK_TASK, base=StepTask)
+def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
+    """Apply the mapper to each item, in this process (one message for the whole chunk)."""
+    sig = app.signature(mapper)
+    task = app.tasks[sig.task]
+    return [task.run(item, *sig.args, **sig.kwargs) for item in items]
+
+
+@app.task(name=MAP_TASK, bind=True)
+def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: int) -> Any:
+    """Plain-Celery fallback of a map step: replace it by a chord of chunks, flattened."""
+    size = max(int(chunk_size), 1)
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    if not chunks:
+        return []
+    header = group(run_chunk.si(mapper, c) for c in chunks)
+    raise self.replace(chord(header, flatten.s()))
+
+
+@app.task(name="canvasflow.flatten")
+def flatten(parts: list[list[Any]]) -> list[Any]:
+    return [v for part in parts for v in part]
+
+
+@app.task(name=SIGNAL_TASK)
+def wait_signal(*_: Any, **__: Any) -> None:
+    raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
+
+
+@app.task(name=WORKFLOW_TASK)
+def subworkflow(*_: Any, **__: Any) -> None:
+    raise DefinitionError("a sub-workflow step only runs inside a canvasflow run")

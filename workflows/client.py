@@ -1,0 +1,95 @@
+"""The Python API: start a workflow, look at a run, wait for it, resume, cancel, signal.
+
+    run = start("checkout", {"order": {...}})
+    run.wait(timeout=30)            # -> the finished RunRecord (raises TimeoutError)
+    get_run(run.id).status
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from workflows import lifecycle
+from workflows.runtime.context import runtime
+from workflows.store.records import TERMINAL, RunRecord, StepRecord
+
+
+@dataclass(frozen=True)
+class Run:
+    """A handle on a run; every property reads the journal afresh."""
+
+    id: str
+
+    @property
+    def record(self) -> RunRecord:
+        return get_run(self.id)
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return self.record.steps
+
+    @property
+    def result(self) -> Any:
+        return self.record.result
+
+    def wait(self, timeout: float = 60.0) -> RunRecord:
+        """Block until the run is terminal (or waiting for a signal); TimeoutError after ``timeout``."""
+        rt = runtime()
+        deadline = time.monotonic() + timeout
+        while True:
+            record = rt.store.get_run(self.id, with_steps=False)
+            if record is not None and (record.status in TERMINAL or record.status == "waiting"):
+                return get_run(self.id)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                status = record.status if record else "unknown"
+                raise TimeoutError(f"run {self.id} still {status} after {timeout:g}s")
+            rt.state.wait_finished(self.id, min(left, 0.5))
+
+
+def start(name: str, inputs: Any = None, *, version: str | None = None) -> Run:
+    """Validate ``inputs``, journal a new run of workflow ``name`` and dispatch its first steps."""
+    return Run(lifecycle.start_run(name, inputs or {}, version=version))
+
+
+def get_run(run_id: str) -> RunRecord:
+    """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
+    record = lifecycle.get_record(run_id)
+    if record.status in TERMINAL:
+        return record
+    rt = runtime()
+    states, info, attempts = rt.state.step_states(run_id), rt.state.step_info(run_id), rt.state.attempts(run_id)
+    for step in record.steps:
+        live = states.get(step.step_id)
+        if live and step.status in ("pending", "queued") and live != "succeeded":
+            step.status = live
+            meta = info.get(step.step_id, {})
+            step.worker = meta.get("worker", step.worker)
+            step.queue = meta.get("queue", step.queue)
+            step.attempts = attempts.get(step.step_id, step.attempts)
+    return record
+
+
+def list_runs(status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
+    return runtime().store.list_runs(status=status, workflow=workflow, limit=limit)
+
+
+def resume(run_id: str) -> Run:
+    lifecycle.resume(run_id)
+    return Run(run_id)
+
+
+def cancel(run_id: str) -> Run:
+    lifecycle.cancel(run_id)
+    return Run(run_id)
+
+
+def signal(run_id: str, name: str, payload: Any = None) -> Run:
+    lifecycle.signal(run_id, name, payload)
+    return Run(run_id)

@@ -1,0 +1,178 @@
+"""``Workflow``: a named, versioned definition, its input model, and the registry that finds it.
+
+A definition is either ``build`` (validated inputs in, any Celery canvas out) or ``steps``
+(the DAG form, see workflows.dag). Inputs are validated by a pydantic model, given as
+``inputs=`` or derived from ``build``'s parameters and type hints, before anything is enqueued.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from celery.canvas import Signature
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from config.celery_app import app
+from config.errors import DefinitionError, InputError, WorkflowNotFound
+from config.settings import get_settings
+from workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
+from workflows.runtime.graph import StepGraph
+
+
+class Workflow:
+    """A workflow definition; registered by name (and version) on creation."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        build: Callable[..., Any] | None = None,
+        *,
+        steps: Mapping[str, Any] | None = None,
+        inputs: type[BaseModel] | None = None,
+        returns: str | None = None,
+        description: str = "",
+        register: bool = True,
+    ) -> None:
+        if (build is None) == (steps is None):
+            raise DefinitionError(f"workflow {name}: give exactly one of build= or steps=")
+        self.name = name
+        self.version = str(version)
+        self.description = description or (inspect.getdoc(build) if build else "") or ""
+        self.build = build
+        self.dag = None
+        if steps is not None:
+            from workflows.dag import Dag
+
+            self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
+        self.inputs: type[BaseModel] = inputs or _model_from(name, build)
+        if register:
+            registry.add(self)
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, version={self.version!r})"
+
+    # -- inputs and compilation --------------------------------------------------------
+    def validate(self, raw: Any) -> dict[str, Any]:
+        """Validated, JSON-ready inputs; InputError names every field that is wrong."""
+        if isinstance(raw, str | bytes):
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise InputError(f"workflow {self.name}: inputs are not JSON ({exc})") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise InputError(f"workflow {self.name}: inputs must be a JSON object, got {type(raw).__name__}")
+        try:
+            model = self.inputs.model_validate(dict(raw))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(inputs)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InputError(f"workflow {self.name}: invalid inputs: {problems}") from None
+        values = model.model_dump(mode="json")
+        try:
+            json.dumps(values)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"workflow {self.name}: inputs are not JSON ({exc})") from None
+        return values
+
+    def canvas(self, values: dict[str, Any]) -> Any:
+        if self.dag is not None:
+            return self.dag
+        assert self.build is not None
+        return self.build(**values)
+
+    def compile(self, values: dict[str, Any]) -> StepGraph:
+        """The step graph for validated ``values``."""
+        from compensation.registry import registry as compensations
+        from workers.capabilities import registry as capabilities
+
+        if self.dag is not None:
+            return self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
+        canvas = self.canvas(values)
+        return compile_canvas(canvas, app, capabilities.queue_of, compensations.compensation_of)
+
+    # -- use --------------------------------------------------------------------------------
+    def start(self, **inputs: Any) -> Any:
+        from workflows.client import start
+
+        return start(self.name, inputs, version=self.version)
+
+    def s(self, result_as: str | None = None, **inputs: Any) -> Signature:
+        """This workflow as one step of another; ``result_as`` names the input that receives
+        the previous step's result when chained."""
+        return app.signature(
+            WORKFLOW_TASK,
+            kwargs={"workflow": self.name, "inputs": inputs, "result_as": result_as},
+        )
+
+
+def _fields(model: type[BaseModel] | None) -> set[str] | None:
+    return None if model is None else set(model.model_fields)
+
+
+def _model_from(name: str, build: Callable[..., Any] | None) -> type[BaseModel]:
+    """An input model from ``build``'s parameters: hints become types, defaults stay defaults."""
+    fields: dict[str, Any] = {}
+    if build is not None:
+        hints = inspect.get_annotations(build, eval_str=True) if not isinstance(build, type) else {}
+        for p in inspect.signature(build).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            default = ... if p.default is p.empty else p.default
+            fields[p.name] = (hints.get(p.name, Any), default)
+    config = ConfigDict(extra="forbid")
+    return create_model(f"{name.title().replace('.', '_').replace('-', '_')}Inputs",
+                        __config__=config, **fields)
+
+
+class WorkflowRegistry:
+    """Definitions by name and version; the newest registration of a name is its default."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, dict[str, Workflow]] = {}
+        self._loaded = False
+
+    def add(self, wf: Workflow) -> None:
+        versions = self._by_name.setdefault(wf.name, {})
+        versions.pop(wf.version, None)
+        versions[wf.version] = wf
+
+    def names(self) -> list[str]:
+        self.load()
+        return sorted(self._by_name)
+
+    def versions(self, name: str) -> list[str]:
+        self.load()
+        return list(self._by_name.get(name, {}))
+
+    def get(self, name: str, version: str | None = None) -> Workflow:
+        self.load()
+        versions = self._by_name.get(name)
+        if not versions:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise WorkflowNotFound(f"no workflow named {name!r} (registered: {known})")
+        if version is None:
+            return list(versions.values())[-1]
+        if version not in versions:
+            raise WorkflowNotFound(
+                f"workflow {name!r} has no version {version!r} (registered: {', '.join(versions)})"
+            )
+        return versions[version]
+
+    def load(self) -> None:
+        """Import the modules named in CANVASFLOW_WORKFLOW_MODULES (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in get_settings().workflow_modules:
+            importlib.import_module(module)
+
+
+registry = WorkflowRegistry()

@@ -1,0 +1,182 @@
+"""Run lifecycle transitions made by clients: start, resume, cancel, signal.
+
+Each checks its input first and changes nothing when it refuses: an unknown workflow,
+invalid inputs or a cycle create no run; an unknown run id or a run in the wrong state
+raise a CanvasflowError saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import structlog
+from kombu.exceptions import OperationalError
+
+from config.celery_app import redact
+from config.errors import BrokerUnavailable, InputError, ResumeRefused, RunNotFound, RunStateError
+from workflows.definition import Workflow, registry
+from workflows.runtime.context import Runtime, runtime
+from workflows.runtime.executor import dispatch, finish_run
+from workflows.runtime.graph import StepGraph
+from workflows.store.records import RESUMABLE, TERMINAL, RunRecord
+
+log = structlog.get_logger("canvasflow.lifecycle")
+
+
+def start_run(name: str, inputs: Any, *, version: str | None = None, run_id: str | None = None,
+              parent_run_id: str | None = None, parent_step: str | None = None) -> str:
+    """Validate, compile, journal and dispatch a new run; return its id."""
+    wf = registry.get(name, version)
+    values = wf.validate(inputs)
+    graph = wf.compile(values)
+    rt = runtime()
+    run_id = run_id or uuid.uuid4().hex
+    _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step)
+    return run_id
+
+
+def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str,
+                parent_gen: int) -> str:
+    """Start a sub-workflow run; its id is derived from the parent step, so a duplicate is a no-op."""
+    run_id = f"{parent_run_id}.{parent_gen}.{uuid.uuid5(uuid.NAMESPACE_URL, parent_step).hex[:12]}"
+    rt = runtime()
+    if rt.store.get_run(run_id, with_steps=False) is not None:
+        return run_id
+    return start_run(name, inputs, run_id=run_id, parent_run_id=parent_run_id,
+                     parent_step=parent_step)
+
+
+def _launch(rt: Runtime, run_id: str, wf: Workflow, values: dict[str, Any], graph: StepGraph,
+            parent_run_id: str | None, parent_step: str | None) -> None:
+    graph_json = graph.to_json()
+    rows = [
+        {"step_id": n.id, "task": n.task, "kind": n.kind, "queue": n.options.get("queue"),
+         "compensation": n.compensation}
+        for n in graph.steps.values()
+    ]
+    rt.store.create_run(run_id=run_id, workflow=wf.name, version=wf.version, inputs=values,
+                        graph=graph_json, steps=rows, parent_run_id=parent_run_id,
+                        parent_step=parent_step)
+    pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
+    rt.state.init_run(run_id, generation=1, graph_json=json.dumps(graph_json), pending=pending,
+                      completed={}, left=len(graph.steps))
+    log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version,
+             steps=len(graph.steps))
+    _go(rt, run_id, 1, graph, graph.roots())
+
+
+def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:
+    if not graph.steps:
+        rt.state.transition(run_id, ("running",), "succeeded")
+        finish_run(rt, run_id, gen, graph)
+        return
+    try:
+        dispatch(rt, run_id, gen, graph, ready)
+    except OperationalError as exc:
+        url = redact(rt.app.conf.broker_url)
+        error = {"type": "BrokerUnavailable", "message": f"broker {url}: {exc}", "retryable": True}
+        rt.state.transition(run_id, ("running",), "failed")
+        rt.store.transition_run(run_id, ("running",), "failed", error=error)
+        raise BrokerUnavailable(
+            f"broker {url} did not take the run's first steps ({exc}); the run {run_id} is "
+            "recorded as failed: start the broker, then `canvasflow resume` it"
+        ) from None
+
+
+def get_record(run_id: str) -> RunRecord:
+    record = runtime().store.get_run(run_id)
+    if record is None:
+        raise RunNotFound(f"no run with id {run_id!r}: list runs with `canvasflow runs`")
+    return record
+
+
+def resume(run_id: str) -> RunRecord:
+    """Run a failed or cancelled run again from where it stopped: completed steps are kept."""
+    rt = runtime()
+    record = get_record(run_id)
+    if record.status not in RESUMABLE:
+        raise ResumeRefused(
+            f"run {run_id} is {record.status}; only failed or cancelled runs can be resumed"
+            + (" (a compensated run was rolled back: start a new run)" if record.status == "compensated" else "")
+        )
+    if record.version not in registry.versions(record.workflow):
+        raise ResumeRefused(
+            f"run {run_id} was started under {record.workflow} version {record.version}, which is not "
+            f"registered here (registered: {', '.join(registry.versions(record.workflow)) or 'none'}); "
+            "register that version to resume it, or start a new run"
+        )
+    graph = StepGraph.from_json(record.graph)
+    completed = {s.step_id: s.result for s in record.steps
+                 if s.status == "succeeded" and s.step_id in graph.steps}
+    live = rt.state.step_states(run_id)
+    late = [sid for sid, st in live.items() if st == "succeeded" and sid in graph.steps and sid not in completed]
+    completed.update(rt.state.results(run_id, late))
+    gen = record.generation + 1
+    if not rt.store.transition_run(run_id, RESUMABLE, "running", generation=gen, error=None,
+                                   finished_at=None):
+        raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
+    todo = [sid for sid in graph.steps if sid not in completed]
+    rt.store.record_steps(run_id, [{"step_id": sid, "status": "pending", "error": None} for sid in todo],
+                          "step.reset")
+    pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
+    _clear_partial(rt, run_id, graph, todo)
+    rt.state.init_run(run_id, generation=gen, graph_json=json.dumps(record.graph), pending=pending,
+                      completed={k: json.dumps(v) for k, v in completed.items()}, left=len(todo))
+    log.info("run resumed", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
+    _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
+    return get_record(run_id)
+
+
+def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str]) -> None:
+    keys = [rt.state.key(run_id, f"chunks:{sid}") for sid in todo if graph.steps[sid].kind == "map"]
+    keys += [rt.state.key(run_id, f"errback:{i}") for i in range(len(graph.errbacks))]
+    if keys:
+        rt.redis.delete(*keys)
+    maps = [sid for sid in todo if graph.steps[sid].kind == "map"]
+    if maps:
+        rt.redis.hdel(rt.state.key(run_id, "chunksleft"), *maps)
+
+
+def cancel(run_id: str) -> RunRecord:
+    """Stop dispatching: queued steps are skipped, running ones finish without successors."""
+    rt = runtime()
+    record = get_record(run_id)
+    if record.status in TERMINAL:
+        raise RunStateError(f"run {run_id} is already {record.status}; nothing to cancel")
+    rt.state.transition(run_id, ("pending", "running", "waiting"), "cancelled")
+    if not rt.store.transition_run(run_id, ("pending", "running", "waiting"), "cancelled"):
+        raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
+    rt.state.notify_finished(run_id)
+    for child in rt.store.children(run_id):
+        if child.status not in TERMINAL:
+            cancel(child.id)
+    return get_record(run_id)
+
+
+def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
+    """Deliver an outside signal; the steps waiting for ``name`` complete with ``payload``."""
+    rt = runtime()
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise InputError(f"signal {name}: payload is not JSON ({exc})") from None
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"signal {name}: payload is not JSON ({exc})") from None
+    record = get_record(run_id)
+    if record.status in TERMINAL:
+        raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")
+    if not rt.store.put_signal(run_id, name, payload):
+        raise RunStateError(f"run {run_id} already received signal {name!r}")
+    graph = StepGraph.from_json(record.graph)
+    states = rt.state.step_states(run_id)
+    from workflows.runtime.special import deliver_signal
+
+    for node in graph.steps.values():
+        if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
+            deliver_signal(rt, run_id, record.generation, node.id, payload)
+    return get_record(run_id)

@@ -1,0 +1,87 @@
+"""The per-process runtime: the Celery app, Redis state, SQL store and a cache of run graphs.
+
+Built lazily on first use in each process (a forked worker child builds its own
+connections), from ``config.settings`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from functools import cached_property
+
+import redis
+from celery import Celery
+
+from config.celery_app import app as celery_app
+from config.settings import Settings, get_settings
+from workflows.runtime.graph import StepGraph
+from workflows.runtime.state import RunState
+from workflows.store.sql import SqlRunStore, store_for
+
+ERRBACK_TASK = "canvasflow.step_failed"
+CHUNK_TASK = "canvasflow.chunk"
+
+
+class Runtime:
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._graphs: OrderedDict[tuple[str, int], StepGraph] = OrderedDict()
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_state_url,
+            socket_connect_timeout=self.settings.broker_timeout,
+            health_check_interval=30,
+        )
+
+    @cached_property
+    def state(self) -> RunState:
+        return RunState(self.redis, self.settings.key_prefix)
+
+    @cached_property
+    def store(self) -> SqlRunStore:
+        return store_for(self.settings.database_url)
+
+    @cached_property
+    def errback(self) -> dict:
+        return dict(self.app.signature(ERRBACK_TASK))
+
+    def graph(self, run_id: str, generation: int) -> StepGraph:
+        """The run's graph, from this process's cache, Redis, or the journal, in that order."""
+        key = (run_id, generation)
+        cached = self._graphs.get(key)
+        if cached is not None:
+            self._graphs.move_to_end(key)
+            return cached
+        raw = self.state.graph_json(run_id)
+        if raw is not None:
+            graph = StepGraph.from_json(json.loads(raw))
+        else:
+            record = self.store.get_run(run_id, with_steps=False)
+            if record is None:
+                raise KeyError(run_id)
+            graph = StepGraph.from_json(record.graph)
+        self._graphs[key] = graph
+        if len(self._graphs) > 256:
+            self._graphs.popitem(last=False)
+        return graph
+
+
+_runtimes: dict[int, Runtime] = {}
+
+
+def runtime() -> Runtime:
+    pid = os.getpid()
+    rt = _runtimes.get(pid)
+    if rt is None:
+        rt = _runtimes[pid] = Runtime(celery_app, get_settings())
+    return rt
+
+
+def reset_runtime() -> None:
+    """Forget this process's runtime (tests that change settings call this)."""
+    _runtimes.pop(os.getpid(), None)

@@ -1,0 +1,198 @@
+"""Run steps and move runs forward: claim, run, complete, dispatch the ready successors.
+
+The hot path of every step, in the worker that ran it:
+
+1. claim the step in Redis (a duplicate of a completed step is recognised here);
+2. run the task body;
+3. complete it atomically: the first completion stores the result and releases
+   successors whose joins reached zero;
+4. publish those successors (their arguments resolved from journaled results);
+5. write the step to the SQL journal; if it was the last step, finish the run.
+
+The message is acknowledged after all of this (``acks_late``), so a worker killed at
+any point gets the step redelivered and the claim tells the redelivery what is left.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.exceptions import Ignore, Retry
+
+from workflows.runtime.context import CHUNK_TASK, Runtime, runtime
+from workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
+from workflows.runtime.state import ACTIVE
+
+log = structlog.get_logger("canvasflow.executor")
+HEADER = "canvasflow"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def task_id_for(run_id: str, step_id: str, generation: int, chunk: int | None = None) -> str:
+    tid = f"{run_id}-{step_id}-g{generation}"
+    return tid if chunk is None else f"{tid}-c{chunk}"
+
+
+def encode_result(step_id: str, value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {step_id} returned a value that is not JSON: {exc}") from None
+
+
+# -- dispatch ------------------------------------------------------------------------
+def dispatch(rt: Runtime, run_id: str, generation: int, graph: StepGraph,
+             step_ids: list[str], known: dict[str, Any] | None = None) -> None:
+    """Publish each ready step, with its arguments resolved from the journaled results."""
+    if not step_ids:
+        return
+    results = dict(known or {})
+    needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
+    results.update(rt.state.results(run_id, sorted(needed)))
+    for sid in step_ids:
+        node = graph.steps[sid]
+        args = [resolve(a, results) for a in node.args]
+        kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
+        if node.kind == "task":
+            send_step(rt, run_id, generation, node, args, kwargs)
+        else:
+            from workflows.runtime import special
+
+            special.dispatch(rt, run_id, generation, node, args, kwargs)
+
+
+def send_step(rt: Runtime, run_id: str, generation: int, node: StepNode, args: list[Any],
+              kwargs: dict[str, Any], *, chunk: int | None = None, task: str | None = None) -> None:
+    header = {"run": run_id, "step": node.id, "gen": generation}
+    if chunk is not None:
+        header["chunk"] = chunk
+    rt.app.send_task(
+        task or node.task,
+        args=args,
+        kwargs=kwargs,
+        task_id=task_id_for(run_id, node.id, generation, chunk),
+        headers={HEADER: header},
+        link_error=[rt.errback],
+        ignore_result=True,
+        add_to_parent=False,
+        **node.options,
+    )
+
+
+# -- the worker side -------------------------------------------------------------------
+def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
+    """Execute one delivery of a step (called by StepTask.__call__)."""
+    rt = runtime()
+    run_id, step_id, gen = ref["run"], ref["step"], int(ref["gen"])
+    chunk = ref.get("chunk")
+    claim_id = step_id if chunk is None else f"{step_id}#{chunk}"
+    req = task.request
+    info = {
+        "worker": req.hostname,
+        "queue": (req.delivery_info or {}).get("routing_key"),
+        "task_id": req.id,
+        "started_at": _now().isoformat(),
+    }
+    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
+        claim = rt.state.claim(run_id, claim_id, gen, info)
+        if claim.outcome == "skip":
+            log.info("step skipped", reason=claim.run_status)
+            raise Ignore()
+        if claim.outcome == "done":
+            log.info("duplicate delivery of a completed step")
+            if chunk is None:
+                recover(rt, run_id, step_id, gen)
+            return None
+        info["attempt"] = claim.attempt
+        try:
+            result = task.run(*args, **kwargs)
+            encoded = encode_result(claim_id, result)
+        except Retry:
+            raise
+        except Exception as exc:
+            rt.store.record_step(
+                run_id, claim_id, "step.failed", status="failed", attempts=claim.attempt,
+                worker=info["worker"], queue=info["queue"], task_id=info["task_id"],
+                started_at=datetime.fromisoformat(info["started_at"]), finished_at=_now(),
+                error=error_info(exc, task),
+            )
+            raise
+        if chunk is None:
+            complete(rt, run_id, step_id, gen, result, encoded, info)
+        else:
+            from workflows.runtime import special
+
+            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
+        return result
+
+
+def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
+    retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
+    return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}
+
+
+def complete(rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, encoded: str,
+             info: dict[str, Any] | None) -> None:
+    """Journal a step's result and move the run forward; a second completion changes nothing."""
+    graph = rt.graph(run_id, gen)
+    done = rt.state.complete(run_id, step_id, encoded, graph.successors(step_id))
+    if not done.first:
+        return
+    if done.ready:
+        dispatch(rt, run_id, gen, graph, done.ready, {step_id: result})
+    journal_success(rt, run_id, step_id, result, info)
+    if done.run_status == "finished":
+        finish_run(rt, run_id, gen, graph)
+    elif done.run_status not in ACTIVE:
+        from compensation import rollback
+
+        rollback.late_completion(rt, run_id, step_id, done.run_status)
+
+
+def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any,
+                    info: dict[str, Any] | None) -> None:
+    info = info or {}
+    started = info.get("started_at")
+    rt.store.record_step(
+        run_id, step_id, "step.succeeded", status="succeeded",
+        attempts=info.get("attempt", 1), worker=info.get("worker"), queue=info.get("queue"),
+        task_id=info.get("task_id"), started_at=datetime.fromisoformat(started) if started else None,
+        finished_at=_now(), result=result,
+    )
+
+
+def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
+    """The last step completed: compute the run's result, journal it, wake waiters, tell a parent."""
+    results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
+    value = resolve(graph.result, results)
+    if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
+        log.info("run succeeded", run_id=run_id)
+        rt.state.notify_finished(run_id)
+        rt.state.expire(run_id, rt.settings.result_expires)
+        from workflows.runtime import special
+
+        special.child_finished(rt, run_id, value)
+
+
+def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
+    """A completed step was delivered again: finish whatever its first delivery left undone."""
+    graph = rt.graph(run_id, gen)
+    states = rt.state.step_states(run_id)
+    stuck = [s for s in graph.successors(step_id) if states.get(s) == "queued"]
+    if rt.state.status(run_id) in ACTIVE:
+        dispatch(rt, run_id, gen, graph, stuck)
+    record = rt.store.get_run(run_id)
+    if record is None:
+        return
+    if record.step(step_id).status != "succeeded":
+        result = rt.state.results(run_id, [step_id]).get(step_id)
+        journal_success(rt, run_id, step_id, result, rt.state.step_info(run_id).get(step_id))
+    if rt.state.status(run_id) == "succeeded" and record.status in ACTIVE:
+        finish_run(rt, run_id, gen, graph)

@@ -1,0 +1,109 @@
+"""What happens when a step fails after its retries (called from the link_error errback).
+
+1. The step is journaled as failed; the run moves from active to its failure status
+   atomically, so a second failure, a duplicate errback or a racing sibling changes nothing.
+2. Every author errback whose scope holds the step runs once (a Redis SETNX per errback),
+   called the way Celery calls errbacks: ``(request, exc, traceback)`` in this process when
+   the task takes them, else published with the failed task id.
+3. The winner of the transition starts the rollback (compensation) or closes the run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import structlog
+from celery.utils.functional import arity_greater
+
+from workflows.runtime.context import Runtime, runtime
+from workflows.runtime.executor import HEADER, error_info
+from workflows.runtime.graph import StepGraph
+
+log = structlog.get_logger("canvasflow.failure")
+
+
+def failure_status(graph: StepGraph) -> str:
+    """``compensating`` when any step has a compensation to run, else ``failed``."""
+    return "compensating" if any(n.compensation for n in graph.steps.values()) else "failed"
+
+
+def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
+    """Handle the final failure of a canvasflow step; other tasks are ignored."""
+    ref = (request.get(HEADER) if hasattr(request, "get") else None) or (
+        (getattr(request, "headers", None) or {}).get(HEADER)
+    )
+    if not ref:
+        return
+    rt = runtime()
+    fail_step(rt, ref["run"], ref["step"], int(ref["gen"]), ref.get("chunk"), exc,
+              request=request, traceback=traceback)
+
+
+def fail_step(rt: Runtime, run_id: str, step_id: str, gen: int, chunk: int | None,
+              exc: BaseException, *, request: Any = None, traceback: Any = None) -> None:
+    graph = rt.graph(run_id, gen)
+    error = {**error_info(exc), "step": step_id if chunk is None else f"{step_id}#{chunk}"}
+    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=error["step"]):
+        log.warning("step failed", error_type=error["type"], error=error["message"])
+        target = failure_status(graph)
+        if chunk is not None:
+            rt.state.fail(run_id, error["step"], target)
+        won = rt.state.fail(run_id, step_id, target)
+        rt.store.record_step(run_id, error["step"], "step.failed", status="failed",
+                             finished_at=datetime.now(UTC), error=error)
+        if chunk is not None:
+            rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
+        _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
+        if not won:
+            return
+        if not rt.store.transition_run(run_id, ("running", "waiting"), target, error=error):
+            return
+        if target == "compensating":
+            from compensation import rollback
+
+            rollback.begin(rt, run_id, gen)
+        else:
+            close_failed(rt, run_id, error)
+
+
+def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:
+    """The run ended failed: wake waiters and fail the parent step of a child run."""
+    rt.state.notify_finished(run_id)
+    record = rt.store.get_run(run_id, with_steps=False)
+    if record and record.parent_run_id and record.parent_step:
+        parent = rt.store.get_run(record.parent_run_id, with_steps=False)
+        if parent is not None:
+            child_error = RuntimeError(f"child run {run_id} failed: {error.get('message')}")
+            fail_step(rt, parent.id, record.parent_step, parent.generation, None, child_error)
+
+
+def _call_errbacks(rt: Runtime, run_id: str, graph: StepGraph, step_id: str,
+                   request: Any, exc: BaseException, traceback: Any) -> None:
+    for index, eb in enumerate(graph.errbacks):
+        if step_id not in eb.scope:
+            continue
+        if not rt.redis.set(rt.state.key(run_id, f"errback:{index}"), step_id, nx=True,
+                            ex=rt.settings.result_expires):
+            continue
+        _call_like_celery(rt, eb.signature, request, exc, traceback)
+
+
+def _call_like_celery(rt: Runtime, signature: dict[str, Any], request: Any,
+                      exc: BaseException, traceback: Any) -> None:
+    sig = rt.app.signature(signature)
+    task = rt.app.tasks.get(sig.task)
+    header = getattr(task, "__header__", None)
+    new_style = (
+        task is not None and header is not None and not isinstance(header, partial)
+        and arity_greater(header, 1) and request is not None
+    )
+    try:
+        if new_style:
+            sig(request, exc, traceback)
+        else:
+            task_id = getattr(request, "id", None)
+            sig.apply_async((task_id,), add_to_parent=False)
+    except Exception:
+        log.exception("errback raised", errback=sig.task)

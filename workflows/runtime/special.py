@@ -1,0 +1,100 @@
+"""Steps that are not a single task message: map fan-out, signal waits, sub-workflows.
+
+* ``map``: the items (a list known only at run time) are cut into chunks; each chunk is one
+  ``canvasflow.chunk`` message applying the mapper to each item. The last chunk to finish
+  (an atomic counter) completes the map step with all results, in item order.
+* ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload.
+* ``workflow``: starts a child run; the child's result completes this step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflows.runtime.context import CHUNK_TASK, Runtime
+from workflows.runtime.executor import complete, encode_result, send_step
+from workflows.runtime.graph import StepNode
+
+
+def dispatch(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any],
+             kwargs: dict[str, Any]) -> None:
+    if node.kind == "map":
+        _fan_out(rt, run_id, gen, node, args)
+    elif node.kind == "signal":
+        _await_signal(rt, run_id, gen, node)
+    elif node.kind == "workflow":
+        _start_child(rt, run_id, gen, node, args)
+    else:  # pragma: no cover - the compiler only makes the kinds above
+        raise ValueError(f"unknown step kind {node.kind}")
+
+
+# -- map ------------------------------------------------------------------------------
+def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]) -> None:
+    items = args[0] if args else []
+    if not isinstance(items, list):
+        items = list(items)
+    size = max(int(node.spec.get("chunk_size") or 1), 1)
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    if not chunks:
+        complete(rt, run_id, node.id, gen, [], "[]", None)
+        return
+    if not rt.state.set_chunks(run_id, node.id, len(chunks)):
+        return  # already fanned out by an earlier delivery
+    mapper = node.spec["mapper"]
+    rt.store.add_chunk_steps(run_id, node.id, len(chunks), node.options.get("queue"))
+    for i, chunk in enumerate(chunks):
+        send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
+
+
+def chunk_completed(rt: Runtime, run_id: str, step_id: str, gen: int, index: int,
+                    result: Any, encoded: str, info: dict[str, Any]) -> None:
+    from workflows.runtime.executor import journal_success
+
+    left = rt.state.chunk_done(run_id, step_id, index, encoded)
+    if left < 0:
+        return
+    journal_success(rt, run_id, f"{step_id}#{index}", result, info)
+    if left == 0:
+        parts = rt.state.chunk_results(run_id, step_id)
+        values = [v for i in sorted(parts) for v in parts[i]]
+        complete(rt, run_id, step_id, gen, values, encode_result(step_id, values), None)
+
+
+# -- signals --------------------------------------------------------------------------
+def _await_signal(rt: Runtime, run_id: str, gen: int, node: StepNode) -> None:
+    name = node.spec["name"]
+    rt.redis.hset(rt.state.key(run_id, "st"), node.id, "waiting")
+    if rt.state.transition(run_id, ("running",), "waiting"):
+        rt.store.transition_run(run_id, ("running",), "waiting")
+    received, payload = rt.store.get_signal(run_id, name)
+    if received:
+        deliver_signal(rt, run_id, gen, node.id, payload)
+
+
+def deliver_signal(rt: Runtime, run_id: str, gen: int, step_id: str, payload: Any) -> None:
+    if rt.state.transition(run_id, ("waiting",), "running"):
+        rt.store.transition_run(run_id, ("waiting",), "running")
+    complete(rt, run_id, step_id, gen, payload, encode_result(step_id, payload), None)
+
+
+# -- sub-workflows ------------------------------------------------------------------------
+def _start_child(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]) -> None:
+    from workflows.lifecycle import start_child
+
+    inputs = dict(node.spec.get("inputs") or {})
+    if args and node.spec.get("result_as"):
+        inputs[node.spec["result_as"]] = args[0]
+    start_child(node.spec["workflow"], inputs, parent_run_id=run_id, parent_step=node.id,
+                parent_gen=gen)
+
+
+def child_finished(rt: Runtime, run_id: str, value: Any) -> None:
+    """A run finished; when it is a child, its result completes the parent's step."""
+    record = rt.store.get_run(run_id, with_steps=False)
+    if record is None or record.parent_run_id is None or record.parent_step is None:
+        return
+    parent = rt.store.get_run(record.parent_run_id, with_steps=False)
+    if parent is None:
+        return
+    complete(rt, parent.id, record.parent_step, parent.generation, value,
+             encode_result(record.parent_step, value), None)

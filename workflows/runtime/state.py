@@ -1,0 +1,232 @@
+"""The hot-path state of active runs, in Redis: step claims, completions and joins, atomically.
+
+Each transition is one Lua script (one round trip, atomic), so duplicated or racing
+deliveries agree on a single winner:
+
+* claim    -- a delivery may run the step (``run``), the step already completed (``done``),
+              or the run no longer wants it (``skip``: failed, cancelled, or an old generation)
+* complete -- first completion wins; it stores the result and decrements each successor's
+              join counter, returning the successors that became ready (exactly once)
+* fail     -- first failure of a running run moves it to the failure status (exactly once)
+
+SQL (workflows.store) is the durable journal; this is what workers read and race on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+ACTIVE = ("running", "waiting")
+
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+local gen = redis.call('HGET', KEYS[1], 'gen')
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur == 'succeeded' then return {'done', status or ''} end
+if status ~= 'running' and status ~= 'waiting' then return {'skip', status or ''} end
+if gen ~= ARGV[2] then return {'skip', 'stale'} end
+redis.call('HSET', KEYS[2], ARGV[1], 'running')
+local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+return {'run', status, n}
+"""
+
+_COMPLETE = """
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur == 'succeeded' then return {0} end
+redis.call('HSET', KEYS[2], ARGV[1], 'succeeded')
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+local status = redis.call('HGET', KEYS[1], 'status')
+local left = redis.call('DECR', KEYS[4])
+local out = {1, status, left}
+if status == 'running' or status == 'waiting' then
+  for i = 3, #ARGV do
+    if redis.call('HINCRBY', KEYS[3], ARGV[i], -1) == 0 then
+      redis.call('HSET', KEYS[2], ARGV[i], 'queued')
+      table.insert(out, ARGV[i])
+    end
+  end
+  if left == 0 then
+    redis.call('HSET', KEYS[1], 'status', 'succeeded')
+    out[2] = 'finished'
+  end
+end
+return out
+"""
+
+_FAIL = """
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur ~= 'succeeded' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' or status == 'waiting' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[2])
+  return {1, status}
+end
+return {0, status or ''}
+"""
+
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+for i = 2, #ARGV do
+  if status == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1])
+    return 1
+  end
+end
+return 0
+"""
+
+_CHUNK = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # run | done | skip
+    run_status: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    first: bool
+    run_status: str  # the run's status; 'finished' when this completion finished the run
+    left: int
+    ready: list[str]
+
+
+class RunState:
+    """Redis keys of one deployment (``prefix``); methods take the run id."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.r = client
+        self.prefix = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._complete = client.register_script(_COMPLETE)
+        self._fail = client.register_script(_FAIL)
+        self._transition = client.register_script(_TRANSITION)
+        self._chunk = client.register_script(_CHUNK)
+
+    def key(self, run_id: str, part: str) -> str:
+        return f"{self.prefix}:{{{run_id}}}:{part}"
+
+    # -- set-up --------------------------------------------------------------------
+    def init_run(
+        self,
+        run_id: str,
+        *,
+        generation: int,
+        graph_json: str,
+        pending: dict[str, int],
+        completed: dict[str, str],
+        left: int,
+        status: str = "running",
+    ) -> None:
+        """Write a run's state: join counters of waiting steps, results of completed ones."""
+        k = self.key
+        p = self.r.pipeline(transaction=True)
+        p.delete(k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"), k(run_id, "info"))
+        p.set(k(run_id, "graph"), graph_json)
+        if pending:
+            p.hset(k(run_id, "deps"), mapping=pending)
+        if completed:
+            p.hset(k(run_id, "res"), mapping=completed)
+            p.hset(k(run_id, "st"), mapping=dict.fromkeys(completed, "succeeded"))
+        p.set(k(run_id, "left"), left)
+        p.hset(k(run_id, "meta"), mapping={"status": status, "gen": str(generation)})
+        p.execute()
+
+    def graph_json(self, run_id: str) -> str | None:
+        raw = self.r.get(self.key(run_id, "graph"))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    # -- transitions ----------------------------------------------------------------
+    def claim(self, run_id: str, step_id: str, generation: int, info: dict[str, Any]) -> Claim:
+        k = self.key
+        keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "att"), k(run_id, "info")]
+        out = self._claim(keys=keys, args=[step_id, str(generation), json.dumps(info)])
+        outcome, status = _s(out[0]), _s(out[1])
+        return Claim(outcome, status, int(out[2]) if len(out) > 2 else 0)
+
+    def complete(self, run_id: str, step_id: str, result_json: str, successors: list[str]) -> Completion:
+        k = self.key
+        keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"),
+                k(run_id, "res")]
+        out = self._complete(keys=keys, args=[step_id, result_json, *successors])
+        if not out[0]:
+            return Completion(False, "", -1, [])
+        return Completion(True, _s(out[1]), int(out[2]), [_s(x) for x in out[3:]])
+
+    def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
+        """Mark the step failed; True when this call moved the active run to ``run_status``."""
+        k = self.key
+        out = self._fail(keys=[k(run_id, "meta"), k(run_id, "st")],
+                         args=[step_id, run_status, step_status])
+        return bool(out[0])
+
+    def transition(self, run_id: str, expected: tuple[str, ...], new: str) -> bool:
+        return bool(self._transition(keys=[self.key(run_id, "meta")], args=[new, *expected]))
+
+    def chunk_done(self, run_id: str, step_id: str, index: int, result_json: str) -> int:
+        """Store one map chunk's result; chunks still missing (-1 for a duplicate)."""
+        keys = [self.key(run_id, f"chunks:{step_id}"), self.key(run_id, "chunksleft")]
+        return int(self._chunk(keys=keys, args=[str(index), result_json, step_id]))
+
+    def set_chunks(self, run_id: str, step_id: str, count: int) -> bool:
+        """Record how many chunks a map step fans out to; False when already recorded."""
+        return bool(self.r.hsetnx(self.key(run_id, "chunksleft"), step_id, count))
+
+    def chunk_results(self, run_id: str, step_id: str) -> dict[int, Any]:
+        raw = self.r.hgetall(self.key(run_id, f"chunks:{step_id}"))
+        return {int(i): json.loads(v) for i, v in raw.items()}
+
+    # -- reads -----------------------------------------------------------------------
+    def status(self, run_id: str) -> str | None:
+        raw = self.r.hget(self.key(run_id, "meta"), "status")
+        return _s(raw) if raw is not None else None
+
+    def results(self, run_id: str, step_ids: list[str]) -> dict[str, Any]:
+        if not step_ids:
+            return {}
+        raw = self.r.hmget(self.key(run_id, "res"), step_ids)
+        return {sid: json.loads(v) for sid, v in zip(step_ids, raw, strict=True) if v is not None}
+
+    def step_states(self, run_id: str) -> dict[str, str]:
+        return {_s(a): _s(b) for a, b in self.r.hgetall(self.key(run_id, "st")).items()}
+
+    def step_info(self, run_id: str) -> dict[str, dict[str, Any]]:
+        raw = self.r.hgetall(self.key(run_id, "info"))
+        return {_s(a): json.loads(b) for a, b in raw.items()}
+
+    def attempts(self, run_id: str) -> dict[str, int]:
+        return {_s(a): int(b) for a, b in self.r.hgetall(self.key(run_id, "att")).items()}
+
+    def notify_finished(self, run_id: str) -> None:
+        key = self.key(run_id, "done")
+        p = self.r.pipeline()
+        p.rpush(key, "1")
+        p.expire(key, 3600)
+        p.execute()
+
+    def wait_finished(self, run_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds for a finish notice (a wake-up, not a guarantee)."""
+        key = self.key(run_id, "done")
+        if self.r.blpop([key], timeout=max(timeout, 0.01)):
+            self.notify_finished(run_id)  # leave it for other waiters
+
+    def expire(self, run_id: str, seconds: int) -> None:
+        parts = ("meta", "st", "deps", "left", "res", "att", "info", "graph", "chunksleft")
+        p = self.r.pipeline()
+        for part in parts:
+            p.expire(self.key(run_id, part), seconds)
+        p.execute()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,80 @@
+"""What the run store hands out: plain, typed records (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+RUN_STATUSES = (
+    "pending", "running", "waiting", "succeeded", "failed",
+    "compensating", "compensated", "compensation_failed", "cancelled",
+)
+TERMINAL = frozenset({"succeeded", "failed", "compensated", "compensation_failed", "cancelled"})
+RESUMABLE = frozenset({"failed", "cancelled"})
+
+
+@dataclass
+class StepRecord:
+    step_id: str
+    task: str
+    status: str
+    kind: str = "task"
+    attempts: int = 0
+    queue: str | None = None
+    worker: str | None = None
+    task_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Any = None
+    error: Any = None
+    compensation: str | None = None
+    compensation_status: str | None = None
+    compensation_error: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key in ("started_at", "finished_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+@dataclass
+class RunRecord:
+    id: str
+    workflow: str
+    version: str
+    status: str
+    generation: int
+    inputs: Any
+    graph: dict[str, Any]
+    created_at: datetime
+    result: Any = None
+    error: Any = None
+    parent_run_id: str | None = None
+    parent_step: str | None = None
+    finished_at: datetime | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def step(self, step_id: str) -> StepRecord:
+        for s in self.steps:
+            if s.step_id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def to_json(self, *, with_graph: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "workflow": self.workflow, "version": self.version,
+            "status": self.status, "generation": self.generation, "inputs": self.inputs,
+            "result": self.result, "error": self.error, "parent_run_id": self.parent_run_id,
+            "parent_step": self.parent_step, "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "steps": [s.to_json() for s in self.steps],
+        }
+        if with_graph:
+            out["graph"] = self.graph
+        return out
