@@ -68,3 +68,14 @@ def echo(*args: object) -> list:
 @step(name="demo.noop", capability="demo")
 def noop(*args: object, **kwargs: object) -> None:
     return None
+
+
+@step(name="demo.sleep", capability="demo")
+def sleep(seconds: float, *_: object) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@step(name="demo.fail", capability="demo")
+def fail(*args: object, message: str = "boom") -> None:
+    raise RuntimeError(message)

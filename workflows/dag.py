@@ -113,6 +113,15 @@ class Dag:
                 visit(sid)
         return cycles
 
+    def input_names(self) -> list[str]:
+        """Every input the steps read, in order of first use."""
+        names: list[str] = []
+        for sig in self.steps.values():
+            for m in _walk(list(sig.args)) + _walk(dict(sig.kwargs or {})):
+                if isinstance(m, input) and m.name not in names:
+                    names.append(m.name)
+        return names
+
     def sinks(self) -> list[str]:
         used = {d for deps in self.deps.values() for d in deps}
         return [sid for sid in self.steps if sid not in used]

@@ -49,7 +49,7 @@ class Workflow:
             from workflows.dag import Dag
 
             self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
-        self.inputs: type[BaseModel] = inputs or _model_from(name, build)
+        self.inputs: type[BaseModel] = inputs or _model_from(name, build, self.dag)
         if register:
             registry.add(self)
 
@@ -117,9 +117,12 @@ def _fields(model: type[BaseModel] | None) -> set[str] | None:
     return None if model is None else set(model.model_fields)
 
 
-def _model_from(name: str, build: Callable[..., Any] | None) -> type[BaseModel]:
-    """An input model from ``build``'s parameters: hints become types, defaults stay defaults."""
+def _model_from(name: str, build: Callable[..., Any] | None, dag: Any = None) -> type[BaseModel]:
+    """An input model from ``build``'s parameters (hints become types, defaults stay defaults),
+    or, for the DAG form, one required field per ``input("x")`` it uses."""
     fields: dict[str, Any] = {}
+    if dag is not None:
+        fields = {n: (Any, ...) for n in dag.input_names()}
     if build is not None:
         hints = inspect.get_annotations(build, eval_str=True) if not isinstance(build, type) else {}
         for p in inspect.signature(build).parameters.values():

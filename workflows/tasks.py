@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, chord, group
+from celery.signals import worker_init, worker_process_init
 
 from config.celery_app import app
 from config.errors import CanvasflowError, DefinitionError
@@ -20,6 +21,24 @@ from config.settings import get_settings
 from workers.step import StepTask
 from workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
+
+
+@worker_init.connect
+def _migrate(**_: Any) -> None:
+    """Bring the journal's schema to head once, in the worker's main process, before forking."""
+    from workflows.store.schema import ensure_schema
+    from workflows.store.sql import make_engine
+
+    engine = make_engine(get_settings().database_url)
+    ensure_schema(engine)
+    engine.dispose()
+
+
+@worker_process_init.connect
+def _warm(**_: Any) -> None:
+    from workflows.runtime.context import warm
+
+    warm()
 
 
 @app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)

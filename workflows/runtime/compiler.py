@@ -169,6 +169,8 @@ class CanvasCompiler:
             if key in self.errbacks:
                 known = self.errbacks[key]
                 known.scope = list(dict.fromkeys([*known.scope, *scope]))
+                if known.signature.get("immutable") and not signature.get("immutable"):
+                    known.signature = signature  # Celery's header copy is an immutable clone
             else:
                 self.errbacks[key] = Errback(signature=signature, scope=list(scope))
 
@@ -212,7 +214,7 @@ def _spliced(compiler: CanvasCompiler, members: list[Any]) -> list[Signature]:
 
 
 def _canonical(signature: dict[str, Any]) -> str:
-    core = {k: signature.get(k) for k in ("task", "args", "kwargs", "immutable", "subtask_type")}
+    core = {k: signature.get(k) for k in ("task", "args", "kwargs", "subtask_type")}
     return json.dumps(core, sort_keys=True, default=repr)
 
 

@@ -82,6 +82,13 @@ def runtime() -> Runtime:
     return rt
 
 
+def warm() -> None:
+    """Open this process's connections now (a worker child calls it at start, not on its first step)."""
+    rt = runtime()
+    rt.redis.ping()
+    rt.store.get_run("-", with_steps=False)
+
+
 def reset_runtime() -> None:
     """Forget this process's runtime (tests that change settings call this)."""
     _runtimes.pop(os.getpid(), None)

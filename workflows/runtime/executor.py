@@ -113,6 +113,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         info["attempt"] = claim.attempt
         try:
             result = task.run(*args, **kwargs)
+            info["finished_at"] = _now().isoformat()
             encoded = encode_result(claim_id, result)
         except Retry:
             raise
@@ -159,12 +160,12 @@ def complete(rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, enco
 def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any,
                     info: dict[str, Any] | None) -> None:
     info = info or {}
-    started = info.get("started_at")
+    started, finished = info.get("started_at"), info.get("finished_at")
     rt.store.record_step(
         run_id, step_id, "step.succeeded", status="succeeded",
         attempts=info.get("attempt", 1), worker=info.get("worker"), queue=info.get("queue"),
         task_id=info.get("task_id"), started_at=datetime.fromisoformat(started) if started else None,
-        finished_at=_now(), result=result,
+        finished_at=datetime.fromisoformat(finished) if finished else _now(), result=result,
     )
 
 

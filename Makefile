@@ -1,0 +1,48 @@
+# canvasflow: `make demo` runs the main job end to end, `make test` passes the tests.
+# Both install what is missing first (a virtualenv in .venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CAP    ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-integration bench worker flower lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "canvasflow needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/canvasflow demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration tests/faults $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m tests.benchmarks.run
+
+worker: install
+	$(BIN)/canvasflow worker --capability $(CAP) --control
+
+flower: install
+	$(BIN)/celery -A config.celery_app flower --address=127.0.0.1 --port=5555
+
+lint: install
+	$(BIN)/ruff check config workers workflows compensation tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache canvasflow.db canvasflow.db-*

