@@ -79,3 +79,29 @@ def sleep(seconds: float, *_: object) -> float:
 @step(name="demo.fail", capability="demo")
 def fail(*args: object, message: str = "boom") -> None:
     raise RuntimeError(message)
+
+
+@step(name="demo.gate", capability="demo")
+def gate(value: object, name: str) -> object:
+    """Pass ``value`` through once the gate ``name`` is open (a Redis key); fail until then.
+
+    Lets a demo or test make a run fail, open the gate, and resume it.
+    """
+    import redis
+
+    from config.settings import get_settings
+
+    s = get_settings()
+    client = redis.Redis.from_url(s.redis_state_url)
+    if not client.exists(f"{s.key_prefix}:gate:{name}"):
+        raise RuntimeError(f"gate {name} is closed")
+    return value
+
+
+def open_gate(name: str) -> None:
+    import redis
+
+    from config.settings import get_settings
+
+    s = get_settings()
+    redis.Redis.from_url(s.redis_state_url).set(f"{s.key_prefix}:gate:{name}", 1, ex=3600)

@@ -3,6 +3,7 @@
     from workflows import Workflow, start, get_run, resume, cancel, signal
 """
 
+from workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
 from workflows.client import Run, cancel, get_run, list_runs, resume, signal, start
 from workflows.dag import input, result, value
 from workflows.definition import Workflow, registry

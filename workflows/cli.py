@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from config.logging import configure_logging
+    from config.settings import get_settings
+
+    configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
     try:
         return int(args.fn(args))
     except CanvasflowError as exc:

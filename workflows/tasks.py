@@ -90,6 +90,19 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@app.task(name=WORKFLOW_TASK)
-def subworkflow(*_: Any, **__: Any) -> None:
-    raise DefinitionError("a sub-workflow step only runs inside a canvasflow run")
+@app.task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
+def subworkflow(self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None,
+                result_as: str | None = None) -> Any:
+    """Start the child run of a sub-workflow step; the child's result completes the step."""
+    from workflows.lifecycle import start_child
+    from workflows.runtime.executor import DEFERRED, HEADER
+
+    ref = self.request.get(HEADER)
+    if not ref:
+        raise DefinitionError("a sub-workflow step only runs inside a canvasflow run")
+    values = dict(inputs or {})
+    if args and result_as:
+        values[result_as] = args[0]
+    start_child(workflow, values, parent_run_id=ref["run"], parent_step=ref["step"],
+                parent_gen=int(ref["gen"]))
+    return DEFERRED

@@ -141,6 +141,8 @@ class CanvasCompiler:
         if kind != "task":
             spec = {k: v["v"] for k, v in kwargs.items()}
             kwargs = {}
+        if kind == "workflow":
+            spec.setdefault("inputs", {})
         routed_by = spec["mapper"]["task"] if kind == "map" else name
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
         self._check_task(name, kind)

@@ -31,6 +31,13 @@ log = structlog.get_logger("canvasflow.executor")
 HEADER = "canvasflow"
 
 
+class Deferred:
+    """Returned by a step body whose completion comes later (a sub-workflow's child run)."""
+
+
+DEFERRED = Deferred()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -62,6 +69,8 @@ def dispatch(rt: Runtime, run_id: str, generation: int, graph: StepGraph,
         kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
         if node.kind == "task":
             send_step(rt, run_id, generation, node, args, kwargs)
+        elif node.kind == "workflow":
+            send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
         else:
             from workflows.runtime import special
 
@@ -114,7 +123,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         try:
             result = task.run(*args, **kwargs)
             info["finished_at"] = _now().isoformat()
-            encoded = encode_result(claim_id, result)
+            encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
         except Retry:
             raise
         except Exception as exc:
@@ -125,6 +134,12 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 error=error_info(exc, task),
             )
             raise
+        if result is DEFERRED:
+            rt.store.record_step(run_id, step_id, "step.waiting", status="waiting",
+                                 attempts=claim.attempt, worker=info["worker"], queue=info["queue"],
+                                 task_id=info["task_id"],
+                                 started_at=datetime.fromisoformat(info["started_at"]))
+            return None
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
         else:

@@ -4,7 +4,8 @@
   ``canvasflow.chunk`` message applying the mapper to each item. The last chunk to finish
   (an atomic counter) completes the map step with all results, in item order.
 * ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload.
-* ``workflow``: starts a child run; the child's result completes this step.
+* ``workflow``: a ``canvasflow.subworkflow`` message whose body starts a child run; the
+  child's result completes this step (see child_finished).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ def dispatch(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
         _fan_out(rt, run_id, gen, node, args)
     elif node.kind == "signal":
         _await_signal(rt, run_id, gen, node)
-    elif node.kind == "workflow":
-        _start_child(rt, run_id, gen, node, args)
     else:  # pragma: no cover - the compiler only makes the kinds above
         raise ValueError(f"unknown step kind {node.kind}")
 
@@ -77,17 +76,7 @@ def deliver_signal(rt: Runtime, run_id: str, gen: int, step_id: str, payload: An
     complete(rt, run_id, step_id, gen, payload, encode_result(step_id, payload), None)
 
 
-# -- sub-workflows ------------------------------------------------------------------------
-def _start_child(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]) -> None:
-    from workflows.lifecycle import start_child
-
-    inputs = dict(node.spec.get("inputs") or {})
-    if args and node.spec.get("result_as"):
-        inputs[node.spec["result_as"]] = args[0]
-    start_child(node.spec["workflow"], inputs, parent_run_id=run_id, parent_step=node.id,
-                parent_gen=gen)
-
-
+# -- sub-workflows (the step itself is a ``canvasflow.subworkflow`` message) ----------------
 def child_finished(rt: Runtime, run_id: str, value: Any) -> None:
     """A run finished; when it is a child, its result completes the parent's step."""
     record = rt.store.get_run(run_id, with_steps=False)

@@ -1,0 +1,37 @@
+"""For every shape in the corpus, canvasflow's result equals plain Celery's (or the documented
+one where Celery 5.7 slips), and every step of the run is journaled as succeeded."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.corpus import SHAPES
+from workflows import Workflow, start
+from workflows.runtime.graph import StepGraph
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+
+def test_the_corpus_is_large_enough():
+    assert len(SHAPES) >= 20
+
+
+@pytest.mark.parametrize(("shape_id", "factory", "documented"), SHAPES, ids=[s[0] for s in SHAPES])
+def test_shape_result_matches_plain_celery(worker, shape_id, factory, documented):
+    plain = factory().apply_async().get(timeout=30, propagate=True)
+    expected = documented if documented is not None else plain
+
+    wf = Workflow(f"corpus.{shape_id}", "1", build=factory)
+    record = start(wf.name).wait(timeout=30)
+
+    assert record.status == "succeeded", record.error
+    assert record.result == expected
+    if documented is not None:
+        assert plain != documented, "Celery now follows its documentation: drop the exception"
+    graph = StepGraph.from_json(record.graph)
+    journaled = {s.step_id: s for s in record.steps}
+    assert set(graph.steps) <= set(journaled)
+    for sid in graph.steps:
+        step = journaled[sid]
+        assert step.status == "succeeded", (sid, step.status, step.error)
+        assert step.attempts >= 1 and step.finished_at is not None
