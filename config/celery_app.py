@@ -14,14 +14,13 @@ from celery.signals import setup_logging
 from config.errors import BrokerUnavailable
 from config.logging import configure_logging
 from config.queues import declare_queues
-from config.settings import get_settings
+from config.settings import Settings, get_settings
 
 RUNTIME_MODULES = ["workers.demo", "workflows.tasks", "compensation.tasks"]
 
 
-def _build_app() -> Celery:
-    s = get_settings()
-    celery = Celery("canvasflow")
+def configure(celery: Celery, s: Settings) -> None:
+    """Apply settings to the app (again, when settings change before the app is first used)."""
     celery.conf.update(
         broker_url=s.broker_url,
         result_backend=s.result_backend,
@@ -58,10 +57,10 @@ def _build_app() -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
-    return celery
 
 
-app = _build_app()
+app = Celery("canvasflow")
+configure(app, get_settings())
 
 
 @setup_logging.connect
