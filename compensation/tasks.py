@@ -1,1 +1,20 @@
 """Celery tasks of the compensation runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compensation.decorator import CompensationTask
+from compensation.rollback import CHUNK_COMP_TASK
+from config.celery_app import app
+
+
+@app.task(name=CHUNK_COMP_TASK, base=CompensationTask)
+def compensate_chunk(compensation: str, mapper: dict[str, Any], items: list[Any],
+                     results: list[Any]) -> int:
+    """Undo one map chunk: the mapper's compensation for each item, newest first."""
+    comp = app.tasks[compensation]
+    sig = app.signature(mapper)
+    for item, value in reversed(list(zip(items[: len(results)], results, strict=True))):
+        comp.run(value, item, *sig.args, **sig.kwargs)
+    return len(items)

@@ -48,6 +48,9 @@ def step(
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     retry_backoff: bool | int = True,
     retry_backoff_max: int = 600,
+    on_failure: str = "compensate",
+    fallback: Any = None,
+    writes: bool = False,
     **options: Any,
 ) -> Callable[[F], Task]: ...
 
@@ -61,14 +64,24 @@ def step(
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     retry_backoff: bool | int = True,
     retry_backoff_max: int = 600,
+    on_failure: str = "compensate",
+    fallback: Any = None,
+    writes: bool = False,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
 
     ``name`` defaults to ``<module>.<function>``; give one explicitly when the function
-    may move, since the name is what messages and journals refer to. ``retries`` > 0
-    retries on ``retry_on`` with exponential backoff (Celery autoretry).
+    may move, since the name is what messages and journals refer to.
+
+    Failure policy, once ``retries`` (Celery autoretry on ``retry_on``, exponential
+    backoff) are spent: ``on_failure="compensate"`` (the default) fails the run and rolls
+    back its completed steps; ``on_failure="continue"`` completes the step with
+    ``fallback`` and the run goes on. ``writes=True`` marks a step with side effects:
+    ``canvasflow check`` names such steps that have no compensation.
     """
+    if on_failure not in ("compensate", "continue"):
+        raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
 
     def decorate(func: Callable[..., Any]) -> Task:
         task_name = name or f"{func.__module__}.{func.__name__}"
@@ -88,6 +101,9 @@ def step(
             name=task_name,
             base=StepTask,
             capability=capability,
+            on_failure_policy=on_failure,
+            fallback=fallback,
+            writes=writes,
             queue=options.pop("queue", queue_for(capability)),
             **retry_opts,
             **options,

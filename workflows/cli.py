@@ -97,6 +97,44 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_undo(args: argparse.Namespace) -> int:
+    from workflows import get_run, undo
+
+    run = undo(args.run)
+    record = run.wait(args.timeout) if args.wait else get_run(run.id)
+    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    return 0
+
+
+def cmd_compensate(args: argparse.Namespace) -> int:
+    from workflows import compensate, get_run
+
+    run = compensate(args.run)
+    record = run.wait(args.timeout) if args.wait else get_run(run.id)
+    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    return 0 if record.status != "compensation_failed" else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Steps marked ``writes=True`` that have no compensation, and compensations of unknown steps."""
+    from compensation.registry import registry as compensations
+    from config.celery_app import app
+    from workers.step import StepTask
+    from workflows import registry
+
+    registry.load()
+    problems = [
+        f"step {name} writes but has no compensation: add @compensates({name.rsplit('.', 1)[-1]})"
+        for name, task in sorted(app.tasks.items())
+        if isinstance(task, StepTask) and getattr(task, "writes", False)
+        and not compensations.compensation_of(name)
+    ]
+    problems += [f"compensation {comp} undoes {step}, which is not a registered step"
+                 for step, comp in compensations.items() if step not in app.tasks]
+    _emit(args, {"problems": problems}, lambda: "\n".join(problems) or "no problems")
+    return 1 if problems else 0
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from config.errors import RunNotFound, WorkflowNotFound
     from workflows import get_run, registry
@@ -200,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true")
     sp.add_argument("--timeout", type=float, default=300)
     add("cancel", cmd_cancel, "cancel a run").add_argument("run")
+    for name, fn, help_ in (("undo", cmd_undo, "compensate every step of a succeeded run"),
+                            ("compensate", cmd_compensate, "retry failed compensations of a run")):
+        sp = add(name, fn, help_)
+        sp.add_argument("run")
+        sp.add_argument("--wait", action="store_true")
+        sp.add_argument("--timeout", type=float, default=300)
+    add("check", cmd_check, "steps that write but have no compensation")
     sp = add("signal", cmd_signal, "send a signal to a waiting run")
     sp.add_argument("run")
     sp.add_argument("name")

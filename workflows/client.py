@@ -90,6 +90,18 @@ def cancel(run_id: str) -> Run:
     return Run(run_id)
 
 
+def undo(run_id: str) -> Run:
+    """Roll back a succeeded run: every completed step's compensation, newest first."""
+    lifecycle.undo(run_id)
+    return Run(run_id)
+
+
+def compensate(run_id: str) -> Run:
+    """Retry the compensations of a ``compensation_failed`` run that failed."""
+    lifecycle.retry_compensation(run_id)
+    return Run(run_id)
+
+
 def signal(run_id: str, name: str, payload: Any = None) -> Run:
     lifecycle.signal(run_id, name, payload)
     return Run(run_id)

@@ -164,7 +164,7 @@ class Dag:
             nodes[sid] = StepNode(
                 id=sid, task=sig.task, args=[expr(a) for a in sig.args], kwargs=kwargs,
                 deps=list(self.deps[sid]), options=options, kind=kind,  # type: ignore[arg-type]
-                spec=spec, compensation=compensation_of(sig.task),
+                spec=spec, compensation=compensation_of(routed_by),
             )
         if self.returns is not None:
             out = ref(self.returns)

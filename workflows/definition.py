@@ -36,12 +36,16 @@ class Workflow:
         inputs: type[BaseModel] | None = None,
         returns: str | None = None,
         description: str = "",
+        inflight: str = "wait",
         register: bool = True,
     ) -> None:
         if (build is None) == (steps is None):
             raise DefinitionError(f"workflow {name}: give exactly one of build= or steps=")
+        if inflight not in ("wait", "revoke"):
+            raise DefinitionError(f"workflow {name}: inflight must be 'wait' or 'revoke', not {inflight!r}")
         self.name = name
         self.version = str(version)
+        self.inflight = inflight
         self.description = description or (inspect.getdoc(build) if build else "") or ""
         self.build = build
         self.dag = None
@@ -94,9 +98,12 @@ class Workflow:
         from workers.capabilities import registry as capabilities
 
         if self.dag is not None:
-            return self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
-        canvas = self.canvas(values)
-        return compile_canvas(canvas, app, capabilities.queue_of, compensations.compensation_of)
+            graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
+        else:
+            canvas = self.canvas(values)
+            graph = compile_canvas(canvas, app, capabilities.queue_of, compensations.compensation_of)
+        graph.options["inflight"] = self.inflight
+        return graph
 
     # -- use --------------------------------------------------------------------------------
     def start(self, **inputs: Any) -> Any:

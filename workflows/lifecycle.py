@@ -180,3 +180,52 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
             deliver_signal(rt, run_id, record.generation, node.id, payload)
     return get_record(run_id)
+
+
+def _rehydrate(rt: Runtime, record: RunRecord) -> None:
+    """Rebuild a run's Redis state from the journal (it may have expired since the run ended)."""
+    if rt.state.graph_json(record.id) is not None:
+        return
+    completed = {s.step_id: json.dumps(s.result) for s in record.steps if s.status == "succeeded"}
+    rt.state.init_run(record.id, generation=record.generation, graph_json=json.dumps(record.graph),
+                      pending={}, completed=completed, left=0, status=record.status)
+
+
+def undo(run_id: str) -> RunRecord:
+    """Compensate every completed step of a succeeded run, in reverse dependency order."""
+    rt = runtime()
+    record = get_record(run_id)
+    if record.status != "succeeded":
+        raise RunStateError(f"run {run_id} is {record.status}; only a succeeded run can be undone")
+    _rehydrate(rt, record)
+    if not rt.store.transition_run(run_id, ("succeeded",), "compensating", finished_at=None):
+        raise RunStateError(f"run {run_id} changed state while undoing; look at it again")
+    rt.state.transition(run_id, ("succeeded",), "compensating")
+    from compensation import rollback
+
+    rollback.begin(rt, run_id, record.generation)
+    return get_record(run_id)
+
+
+def retry_compensation(run_id: str) -> RunRecord:
+    """Run again the compensations that failed after their retries (``compensation_failed`` runs)."""
+    rt = runtime()
+    record = get_record(run_id)
+    if record.status != "compensation_failed":
+        raise RunStateError(
+            f"run {run_id} is {record.status}; only a compensation_failed run has compensations to retry"
+        )
+    _rehydrate(rt, record)
+    failed = [s.step_id for s in record.steps if s.compensation_status == "compensation_failed"]
+    if not rt.store.transition_run(run_id, ("compensation_failed",), "compensating", finished_at=None):
+        raise RunStateError(f"run {run_id} changed state while retrying; look at it again")
+    rt.state.transition(run_id, ("compensation_failed",), "compensating")
+    if failed:
+        rt.redis.hdel(rt.state.key(run_id, "comp"), *failed)
+        rt.store.record_steps(run_id, [{"step_id": u, "compensation_status": None,
+                                        "compensation_error": None} for u in failed],
+                              "compensation.reset")
+    from compensation import rollback
+
+    rollback.progress(rt, run_id, record.generation)
+    return get_record(run_id)

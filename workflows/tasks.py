@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, chord, group
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_revoked, worker_init, worker_process_init
 
 from config.celery_app import app
 from config.errors import CanvasflowError, DefinitionError
@@ -41,6 +41,23 @@ def _warm(**_: Any) -> None:
     warm()
 
 
+@task_revoked.connect
+def _revoked(request: Any = None, **_: Any) -> None:
+    """A step revoked (the ``revoke`` in-flight policy) will not complete: the rollback may go on."""
+    from compensation import rollback
+    from workflows.runtime.context import runtime
+    from workflows.runtime.failure import step_ref
+
+    ref = step_ref(request)
+    if not ref:
+        return
+
+    rt = runtime()
+    unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
+    rt.state.mark_revoked(ref["run"], unit)
+    rollback.step_settled(rt, ref["run"])
+
+
 @app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)
 def start_workflow(workflow: str, inputs: dict[str, Any] | None = None,
                    version: str | None = None) -> dict[str, Any]:
@@ -66,7 +83,14 @@ def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
     """Apply the mapper to each item, in this process (one message for the whole chunk)."""
     sig = app.signature(mapper)
     task = app.tasks[sig.task]
-    return [task.run(item, *sig.args, **sig.kwargs) for item in items]
+    done: list[Any] = []
+    try:
+        for item in items:
+            done.append(task.run(item, *sig.args, **sig.kwargs))
+    except Exception as exc:
+        exc.canvasflow_partial = done  # type: ignore[attr-defined]  # completed items, for undo
+        raise
+    return done
 
 
 @app.task(name=MAP_TASK, bind=True)

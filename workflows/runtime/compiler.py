@@ -155,7 +155,7 @@ class CanvasCompiler:
             options=options,
             kind=kind,  # type: ignore[arg-type]
             spec=spec,
-            compensation=self.compensation_of(name),
+            compensation=self.compensation_of(routed_by),
         )
         return _Flow(ref(step_id), (step_id,)), [step_id]
 

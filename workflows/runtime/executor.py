@@ -113,6 +113,10 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         claim = rt.state.claim(run_id, claim_id, gen, info)
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
+            if claim.run_status == "compensating":
+                from compensation import rollback
+
+                rollback.step_settled(rt, run_id)
             raise Ignore()
         if claim.outcome == "done":
             log.info("duplicate delivery of a completed step")
@@ -127,13 +131,19 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         except Retry:
             raise
         except Exception as exc:
-            rt.store.record_step(
-                run_id, claim_id, "step.failed", status="failed", attempts=claim.attempt,
-                worker=info["worker"], queue=info["queue"], task_id=info["task_id"],
-                started_at=datetime.fromisoformat(info["started_at"]), finished_at=_now(),
-                error=error_info(exc, task),
-            )
-            raise
+            partial = getattr(exc, "canvasflow_partial", None)
+            if chunk is not None and partial:
+                rt.state.chunk_partial(run_id, step_id, int(chunk), json.dumps(partial))
+            if getattr(task, "on_failure_policy", "compensate") != "continue":
+                rt.store.record_step(
+                    run_id, claim_id, "step.failed", status="failed", attempts=claim.attempt,
+                    worker=info["worker"], queue=info["queue"], task_id=info["task_id"],
+                    started_at=datetime.fromisoformat(info["started_at"]), finished_at=_now(),
+                    error=error_info(exc, task),
+                )
+                raise
+            result = _fallback(rt, task, run_id, claim_id, exc, info)
+            encoded = encode_result(claim_id, result)
         if result is DEFERRED:
             rt.store.record_step(run_id, step_id, "step.waiting", status="waiting",
                                  attempts=claim.attempt, worker=info["worker"], queue=info["queue"],
@@ -147,6 +157,18 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
         return result
+
+
+def _fallback(rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException,
+              info: dict[str, Any]) -> Any:
+    """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
+    from compensation.rollback import mark_not_needed
+
+    log.warning("step failed; continuing with its fallback", error=str(exc))
+    info["finished_at"] = _now().isoformat()
+    info["error"] = {**error_info(exc, task), "fallback": True}
+    mark_not_needed(rt, run_id, step_id)
+    return getattr(task, "fallback", None)
 
 
 def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
@@ -181,6 +203,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any,
         attempts=info.get("attempt", 1), worker=info.get("worker"), queue=info.get("queue"),
         task_id=info.get("task_id"), started_at=datetime.fromisoformat(started) if started else None,
         finished_at=datetime.fromisoformat(finished) if finished else _now(), result=result,
+        error=info.get("error"),
     )
 
 

@@ -29,11 +29,15 @@ def failure_status(graph: StepGraph) -> str:
     return "compensating" if any(n.compensation for n in graph.steps.values()) else "failed"
 
 
+def step_ref(request: Any) -> dict[str, Any] | None:
+    """The canvasflow header of a task request (a Celery Context), if it is a step's."""
+    ref = request.get(HEADER) if hasattr(request, "get") else None
+    return ref or (getattr(request, "headers", None) or {}).get(HEADER)
+
+
 def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     """Handle the final failure of a canvasflow step; other tasks are ignored."""
-    ref = (request.get(HEADER) if hasattr(request, "get") else None) or (
-        (getattr(request, "headers", None) or {}).get(HEADER)
-    )
+    ref = step_ref(request)
     if not ref:
         return
     rt = runtime()
@@ -48,15 +52,17 @@ def fail_step(rt: Runtime, run_id: str, step_id: str, gen: int, chunk: int | Non
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=error["step"]):
         log.warning("step failed", error_type=error["type"], error=error["message"])
         target = failure_status(graph)
-        if chunk is not None:
-            rt.state.fail(run_id, error["step"], target)
-        won = rt.state.fail(run_id, step_id, target)
+        won = chunk is not None and rt.state.fail(run_id, error["step"], target)
+        won = rt.state.fail(run_id, step_id, target) or won
         rt.store.record_step(run_id, error["step"], "step.failed", status="failed",
                              finished_at=datetime.now(UTC), error=error)
         if chunk is not None:
             rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
+            from compensation import rollback
+
+            rollback.step_settled(rt, run_id)
             return
         if not rt.store.transition_run(run_id, ("running", "waiting"), target, error=error):
             return

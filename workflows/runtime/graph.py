@@ -94,6 +94,7 @@ class StepGraph:
     steps: dict[str, StepNode]
     result: Expr
     errbacks: list[Errback] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         succ: dict[str, list[str]] = {sid: [] for sid in self.steps}
@@ -131,10 +132,12 @@ class StepGraph:
             "steps": [asdict(n) for n in self.steps.values()],
             "result": self.result,
             "errbacks": [asdict(e) for e in self.errbacks],
+            "options": self.options,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepGraph:
         steps = {s["id"]: StepNode(**s) for s in data["steps"]}
         errbacks = [Errback(**e) for e in data.get("errbacks", [])]
-        return cls(steps=steps, result=data["result"], errbacks=errbacks)
+        return cls(steps=steps, result=data["result"], errbacks=errbacks,
+                   options=dict(data.get("options") or {}))

@@ -27,8 +27,11 @@ local status = redis.call('HGET', KEYS[1], 'status')
 local gen = redis.call('HGET', KEYS[1], 'gen')
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'succeeded' then return {'done', status or ''} end
-if status ~= 'running' and status ~= 'waiting' then return {'skip', status or ''} end
 if gen ~= ARGV[2] then return {'skip', 'stale'} end
+if status ~= 'running' and status ~= 'waiting' then
+  if cur == 'queued' or cur == 'running' then redis.call('HSET', KEYS[2], ARGV[1], 'skipped') end
+  return {'skip', status or ''}
+end
 redis.call('HSET', KEYS[2], ARGV[1], 'running')
 local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
@@ -60,7 +63,7 @@ return out
 
 _FAIL = """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur ~= 'succeeded' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+if cur ~= 'succeeded' and cur ~= 'partial' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'running' or status == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2])
@@ -80,8 +83,15 @@ end
 return 0
 """
 
+_REVOKED = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur == 'queued' or cur == 'running' then redis.call('HSET', KEYS[1], ARGV[1], 'revoked') end
+return 1
+"""
+
 _CHUNK = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('HSET', KEYS[3], ARGV[3] .. '#' .. ARGV[1], 'succeeded')
 return redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
 """
 
@@ -112,6 +122,7 @@ class RunState:
         self._fail = client.register_script(_FAIL)
         self._transition = client.register_script(_TRANSITION)
         self._chunk = client.register_script(_CHUNK)
+        self._revoked = client.register_script(_REVOKED)
 
     def key(self, run_id: str, part: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:{part}"
@@ -173,9 +184,21 @@ class RunState:
     def transition(self, run_id: str, expected: tuple[str, ...], new: str) -> bool:
         return bool(self._transition(keys=[self.key(run_id, "meta")], args=[new, *expected]))
 
+    def mark_revoked(self, run_id: str, step_id: str) -> None:
+        """A revoked step will not complete (unless it already did)."""
+        self._revoked(keys=[self.key(run_id, "st")], args=[step_id])
+
+    def chunk_partial(self, run_id: str, step_id: str, index: int, result_json: str) -> None:
+        """A failed chunk's items that did complete (their effects must be undone too)."""
+        p = self.r.pipeline(transaction=True)
+        p.hsetnx(self.key(run_id, f"chunks:{step_id}"), str(index), result_json)
+        p.hset(self.key(run_id, "st"), f"{step_id}#{index}", "partial")
+        p.execute()
+
     def chunk_done(self, run_id: str, step_id: str, index: int, result_json: str) -> int:
         """Store one map chunk's result; chunks still missing (-1 for a duplicate)."""
-        keys = [self.key(run_id, f"chunks:{step_id}"), self.key(run_id, "chunksleft")]
+        keys = [self.key(run_id, f"chunks:{step_id}"), self.key(run_id, "chunksleft"),
+                self.key(run_id, "st")]
         return int(self._chunk(keys=keys, args=[str(index), result_json, step_id]))
 
     def set_chunks(self, run_id: str, step_id: str, count: int) -> bool:
@@ -221,7 +244,8 @@ class RunState:
             self.notify_finished(run_id)  # leave it for other waiters
 
     def expire(self, run_id: str, seconds: int) -> None:
-        parts = ("meta", "st", "deps", "left", "res", "att", "info", "graph", "chunksleft")
+        parts = ("meta", "st", "deps", "left", "res", "att", "info", "graph", "chunksleft", "comp",
+                 "compclaim", "compround")
         p = self.r.pipeline()
         for part in parts:
             p.expire(self.key(run_id, part), seconds)

@@ -1,0 +1,67 @@
+"""``@compensates(step)``: register the task that undoes a step.
+
+The compensation is a real Celery task with its own retries and backoff. It receives the
+step's journaled result, then the step's original arguments:
+
+    @compensates(charge)
+    def refund(charge_result, order):
+        ...
+
+It runs on the compensated step's capability queue unless given ``queue=``. When the
+runtime dispatches it, it runs at most once per step (a redelivered message does not run
+it twice; see CompensationTask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+
+from compensation.registry import registry
+from config.celery_app import app
+
+COMP_HEADER = "canvasflow_comp"
+
+
+class CompensationTask(Task):
+    """Base class of compensation tasks: journaled, at most once per step, when run by canvasflow."""
+
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ref = self.request.get(COMP_HEADER) if self.request else None
+        if not ref:
+            return self.run(*args, **kwargs)
+        from compensation.rollback import run_compensation
+
+        return run_compensation(self, ref, args, kwargs)
+
+
+def compensates(
+    step: Task | str,
+    *,
+    name: str | None = None,
+    retries: int = 3,
+    retry_backoff: bool | int = True,
+    retry_backoff_max: int = 300,
+    queue: str | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Task]:
+    """Register the decorated function as the compensation of ``step`` (a step task or its name)."""
+    step_name = step if isinstance(step, str) else step.name
+
+    def decorate(fn: Callable[..., Any]) -> Task:
+        task_name = name or f"{fn.__module__}.{fn.__name__}"
+        retry: dict[str, Any] = {}
+        if retries:
+            retry = {"autoretry_for": (Exception,), "max_retries": retries,
+                     "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
+                     "retry_jitter": False}
+        task = app.task(fn, name=task_name, base=CompensationTask, compensates=step_name,
+                        explicit_queue=queue, **retry, **options)
+        registry.register(step_name, task_name)
+        return task
+
+    return decorate

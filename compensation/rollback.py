@@ -1,0 +1,175 @@
+"""The rollback of a failed run (the I/O side of the planner).
+
+``progress`` is called whenever something the planner depends on changes: the failure
+itself, a sibling completing or being skipped late, a compensation ending. Each call
+reads the state, dispatches the ready compensations (each claimed once with HSETNX), and
+closes the run when nothing is left: ``compensated``, or ``compensation_failed`` when a
+compensation failed after its retries (the others still ran).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.exceptions import Retry
+
+from compensation.decorator import COMP_HEADER
+from compensation.planner import node_of, plan
+from workflows.runtime.context import Runtime, runtime
+from workflows.runtime.graph import StepGraph, resolve
+
+log = structlog.get_logger("canvasflow.compensation")
+CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
+
+
+def _comp_key(rt: Runtime, run_id: str) -> str:
+    return rt.state.key(run_id, "comp")
+
+
+def comp_states(rt: Runtime, run_id: str) -> dict[str, str]:
+    raw = rt.redis.hgetall(_comp_key(rt, run_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def mark_not_needed(rt: Runtime, run_id: str, unit: str) -> None:
+    rt.redis.hset(_comp_key(rt, run_id), unit, "not_needed")
+
+
+# -- triggers ----------------------------------------------------------------------------
+def begin(rt: Runtime, run_id: str, gen: int) -> None:
+    log.info("rollback started", run_id=run_id)
+    graph = rt.graph(run_id, gen)
+    if graph.options.get("inflight") == "revoke":
+        _revoke_in_flight(rt, run_id, gen)
+    progress(rt, run_id, gen)
+
+
+def late_completion(rt: Runtime, run_id: str, step_id: str, run_status: str) -> None:
+    """A step completed after the run stopped being active: it may need undoing too."""
+    if run_status == "compensating":
+        gen = _generation(rt, run_id)
+        progress(rt, run_id, gen)
+
+
+def step_settled(rt: Runtime, run_id: str) -> None:
+    """An in-flight step was skipped or failed while the run was rolling back."""
+    if rt.state.status(run_id) == "compensating":
+        progress(rt, run_id, _generation(rt, run_id))
+
+
+def _generation(rt: Runtime, run_id: str) -> int:
+    raw = rt.redis.hget(rt.state.key(run_id, "meta"), "gen")
+    return int(raw) if raw else 1
+
+
+# -- the loop ------------------------------------------------------------------------------
+def progress(rt: Runtime, run_id: str, gen: int) -> None:
+    graph = rt.graph(run_id, gen)
+    p = plan(graph, rt.state.step_states(run_id), comp_states(rt, run_id))
+    for unit in p.ready:
+        if rt.redis.hsetnx(_comp_key(rt, run_id), unit, "dispatched"):
+            _dispatch(rt, run_id, gen, graph, unit)
+    if p.done:
+        _close(rt, run_id, failed=p.failed)
+
+
+def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -> None:
+    node = graph.steps[node_of(unit)]
+    assert node.compensation is not None
+    comp_task = rt.app.tasks.get(node.compensation)
+    queue = getattr(comp_task, "explicit_queue", None) or node.options.get("queue")
+    results = rt.state.results(run_id, sorted(node.reads() | {node.id}))
+    args = [resolve(a, results) for a in node.args]
+    kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
+    attempt = rt.redis.hincrby(rt.state.key(run_id, "compround"), unit, 1)
+    header = {"run": run_id, "unit": unit, "gen": gen, "round": attempt}
+    options: dict[str, Any] = {
+        "task_id": f"{run_id}-{unit}-comp{attempt}-g{gen}", "headers": {COMP_HEADER: header},
+        "queue": queue, "ignore_result": True, "add_to_parent": False,
+    }
+    if node.kind == "map":
+        index = int(unit.split("#", 1)[1])
+        size = max(int(node.spec.get("chunk_size") or 1), 1)
+        items = list(args[0])[index * size:(index + 1) * size]
+        chunk_results = json.loads(rt.redis.hget(rt.state.key(run_id, f"chunks:{node.id}"), str(index)))
+        rt.app.send_task(CHUNK_COMP_TASK, args=[node.compensation, node.spec["mapper"], items,
+                                                chunk_results], **options)
+    else:
+        rt.app.send_task(node.compensation, args=[results.get(node.id), *args], kwargs=kwargs,
+                         **options)
+    rt.store.record_step(run_id, unit, "compensation.dispatched", compensation_status="dispatched")
+    log.info("compensation dispatched", run_id=run_id, step_id=unit, task=node.compensation)
+
+
+def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
+    final = "compensation_failed" if failed else "compensated"
+    if not rt.state.transition(run_id, ("compensating",), final):
+        return
+    fields: dict[str, Any] = {}
+    if failed:
+        record = rt.store.get_run(run_id, with_steps=False)
+        fields["error"] = {**((record.error if record else None) or {}), "compensation_failed": failed}
+    rt.store.transition_run(run_id, ("compensating",), final, **fields)
+    log.info("rollback finished", run_id=run_id, status=final, failed=failed)
+    from workflows.runtime.failure import close_failed
+
+    close_failed(rt, run_id, {"message": f"run {final}"})
+
+
+# -- the compensation task's side --------------------------------------------------------------
+def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
+    """One delivery of a compensation: claimed once per (unit, retry), journaled, then progress."""
+    rt = runtime()
+    run_id, unit, gen = ref["run"], ref["unit"], int(ref["gen"])
+    req = task.request
+    claim_field = f"{unit}:{ref.get('round', 1)}:{req.retries or 0}"
+    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=unit, compensation=task.name):
+        if not rt.redis.hsetnx(rt.state.key(run_id, "compclaim"), claim_field, req.hostname or "?"):
+            if comp_states(rt, run_id).get(unit) in ("compensated", "compensation_failed"):
+                return None
+            log.warning("compensation delivered again; not run twice")
+            _finish(rt, run_id, unit, gen, "compensation_failed", error={
+                "type": "Interrupted", "retryable": True,
+                "message": "the compensation was interrupted and may not have finished: "
+                           "check, then `canvasflow compensate RUN`",
+            })
+            return None
+        rt.redis.hset(_comp_key(rt, run_id), unit, "running")
+        try:
+            out = task.run(*args, **kwargs)
+        except Retry:
+            rt.store.record_step(run_id, unit, "compensation.retry", compensation_status="retrying")
+            raise
+        except Exception as exc:
+            _finish(rt, run_id, unit, gen, "compensation_failed",
+                    error={"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1})
+            raise
+        _finish(rt, run_id, unit, gen, "compensated")
+        return out
+
+
+def _finish(rt: Runtime, run_id: str, unit: str, gen: int, status: str,
+            error: dict[str, Any] | None = None) -> None:
+    rt.redis.hset(_comp_key(rt, run_id), unit, status)
+    rt.store.record_step(run_id, unit, f"compensation.{status}", compensation_status=status,
+                         compensation_error=error)
+    if status == "compensation_failed":
+        log.error("compensation failed", error=error)
+    progress(rt, run_id, gen)
+
+
+def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:
+    states = rt.state.step_states(run_id)
+    from workflows.runtime.executor import task_id_for
+
+    ids = []
+    for unit, st in states.items():
+        if st == "running":
+            node, _, chunk = unit.partition("#")
+            ids.append(task_id_for(run_id, node, gen, int(chunk) if chunk else None))
+    if ids:
+        log.info("revoking in-flight steps", count=len(ids))
+        rt.app.control.revoke(ids, terminate=True)

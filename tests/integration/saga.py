@@ -1,0 +1,95 @@
+"""Steps for saga tests: each appends ``do:<label>`` / ``undo:<label>`` to a Redis list, so a
+test can read exactly what ran, how often and in which order."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from compensation import compensates
+from config.celery_app import app
+from config.settings import get_settings
+from workers.step import step
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_state_url, decode_responses=True)
+
+
+def effects(log: str) -> list[str]:
+    return _redis().lrange(log, 0, -1)
+
+
+@step(name="saga.act", capability="demo")
+def act(*parents: Any, label: str, log: str, fail: bool = False, sleep: float = 0.0,
+        comp_fails: str | None = None) -> str:
+    if sleep:
+        time.sleep(sleep)
+    if fail:
+        _redis().rpush(log, f"fail:{label}")
+        raise RuntimeError(f"{label} failed on purpose")
+    _redis().rpush(log, f"do:{label}")
+    return label
+
+
+@compensates(act, name="saga.undo_act", retries=2, retry_backoff=False, default_retry_delay=0.05)
+def undo_act(result: Any, *parents: Any, label: str, log: str, fail: bool = False,
+             sleep: float = 0.0, comp_fails: str | None = None) -> None:
+    r = _redis()
+    if comp_fails and not r.exists(comp_fails):  # fails until that key exists
+        r.rpush(log, f"undofail:{label}")
+        raise RuntimeError(f"undo of {label} failed on purpose")
+    r.rpush(log, f"undo:{label}")
+
+
+@step(name="saga.square", capability="demo")
+def square(item: int, log: str, fail_on: int | None = None) -> int:
+    if item == fail_on:
+        raise RuntimeError(f"item {item} failed on purpose")
+    _redis().rpush(log, f"do:item{item}")
+    return item * item
+
+
+@compensates(square, name="saga.unsquare", retries=0)
+def unsquare(result: int, item: int, log: str, fail_on: int | None = None) -> None:
+    _redis().rpush(log, f"undo:item{item}")
+
+
+@step(name="saga.items", capability="demo")
+def items(n: int, log: str) -> list[int]:
+    _redis().rpush(log, "do:items")
+    return list(range(n))
+
+
+@compensates(items, name="saga.unitems", retries=0)
+def unitems(result: list[int], n: int, log: str) -> None:
+    _redis().rpush(log, "undo:items")
+
+
+@step(name="saga.total", capability="demo")
+def total(values: list[int], log: str, fail: bool = False) -> int:
+    if fail:
+        raise RuntimeError("reducer failed on purpose")
+    _redis().rpush(log, "do:total")
+    return sum(values)
+
+
+@step(name="saga.maybe", capability="demo", on_failure="continue", fallback="fallback-value")
+def maybe(*parents: Any, fail: bool = True) -> str:
+    if fail:
+        raise RuntimeError("optional step failed")
+    return "real-value"
+
+
+@app.task(name="saga.on_error")
+def on_error(request: Any, exc: BaseException, traceback: Any, log: str, label: str) -> None:
+    """A new-style errback (request, exc, traceback), as Celery calls them."""
+    _redis().rpush(log, f"errback:{label}")
+
+
+@app.task(name="saga.on_error_old")
+def on_error_old(task_id: str, log: str, label: str) -> None:
+    """An old-style errback: receives the failed task's id."""
+    _redis().rpush(log, f"errback:{label}")

@@ -1,0 +1,58 @@
+"""Checks shared by the saga tests: what a user of a saga engine would verify."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tests.integration.saga import act, effects
+from workflows import Workflow, start
+from workflows.runtime.graph import StepGraph
+from workflows.store.records import RunRecord
+
+
+def new_log() -> str:
+    return f"saga-log:{uuid.uuid4().hex}"
+
+
+def step_of(log: str) -> Callable[..., Any]:
+    def make(label: str, **kw: Any) -> Any:
+        return act.s(label=label, log=log, **kw)
+    return make
+
+
+def run_saga(build: Callable[[], Any], timeout: float = 60, **wf_options: Any) -> RunRecord:
+    wf = Workflow(f"t.saga.{uuid.uuid4().hex[:8]}", "1", build=build, **wf_options)
+    return start(wf.name).wait(timeout)
+
+
+def labels(graph: StepGraph) -> dict[str, str]:
+    return {sid: n.kwargs["label"]["v"] for sid, n in graph.steps.items() if "label" in n.kwargs}
+
+
+def assert_rolled_back(record: RunRecord, log: str) -> list[str]:
+    """Every completed step undone exactly once, nothing else undone, newest first along
+    every dependency path; the journal agrees. Returns the undo order."""
+    entries = effects(log)
+    done = [e.split(":", 1)[1] for e in entries if e.startswith("do:")]
+    undone = [e.split(":", 1)[1] for e in entries if e.startswith("undo:")]
+    assert len(undone) == len(set(undone)), f"compensated twice: {entries}"
+    assert sorted(undone) == sorted(done), f"completed {done} but compensated {undone}"
+    graph = StepGraph.from_json(record.graph)
+    by_label = labels(graph)
+    sid_of = {v: k for k, v in by_label.items()}
+    for label in undone:
+        for ancestor in graph.ancestors(sid_of[label]):
+            if by_label.get(ancestor) in undone:
+                assert undone.index(label) < undone.index(by_label[ancestor]), (
+                    f"{by_label[ancestor]} undone before its descendant {label}: {undone}")
+    for s in record.steps:
+        label = by_label.get(s.step_id)
+        if label is None:
+            continue
+        expected = "compensated" if label in done else None
+        assert s.compensation_status == expected, (s.step_id, s.status, s.compensation_status)
+        if label not in done:
+            assert s.status != "succeeded"
+    return undone
