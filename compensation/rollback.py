@@ -108,11 +108,13 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
     final = "compensation_failed" if failed else "compensated"
     if not rt.state.transition(run_id, ("compensating",), final):
         return
-    fields: dict[str, Any] = {}
+    # the failing worker may not have journaled 'compensating' yet: journal it first
+    raw = rt.redis.hget(rt.state.key(run_id, "meta"), "error")
+    error: dict[str, Any] = json.loads(raw) if raw else {}
+    rt.store.transition_run(run_id, ("running", "waiting"), "compensating", error=error or None)
     if failed:
-        record = rt.store.get_run(run_id, with_steps=False)
-        fields["error"] = {**((record.error if record else None) or {}), "compensation_failed": failed}
-    rt.store.transition_run(run_id, ("compensating",), final, **fields)
+        error["compensation_failed"] = failed
+    rt.store.transition_run(run_id, ("compensating",), final, error=error or None)
     log.info("rollback finished", run_id=run_id, status=final, failed=failed)
     from workflows.runtime.failure import close_failed
 

@@ -90,6 +90,7 @@ def on_error(request: Any, exc: BaseException, traceback: Any, log: str, label: 
 
 
 @app.task(name="saga.on_error_old")
-def on_error_old(task_id: str, log: str, label: str) -> None:
-    """An old-style errback: receives the failed task's id."""
+def on_error_old(task_id: str, *, log: str, label: str) -> None:
+    """An old-style errback: receives the failed task's id (extras keyword-only, as Celery counts
+    positional parameters to tell the styles apart)."""
     _redis().rpush(log, f"errback:{label}")

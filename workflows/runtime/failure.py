@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -64,8 +65,9 @@ def fail_step(rt: Runtime, run_id: str, step_id: str, gen: int, chunk: int | Non
 
             rollback.step_settled(rt, run_id)
             return
-        if not rt.store.transition_run(run_id, ("running", "waiting"), target, error=error):
-            return
+        # Redis decided; the journal follows (a racing sibling's rollback may close it first)
+        rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
+        rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         if target == "compensating":
             from compensation import rollback
 
