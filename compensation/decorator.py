@@ -56,11 +56,22 @@ def compensates(
         task_name = name or f"{fn.__module__}.{fn.__name__}"
         retry: dict[str, Any] = {}
         if retries:
-            retry = {"autoretry_for": (Exception,), "max_retries": retries,
-                     "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
-                     "retry_jitter": False}
-        task = app.task(fn, name=task_name, base=CompensationTask, compensates=step_name,
-                        explicit_queue=queue, **retry, **options)
+            retry = {
+                "autoretry_for": (Exception,),
+                "max_retries": retries,
+                "retry_backoff": retry_backoff,
+                "retry_backoff_max": retry_backoff_max,
+                "retry_jitter": False,
+            }
+        task = app.task(
+            fn,
+            name=task_name,
+            base=CompensationTask,
+            compensates=step_name,
+            explicit_queue=queue,
+            **retry,
+            **options,
+        )
         registry.register(step_name, task_name)
         return task
 

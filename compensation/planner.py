@@ -36,8 +36,9 @@ class RollbackPlan:
         return not self.ready and not self.waiting and not self.in_flight
 
 
-def compensable_units(graph: StepGraph, step_states: Mapping[str, str],
-                      comp_states: Mapping[str, str]) -> list[str]:
+def compensable_units(
+    graph: StepGraph, step_states: Mapping[str, str], comp_states: Mapping[str, str]
+) -> list[str]:
     """Completed units that have a compensation (and did not complete by a fallback)."""
     units: list[str] = []
     for unit, state in step_states.items():
@@ -47,13 +48,12 @@ def compensable_units(graph: StepGraph, step_states: Mapping[str, str],
         if node is None or not node.compensation:
             continue
         is_chunk = "#" in unit
-        if node.kind == "map" and is_chunk or node.kind != "map" and not is_chunk:
+        if (node.kind == "map" and is_chunk) or (node.kind != "map" and not is_chunk):
             units.append(unit)
     return sorted(units, key=_graph_order(graph))
 
 
-def plan(graph: StepGraph, step_states: Mapping[str, str],
-         comp_states: Mapping[str, str]) -> RollbackPlan:
+def plan(graph: StepGraph, step_states: Mapping[str, str], comp_states: Mapping[str, str]) -> RollbackPlan:
     """What to do next in a rollback, given every step's and compensation's state."""
     units = compensable_units(graph, step_states, comp_states)
     in_flight = sorted((s for s, st in step_states.items() if st in IN_FLIGHT), key=_graph_order(graph))

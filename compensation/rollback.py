@@ -20,6 +20,7 @@ from compensation.decorator import COMP_HEADER
 from compensation.planner import node_of, plan
 from workflows.runtime.context import Runtime, runtime
 from workflows.runtime.graph import StepGraph, resolve
+from workflows.runtime.state import as_text
 
 log = structlog.get_logger("canvasflow.compensation")
 CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
@@ -31,7 +32,7 @@ def _comp_key(rt: Runtime, run_id: str) -> str:
 
 def comp_states(rt: Runtime, run_id: str) -> dict[str, str]:
     raw = rt.redis.hgetall(_comp_key(rt, run_id))
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
 def mark_not_needed(rt: Runtime, run_id: str, unit: str) -> None:
@@ -87,19 +88,24 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -
     attempt = rt.redis.hincrby(rt.state.key(run_id, "compround"), unit, 1)
     header = {"run": run_id, "unit": unit, "gen": gen, "round": attempt}
     options: dict[str, Any] = {
-        "task_id": f"{run_id}-{unit}-comp{attempt}-g{gen}", "headers": {COMP_HEADER: header},
-        "queue": queue, "ignore_result": True, "add_to_parent": False,
+        "task_id": f"{run_id}-{unit}-comp{attempt}-g{gen}",
+        "headers": {COMP_HEADER: header},
+        "queue": queue,
+        "ignore_result": True,
+        "add_to_parent": False,
     }
     if node.kind == "map":
         index = int(unit.split("#", 1)[1])
         size = max(int(node.spec.get("chunk_size") or 1), 1)
-        items = list(args[0])[index * size:(index + 1) * size]
-        chunk_results = json.loads(rt.redis.hget(rt.state.key(run_id, f"chunks:{node.id}"), str(index)))
-        rt.app.send_task(CHUNK_COMP_TASK, args=[node.compensation, node.spec["mapper"], items,
-                                                chunk_results], **options)
+        items = list(args[0])[index * size : (index + 1) * size]
+        chunk_results = json.loads(
+            as_text(rt.redis.hget(rt.state.key(run_id, f"chunks:{node.id}"), str(index)))
+        )
+        rt.app.send_task(
+            CHUNK_COMP_TASK, args=[node.compensation, node.spec["mapper"], items, chunk_results], **options
+        )
     else:
-        rt.app.send_task(node.compensation, args=[results.get(node.id), *args], kwargs=kwargs,
-                         **options)
+        rt.app.send_task(node.compensation, args=[results.get(node.id), *args], kwargs=kwargs, **options)
     rt.store.record_step(run_id, unit, "compensation.dispatched", compensation_status="dispatched")
     log.info("compensation dispatched", run_id=run_id, step_id=unit, task=node.compensation)
 
@@ -133,11 +139,19 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             if comp_states(rt, run_id).get(unit) in ("compensated", "compensation_failed"):
                 return None
             log.warning("compensation delivered again; not run twice")
-            _finish(rt, run_id, unit, gen, "compensation_failed", error={
-                "type": "Interrupted", "retryable": True,
-                "message": "the compensation was interrupted and may not have finished: "
-                           "check, then `canvasflow compensate RUN`",
-            })
+            _finish(
+                rt,
+                run_id,
+                unit,
+                gen,
+                "compensation_failed",
+                error={
+                    "type": "Interrupted",
+                    "retryable": True,
+                    "message": "the compensation was interrupted and may not have finished: "
+                    "check, then `canvasflow compensate RUN`",
+                },
+            )
             return None
         rt.redis.hset(_comp_key(rt, run_id), unit, "running")
         try:
@@ -146,18 +160,26 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             rt.store.record_step(run_id, unit, "compensation.retry", compensation_status="retrying")
             raise
         except Exception as exc:
-            _finish(rt, run_id, unit, gen, "compensation_failed",
-                    error={"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1})
+            _finish(
+                rt,
+                run_id,
+                unit,
+                gen,
+                "compensation_failed",
+                error={"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1},
+            )
             raise
         _finish(rt, run_id, unit, gen, "compensated")
         return out
 
 
-def _finish(rt: Runtime, run_id: str, unit: str, gen: int, status: str,
-            error: dict[str, Any] | None = None) -> None:
+def _finish(
+    rt: Runtime, run_id: str, unit: str, gen: int, status: str, error: dict[str, Any] | None = None
+) -> None:
     rt.redis.hset(_comp_key(rt, run_id), unit, status)
-    rt.store.record_step(run_id, unit, f"compensation.{status}", compensation_status=status,
-                         compensation_error=error)
+    rt.store.record_step(
+        run_id, unit, f"compensation.{status}", compensation_status=status, compensation_error=error
+    )
     if status == "compensation_failed":
         log.error("compensation failed", error=error)
     progress(rt, run_id, gen)

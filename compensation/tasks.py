@@ -10,8 +10,7 @@ from config.celery_app import app
 
 
 @app.task(name=CHUNK_COMP_TASK, base=CompensationTask)
-def compensate_chunk(compensation: str, mapper: dict[str, Any], items: list[Any],
-                     results: list[Any]) -> int:
+def compensate_chunk(compensation: str, mapper: dict[str, Any], items: list[Any], results: list[Any]) -> int:
     """Undo one map chunk: the mapper's compensation for each item, newest first."""
     comp = app.tasks[compensation]
     sig = app.signature(mapper)

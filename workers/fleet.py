@@ -16,12 +16,34 @@ from pathlib import Path
 from config.queues import queue_for
 
 
-def worker_command(queues: Sequence[str], *, concurrency: int = 2, hostname: str | None = None,
-                   pool: str = "prefork", loglevel: str = "INFO",
-                   extra: Sequence[str] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-           "-Q", ",".join(queues), "-c", str(concurrency), "-P", pool, "-l", loglevel, "-E",
-           "--without-gossip", "--without-mingle"]
+def worker_command(
+    queues: Sequence[str],
+    *,
+    concurrency: int = 2,
+    hostname: str | None = None,
+    pool: str = "prefork",
+    loglevel: str = "INFO",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery_app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        str(concurrency),
+        "-P",
+        pool,
+        "-l",
+        loglevel,
+        "-E",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if hostname:
         cmd += ["-n", hostname]
     return [*cmd, *extra]
@@ -31,12 +53,22 @@ def capability_queues(capabilities: Sequence[str]) -> list[str]:
     return [queue_for(c) for c in capabilities]
 
 
-def spawn_worker(queues: Sequence[str], *, log_path: Path, hostname: str, concurrency: int = 2,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def spawn_worker(
+    queues: Sequence[str],
+    *,
+    log_path: Path,
+    hostname: str,
+    concurrency: int = 2,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
         worker_command(queues, concurrency=concurrency, hostname=hostname),
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
         start_new_session=True,
     )
 

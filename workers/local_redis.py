@@ -67,9 +67,21 @@ def ensure_redis(url: str) -> LocalRedis:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="canvasflow-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     started = LocalRedis(f"redis://127.0.0.1:{port}/0", proc)
     deadline = time.monotonic() + 10

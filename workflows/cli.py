@@ -37,8 +37,10 @@ def _run_text(data: dict[str, Any]) -> str:
         lines.append(f"error: {json.dumps(data['error'])}")
     for s in data.get("steps", []):
         comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
-        lines.append(f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
-                     f"attempts={s['attempts']} {s.get('worker') or ''}{comp}")
+        lines.append(
+            f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
+            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}"
+        )
     return "\n".join(lines)
 
 
@@ -66,9 +68,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     runs = [r.to_json() for r in list_runs(args.status, args.workflow, args.limit)]
     for r in runs:
         r.pop("steps", None)
-    _emit(args, runs, lambda: "\n".join(
-        f"{r['id']}  {r['workflow']:<20} v{r['version']:<6} {r['status']:<20} {r['created_at']}" for r in runs
-    ) or "no runs")
+    _emit(
+        args,
+        runs,
+        lambda: (
+            "\n".join(
+                f"{r['id']}  {r['workflow']:<20} v{r['version']:<6} {r['status']:<20} {r['created_at']}"
+                for r in runs
+            )
+            or "no runs"
+        ),
+    )
     return 0
 
 
@@ -126,11 +136,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [
         f"step {name} writes but has no compensation: add @compensates({name.rsplit('.', 1)[-1]})"
         for name, task in sorted(app.tasks.items())
-        if isinstance(task, StepTask) and getattr(task, "writes", False)
+        if isinstance(task, StepTask)
+        and getattr(task, "writes", False)
         and not compensations.compensation_of(name)
     ]
-    problems += [f"compensation {comp} undoes {step}, which is not a registered step"
-                 for step, comp in compensations.items() if step not in app.tasks]
+    problems += [
+        f"compensation {comp} undoes {step}, which is not a registered step"
+        for step, comp in compensations.items()
+        if step not in app.tasks
+    ]
     _emit(args, {"problems": problems}, lambda: "\n".join(problems) or "no problems")
     return 1 if problems else 0
 
@@ -162,8 +176,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_workflows(args: argparse.Namespace) -> int:
     from workflows import registry
 
-    data = [{"name": n, "versions": registry.versions(n),
-             "inputs": registry.get(n).inputs.model_json_schema()} for n in registry.names()]
+    data = [
+        {"name": n, "versions": registry.versions(n), "inputs": registry.get(n).inputs.model_json_schema()}
+        for n in registry.names()
+    ]
     _emit(args, data, lambda: "\n".join(f"{d['name']}  versions: {', '.join(d['versions'])}" for d in data))
     return 0
 
@@ -181,8 +197,11 @@ def cmd_queues(args: argparse.Namespace) -> int:
         for cap, tasks in caps.items():
             queue = f"cap.{cap}"
             data.append({"capability": cap, "queue": queue, "depth": client.llen(queue), "tasks": tasks})
-    _emit(args, data, lambda: "\n".join(
-        f"{d['queue']:<24} depth={d['depth']:<6} {', '.join(d['tasks'])}" for d in data))
+    _emit(
+        args,
+        data,
+        lambda: "\n".join(f"{d['queue']:<24} depth={d['depth']:<6} {', '.join(d['tasks'])}" for d in data),
+    )
     return 0
 
 
@@ -238,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true")
     sp.add_argument("--timeout", type=float, default=300)
     add("cancel", cmd_cancel, "cancel a run").add_argument("run")
-    for name, fn, help_ in (("undo", cmd_undo, "compensate every step of a succeeded run"),
-                            ("compensate", cmd_compensate, "retry failed compensations of a run")):
+    for name, fn, help_ in (
+        ("undo", cmd_undo, "compensate every step of a succeeded run"),
+        ("compensate", cmd_compensate, "retry failed compensations of a run"),
+    ):
         sp = add(name, fn, help_)
         sp.add_argument("run")
         sp.add_argument("--wait", action="store_true")

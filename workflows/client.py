@@ -1,8 +1,8 @@
 """The Python API: start a workflow, look at a run, wait for it, resume, cancel, signal.
 
-    run = start("checkout", {"order": {...}})
-    run.wait(timeout=30)            # -> the finished RunRecord (raises TimeoutError)
-    get_run(run.id).status
+run = start("checkout", {"order": {...}})
+run.wait(timeout=30)            # -> the finished RunRecord (raises TimeoutError)
+get_run(run.id).status
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def get_run(run_id: str) -> RunRecord:
     if record.status in TERMINAL:
         return record
     rt = runtime()
-    states, info, attempts = rt.state.step_states(run_id), rt.state.step_info(run_id), rt.state.attempts(run_id)
+    states, info, attempts = (
+        rt.state.step_states(run_id),
+        rt.state.step_info(run_id),
+        rt.state.attempts(run_id),
+    )
     for step in record.steps:
         live = states.get(step.step_id)
         if live and step.status in ("pending", "queued") and live != "succeeded":

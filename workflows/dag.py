@@ -24,16 +24,16 @@ from celery.canvas import Signature, maybe_signature
 from config.celery_app import app
 from config.errors import DefinitionError, InputError
 from workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
-from workflows.runtime.graph import Expr, StepGraph, StepNode, lit, listof, ref
+from workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
 
 @dataclass(frozen=True)
-class input:  # noqa: N801 - reads as the DSL word it is
+class input:
     name: str
 
 
 @dataclass(frozen=True)
-class result:  # noqa: N801
+class result:
     step: str
     path: tuple[Any, ...] = ()
 
@@ -43,7 +43,7 @@ class result:  # noqa: N801
 
 
 @dataclass(frozen=True)
-class value:  # noqa: N801
+class value:
     value: Any
 
 
@@ -64,8 +64,14 @@ def _walk(obj: Any) -> list[Any]:
 class Dag:
     """Named steps with references; validated on creation, compiled per run."""
 
-    def __init__(self, name: str, steps: Mapping[str, Any], *, returns: str | None = None,
-                 input_names: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: Mapping[str, Any],
+        *,
+        returns: str | None = None,
+        input_names: set[str] | None = None,
+    ) -> None:
         self.name = name
         self.steps: dict[str, Signature] = {k: maybe_signature(v, app=app) for k, v in steps.items()}
         self.returns = returns
@@ -102,7 +108,7 @@ class Dag:
             stack.append(sid)
             for dep in self.deps.get(sid, []):
                 if state.get(dep) == 1:
-                    cycles.append([*stack[stack.index(dep):], dep])
+                    cycles.append([*stack[stack.index(dep) :], dep])
                 elif dep not in state:
                     visit(dep)
             stack.pop()
@@ -162,9 +168,15 @@ class Dag:
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             options.setdefault("queue", queue_of(routed_by) or app.conf.task_default_queue)
             nodes[sid] = StepNode(
-                id=sid, task=sig.task, args=[expr(a) for a in sig.args], kwargs=kwargs,
-                deps=list(self.deps[sid]), options=options, kind=kind,  # type: ignore[arg-type]
-                spec=spec, compensation=compensation_of(routed_by),
+                id=sid,
+                task=sig.task,
+                args=[expr(a) for a in sig.args],
+                kwargs=kwargs,
+                deps=list(self.deps[sid]),
+                options=options,
+                kind=kind,  # type: ignore[arg-type]
+                spec=spec,
+                compensation=compensation_of(routed_by),
             )
         if self.returns is not None:
             out = ref(self.returns)

@@ -138,8 +138,9 @@ def _model_from(name: str, build: Callable[..., Any] | None, dag: Any = None) ->
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (hints.get(p.name, Any), default)
     config = ConfigDict(extra="forbid")
-    return create_model(f"{name.title().replace('.', '_').replace('-', '_')}Inputs",
-                        __config__=config, **fields)
+    return create_model(
+        f"{name.title().replace('.', '_').replace('-', '_')}Inputs", __config__=config, **fields
+    )
 
 
 class WorkflowRegistry:

@@ -35,8 +35,12 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
 
     hostname = f"demo-{os.getpid()}@localhost"
     log_path = Path(tempfile.gettempdir()) / f"canvasflow-demo-worker-{os.getpid()}.log"
-    proc = spawn_worker(["cap.demo", settings.default_queue, settings.control_queue],
-                        log_path=log_path, hostname=hostname, cwd=Path.cwd())
+    proc = spawn_worker(
+        ["cap.demo", settings.default_queue, settings.control_queue],
+        log_path=log_path,
+        hostname=hostname,
+        cwd=Path.cwd(),
+    )
     try:
         wait_ready(hostname, proc)
         began = time.monotonic()
@@ -52,11 +56,15 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
     out = record.to_json()
     out["elapsed_s"] = round(elapsed, 3)
     if not as_json:
-        print(f"run {record.id} ({record.workflow} v{record.version}): {record.status} "
-              f"in {elapsed * 1000:.0f} ms")
+        print(
+            f"run {record.id} ({record.workflow} v{record.version}): {record.status} "
+            f"in {elapsed * 1000:.0f} ms"
+        )
         print(f"result: {record.result!r}\n")
         print(f"{'step':<24}{'task':<22}{'status':<11}{'ms':>7}  worker")
         for s in record.steps:
-            ms = (s.finished_at - s.started_at).total_seconds() * 1000 if s.started_at and s.finished_at else 0
+            ms = (
+                (s.finished_at - s.started_at).total_seconds() * 1000 if s.started_at and s.finished_at else 0
+            )
             print(f"{s.step_id:<24}{s.task:<22}{s.status:<11}{ms:>7.1f}  {s.worker or ''}")
     return out

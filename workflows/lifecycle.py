@@ -25,8 +25,15 @@ from workflows.store.records import RESUMABLE, TERMINAL, RunRecord
 log = structlog.get_logger("canvasflow.lifecycle")
 
 
-def start_run(name: str, inputs: Any, *, version: str | None = None, run_id: str | None = None,
-              parent_run_id: str | None = None, parent_step: str | None = None) -> str:
+def start_run(
+    name: str,
+    inputs: Any,
+    *,
+    version: str | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    parent_step: str | None = None,
+) -> str:
     """Validate, compile, journal and dispatch a new run; return its id."""
     wf = registry.get(name, version)
     values = wf.validate(inputs)
@@ -37,33 +44,55 @@ def start_run(name: str, inputs: Any, *, version: str | None = None, run_id: str
     return run_id
 
 
-def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str,
-                parent_gen: int) -> str:
+def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str, parent_gen: int) -> str:
     """Start a sub-workflow run; its id is derived from the parent step, so a duplicate is a no-op."""
     run_id = f"{parent_run_id}.{parent_gen}.{uuid.uuid5(uuid.NAMESPACE_URL, parent_step).hex[:12]}"
     rt = runtime()
     if rt.store.get_run(run_id, with_steps=False) is not None:
         return run_id
-    return start_run(name, inputs, run_id=run_id, parent_run_id=parent_run_id,
-                     parent_step=parent_step)
+    return start_run(name, inputs, run_id=run_id, parent_run_id=parent_run_id, parent_step=parent_step)
 
 
-def _launch(rt: Runtime, run_id: str, wf: Workflow, values: dict[str, Any], graph: StepGraph,
-            parent_run_id: str | None, parent_step: str | None) -> None:
+def _launch(
+    rt: Runtime,
+    run_id: str,
+    wf: Workflow,
+    values: dict[str, Any],
+    graph: StepGraph,
+    parent_run_id: str | None,
+    parent_step: str | None,
+) -> None:
     graph_json = graph.to_json()
     rows = [
-        {"step_id": n.id, "task": n.task, "kind": n.kind, "queue": n.options.get("queue"),
-         "compensation": n.compensation}
+        {
+            "step_id": n.id,
+            "task": n.task,
+            "kind": n.kind,
+            "queue": n.options.get("queue"),
+            "compensation": n.compensation,
+        }
         for n in graph.steps.values()
     ]
-    rt.store.create_run(run_id=run_id, workflow=wf.name, version=wf.version, inputs=values,
-                        graph=graph_json, steps=rows, parent_run_id=parent_run_id,
-                        parent_step=parent_step)
+    rt.store.create_run(
+        run_id=run_id,
+        workflow=wf.name,
+        version=wf.version,
+        inputs=values,
+        graph=graph_json,
+        steps=rows,
+        parent_run_id=parent_run_id,
+        parent_step=parent_step,
+    )
     pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
-    rt.state.init_run(run_id, generation=1, graph_json=json.dumps(graph_json), pending=pending,
-                      completed={}, left=len(graph.steps))
-    log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version,
-             steps=len(graph.steps))
+    rt.state.init_run(
+        run_id,
+        generation=1,
+        graph_json=json.dumps(graph_json),
+        pending=pending,
+        completed={},
+        left=len(graph.steps),
+    )
+    log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     _go(rt, run_id, 1, graph, graph.roots())
 
 
@@ -99,7 +128,11 @@ def resume(run_id: str) -> RunRecord:
     if record.status not in RESUMABLE:
         raise ResumeRefused(
             f"run {run_id} is {record.status}; only failed or cancelled runs can be resumed"
-            + (" (a compensated run was rolled back: start a new run)" if record.status == "compensated" else "")
+            + (
+                " (a compensated run was rolled back: start a new run)"
+                if record.status == "compensated"
+                else ""
+            )
         )
     if record.version not in registry.versions(record.workflow):
         raise ResumeRefused(
@@ -108,22 +141,33 @@ def resume(run_id: str) -> RunRecord:
             "register that version to resume it, or start a new run"
         )
     graph = StepGraph.from_json(record.graph)
-    completed = {s.step_id: s.result for s in record.steps
-                 if s.status == "succeeded" and s.step_id in graph.steps}
+    completed = {
+        s.step_id: s.result for s in record.steps if s.status == "succeeded" and s.step_id in graph.steps
+    }
     live = rt.state.step_states(run_id)
-    late = [sid for sid, st in live.items() if st == "succeeded" and sid in graph.steps and sid not in completed]
+    late = [
+        sid for sid, st in live.items() if st == "succeeded" and sid in graph.steps and sid not in completed
+    ]
     completed.update(rt.state.results(run_id, late))
     gen = record.generation + 1
-    if not rt.store.transition_run(run_id, RESUMABLE, "running", generation=gen, error=None,
-                                   finished_at=None):
+    if not rt.store.transition_run(
+        run_id, RESUMABLE, "running", generation=gen, error=None, finished_at=None
+    ):
         raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
     todo = [sid for sid in graph.steps if sid not in completed]
-    rt.store.record_steps(run_id, [{"step_id": sid, "status": "pending", "error": None} for sid in todo],
-                          "step.reset")
+    rt.store.record_steps(
+        run_id, [{"step_id": sid, "status": "pending", "error": None} for sid in todo], "step.reset"
+    )
     pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
     _clear_partial(rt, run_id, graph, todo)
-    rt.state.init_run(run_id, generation=gen, graph_json=json.dumps(record.graph), pending=pending,
-                      completed={k: json.dumps(v) for k, v in completed.items()}, left=len(todo))
+    rt.state.init_run(
+        run_id,
+        generation=gen,
+        graph_json=json.dumps(record.graph),
+        pending=pending,
+        completed={k: json.dumps(v) for k, v in completed.items()},
+        left=len(todo),
+    )
     log.info("run resumed", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
     _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
     return get_record(run_id)
@@ -187,8 +231,15 @@ def _rehydrate(rt: Runtime, record: RunRecord) -> None:
     if rt.state.graph_json(record.id) is not None:
         return
     completed = {s.step_id: json.dumps(s.result) for s in record.steps if s.status == "succeeded"}
-    rt.state.init_run(record.id, generation=record.generation, graph_json=json.dumps(record.graph),
-                      pending={}, completed=completed, left=0, status=record.status)
+    rt.state.init_run(
+        record.id,
+        generation=record.generation,
+        graph_json=json.dumps(record.graph),
+        pending={},
+        completed=completed,
+        left=0,
+        status=record.status,
+    )
 
 
 def undo(run_id: str) -> RunRecord:
@@ -222,9 +273,11 @@ def retry_compensation(run_id: str) -> RunRecord:
     rt.state.transition(run_id, ("compensation_failed",), "compensating")
     if failed:
         rt.redis.hdel(rt.state.key(run_id, "comp"), *failed)
-        rt.store.record_steps(run_id, [{"step_id": u, "compensation_status": None,
-                                        "compensation_error": None} for u in failed],
-                              "compensation.reset")
+        rt.store.record_steps(
+            run_id,
+            [{"step_id": u, "compensation_status": None, "compensation_error": None} for u in failed],
+            "compensation.reset",
+        )
     from compensation import rollback
 
     rollback.progress(rt, run_id, record.generation)

@@ -37,8 +37,9 @@ def mapper_step(mapper: Signature, chunk_size: int = 100) -> Signature:
     return app.signature(MAP_TASK, kwargs={"mapper": dict(mapper), "chunk_size": int(chunk_size)})
 
 
-def map_reduce(mapper: Signature, reducer: Signature, *, items_from: Signature,
-               chunk_size: int = 100) -> Signature:
+def map_reduce(
+    mapper: Signature, reducer: Signature, *, items_from: Signature, chunk_size: int = 100
+) -> Signature:
     return chain(items_from, mapper_step(mapper, chunk_size), reducer)
 
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 from workflows.runtime.graph import StepGraph
 
 STATUS_COLORS = {
-    "succeeded": "#c8e6c9", "running": "#bbdefb", "queued": "#e1f5fe", "waiting": "#fff9c4",
-    "failed": "#ffcdd2", "compensated": "#d7ccc8", "compensating": "#ffe0b2",
-    "compensation_failed": "#ef9a9a", "skipped": "#eeeeee", "pending": "#ffffff",
+    "succeeded": "#c8e6c9",
+    "running": "#bbdefb",
+    "queued": "#e1f5fe",
+    "waiting": "#fff9c4",
+    "failed": "#ffcdd2",
+    "compensated": "#d7ccc8",
+    "compensating": "#ffe0b2",
+    "compensation_failed": "#ef9a9a",
+    "skipped": "#eeeeee",
+    "pending": "#ffffff",
 }
 
 

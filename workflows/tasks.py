@@ -59,8 +59,9 @@ def _revoked(request: Any = None, **_: Any) -> None:
 
 
 @app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)
-def start_workflow(workflow: str, inputs: dict[str, Any] | None = None,
-                   version: str | None = None) -> dict[str, Any]:
+def start_workflow(
+    workflow: str, inputs: dict[str, Any] | None = None, version: str | None = None
+) -> dict[str, Any]:
     """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused."""
     from workflows.lifecycle import start_run
 
@@ -97,7 +98,7 @@ def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
 def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: int) -> Any:
     """Plain-Celery fallback of a map step: replace it by a chord of chunks, flattened."""
     size = max(int(chunk_size), 1)
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     if not chunks:
         return []
     header = group(run_chunk.si(mapper, c) for c in chunks)
@@ -115,8 +116,9 @@ def wait_signal(*_: Any, **__: Any) -> None:
 
 
 @app.task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
-def subworkflow(self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None,
-                result_as: str | None = None) -> Any:
+def subworkflow(
+    self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
+) -> Any:
     """Start the child run of a sub-workflow step; the child's result completes the step."""
     from workflows.lifecycle import start_child
     from workflows.runtime.executor import DEFERRED, HEADER
@@ -127,6 +129,7 @@ def subworkflow(self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | 
     values = dict(inputs or {})
     if args and result_as:
         values[result_as] = args[0]
-    start_child(workflow, values, parent_run_id=ref["run"], parent_step=ref["step"],
-                parent_gen=int(ref["gen"]))
+    start_child(
+        workflow, values, parent_run_id=ref["run"], parent_step=ref["step"], parent_gen=int(ref["gen"])
+    )
     return DEFERRED

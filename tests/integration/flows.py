@@ -10,7 +10,8 @@ from workflows import Workflow
 child = Workflow("tests.child", "1", build=lambda x: chain(add.s(x, 1), add.s(100)))
 parent = Workflow("tests.parent", "1", build=lambda: chain(add.s(1, 1), child.s(result_as="x"), echo.s()))
 failing_child = Workflow("tests.failing_child", "1", build=lambda: chain(add.s(1, 1), fail.s()))
-parent_of_failing = Workflow("tests.parent_of_failing", "1",
-                             build=lambda: chain(add.s(1, 1), failing_child.s(), echo.s()))
+parent_of_failing = Workflow(
+    "tests.parent_of_failing", "1", build=lambda: chain(add.s(1, 1), failing_child.s(), echo.s())
+)
 
 from tests.integration import saga  # noqa: E402,F401  (saga test steps must be on the workers)

@@ -23,8 +23,9 @@ def effects(log: str) -> list[str]:
 
 
 @step(name="saga.act", capability="demo")
-def act(*parents: Any, label: str, log: str, fail: bool = False, sleep: float = 0.0,
-        comp_fails: str | None = None) -> str:
+def act(
+    *parents: Any, label: str, log: str, fail: bool = False, sleep: float = 0.0, comp_fails: str | None = None
+) -> str:
     if sleep:
         time.sleep(sleep)
     if fail:
@@ -35,8 +36,15 @@ def act(*parents: Any, label: str, log: str, fail: bool = False, sleep: float = 
 
 
 @compensates(act, name="saga.undo_act", retries=2, retry_backoff=False, default_retry_delay=0.05)
-def undo_act(result: Any, *parents: Any, label: str, log: str, fail: bool = False,
-             sleep: float = 0.0, comp_fails: str | None = None) -> None:
+def undo_act(
+    result: Any,
+    *parents: Any,
+    label: str,
+    log: str,
+    fail: bool = False,
+    sleep: float = 0.0,
+    comp_fails: str | None = None,
+) -> None:
     r = _redis()
     if comp_fails and not r.exists(comp_fails):  # fails until that key exists
         r.rpush(log, f"undofail:{label}")

@@ -19,6 +19,7 @@ def new_log() -> str:
 def step_of(log: str) -> Callable[..., Any]:
     def make(label: str, **kw: Any) -> Any:
         return act.s(label=label, log=log, **kw)
+
     return make
 
 
@@ -46,7 +47,8 @@ def assert_rolled_back(record: RunRecord, log: str) -> list[str]:
         for ancestor in graph.ancestors(sid_of[label]):
             if by_label.get(ancestor) in undone:
                 assert undone.index(label) < undone.index(by_label[ancestor]), (
-                    f"{by_label[ancestor]} undone before its descendant {label}: {undone}")
+                    f"{by_label[ancestor]} undone before its descendant {label}: {undone}"
+                )
     for s in record.steps:
         label = by_label.get(s.step_id)
         if label is None:

@@ -40,7 +40,9 @@ def test_chord_failure_in_header_body_or_after(worker, failing):
 
     def build():
         header = [s(f"h{i}", fail=failing == f"h{i}") for i in range(3)]
-        return chain(s("pre"), chord(header, s("body", fail=failing == "body")), s("post", fail=failing == "post"))
+        return chain(
+            s("pre"), chord(header, s("body", fail=failing == "body")), s("post", fail=failing == "post")
+        )
 
     record = run_saga(build)
     assert record.status == "compensated"
@@ -56,9 +58,13 @@ def test_nested_chord_failure(worker, failing):
     s = step_of(log)
 
     def build():
-        inner = chord([s("i0", fail=failing == "i0"), s("i1", fail=failing == "i1")],
-                      s("inner", fail=failing == "inner"))
-        return chain(s("pre"), chord([inner, s("o1", fail=failing == "o1")], s("outer", fail=failing == "outer")))
+        inner = chord(
+            [s("i0", fail=failing == "i0"), s("i1", fail=failing == "i1")],
+            s("inner", fail=failing == "inner"),
+        )
+        return chain(
+            s("pre"), chord([inner, s("o1", fail=failing == "o1")], s("outer", fail=failing == "outer"))
+        )
 
     record = run_saga(build)
     assert record.status == "compensated", record.error
@@ -71,8 +77,12 @@ def test_map_reduce_failure(worker, failing):
 
     def build():
         src = items.s(10, log=log) if failing != "items" else step_of(log)("items", fail=True)
-        return map_reduce(square.s(log=log, fail_on=7 if failing == "mapper" else None),
-                          total.s(log=log, fail=failing == "reducer"), items_from=src, chunk_size=3)
+        return map_reduce(
+            square.s(log=log, fail_on=7 if failing == "mapper" else None),
+            total.s(log=log, fail=failing == "reducer"),
+            items_from=src,
+            chunk_size=3,
+        )
 
     record = run_saga(build)
     assert record.status == "compensated", record.error
@@ -154,8 +164,9 @@ def test_continue_policy_completes_with_the_fallback(worker):
 def test_revoke_policy_stops_in_flight_siblings(worker):
     log = new_log()
     s = step_of(log)
-    record = run_saga(lambda: chain(s("pre"), group(s("slow", sleep=5), s("bad", fail=True, sleep=0.3))),
-                      inflight="revoke")
+    record = run_saga(
+        lambda: chain(s("pre"), group(s("slow", sleep=5), s("bad", fail=True, sleep=0.3))), inflight="revoke"
+    )
     assert record.status == "compensated"
     assert "do:slow" not in effects(log)
     assert assert_rolled_back(record, log) == ["pre"]

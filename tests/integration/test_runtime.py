@@ -14,7 +14,17 @@ from celery import chain
 from config.celery_app import app
 from config.errors import DefinitionError, InputError, ResumeRefused, RunNotFound, WorkflowNotFound
 from workers.demo import add, echo, gate, open_gate, sleep
-from workflows import Workflow, cancel, get_run, list_runs, resume, result, signal, start, wait_signal
+from workflows import (
+    Workflow,
+    cancel,
+    get_run,
+    list_runs,
+    result,
+    resume,
+    signal,
+    start,
+    wait_signal,
+)
 from workflows.definition import registry
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
@@ -29,11 +39,15 @@ def run_count() -> int:
 
 
 def test_dag_runs_independent_steps_in_parallel(worker):
-    wf = Workflow(unique("t.dag.sleep"), "1", steps={
-        "a": sleep.s(1.0),
-        "b": sleep.s(1.0),
-        "joined": echo.s(result("a"), result("b")),
-    })
+    wf = Workflow(
+        unique("t.dag.sleep"),
+        "1",
+        steps={
+            "a": sleep.s(1.0),
+            "b": sleep.s(1.0),
+            "joined": echo.s(result("a"), result("b")),
+        },
+    )
     start(wf.name).wait(30)  # warm up: connections, imports
     began = time.monotonic()
     record = start(wf.name).wait(30)
@@ -48,7 +62,7 @@ def test_dag_runs_independent_steps_in_parallel(worker):
 
 def test_unknown_workflow_creates_no_run(worker):
     before = run_count()
-    with pytest.raises(WorkflowNotFound, match="no workflow named 'no.such.flow'"):
+    with pytest.raises(WorkflowNotFound, match=r"no workflow named 'no\.such\.flow'"):
         start("no.such.flow", {})
     assert run_count() == before
 
@@ -87,21 +101,24 @@ def test_unknown_run_id_is_a_clear_error(worker):
 
 def test_start_by_plain_celery_message_without_step_code(worker):
     """A backend service needs only the task name and JSON."""
-    reply = app.send_task("canvasflow.start", kwargs={"workflow": "order_total",
-                                                      "inputs": {"order_id": 3}}).get(timeout=30)
+    reply = app.send_task(
+        "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": 3}}
+    ).get(timeout=30)
     record = get_run(reply["run_id"])
     from workflows.client import Run
 
     assert Run(record.id).wait(30).result == "order 3: total 54"
-    refused = app.send_task("canvasflow.start", kwargs={"workflow": "order_total",
-                                                        "inputs": {"order_id": "x"}}).get(timeout=30)
+    refused = app.send_task(
+        "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": "x"}}
+    ).get(timeout=30)
     assert refused["type"] == "InputError" and "order_id" in refused["error"]
 
 
 def test_failed_run_resumes_from_where_it_stopped(worker):
     name = unique("gate")
-    wf = Workflow(unique("t.resume"), "1",
-                  build=lambda: chain(add.s(1, 1), add.s(10), gate.s(name), echo.s()))
+    wf = Workflow(
+        unique("t.resume"), "1", build=lambda: chain(add.s(1, 1), add.s(10), gate.s(name), echo.s())
+    )
     failed = start(wf.name).wait(30)
     assert failed.status == "failed"
     assert failed.error["type"] == "RuntimeError" and failed.error["step"] == "2.gate"
@@ -123,7 +140,7 @@ def test_resume_under_another_definition_version_is_refused(worker):
     assert failed.status == "failed"
     registry._by_name[name].pop("1")  # a new deployment ships only version 2
     Workflow(name, "2", build=lambda: add.s(1, 1))
-    with pytest.raises(ResumeRefused, match="started under .* version 1"):
+    with pytest.raises(ResumeRefused, match=r"started under .* version 1"):
         resume(failed.id)
     assert get_run(failed.id).status == "failed"
 
@@ -140,7 +157,9 @@ def test_cancel_stops_dispatching(worker):
 
 
 def test_run_waits_for_a_signal_and_continues_with_its_payload(worker):
-    wf = Workflow(unique("t.signal"), "1", build=lambda: chain(add.s(1, 1), wait_signal("approved"), echo.s()))
+    wf = Workflow(
+        unique("t.signal"), "1", build=lambda: chain(add.s(1, 1), wait_signal("approved"), echo.s())
+    )
     run = start(wf.name)
     waiting = run.wait(30)
     assert waiting.status == "waiting"
@@ -171,8 +190,9 @@ def test_failing_sub_workflow_fails_its_parent_step(worker):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workflows.cli", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_start_status_runs_graph(worker):

@@ -52,8 +52,12 @@ def materialize(spec: Spec, log: str, failing: int) -> Any:
     return build(spec)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_random_canvas_random_failure_rolls_back_exactly_once(worker, data):
     spec = data.draw(specs, label="canvas")

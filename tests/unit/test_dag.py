@@ -10,11 +10,16 @@ from workflows import Workflow, input, result, value
 
 
 def test_independent_steps_have_no_dependencies_and_joins_wait_for_both():
-    wf = Workflow("t.dag.parallel", "1", register=False, steps={
-        "a": add.s(input("x"), value(1)),
-        "b": mul.s(input("x"), 3),
-        "c": echo.s(result("a"), result("b")),
-    })
+    wf = Workflow(
+        "t.dag.parallel",
+        "1",
+        register=False,
+        steps={
+            "a": add.s(input("x"), value(1)),
+            "b": mul.s(input("x"), 3),
+            "c": echo.s(result("a"), result("b")),
+        },
+    )
     g = wf.compile(wf.validate({"x": 2}))
     assert g.steps["a"].deps == [] and g.steps["b"].deps == []
     assert g.steps["c"].deps == ["a", "b"]
@@ -23,21 +28,31 @@ def test_independent_steps_have_no_dependencies_and_joins_wait_for_both():
 
 
 def test_result_path_and_nested_references():
-    wf = Workflow("t.dag.path", "1", register=False, steps={
-        "a": echo.s(1, 2),
-        "b": echo.s([result("a", 0), {"k": result("a", 1)}]),
-    })
+    wf = Workflow(
+        "t.dag.path",
+        "1",
+        register=False,
+        steps={
+            "a": echo.s(1, 2),
+            "b": echo.s([result("a", 0), {"k": result("a", 1)}]),
+        },
+    )
     g = wf.compile({})
     assert g.steps["b"].args == [{"l": [{"r": "a", "p": [0]}, {"d": {"k": {"r": "a", "p": [1]}}}]}]
 
 
 def test_cycle_is_refused_naming_it():
     with pytest.raises(DefinitionError) as err:
-        Workflow("t.dag.cycle", "1", register=False, steps={
-            "a": add.s(result("c"), 1),
-            "b": add.s(result("a"), 1),
-            "c": add.s(result("b"), 1),
-        })
+        Workflow(
+            "t.dag.cycle",
+            "1",
+            register=False,
+            steps={
+                "a": add.s(result("c"), 1),
+                "b": add.s(result("a"), 1),
+                "c": add.s(result("b"), 1),
+            },
+        )
     assert "cycle: a -> c -> b -> a" in str(err.value)
 
 
@@ -48,10 +63,17 @@ def test_every_problem_is_listed_at_once():
         x: int
 
     with pytest.raises(DefinitionError) as err:
-        Workflow("t.dag.bad", "1", register=False, inputs=In, returns="nope", steps={
-            "a": add.s(result("ghost"), input("y")),
-            "b": add.s(result("b"), 1),
-        })
+        Workflow(
+            "t.dag.bad",
+            "1",
+            register=False,
+            inputs=In,
+            returns="nope",
+            steps={
+                "a": add.s(result("ghost"), input("y")),
+                "b": add.s(result("b"), 1),
+            },
+        )
     problems = err.value.problems
     assert "step 'a': result('ghost') names no step" in problems
     assert "step 'a': input('y') is not an input of t.dag.bad" in problems

@@ -39,8 +39,9 @@ def test_explicit_pydantic_model():
         order_id: int
         note: str = ""
 
-    wf = Workflow("t.def.model", "1", build=lambda order_id, note: add.s(order_id, 1),
-                  inputs=Order, register=False)
+    wf = Workflow(
+        "t.def.model", "1", build=lambda order_id, note: add.s(order_id, 1), inputs=Order, register=False
+    )
     assert wf.validate({"order_id": 3}) == {"order_id": 3, "note": ""}
 
 

@@ -28,7 +28,11 @@ def test_recorded_journal_gives_the_expected_plan(path):
     p = plan(StepGraph.from_json(case["graph"]), case["steps"], case["comp"])
     expect = case["expect"]
     assert (p.ready, p.waiting, p.in_flight, p.done) == (
-        expect["ready"], expect["waiting"], expect["in_flight"], expect["done"])
+        expect["ready"],
+        expect["waiting"],
+        expect["in_flight"],
+        expect["done"],
+    )
 
 
 def test_never_plans_a_step_that_did_not_complete():
@@ -51,10 +55,16 @@ def test_fallback_steps_need_no_compensation():
 def test_map_chunks_are_the_units_and_undo_before_the_items_source():
     from workers.demo import mul, xsum
 
-    g = compile_canvas(map_reduce(mul.s(2), xsum.s(), items_from=add.s(1, 1), chunk_size=2),
-                       app, compensation_of=comp)
-    steps = {"0.add": "succeeded", "1.map#0": "succeeded", "1.map#1": "partial",
-             "1.map#2": "running", "1.map": "failed"}
+    g = compile_canvas(
+        map_reduce(mul.s(2), xsum.s(), items_from=add.s(1, 1), chunk_size=2), app, compensation_of=comp
+    )
+    steps = {
+        "0.add": "succeeded",
+        "1.map#0": "succeeded",
+        "1.map#1": "partial",
+        "1.map#2": "running",
+        "1.map": "failed",
+    }
     p = plan(g, steps, {})
     assert p.ready == ["1.map#0", "1.map#1"]
     assert p.waiting == ["0.add"] and p.in_flight == ["1.map#2"]

@@ -24,7 +24,7 @@ from celery import Celery
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 
 from config.errors import DefinitionError, InputError
-from workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, lit, listof, ref
+from workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
 
 MAP_TASK = "canvasflow.map"
 SIGNAL_TASK = "canvasflow.wait_signal"

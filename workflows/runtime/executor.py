@@ -23,7 +23,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
-from workflows.runtime.context import CHUNK_TASK, Runtime, runtime
+from workflows.runtime.context import Runtime, runtime
 from workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from workflows.runtime.state import ACTIVE
 
@@ -55,8 +55,14 @@ def encode_result(step_id: str, value: Any) -> str:
 
 
 # -- dispatch ------------------------------------------------------------------------
-def dispatch(rt: Runtime, run_id: str, generation: int, graph: StepGraph,
-             step_ids: list[str], known: dict[str, Any] | None = None) -> None:
+def dispatch(
+    rt: Runtime,
+    run_id: str,
+    generation: int,
+    graph: StepGraph,
+    step_ids: list[str],
+    known: dict[str, Any] | None = None,
+) -> None:
     """Publish each ready step, with its arguments resolved from the journaled results."""
     if not step_ids:
         return
@@ -77,8 +83,17 @@ def dispatch(rt: Runtime, run_id: str, generation: int, graph: StepGraph,
             special.dispatch(rt, run_id, generation, node, args, kwargs)
 
 
-def send_step(rt: Runtime, run_id: str, generation: int, node: StepNode, args: list[Any],
-              kwargs: dict[str, Any], *, chunk: int | None = None, task: str | None = None) -> None:
+def send_step(
+    rt: Runtime,
+    run_id: str,
+    generation: int,
+    node: StepNode,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    chunk: int | None = None,
+    task: str | None = None,
+) -> None:
     header = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
@@ -136,19 +151,33 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 rt.state.chunk_partial(run_id, step_id, int(chunk), json.dumps(partial))
             if getattr(task, "on_failure_policy", "compensate") != "continue":
                 rt.store.record_step(
-                    run_id, claim_id, "step.failed", status="failed", attempts=claim.attempt,
-                    worker=info["worker"], queue=info["queue"], task_id=info["task_id"],
-                    started_at=datetime.fromisoformat(info["started_at"]), finished_at=_now(),
+                    run_id,
+                    claim_id,
+                    "step.failed",
+                    status="failed",
+                    attempts=claim.attempt,
+                    worker=info["worker"],
+                    queue=info["queue"],
+                    task_id=info["task_id"],
+                    started_at=datetime.fromisoformat(info["started_at"]),
+                    finished_at=_now(),
                     error=error_info(exc, task),
                 )
                 raise
             result = _fallback(rt, task, run_id, claim_id, exc, info)
             encoded = encode_result(claim_id, result)
         if result is DEFERRED:
-            rt.store.record_step(run_id, step_id, "step.waiting", status="waiting",
-                                 attempts=claim.attempt, worker=info["worker"], queue=info["queue"],
-                                 task_id=info["task_id"],
-                                 started_at=datetime.fromisoformat(info["started_at"]))
+            rt.store.record_step(
+                run_id,
+                step_id,
+                "step.waiting",
+                status="waiting",
+                attempts=claim.attempt,
+                worker=info["worker"],
+                queue=info["queue"],
+                task_id=info["task_id"],
+                started_at=datetime.fromisoformat(info["started_at"]),
+            )
             return None
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
@@ -159,8 +188,9 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         return result
 
 
-def _fallback(rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException,
-              info: dict[str, Any]) -> Any:
+def _fallback(
+    rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException, info: dict[str, Any]
+) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
     from compensation.rollback import mark_not_needed
 
@@ -176,8 +206,9 @@ def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}
 
 
-def complete(rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, encoded: str,
-             info: dict[str, Any] | None) -> None:
+def complete(
+    rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, encoded: str, info: dict[str, Any] | None
+) -> None:
     """Journal a step's result and move the run forward; a second completion changes nothing."""
     graph = rt.graph(run_id, gen)
     done = rt.state.complete(run_id, step_id, encoded, graph.successors(step_id))
@@ -194,15 +225,21 @@ def complete(rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, enco
         rollback.late_completion(rt, run_id, step_id, done.run_status)
 
 
-def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any,
-                    info: dict[str, Any] | None) -> None:
+def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
     info = info or {}
     started, finished = info.get("started_at"), info.get("finished_at")
     rt.store.record_step(
-        run_id, step_id, "step.succeeded", status="succeeded",
-        attempts=info.get("attempt", 1), worker=info.get("worker"), queue=info.get("queue"),
-        task_id=info.get("task_id"), started_at=datetime.fromisoformat(started) if started else None,
-        finished_at=datetime.fromisoformat(finished) if finished else _now(), result=result,
+        run_id,
+        step_id,
+        "step.succeeded",
+        status="succeeded",
+        attempts=info.get("attempt", 1),
+        worker=info.get("worker"),
+        queue=info.get("queue"),
+        task_id=info.get("task_id"),
+        started_at=datetime.fromisoformat(started) if started else None,
+        finished_at=datetime.fromisoformat(finished) if finished else _now(),
+        result=result,
         error=info.get("error"),
     )
 

@@ -42,12 +42,29 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     if not ref:
         return
     rt = runtime()
-    fail_step(rt, ref["run"], ref["step"], int(ref["gen"]), ref.get("chunk"), exc,
-              request=request, traceback=traceback)
+    fail_step(
+        rt,
+        ref["run"],
+        ref["step"],
+        int(ref["gen"]),
+        ref.get("chunk"),
+        exc,
+        request=request,
+        traceback=traceback,
+    )
 
 
-def fail_step(rt: Runtime, run_id: str, step_id: str, gen: int, chunk: int | None,
-              exc: BaseException, *, request: Any = None, traceback: Any = None) -> None:
+def fail_step(
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    gen: int,
+    chunk: int | None,
+    exc: BaseException,
+    *,
+    request: Any = None,
+    traceback: Any = None,
+) -> None:
     graph = rt.graph(run_id, gen)
     error = {**error_info(exc), "step": step_id if chunk is None else f"{step_id}#{chunk}"}
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=error["step"]):
@@ -55,8 +72,9 @@ def fail_step(rt: Runtime, run_id: str, step_id: str, gen: int, chunk: int | Non
         target = failure_status(graph)
         won = chunk is not None and rt.state.fail(run_id, error["step"], target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.store.record_step(run_id, error["step"], "step.failed", status="failed",
-                             finished_at=datetime.now(UTC), error=error)
+        rt.store.record_step(
+            run_id, error["step"], "step.failed", status="failed", finished_at=datetime.now(UTC), error=error
+        )
         if chunk is not None:
             rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
@@ -87,25 +105,31 @@ def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:
             fail_step(rt, parent.id, record.parent_step, parent.generation, None, child_error)
 
 
-def _call_errbacks(rt: Runtime, run_id: str, graph: StepGraph, step_id: str,
-                   request: Any, exc: BaseException, traceback: Any) -> None:
+def _call_errbacks(
+    rt: Runtime, run_id: str, graph: StepGraph, step_id: str, request: Any, exc: BaseException, traceback: Any
+) -> None:
     for index, eb in enumerate(graph.errbacks):
         if step_id not in eb.scope:
             continue
-        if not rt.redis.set(rt.state.key(run_id, f"errback:{index}"), step_id, nx=True,
-                            ex=rt.settings.result_expires):
+        if not rt.redis.set(
+            rt.state.key(run_id, f"errback:{index}"), step_id, nx=True, ex=rt.settings.result_expires
+        ):
             continue
         _call_like_celery(rt, eb.signature, request, exc, traceback)
 
 
-def _call_like_celery(rt: Runtime, signature: dict[str, Any], request: Any,
-                      exc: BaseException, traceback: Any) -> None:
+def _call_like_celery(
+    rt: Runtime, signature: dict[str, Any], request: Any, exc: BaseException, traceback: Any
+) -> None:
     sig = rt.app.signature(signature)
     task = rt.app.tasks.get(sig.task)
     header = getattr(task, "__header__", None)
     new_style = (
-        task is not None and header is not None and not isinstance(header, partial)
-        and arity_greater(header, 1) and request is not None
+        task is not None
+        and header is not None
+        and not isinstance(header, partial)
+        and arity_greater(header, 1)
+        and request is not None
     )
     try:
         if new_style:

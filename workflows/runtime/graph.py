@@ -139,5 +139,6 @@ class StepGraph:
     def from_json(cls, data: Mapping[str, Any]) -> StepGraph:
         steps = {s["id"]: StepNode(**s) for s in data["steps"]}
         errbacks = [Errback(**e) for e in data.get("errbacks", [])]
-        return cls(steps=steps, result=data["result"], errbacks=errbacks,
-                   options=dict(data.get("options") or {}))
+        return cls(
+            steps=steps, result=data["result"], errbacks=errbacks, options=dict(data.get("options") or {})
+        )

@@ -17,8 +17,9 @@ from workflows.runtime.executor import complete, encode_result, send_step
 from workflows.runtime.graph import StepNode
 
 
-def dispatch(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any],
-             kwargs: dict[str, Any]) -> None:
+def dispatch(
+    rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any], kwargs: dict[str, Any]
+) -> None:
     if node.kind == "map":
         _fan_out(rt, run_id, gen, node, args)
     elif node.kind == "signal":
@@ -33,7 +34,7 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
     if not isinstance(items, list):
         items = list(items)
     size = max(int(node.spec.get("chunk_size") or 1), 1)
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     if not chunks:
         complete(rt, run_id, node.id, gen, [], "[]", None)
         return
@@ -45,8 +46,16 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
         send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
 
 
-def chunk_completed(rt: Runtime, run_id: str, step_id: str, gen: int, index: int,
-                    result: Any, encoded: str, info: dict[str, Any]) -> None:
+def chunk_completed(
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    gen: int,
+    index: int,
+    result: Any,
+    encoded: str,
+    info: dict[str, Any],
+) -> None:
     from workflows.runtime.executor import journal_success
 
     left = rt.state.chunk_done(run_id, step_id, index, encoded)
@@ -85,5 +94,12 @@ def child_finished(rt: Runtime, run_id: str, value: Any) -> None:
     parent = rt.store.get_run(record.parent_run_id, with_steps=False)
     if parent is None:
         return
-    complete(rt, parent.id, record.parent_step, parent.generation, value,
-             encode_result(record.parent_step, value), None)
+    complete(
+        rt,
+        parent.id,
+        record.parent_step,
+        parent.generation,
+        value,
+        encode_result(record.parent_step, value),
+        None,
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -145,9 +145,9 @@ class RunState:
         p.delete(k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"), k(run_id, "info"))
         p.set(k(run_id, "graph"), graph_json)
         if pending:
-            p.hset(k(run_id, "deps"), mapping=pending)
+            p.hset(k(run_id, "deps"), mapping=cast(dict[Any, Any], pending))
         if completed:
-            p.hset(k(run_id, "res"), mapping=completed)
+            p.hset(k(run_id, "res"), mapping=cast(dict[Any, Any], completed))
             p.hset(k(run_id, "st"), mapping=dict.fromkeys(completed, "succeeded"))
         p.set(k(run_id, "left"), left)
         p.hset(k(run_id, "meta"), mapping={"status": status, "gen": str(generation)})
@@ -167,8 +167,7 @@ class RunState:
 
     def complete(self, run_id: str, step_id: str, result_json: str, successors: list[str]) -> Completion:
         k = self.key
-        keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"),
-                k(run_id, "res")]
+        keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"), k(run_id, "res")]
         out = self._complete(keys=keys, args=[step_id, result_json, *successors])
         if not out[0]:
             return Completion(False, "", -1, [])
@@ -177,8 +176,7 @@ class RunState:
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""
         k = self.key
-        out = self._fail(keys=[k(run_id, "meta"), k(run_id, "st")],
-                         args=[step_id, run_status, step_status])
+        out = self._fail(keys=[k(run_id, "meta"), k(run_id, "st")], args=[step_id, run_status, step_status])
         return bool(out[0])
 
     def transition(self, run_id: str, expected: tuple[str, ...], new: str) -> bool:
@@ -197,8 +195,7 @@ class RunState:
 
     def chunk_done(self, run_id: str, step_id: str, index: int, result_json: str) -> int:
         """Store one map chunk's result; chunks still missing (-1 for a duplicate)."""
-        keys = [self.key(run_id, f"chunks:{step_id}"), self.key(run_id, "chunksleft"),
-                self.key(run_id, "st")]
+        keys = [self.key(run_id, f"chunks:{step_id}"), self.key(run_id, "chunksleft"), self.key(run_id, "st")]
         return int(self._chunk(keys=keys, args=[str(index), result_json, step_id]))
 
     def set_chunks(self, run_id: str, step_id: str, count: int) -> bool:
@@ -244,13 +241,29 @@ class RunState:
             self.notify_finished(run_id)  # leave it for other waiters
 
     def expire(self, run_id: str, seconds: int) -> None:
-        parts = ("meta", "st", "deps", "left", "res", "att", "info", "graph", "chunksleft", "comp",
-                 "compclaim", "compround")
+        parts = (
+            "meta",
+            "st",
+            "deps",
+            "left",
+            "res",
+            "att",
+            "info",
+            "graph",
+            "chunksleft",
+            "comp",
+            "compclaim",
+            "compround",
+        )
         p = self.r.pipeline()
         for part in parts:
             p.expire(self.key(run_id, part), seconds)
         p.execute()
 
 
-def _s(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_s = as_text

@@ -7,8 +7,15 @@ from datetime import datetime
 from typing import Any
 
 RUN_STATUSES = (
-    "pending", "running", "waiting", "succeeded", "failed",
-    "compensating", "compensated", "compensation_failed", "cancelled",
+    "pending",
+    "running",
+    "waiting",
+    "succeeded",
+    "failed",
+    "compensating",
+    "compensated",
+    "compensation_failed",
+    "cancelled",
 )
 TERMINAL = frozenset({"succeeded", "failed", "compensated", "compensation_failed", "cancelled"})
 RESUMABLE = frozenset({"failed", "cancelled"})
@@ -68,10 +75,17 @@ class RunRecord:
 
     def to_json(self, *, with_graph: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "workflow": self.workflow, "version": self.version,
-            "status": self.status, "generation": self.generation, "inputs": self.inputs,
-            "result": self.result, "error": self.error, "parent_run_id": self.parent_run_id,
-            "parent_step": self.parent_step, "created_at": self.created_at.isoformat(),
+            "id": self.id,
+            "workflow": self.workflow,
+            "version": self.version,
+            "status": self.status,
+            "generation": self.generation,
+            "inputs": self.inputs,
+            "result": self.result,
+            "error": self.error,
+            "parent_run_id": self.parent_run_id,
+            "parent_step": self.parent_step,
+            "created_at": self.created_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "steps": [s.to_json() for s in self.steps],
         }

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import CursorResult, Engine, create_engine, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workflows.store.models import DefinitionRow, EventRow, RunRow, SignalRow, StepRow
@@ -38,26 +38,45 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_pre_ping=True)
 
 
 def _step_record(row: StepRow) -> StepRecord:
     return StepRecord(
-        step_id=row.step_id, task=row.task, status=row.status, kind=row.kind,
-        attempts=row.attempts, queue=row.queue, worker=row.worker, task_id=row.task_id,
-        started_at=row.started_at, finished_at=row.finished_at, result=row.result,
-        error=row.error, compensation=row.compensation,
-        compensation_status=row.compensation_status, compensation_error=row.compensation_error,
+        step_id=row.step_id,
+        task=row.task,
+        status=row.status,
+        kind=row.kind,
+        attempts=row.attempts,
+        queue=row.queue,
+        worker=row.worker,
+        task_id=row.task_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        result=row.result,
+        error=row.error,
+        compensation=row.compensation,
+        compensation_status=row.compensation_status,
+        compensation_error=row.compensation_error,
     )
 
 
 def _run_record(row: RunRow, steps: Iterable[StepRow] = ()) -> RunRecord:
     return RunRecord(
-        id=row.id, workflow=row.workflow, version=row.version, status=row.status,
-        generation=row.generation, inputs=row.inputs, graph=row.graph, created_at=row.created_at,
-        result=row.result, error=row.error, parent_run_id=row.parent_run_id,
-        parent_step=row.parent_step, finished_at=row.finished_at,
+        id=row.id,
+        workflow=row.workflow,
+        version=row.version,
+        status=row.status,
+        generation=row.generation,
+        inputs=row.inputs,
+        graph=row.graph,
+        created_at=row.created_at,
+        result=row.result,
+        error=row.error,
+        parent_run_id=row.parent_run_id,
+        parent_step=row.parent_step,
+        finished_at=row.finished_at,
         steps=[_step_record(s) for s in steps],
     )
 
@@ -89,15 +108,25 @@ class SqlRunStore:
     ) -> None:
         at = now()
         with self.session() as s, s.begin():
-            s.add(RunRow(
-                id=run_id, workflow=workflow, version=version, status=status, generation=1,
-                inputs=inputs, graph=graph, parent_run_id=parent_run_id,
-                parent_step=parent_step, created_at=at,
-            ))
+            s.add(
+                RunRow(
+                    id=run_id,
+                    workflow=workflow,
+                    version=version,
+                    status=status,
+                    generation=1,
+                    inputs=inputs,
+                    graph=graph,
+                    parent_run_id=parent_run_id,
+                    parent_step=parent_step,
+                    created_at=at,
+                )
+            )
             s.flush()
-            s.execute(StepRow.__table__.insert(), [
-                {"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps
-            ])
+            s.execute(
+                insert(StepRow),
+                [{"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps],
+            )
             s.add(EventRow(run_id=run_id, event="run.created", at=at, data={"workflow": workflow}))
 
     def get_run(self, run_id: str, *, with_steps: bool = True) -> RunRecord | None:
@@ -134,7 +163,7 @@ class SqlRunStore:
         if new in ("succeeded", "failed", "compensated", "compensation_failed", "cancelled"):
             fields.setdefault("finished_at", at)
         with self.session() as s, s.begin():
-            res = s.execute(
+            res: CursorResult[Any] = s.execute(  # type: ignore[assignment]
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status.in_(list(expected)))
                 .values(status=new, **fields)
@@ -149,9 +178,7 @@ class SqlRunStore:
         """Write a step's new state and journal the event, in one transaction."""
         with self.session() as s, s.begin():
             s.execute(
-                update(StepRow)
-                .where(StepRow.run_id == run_id, StepRow.step_id == step_id)
-                .values(**fields)
+                update(StepRow).where(StepRow.run_id == run_id, StepRow.step_id == step_id).values(**fields)
             )
             data = {k: v for k, v in fields.items() if k in ("status", "attempts", "worker", "error")}
             s.add(EventRow(run_id=run_id, step_id=step_id, event=event_name, at=now(), data=data))
@@ -169,39 +196,59 @@ class SqlRunStore:
                     .where(StepRow.run_id == run_id, StepRow.step_id == row["step_id"])
                     .values(**fields)
                 )
-            s.add_all([
-                EventRow(run_id=run_id, step_id=r["step_id"], event=event_name, at=at,
-                         data={"status": r.get("status")})
-                for r in rows
-            ])
+            s.add_all(
+                [
+                    EventRow(
+                        run_id=run_id,
+                        step_id=r["step_id"],
+                        event=event_name,
+                        at=at,
+                        data={"status": r.get("status")},
+                    )
+                    for r in rows
+                ]
+            )
 
     def add_chunk_steps(self, run_id: str, step_id: str, count: int, queue: str | None) -> None:
         """Journal rows for a map step's chunks (``<step>#<i>``); repeated calls add nothing."""
         with self.session() as s, s.begin():
-            have = set(s.scalars(select(StepRow.step_id).where(
-                StepRow.run_id == run_id, StepRow.step_id.like(f"{step_id}#%"))))
+            have = set(
+                s.scalars(
+                    select(StepRow.step_id).where(
+                        StepRow.run_id == run_id, StepRow.step_id.like(f"{step_id}#%")
+                    )
+                )
+            )
             rows = [
-                {"run_id": run_id, "step_id": f"{step_id}#{i}", "task": "canvasflow.chunk",
-                 "kind": "chunk", "status": "pending", "attempts": 0, "queue": queue}
-                for i in range(count) if f"{step_id}#{i}" not in have
+                {
+                    "run_id": run_id,
+                    "step_id": f"{step_id}#{i}",
+                    "task": "canvasflow.chunk",
+                    "kind": "chunk",
+                    "status": "pending",
+                    "attempts": 0,
+                    "queue": queue,
+                }
+                for i in range(count)
+                if f"{step_id}#{i}" not in have
             ]
             if rows:
-                s.execute(StepRow.__table__.insert(), rows)
+                s.execute(insert(StepRow), rows)
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         with self.session() as s:
             rows = s.scalars(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.id))
             return [
-                {"step_id": r.step_id, "event": r.event, "at": r.at.isoformat(), "data": r.data}
-                for r in rows
+                {"step_id": r.step_id, "event": r.event, "at": r.at.isoformat(), "data": r.data} for r in rows
             ]
 
     # -- definitions and signals ------------------------------------------------------
     def record_definition(self, name: str, version: str, input_schema: Any) -> None:
         with self.session() as s, s.begin():
             if s.get(DefinitionRow, (name, version)) is None:
-                s.add(DefinitionRow(name=name, version=version, input_schema=input_schema,
-                                    registered_at=now()))
+                s.add(
+                    DefinitionRow(name=name, version=version, input_schema=input_schema, registered_at=now())
+                )
 
     def put_signal(self, run_id: str, name: str, payload: Any) -> bool:
         """Store a signal once; False when that signal was already received."""
