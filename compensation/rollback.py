@@ -10,6 +10,7 @@ compensation failed after its retries (the others still ran).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import structlog
@@ -135,7 +136,8 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
     req = task.request
     claim_field = f"{unit}:{ref.get('round', 1)}:{req.retries or 0}"
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=unit, compensation=task.name):
-        if not rt.redis.hsetnx(rt.state.key(run_id, "compclaim"), claim_field, req.hostname or "?"):
+        holder = f"{req.hostname}:{os.getpid()}"
+        if not rt.redis.hsetnx(rt.state.key(run_id, "compclaim"), claim_field, holder):
             if comp_states(rt, run_id).get(unit) in ("compensated", "compensation_failed"):
                 return None
             log.warning("compensation delivered again; not run twice")

@@ -24,7 +24,13 @@ def effects(log: str) -> list[str]:
 
 @step(name="saga.act", capability="demo")
 def act(
-    *parents: Any, label: str, log: str, fail: bool = False, sleep: float = 0.0, comp_fails: str | None = None
+    *parents: Any,
+    label: str,
+    log: str,
+    fail: bool = False,
+    sleep: float = 0.0,
+    comp_fails: str | None = None,
+    comp_sleep: float = 0.0,
 ) -> str:
     if sleep:
         time.sleep(sleep)
@@ -44,8 +50,11 @@ def undo_act(
     fail: bool = False,
     sleep: float = 0.0,
     comp_fails: str | None = None,
+    comp_sleep: float = 0.0,
 ) -> None:
     r = _redis()
+    if comp_sleep:
+        time.sleep(comp_sleep)
     if comp_fails and not r.exists(comp_fails):  # fails until that key exists
         r.rpush(log, f"undofail:{label}")
         raise RuntimeError(f"undo of {label} failed on purpose")

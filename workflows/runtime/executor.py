@@ -16,6 +16,7 @@ any point gets the step redelivered and the claim tells the redelivery what is l
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,6 +123,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "worker": req.hostname,
         "queue": (req.delivery_info or {}).get("routing_key"),
         "task_id": req.id,
+        "pid": os.getpid(),
         "started_at": _now().isoformat(),
     }
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):

@@ -1,0 +1,132 @@
+"""Faults: workers killed mid-step or mid-compensation, and duplicated deliveries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from celery import chain
+
+from tests.integration.saga import effects
+from tests.integration.sagacheck import new_log, step_of
+from workflows import Workflow, compensate, start
+from workflows.runtime.context import runtime
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults]
+
+QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def workflow(build: Callable[[], Any], **options: Any) -> str:
+    return Workflow(f"t.fault.{uuid.uuid4().hex[:8]}", "1", build=build, **options).name
+
+
+def running_step(run_id: str, step_id: str) -> dict[str, Any] | None:
+    if runtime().state.step_states(run_id).get(step_id) != "running":
+        return None
+    return runtime().state.step_info(run_id).get(step_id)
+
+
+def test_pool_process_killed_mid_step_is_redelivered_and_completes_once(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a"), s("slow", sleep=2.0), s("c"))))
+    info = wait_for(lambda: running_step(run.id, "1.act"))
+    os.kill(info["pid"], signal.SIGKILL)
+
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert record.step("1.act").attempts == 2
+    assert effects(log) == ["do:a", "do:slow", "do:c"]
+
+
+def test_whole_worker_killed_mid_step_the_next_worker_finishes_the_run(celery_worker_factory):
+    """The killed worker never acked; after the visibility timeout another worker gets the step."""
+    first = celery_worker_factory(queues=QUEUES, concurrency=1)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a"), s("slow", sleep=3.0), s("c"))))
+    wait_for(lambda: running_step(run.id, "1.act"))
+    first.kill(signal.SIGKILL)
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+
+    record = run.wait(90)
+    assert record.status == "succeeded", record.error
+    assert effects(log) == ["do:a", "do:slow", "do:c"]
+    assert record.step("2.act").attempts == 1
+
+
+def test_duplicated_step_message_completes_once_and_releases_successors_once(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a", sleep=0.5), s("b"), s("c"))))
+    rt = runtime()
+    graph = rt.graph(run.id, 1)
+    node = graph.steps["0.act"]
+    # the broker delivers the first step twice (same id, same headers)
+    from workflows.runtime.executor import send_step
+
+    send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
+
+    record = run.wait(60)
+    assert record.status == "succeeded"
+    entries = effects(log)
+    assert entries.count("do:b") == 1 and entries.count("do:c") == 1
+    assert 1 <= entries.count("do:a") <= 2  # the body may run twice; completion is once
+    events = [e for e in rt.store.events(run.id) if e["event"] == "step.succeeded"]
+    assert [e["step_id"] for e in events].count("0.act") == 1
+
+
+def test_duplicate_of_a_completed_step_changes_nothing(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a"), s("b"))))
+    record = run.wait(30)
+    assert record.status == "succeeded"
+    rt = runtime()
+    node = rt.graph(run.id, 1).steps["0.act"]
+    from workflows.runtime.executor import send_step
+
+    send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
+    time.sleep(1.5)
+    assert effects(log) == ["do:a", "do:b"]
+    assert rt.store.get_run(run.id).status == "succeeded"
+
+
+def test_compensation_killed_midway_is_not_run_twice(celery_worker_factory):
+    """At most once: the redelivered compensation is recorded as interrupted, not re-run;
+    `compensate` runs it again on purpose."""
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a", comp_sleep=2.0), s("b", fail=True))))
+    rt = runtime()
+    key = rt.state.key(run.id, "compclaim")
+    holder = wait_for(lambda: rt.redis.hget(key, "0.act:1:0"))
+    os.kill(int(holder.decode().rsplit(":", 1)[1]), signal.SIGKILL)
+
+    record = run.wait(60)
+    assert record.status == "compensation_failed"
+    assert record.step("0.act").compensation_error["type"] == "Interrupted"
+    assert effects(log).count("undo:a") == 0
+
+    assert compensate(run.id).wait(60).status == "compensated"
+    assert effects(log).count("undo:a") == 1
