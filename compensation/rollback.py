@@ -116,6 +116,9 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
     if not rt.state.transition(run_id, ("compensating",), final):
         return
     # the failing worker may not have journaled 'compensating' yet: journal it first
+    from workflows.runtime.journal import sync_steps
+
+    sync_steps(rt, run_id)
     raw = rt.redis.hget(rt.state.key(run_id, "meta"), "error")
     error: dict[str, Any] = json.loads(raw) if raw else {}
     rt.store.transition_run(run_id, ("running", "waiting"), "compensating", error=error or None)

@@ -69,14 +69,19 @@ def get_run(run_id: str) -> RunRecord:
         rt.state.step_info(run_id),
         rt.state.attempts(run_id),
     )
+    unwritten = [
+        s.step_id for s in record.steps if s.status == "pending" and states.get(s.step_id) == "succeeded"
+    ]
+    results = rt.state.results(run_id, unwritten)  # completed, journal write still queued
     for step in record.steps:
         live = states.get(step.step_id)
-        if live and step.status in ("pending", "queued") and live != "succeeded":
+        if live and step.status == "pending" and live != "pending":
             step.status = live
             meta = info.get(step.step_id, {})
             step.worker = meta.get("worker", step.worker)
             step.queue = meta.get("queue", step.queue)
             step.attempts = attempts.get(step.step_id, step.attempts)
+            step.result = results.get(step.step_id, step.result)
     return record
 
 

@@ -190,6 +190,9 @@ def cancel(run_id: str) -> RunRecord:
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is already {record.status}; nothing to cancel")
     rt.state.transition(run_id, ("pending", "running", "waiting"), "cancelled")
+    from workflows.runtime.journal import sync_steps
+
+    sync_steps(rt, run_id)
     if not rt.store.transition_run(run_id, ("pending", "running", "waiting"), "cancelled"):
         raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
     rt.state.notify_finished(run_id)

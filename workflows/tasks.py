@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, chord, group
-from celery.signals import task_revoked, worker_init, worker_process_init
+from celery.signals import task_revoked, worker_init, worker_process_init, worker_process_shutdown
 
 from config.celery_app import app
 from config.errors import CanvasflowError, DefinitionError
@@ -56,6 +56,15 @@ def _revoked(request: Any = None, **_: Any) -> None:
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
     rt.state.mark_revoked(ref["run"], unit)
     rollback.step_settled(rt, ref["run"])
+
+
+@worker_process_shutdown.connect
+def _flush_journal(**_: Any) -> None:
+    from workflows.runtime.context import current_runtime
+
+    rt = current_runtime()
+    if rt is not None and "journal" in rt.__dict__:
+        rt.journal.flush()
 
 
 @app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)

@@ -24,10 +24,15 @@ def store(request: pytest.FixtureRequest, tmp_path) -> SqlRunStore:
 def new_run(store: SqlRunStore, steps=("a", "b")) -> str:
     run_id = uuid.uuid4().hex
     store.create_run(
-        run_id=run_id, workflow="wf", version="1", inputs={"x": 1},
+        run_id=run_id,
+        workflow="wf",
+        version="1",
+        inputs={"x": 1},
         graph={"steps": [{"id": s} for s in steps], "result": {"v": None}},
-        steps=[{"step_id": s, "task": "demo.add", "kind": "task", "queue": "cap.demo",
-                "compensation": None} for s in steps],
+        steps=[
+            {"step_id": s, "task": "demo.add", "kind": "task", "queue": "cap.demo", "compensation": None}
+            for s in steps
+        ],
     )
     return run_id
 

@@ -17,6 +17,7 @@ from celery import Celery
 from config.celery_app import app as celery_app
 from config.settings import Settings, get_settings
 from workflows.runtime.graph import StepGraph
+from workflows.runtime.journal import JournalWriter
 from workflows.runtime.state import RunState
 from workflows.store.sql import SqlRunStore, store_for
 
@@ -45,6 +46,10 @@ class Runtime:
     @cached_property
     def store(self) -> SqlRunStore:
         return store_for(self.settings.database_url)
+
+    @cached_property
+    def journal(self) -> JournalWriter:
+        return JournalWriter(self.store, self.settings.journal_interval)
 
     @cached_property
     def errback(self) -> dict:
@@ -82,11 +87,17 @@ def runtime() -> Runtime:
     return rt
 
 
+def current_runtime() -> Runtime | None:
+    """This process's runtime if it was built (nothing is created)."""
+    return _runtimes.get(os.getpid())
+
+
 def warm() -> None:
     """Open this process's connections now (a worker child calls it at start, not on its first step)."""
     rt = runtime()
     rt.redis.ping()
     rt.store.get_run("-", with_steps=False)
+    rt.journal  # noqa: B018  (starts the writer thread in this process)
 
 
 def reset_runtime() -> None:

@@ -213,7 +213,11 @@ def complete(
 ) -> None:
     """Journal a step's result and move the run forward; a second completion changes nothing."""
     graph = rt.graph(run_id, gen)
-    done = rt.state.complete(run_id, step_id, encoded, graph.successors(step_id))
+    if info is None:  # completed without a task of its own: a map join, a signal, a child run
+        info = {"finished_at": _now().isoformat()}
+    done = rt.state.complete(
+        run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
+    )
     if not done.first:
         return
     if done.ready:
@@ -230,7 +234,7 @@ def complete(
 def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
     info = info or {}
     started, finished = info.get("started_at"), info.get("finished_at")
-    rt.store.record_step(
+    rt.journal.record_step(
         run_id,
         step_id,
         "step.succeeded",
@@ -250,6 +254,9 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     """The last step completed: compute the run's result, journal it, wake waiters, tell a parent."""
     results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
     value = resolve(graph.result, results)
+    from workflows.runtime.journal import sync_steps
+
+    sync_steps(rt, run_id)
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
         rt.state.notify_finished(run_id)

@@ -85,6 +85,9 @@ def fail_step(
             return
         # Redis decided; the journal follows (a racing sibling's rollback may close it first)
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
+        from workflows.runtime.journal import sync_steps
+
+        sync_steps(rt, run_id)
         rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         if target == "compensating":
             from compensation import rollback

@@ -43,11 +43,12 @@ local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'succeeded' then return {0} end
 redis.call('HSET', KEYS[2], ARGV[1], 'succeeded')
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[6], ARGV[1], ARGV[3]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 local left = redis.call('DECR', KEYS[4])
 local out = {1, status, left}
 if status == 'running' or status == 'waiting' then
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     if redis.call('HINCRBY', KEYS[3], ARGV[i], -1) == 0 then
       redis.call('HSET', KEYS[2], ARGV[i], 'queued')
       table.insert(out, ARGV[i])
@@ -165,10 +166,13 @@ class RunState:
         outcome, status = _s(out[0]), _s(out[1])
         return Claim(outcome, status, int(out[2]) if len(out) > 2 else 0)
 
-    def complete(self, run_id: str, step_id: str, result_json: str, successors: list[str]) -> Completion:
+    def complete(
+        self, run_id: str, step_id: str, result_json: str, successors: list[str], info_json: str = ""
+    ) -> Completion:
+        """First completion wins: store the result (and the step's timing ``info``), release joins."""
         k = self.key
-        keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"), k(run_id, "res")]
-        out = self._complete(keys=keys, args=[step_id, result_json, *successors])
+        keys = [k(run_id, p) for p in ("meta", "st", "deps", "left", "res", "info")]
+        out = self._complete(keys=keys, args=[step_id, result_json, info_json, *successors])
         if not out[0]:
             return Completion(False, "", -1, [])
         return Completion(True, _s(out[1]), int(out[2]), [_s(x) for x in out[3:]])

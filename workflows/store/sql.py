@@ -183,6 +183,28 @@ class SqlRunStore:
             data = {k: v for k, v in fields.items() if k in ("status", "attempts", "worker", "error")}
             s.add(EventRow(run_id=run_id, step_id=step_id, event=event_name, at=now(), data=data))
 
+    def record_many(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """Many ``(run_id, step_id, event, fields)`` step records in one transaction."""
+        with self.session() as s, s.begin():
+            for run_id, step_id, _event, fields in items:
+                s.execute(
+                    update(StepRow)
+                    .where(StepRow.run_id == run_id, StepRow.step_id == step_id)
+                    .values(**fields)
+                )
+            s.add_all(
+                [
+                    EventRow(
+                        run_id=run_id,
+                        step_id=step_id,
+                        event=event_name,
+                        at=now(),
+                        data={k: v for k, v in fields.items() if k in ("status", "attempts", "worker")},
+                    )
+                    for run_id, step_id, event_name, fields in items
+                ]
+            )
+
     def record_steps(self, run_id: str, rows: list[dict[str, Any]], event_name: str) -> None:
         """Bulk form of record_step: each row has ``step_id`` and the fields to set."""
         if not rows:
