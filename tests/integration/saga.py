@@ -111,3 +111,8 @@ def on_error_old(task_id: str, *, log: str, label: str) -> None:
     """An old-style errback: receives the failed task's id (extras keyword-only, as Celery counts
     positional parameters to tell the styles apart)."""
     _redis().rpush(log, f"errback:{label}")
+
+
+@step(name="saga.returns_set", capability="demo")
+def returns_set(*parents: Any) -> Any:
+    return {1, 2, 3}

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from celery import chain
+from celery import chain, chord
 
 from config.celery_app import app
 from config.errors import DefinitionError, InputError, ResumeRefused, RunNotFound, WorkflowNotFound
@@ -38,14 +38,17 @@ def run_count() -> int:
     return len(list_runs(limit=100_000))
 
 
-def test_dag_runs_independent_steps_in_parallel(worker):
+def test_dag_runs_independent_steps_in_parallel(celery_worker_factory):
+    from tests.integration import timing
+
+    celery_worker_factory(queues=["cap.timing"], concurrency=2)
     wf = Workflow(
         unique("t.dag.sleep"),
         "1",
         steps={
-            "a": sleep.s(1.0),
-            "b": sleep.s(1.0),
-            "joined": echo.s(result("a"), result("b")),
+            "a": timing.sleep.s(1.0),
+            "b": timing.sleep.s(1.0),
+            "joined": timing.collect.s(result("a"), result("b")),
         },
     )
     start(wf.name).wait(30)  # warm up: connections, imports
@@ -54,7 +57,7 @@ def test_dag_runs_independent_steps_in_parallel(worker):
     wall = time.monotonic() - began
     assert record.status == "succeeded"
     assert record.result == [1.0, 1.0]
-    # critical path is 1 s; run one after the other it would be 2 s
+    # the critical path is 1 s; one after the other it would be 2 s
     assert wall < 1.7, f"took {wall:.2f}s: the independent steps did not overlap"
     a, b = record.step("a"), record.step("b")
     assert a.started_at < b.finished_at and b.started_at < a.finished_at
@@ -216,3 +219,26 @@ def test_cli_bad_input_is_one_clear_line(worker):
     assert out.stderr.strip().startswith("error: --input is not JSON")
     out = cli("status", "nope", "--json")
     assert json.loads(out.stdout)["type"] == "RunNotFound"
+
+
+def test_failure_in_a_chord_nested_in_a_chord_header_ends_the_run(worker):
+    """Celery 5.7 leaves the outer chord PENDING for good here; a run always ends."""
+    from workers.demo import fail, xsum
+
+    inner = chord([add.s(1, 1), fail.s()], xsum.s())
+    wf = Workflow(unique("t.nested.fail"), "1", build=lambda: chord([inner, add.s(2, 2)], echo.s()))
+    record = start(wf.name).wait(30)
+    assert record.status == "failed"
+    assert record.error["type"] == "RuntimeError" and record.error["step"] == "h0.h1.fail"
+    assert record.step("b.echo").status == "pending"
+
+
+def test_a_step_returning_something_that_is_not_json_fails_clearly(worker):
+    from tests.integration.saga import returns_set
+
+    wf = Workflow(
+        unique("t.nonjson.result"), "1", build=lambda: chain(add.s(1, 1), returns_set.s(), echo.s())
+    )
+    record = start(wf.name).wait(30)
+    assert record.status == "failed"
+    assert "returned a value that is not JSON" in record.error["message"]
