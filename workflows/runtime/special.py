@@ -38,12 +38,16 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
     if not chunks:
         complete(rt, run_id, node.id, gen, [], "[]", None)
         return
+    done: set[int] = set()
     if not rt.state.set_chunks(run_id, node.id, len(chunks)):
-        return  # already fanned out by an earlier delivery
+        # fanned out before by a delivery that may have died half-way: publish again every
+        # chunk not completed (a duplicate chunk message is absorbed by its claim)
+        done = set(rt.state.chunk_results(run_id, node.id))
     mapper = node.spec["mapper"]
     rt.store.add_chunk_steps(run_id, node.id, len(chunks), node.options.get("queue"))
     for i, chunk in enumerate(chunks):
-        send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
+        if i not in done:
+            send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
 
 
 def chunk_completed(
