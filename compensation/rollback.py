@@ -95,6 +95,8 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -
         "ignore_result": True,
         "add_to_parent": False,
     }
+    # journal before publishing: the compensation may finish (and journal) before we return
+    rt.store.record_step(run_id, unit, "compensation.dispatched", compensation_status="dispatched")
     if node.kind == "map":
         index = int(unit.split("#", 1)[1])
         size = max(int(node.spec.get("chunk_size") or 1), 1)
@@ -107,7 +109,6 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -
         )
     else:
         rt.app.send_task(node.compensation, args=[results.get(node.id), *args], kwargs=kwargs, **options)
-    rt.store.record_step(run_id, unit, "compensation.dispatched", compensation_status="dispatched")
     log.info("compensation dispatched", run_id=run_id, step_id=unit, task=node.compensation)
 
 
@@ -116,9 +117,10 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
     if not rt.state.transition(run_id, ("compensating",), final):
         return
     # the failing worker may not have journaled 'compensating' yet: journal it first
-    from workflows.runtime.journal import sync_steps
+    from workflows.runtime.journal import sync_compensations, sync_steps
 
     sync_steps(rt, run_id)
+    sync_compensations(rt, run_id, comp_states(rt, run_id))
     raw = rt.redis.hget(rt.state.key(run_id, "meta"), "error")
     error: dict[str, Any] = json.loads(raw) if raw else {}
     rt.store.transition_run(run_id, ("running", "waiting"), "compensating", error=error or None)

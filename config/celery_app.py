@@ -39,6 +39,8 @@ def configure(celery: Celery, s: Settings) -> None:
         broker_connection_timeout=s.broker_timeout,
         broker_transport_options={
             "visibility_timeout": s.visibility_timeout,
+            "unacked_restore_interval": s.unacked_restore_interval,
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": s.broker_timeout,
             "socket_timeout": max(s.broker_timeout, 5.0),
         },

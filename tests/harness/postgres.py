@@ -50,10 +50,18 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     port = get_port(None)
     executor = PostgreSQLExecutor(
-        executable=pg_ctl, host="127.0.0.1", port=port, user="postgres", password="",
-        options="", dbname="test", startparams="-w",
-        datadir=str(tmp_path_factory.mktemp("pgdata")), unixsocketdir=str(tmp_path_factory.mktemp("pgsock")),
-        logfile=str(tmp_path_factory.mktemp("pglog") / "postgres.log"), postgres_options="",
+        executable=pg_ctl,
+        host="127.0.0.1",
+        port=port,
+        user="postgres",
+        password="",
+        options="",
+        dbname="test",
+        startparams="-w",
+        datadir=str(tmp_path_factory.mktemp("pgdata")),
+        unixsocketdir=str(tmp_path_factory.mktemp("pgsock")),
+        logfile=str(tmp_path_factory.mktemp("pglog") / "postgres.log"),
+        postgres_options="",
     )
     with executor:
         executor.wait_for_postgres()

@@ -91,3 +91,17 @@ def sync_steps(rt: Any, run_id: str) -> None:
                 row[key] = datetime.fromisoformat(meta[key])
         rows.append(row)
     rt.store.record_steps(run_id, rows, "step.synced")
+
+
+def sync_compensations(rt: Any, run_id: str, states: dict[str, str]) -> None:
+    """Write each compensation's final state from Redis where the journal says otherwise."""
+    record = rt.store.get_run(run_id)
+    if record is None:
+        return
+    journaled = {s.step_id: s.compensation_status for s in record.steps}
+    rows = [
+        {"step_id": unit, "compensation_status": state}
+        for unit, state in states.items()
+        if state in ("compensated", "compensation_failed") and journaled.get(unit, state) != state
+    ]
+    rt.store.record_steps(run_id, rows, "compensation.synced")

@@ -1,0 +1,321 @@
+"""canvasflow's pytest harness, loaded by ``-p tests.harness.plugin`` (pyproject's addopts).
+
+How the session is configured
+    The session's ``CANVASFLOW_*`` variables are put in ``os.environ`` by
+    ``pytest_load_initial_conftests``. For a ``-p`` plugin that hook runs before any
+    conftest.py or test module is imported, so ``config.settings.get_settings()`` (cached)
+    and ``config.celery_app.app`` (configured at import) see them the first time they are
+    used, in this process and in every worker or Flower subprocess (which inherit the
+    environment). That is more robust than patching ``app.conf`` later: some task options,
+    e.g. ``queue=get_settings().control_queue``, are fixed at import. As a safety net, if
+    something imported the app earlier anyway, the hook clears the settings cache and
+    re-applies ``config.celery_app.configure``. The previous environment comes back at exit.
+
+    Set for the session: broker, result backend and state URL (the session's Redis
+    database, see :mod:`tests.harness.redis_server`), a unique key prefix, a SQLite file in
+    the session's work directory, JSON logs, a visibility timeout of 10 s (a killed
+    worker's messages come back quickly) and the workflow modules the workers import.
+
+Fixtures
+    ``canvasflow_session``  (session) the :class:`HarnessSession`: env, workdir, Redis target
+    ``redis_url``           (session) a Redis URL that answers; fails the test when none can
+    ``celery_worker_factory`` (function) ``start_worker(queues, concurrency, pool, hostname,
+                            extra_env, ready_timeout) -> WorkerProcess``; stops what it started
+    ``worker``              (function) the module's shared default worker, restarted if killed
+    ``flower``              (function) a running Flower's base URL
+    ``postgres_url``        (session) from :mod:`tests.harness.postgres`, registered here
+
+Tests marked ``redis`` get ``redis_url`` without asking. When a test fails, the logs of
+the workers and Flower it used (the part written during the test) are added to its report.
+The work directory (SQLite file, logs) is removed at the end, unless the session failed
+after a worker or Flower wrote logs there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.harness.flower import spawn_flower
+from tests.harness.redis_server import RedisTarget, RedisUnavailable, plan_redis
+from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
+
+pytest_plugins = ["tests.harness.postgres"]  # postgres_server / postgres_url, for `postgres` tests
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_MODULES = ["workflows.demo", "tests.integration.flows"]
+SESSION = pytest.StashKey["HarnessSession"]()
+LOGS = pytest.StashKey[list[tuple[str, Path, int]]]()
+SHARED = pytest.StashKey[list["_SharedWorker"]]()
+LOG_LINES_SHOWN = 300
+
+
+@dataclass
+class HarnessSession:
+    """What this test session set up: its environment, work directory and Redis."""
+
+    workdir: Path
+    key_prefix: str
+    redis: RedisTarget
+    env: dict[str, str]
+    saved_env: dict[str, str | None] = field(default_factory=dict)
+    keep_workdir: bool = False
+
+    @classmethod
+    def open(cls) -> HarnessSession:
+        token = uuid.uuid4().hex[:10]
+        workdir = Path(tempfile.mkdtemp(prefix=f"canvasflow-test-{token}-"))
+        key_prefix = f"cftest-{token}"
+        target = plan_redis(owner=key_prefix, workdir=workdir)
+        # by file, not importlib.util.find_spec: that would import the packages, and so the app
+        modules = [m for m in WORKFLOW_MODULES if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
+        env = {
+            "CANVASFLOW_BROKER_URL": target.url,
+            "CANVASFLOW_RESULT_BACKEND": target.url,
+            "CANVASFLOW_STATE_URL": target.url,
+            "CANVASFLOW_KEY_PREFIX": key_prefix,
+            "CANVASFLOW_DATABASE_URL": f"sqlite:///{workdir / 'canvasflow.db'}",
+            "CANVASFLOW_LOG_FORMAT": "json",
+            "CANVASFLOW_VISIBILITY_TIMEOUT": "10",
+            "CANVASFLOW_UNACKED_RESTORE_INTERVAL": "1",
+            "CANVASFLOW_WORKFLOW_MODULES": json.dumps(modules),
+        }
+        return cls(workdir, key_prefix, target, env)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    def apply(self) -> None:
+        """Put the session's variables in os.environ (and into the app if already built)."""
+        self.saved_env = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        _reload_settings()
+
+    def close(self) -> None:
+        """Free the Redis database (or stop the server), restore the environment, tidy up."""
+        self.redis.close()
+        for name, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        with contextlib.suppress(Exception):  # tidiness only: the restored env may not validate
+            _reload_settings()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _reload_settings() -> None:
+    """Make already imported settings and app follow os.environ (a no-op before import)."""
+    if "config.settings" in sys.modules:
+        sys.modules["config.settings"].get_settings.cache_clear()
+    if "config.celery_app" in sys.modules:
+        module = sys.modules["config.celery_app"]
+        module.configure(module.app, module.get_settings())
+
+
+# ---- hooks ----
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    session = HarnessSession.open()
+    session.apply()
+    early_config.stash[SESSION] = session
+    early_config.add_cleanup(session.close)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = config.stash[SESSION]
+    if s.redis.server:
+        how = f"nothing answered at {s.redis.source}: will start {s.redis.server.binary} on first use"
+    else:
+        how = f"a database claimed on {s.redis.source}"
+    return [
+        f"canvasflow harness: redis {s.redis.url} ({how}), key prefix {s.key_prefix}, workdir {s.workdir}"
+    ]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    s = session.config.stash[SESSION]
+    s.keep_workdir = exitstatus != 0 and s.log_dir.is_dir()  # logs to look at after a failure
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if config.stash[SESSION].keep_workdir:
+        terminalreporter.write_line(f"canvasflow harness: logs kept in {config.stash[SESSION].log_dir}")
+
+
+def attach_log(item: pytest.Item, title: str, path: Path) -> None:
+    """Show ``path`` (from its current end) in ``item``'s report if the test fails."""
+    offset = path.stat().st_size if path.exists() else 0
+    item.stash.setdefault(LOGS, []).append((title, path, offset))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and LOGS in item.stash:
+        for title, path, offset in item.stash[LOGS]:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                lines = f.read().decode(errors="replace").splitlines()[-LOG_LINES_SHOWN:]
+            report.sections.append((f"Captured {title} log ({path})", "\n".join(lines)))
+        del item.stash[LOGS]  # once per test, at the first failing phase
+    return report
+
+
+# ---- fixtures ----
+
+
+@pytest.fixture(scope="session")
+def canvasflow_session(pytestconfig: pytest.Config) -> HarnessSession:
+    """The session's environment, work directory and Redis target."""
+    return pytestconfig.stash[SESSION]
+
+
+@pytest.fixture(scope="session")
+def redis_url(canvasflow_session: HarnessSession) -> str:
+    """A Redis URL (the session's own database) that answers PING."""
+    try:
+        return canvasflow_session.redis.ensure_running()
+    except RedisUnavailable as exc:
+        why = str(exc)
+    pytest.fail(f"canvasflow tests need Redis: {why}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _redis_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("redis"):
+        request.getfixturevalue("redis_url")
+
+
+class StartWorker(Protocol):
+    def __call__(
+        self,
+        queues: Sequence[str] = DEFAULT_QUEUES,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        hostname: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        ready_timeout: float | None = 30.0,
+    ) -> WorkerProcess: ...
+
+
+def _worker_starter(s: HarnessSession, on_spawn: Callable[[WorkerProcess], None]) -> StartWorker:
+    def start_worker(
+        queues: Sequence[str] = DEFAULT_QUEUES,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        hostname: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        ready_timeout: float | None = 30.0,
+    ) -> WorkerProcess:
+        """Start a real worker; wait until it answers a ping unless ``ready_timeout`` is None."""
+        w = spawn_worker(
+            log_dir=s.log_dir,
+            cwd=ROOT,
+            env={**os.environ, **(extra_env or {})},
+            queues=queues,
+            concurrency=concurrency,
+            pool=pool,
+            hostname=hostname,
+        )
+        on_spawn(w)
+        return w if ready_timeout is None else w.wait_ready(ready_timeout)
+
+    return start_worker
+
+
+@pytest.fixture
+def celery_worker_factory(
+    request: pytest.FixtureRequest, redis_url: str, canvasflow_session: HarnessSession
+) -> Iterator[StartWorker]:
+    """``start_worker(...)`` for real worker subprocesses; each is stopped after the test.
+
+    Unless the test also asks for ``worker``, the module's shared worker is stopped first, so
+    the workers the test starts are the only ones consuming its queues."""
+    if "worker" not in request.fixturenames:
+        for shared in request.config.stash.get(SHARED, []):
+            shared.stop()
+    started: list[WorkerProcess] = []
+
+    def track(w: WorkerProcess) -> None:
+        started.append(w)
+        attach_log(request.node, f"worker {w.hostname}", w.log_path)
+
+    yield _worker_starter(canvasflow_session, track)
+    for w in reversed(started):
+        w.stop()
+
+
+@dataclass
+class _SharedWorker:
+    start: StartWorker
+    current: WorkerProcess | None = None
+
+    def get(self) -> WorkerProcess:
+        if self.current is None or not self.current.alive:
+            self.stop()
+            self.current = self.start(ready_timeout=None)
+            self.current.wait_ready()
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def _module_worker(
+    pytestconfig: pytest.Config, redis_url: str, canvasflow_session: HarnessSession
+) -> Iterator[_SharedWorker]:
+    shared = _SharedWorker(_worker_starter(canvasflow_session, lambda w: None))
+    registry = pytestconfig.stash.setdefault(SHARED, [])
+    registry.append(shared)
+    yield shared
+    registry.remove(shared)
+    shared.stop()
+
+
+@pytest.fixture
+def worker(request: pytest.FixtureRequest, _module_worker: _SharedWorker) -> WorkerProcess:
+    """A default worker (demo, canvasflow and control queues; prefork, concurrency 2),
+    shared by the tests of one module and started again when a test has killed it (or a
+    ``celery_worker_factory`` test has stopped it)."""
+    w = _module_worker.get()
+    attach_log(request.node, f"worker {w.hostname}", w.log_path)
+    return w
+
+
+@pytest.fixture
+def flower(
+    request: pytest.FixtureRequest, redis_url: str, canvasflow_session: HarnessSession
+) -> Iterator[str]:
+    """Base URL of a real Flower on the session's broker, receiving events; stopped after."""
+    import port_for
+
+    proc = spawn_flower(
+        port=port_for.select_random(), log_dir=canvasflow_session.log_dir, cwd=ROOT, env=dict(os.environ)
+    )
+    attach_log(request.node, "flower", proc.log_path)
+    try:
+        proc.wait_ready()
+        yield proc.url
+    finally:
+        proc.stop()

@@ -1,0 +1,1 @@
+"""Tests against real services: Redis, Celery workers, Flower."""
