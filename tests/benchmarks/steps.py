@@ -1,0 +1,137 @@
+"""Benchmark steps and workflows (imported by the bench client and by the bench worker).
+
+Every scenario ends with a *finish signal*: a step writes to Redis (``RPUSH bench:done:<token>``)
+and the bench BLPOPs it, so both sides are timed the same way and neither is slowed by
+``AsyncResult.get()`` polling. The same step code runs under canvasflow and under raw Celery:
+
+* ``bench.noop``    chain link: returns None
+* ``bench.finish``  last chain link: pushes the finish signal
+* ``bench.count``   group member: INCR a counter; the member that brings it to ``n`` pushes the signal
+* ``bench.items``   map_reduce ``items_from``: ``list(range(n))``
+* ``bench.double``  mapper: ``2 * x``
+* ``bench.reduce``  reducer: sums the mapped values and pushes the sum as the signal
+
+All run on capability ``bench`` (queue ``cap.bench``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import chain, group
+from celery.signals import worker_process_init
+
+from workers.step import step
+from workflows import Workflow, map_reduce
+
+PG_QUEUE = "cap.bench.pg"  # served by the bench's second worker, journaling to PostgreSQL
+_clients: dict[int, redis.Redis] = {}
+
+
+def signal_redis() -> redis.Redis:
+    """This process's client for the finish signals (the runtime's state Redis)."""
+    pid = os.getpid()
+    client = _clients.get(pid)
+    if client is None:
+        from config.settings import get_settings
+
+        client = _clients[pid] = redis.Redis.from_url(get_settings().redis_state_url)
+    return client
+
+
+def done_key(token: str) -> str:
+    return f"bench:done:{token}"
+
+
+def count_key(token: str) -> str:
+    return f"bench:cnt:{token}"
+
+
+def push_done(token: str, value: Any = 1) -> None:
+    p = signal_redis().pipeline(transaction=False)
+    p.rpush(done_key(token), str(value))
+    p.expire(done_key(token), 3600)
+    p.execute()
+
+
+# -- steps ------------------------------------------------------------------------------
+@step(name="bench.noop", capability="bench")
+def noop(*_: Any, **__: Any) -> None:
+    return None
+
+
+@step(name="bench.finish", capability="bench")
+def finish(*_: Any, token: str) -> None:
+    push_done(token)
+
+
+@step(name="bench.count", capability="bench")
+def count(token: str, n: int) -> None:
+    r = signal_redis()
+    if r.incr(count_key(token)) == n:
+        r.expire(count_key(token), 3600)
+        push_done(token)
+
+
+@step(name="bench.items", capability="bench")
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+@step(name="bench.double", capability="bench")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@step(name="bench.reduce", capability="bench")
+def reduce(values: list[int], token: str) -> int:
+    total = sum(values)
+    push_done(token, total)
+    return total
+
+
+# -- the same shapes as canvas (raw Celery runs these directly) ---------------------------
+def chain_canvas(n: int, token: str, queue: str | None = None) -> Any:
+    links = [*(noop.s() for _ in range(n - 1)), finish.s(token=token)]
+    if queue:
+        links = [s.set(queue=queue) for s in links]
+    return chain(*links)
+
+
+def group_canvas(n: int, token: str) -> Any:
+    return group(count.s(token, n) for _ in range(n))
+
+
+# -- canvasflow workflows ---------------------------------------------------------------
+def _chain(n: int, token: str) -> Any:
+    return chain_canvas(n, token)
+
+
+def _chain_pg(n: int, token: str) -> Any:
+    """The chain routed to the queue of the worker whose journal is PostgreSQL."""
+    return chain_canvas(n, token, queue=PG_QUEUE)
+
+
+def _group(n: int, token: str) -> Any:
+    return group_canvas(n, token)
+
+
+def _map_reduce(n: int, token: str, chunk_size: int = 100) -> Any:
+    return map_reduce(double.s(), reduce.s(token=token), items_from=items.s(n), chunk_size=chunk_size)
+
+
+CHAIN = Workflow("bench.chain", "1", build=_chain)
+CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
+GROUP = Workflow("bench.group", "1", build=_group)
+MAP_REDUCE = Workflow("bench.map_reduce", "1", build=_map_reduce)
+
+
+# -- optional profiling of the worker side (the bench's --profile pass) --------------------
+@worker_process_init.connect(weak=False)
+def _maybe_profile(**_: Any) -> None:
+    from tests.benchmarks import timers
+
+    if timers.enabled():
+        timers.install()
