@@ -95,8 +95,9 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -
         "ignore_result": True,
         "add_to_parent": False,
     }
-    # journal before publishing: the compensation may finish (and journal) before we return
-    rt.store.record_step(run_id, unit, "compensation.dispatched", compensation_status="dispatched")
+    # an event only: journaled states move forward, and this write may land after the
+    # compensation's own (final) one; the live state is in Redis
+    rt.journal.record_step(run_id, unit, "compensation.dispatched")
     if node.kind == "map":
         index = int(unit.split("#", 1)[1])
         size = max(int(node.spec.get("chunk_size") or 1), 1)
@@ -164,7 +165,7 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
         try:
             out = task.run(*args, **kwargs)
         except Retry:
-            rt.store.record_step(run_id, unit, "compensation.retry", compensation_status="retrying")
+            rt.journal.record_step(run_id, unit, "compensation.retry")
             raise
         except Exception as exc:
             _finish(
@@ -183,8 +184,12 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
 def _finish(
     rt: Runtime, run_id: str, unit: str, gen: int, status: str, error: dict[str, Any] | None = None
 ) -> None:
-    rt.redis.hset(_comp_key(rt, run_id), unit, status)
-    rt.store.record_step(
+    p = rt.redis.pipeline(transaction=True)
+    p.hset(_comp_key(rt, run_id), unit, status)
+    if error:
+        p.hset(rt.state.key(run_id, "comperr"), unit, json.dumps(error))
+    p.execute()
+    rt.journal.record_step(
         run_id, unit, f"compensation.{status}", compensation_status=status, compensation_error=error
     )
     if status == "compensation_failed":

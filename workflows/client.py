@@ -82,6 +82,12 @@ def get_run(run_id: str) -> RunRecord:
             step.queue = meta.get("queue", step.queue)
             step.attempts = attempts.get(step.step_id, step.attempts)
             step.result = results.get(step.step_id, step.result)
+    if record.status == "compensating":
+        from compensation.rollback import comp_states
+
+        live_comp = comp_states(rt, run_id)
+        for step in record.steps:
+            step.compensation_status = live_comp.get(step.step_id, step.compensation_status)
     return record
 
 

@@ -73,9 +73,21 @@ def start_redis(workdir: Path) -> tuple[str, subprocess.Popen]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/12"
     for _ in range(100):
@@ -104,13 +116,40 @@ class Worker:
         self.env, self.label, self.queues, self.workdir = env, label, queues, workdir
         self.hostname = f"bench-{label}-{os.getpid()}@{socket.gethostname()}"
         self.log = workdir / f"worker-{label}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker",
-               "-Q", queues, "-c", str(CONCURRENCY), "-P", "prefork", "-O", "fair",
-               "-n", self.hostname, "-l", "WARNING", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "--include", "tests.benchmarks.steps"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config.celery_app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(CONCURRENCY),
+            "-P",
+            "prefork",
+            "-O",
+            "fair",
+            "-n",
+            self.hostname,
+            "-l",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--include",
+            "tests.benchmarks.steps",
+        ]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         from config.celery_app import app
@@ -197,8 +236,9 @@ class Bench:
                 return got[1].decode()
             for w in self.workers:
                 if w.dead():
-                    raise WorkerDied(f"worker {w.label} exited with {w.proc.returncode} "
-                                     f"mid-measurement (see {w.log})")
+                    raise WorkerDied(
+                        f"worker {w.label} exited with {w.proc.returncode} mid-measurement (see {w.log})"
+                    )
         raise TimeoutError(f"no finish signal for {token} within {SIGNAL_TIMEOUT:g}s")
 
     def settle(self) -> None:
@@ -240,6 +280,23 @@ class Bench:
         self.settle()
         return Sample(elapsed, sent, journaled)
 
+    def cf_saga(self, n: int) -> Sample:
+        """A saga of ``n`` steps failing at the last: from the failure to the last compensation."""
+        from tests.benchmarks.steps import failed_key
+        from workflows import start
+
+        token = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        run = start("bench.saga", {"n": n, "token": token})
+        sent = time.perf_counter() - t0
+        done_at = float(self.wait_signal(token))
+        failed_at = float(self.r.get(failed_key(token)))
+        record = run.wait(timeout=120)
+        if record.status != "compensated":
+            raise AssertionError(f"canvasflow saga {run.id} ended {record.status}: {record.error}")
+        self.settle()
+        return Sample(done_at - failed_at, sent)
+
     def wait_journaled(self, run_id: str) -> float:
         """When the run's finish notice (pushed after its SQL status is succeeded) arrives."""
         from workflows.runtime.context import runtime
@@ -253,8 +310,9 @@ class Bench:
                 return at
             for w in self.workers:
                 if w.dead():
-                    raise WorkerDied(f"worker {w.label} exited with {w.proc.returncode} "
-                                     f"mid-measurement (see {w.log})")
+                    raise WorkerDied(
+                        f"worker {w.label} exited with {w.proc.returncode} mid-measurement (see {w.log})"
+                    )
         raise TimeoutError(f"run {run_id} was not journaled as finished within 120 s")
 
 
@@ -282,8 +340,13 @@ class Scenario:
         return None if self.check is None else self.check(self.median("raw"), self.median("cf"))
 
 
-def alternate(b: Bench, sc: Scenario, reps: int, sides: dict[str, Callable[[], Sample]],
-              warm: dict[str, Callable[[], Sample]]) -> Scenario:
+def alternate(
+    b: Bench,
+    sc: Scenario,
+    reps: int,
+    sides: dict[str, Callable[[], Sample]],
+    warm: dict[str, Callable[[], Sample]],
+) -> Scenario:
     """Warm each side up once, then ``reps`` rounds with the order of the sides rotating."""
 
     def attempt(fn: Callable[[], Sample]) -> Sample:
@@ -302,14 +365,16 @@ def alternate(b: Bench, sc: Scenario, reps: int, sides: dict[str, Callable[[], S
         attempt(w)
     names = list(sides)
     for i in range(reps):
-        order = names[i % len(names):] + names[:i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for side in order:
             sample = attempt(sides[side])
             sc.samples.setdefault(side, []).append(sample)
-            extra = "" if sample.journaled is None else \
-                f", run journaled {sample.journaled * 1000:7.1f} ms"
-            print(f"    rep {i + 1}/{reps} {LABELS[side]:<13} {sample.total * 1000:9.1f} ms"
-                  f"   (enqueue call {sample.sent * 1000:7.1f} ms{extra})", flush=True)
+            extra = "" if sample.journaled is None else f", run journaled {sample.journaled * 1000:7.1f} ms"
+            print(
+                f"    rep {i + 1}/{reps} {LABELS[side]:<13} {sample.total * 1000:9.1f} ms"
+                f"   (enqueue call {sample.sent * 1000:7.1f} ms{extra})",
+                flush=True,
+            )
     return sc
 
 
@@ -336,17 +401,29 @@ def client_runtime(rt: Any) -> Iterator[None]:
 
 # -- the run ----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.benchmarks.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="fewer repetitions, map over 2,000 items; does not rewrite the doc")
-    ap.add_argument("--only", default="chain,group,map,pg",
-                    help="comma-separated subset of: chain, group, map, pg (default: all)")
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repetitions, map over 2,000 items; does not rewrite the doc",
+    )
+    ap.add_argument(
+        "--only",
+        default="chain,group,map,saga,pg",
+        help="comma-separated subset of: chain, group, map, saga, pg (default: all)",
+    )
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL journal run")
     ap.add_argument("--no-doc", action="store_true", help=f"do not rewrite {DOC.relative_to(ROOT)}")
-    ap.add_argument("--profile", action="store_true",
-                    help="instead of timing, run each scenario once per side with timers inside "
-                         "the worker and print where the time goes")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, run each scenario once per side with timers inside "
+        "the worker and print where the time goes",
+    )
     ap.add_argument("--chunk-size", type=int, default=100, help="map_reduce chunk size (default 100)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
@@ -402,39 +479,82 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if "chain" in only:
             for n, reps in ((10, reps_chain), (100, max(reps_chain - 2, 3))):
-                scenarios.append(alternate(
-                    b, Scenario(f"chain{n}", f"chain of {n}", "<= 1.3x raw",
-                                lambda r, c: c <= 1.3 * r),
-                    reps,
-                    sides={"raw": lambda n=n: b.raw(lambda t: steps.chain_canvas(n, t)),
-                           "cf": lambda n=n: b.cf("bench.chain", {"n": n})},
-                    warm={"raw": lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
-                          "cf": lambda: b.cf("bench.chain", {"n": 10})},
-                ))
+                scenarios.append(
+                    alternate(
+                        b,
+                        Scenario(f"chain{n}", f"chain of {n}", "<= 1.3x raw", lambda r, c: c <= 1.3 * r),
+                        reps,
+                        sides={
+                            "raw": lambda n=n: b.raw(lambda t: steps.chain_canvas(n, t)),
+                            "cf": lambda n=n: b.cf("bench.chain", {"n": n}),
+                        },
+                        warm={
+                            "raw": lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
+                            "cf": lambda: b.cf("bench.chain", {"n": 10}),
+                        },
+                    )
+                )
         if "group" in only:
             n = 1_000
-            scenarios.append(alternate(
-                b, Scenario("group1000", f"group of {n:,}", "<= 1.2x raw",
-                            lambda r, c: c <= 1.2 * r),
-                reps_group,
-                sides={"raw": lambda: b.raw(lambda t: steps.group_canvas(n, t)),
-                       "cf": lambda: b.cf("bench.group", {"n": n})},
-                warm={"raw": lambda: b.raw(lambda t: steps.group_canvas(100, t)),
-                      "cf": lambda: b.cf("bench.group", {"n": 100})},
-            ))
+            scenarios.append(
+                alternate(
+                    b,
+                    Scenario("group1000", f"group of {n:,}", "<= 1.2x raw", lambda r, c: c <= 1.2 * r),
+                    reps_group,
+                    sides={
+                        "raw": lambda: b.raw(lambda t: steps.group_canvas(n, t)),
+                        "cf": lambda: b.cf("bench.group", {"n": n}),
+                    },
+                    warm={
+                        "raw": lambda: b.raw(lambda t: steps.group_canvas(100, t)),
+                        "cf": lambda: b.cf("bench.group", {"n": 100}),
+                    },
+                )
+            )
         if "map" in only:
             n = map_n
             total = str(sum(2 * i for i in range(n)))
-            scenarios.append(alternate(
-                b, Scenario(f"map{n}", f"map_reduce over {n:,}", ">= 5x faster than raw chord",
-                            lambda r, c: r >= 5 * c),
-                reps_map,
-                sides={"raw": lambda: b.raw(lambda t: raw_chord(steps, n, t), expect=total),
-                       "cf": lambda: b.cf("bench.map_reduce", {"n": n, "chunk_size": chunk},
-                                          expect=total)},
-                warm={"raw": lambda: b.raw(lambda t: raw_chord(steps, 200, t)),
-                      "cf": lambda: b.cf("bench.map_reduce", {"n": 200, "chunk_size": chunk})},
-            ))
+            scenarios.append(
+                alternate(
+                    b,
+                    Scenario(
+                        f"map{n}",
+                        f"map_reduce over {n:,}",
+                        ">= 5x faster than raw chord",
+                        lambda r, c: r >= 5 * c,
+                    ),
+                    reps_map,
+                    sides={
+                        "raw": lambda: b.raw(lambda t: raw_chord(steps, n, t), expect=total),
+                        "cf": lambda: b.cf("bench.map_reduce", {"n": n, "chunk_size": chunk}, expect=total),
+                    },
+                    warm={
+                        "raw": lambda: b.raw(lambda t: raw_chord(steps, 200, t)),
+                        "cf": lambda: b.cf("bench.map_reduce", {"n": 200, "chunk_size": chunk}),
+                    },
+                )
+            )
+        if "saga" in only:
+            scenarios.append(
+                alternate(
+                    b,
+                    Scenario(
+                        "saga10",
+                        "saga of 10 failing at step 10: failure -> 9th compensation (raw: chain of 9)",
+                        "<= 2x raw chain of 9",
+                        lambda r, c: c <= 2 * r,
+                    ),
+                    reps_chain,
+                    sides={
+                        "raw": lambda: b.raw(lambda t: steps.chain_canvas(9, t)),
+                        "cf": lambda: b.cf_saga(10),
+                    },
+                    warm={
+                        "raw": lambda: b.raw(lambda t: steps.chain_canvas(9, t)),
+                        "cf": lambda: b.cf_saga(10),
+                    },
+                )
+            )
         if "pg" in only:
             if postgres_answers(PG_URL):
                 scenarios.append(postgres_scenario(b, env, reps_chain, steps))
@@ -452,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nbench took {elapsed:.0f}s; worker logs in {workdir}")
     if b.restarts:
-        print(f"a worker was killed from outside {b.restarts} time(s); "
-              "those measurements were re-run")
+        print(f"a worker was killed from outside {b.restarts} time(s); those measurements were re-run")
     if not args.no_doc and not args.quick and only >= {"chain", "group", "map"}:
         write_doc(scenarios, table, url, (reps_chain, reps_group, reps_map), elapsed, b.restarts)
         print(f"wrote {DOC.relative_to(ROOT)}")
@@ -487,29 +606,60 @@ def postgres_scenario(b: Bench, env: dict[str, str], reps: int, steps: Any) -> S
         with client_runtime(pg_rt):
             return b.cf("bench.chain_pg", {"n": 10})
 
-    sides = {"raw": lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
-             "cf": lambda: b.cf("bench.chain", {"n": 10}),
-             "cf_pg": cf_pg}
-    return alternate(b, Scenario("chain10pg", "chain of 10, journal on PostgreSQL",
-                                 "(informational)", None),
-                     reps, sides=sides, warm=sides)
+    sides = {
+        "raw": lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
+        "cf": lambda: b.cf("bench.chain", {"n": 10}),
+        "cf_pg": cf_pg,
+    }
+    return alternate(
+        b,
+        Scenario("chain10pg", "chain of 10, journal on PostgreSQL", "(informational)", None),
+        reps,
+        sides=sides,
+        warm=sides,
+    )
 
 
 # -- output -------------------------------------------------------------------------------------
 def render_table(scenarios: list[Scenario]) -> str:
-    rows = [("scenario", "raw celery", "canvasflow", "canvasflow / raw", "target", "result",
-             "canvasflow run journaled")]
+    rows = [
+        (
+            "scenario",
+            "raw celery",
+            "canvasflow",
+            "canvasflow / raw",
+            "target",
+            "result",
+            "canvasflow run journaled",
+        )
+    ]
     for sc in scenarios:
         if sc.check is None:  # the PostgreSQL comparison: SQLite and PostgreSQL journal rows
             raw = sc.median("raw")
-            for side, title in (("cf", "chain of 10, journal on SQLite (same period)"),
-                                ("cf_pg", sc.title)):
-                rows.append((title, fmt(raw), fmt(sc.median(side)),
-                             f"{sc.median(side) / raw:.2f}x", sc.target, "-",
-                             fmt(sc.median_journaled(side))))
+            for side, title in (("cf", "chain of 10, journal on SQLite (same period)"), ("cf_pg", sc.title)):
+                rows.append(
+                    (
+                        title,
+                        fmt(raw),
+                        fmt(sc.median(side)),
+                        f"{sc.median(side) / raw:.2f}x",
+                        sc.target,
+                        "-",
+                        fmt(sc.median_journaled(side)),
+                    )
+                )
             continue
-        rows.append((sc.title, fmt(sc.median("raw")), fmt(sc.median("cf")), f"{sc.ratio:.2f}x",
-                     sc.target, "PASS" if sc.met else "FAIL", fmt(sc.median_journaled("cf"))))
+        rows.append(
+            (
+                sc.title,
+                fmt(sc.median("raw")),
+                fmt(sc.median("cf")),
+                f"{sc.ratio:.2f}x",
+                sc.target,
+                "PASS" if sc.met else "FAIL",
+                fmt(sc.median_journaled("cf")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 
     def line(r: tuple[str, ...]) -> str:
@@ -552,8 +702,9 @@ def machine() -> dict[str, str]:
     return info
 
 
-def write_doc(scenarios: list[Scenario], table: str, url: str, reps: tuple[int, int, int],
-              elapsed: float, restarts: int) -> None:
+def write_doc(
+    scenarios: list[Scenario], table: str, url: str, reps: tuple[int, int, int], elapsed: float, restarts: int
+) -> None:
     reps_chain, reps_group, reps_map = reps
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -572,12 +723,16 @@ def write_doc(scenarios: list[Scenario], table: str, url: str, reps: tuple[int, 
         "own workers, takes about 5-6 minutes and rewrites this file (keeping the Notes section "
         "at the end). Options: `--quick` (fewer repetitions, does not rewrite this file), "
         "`--strict` (exit status 1 when a target is missed), "
-        "`--only chain,group,map,pg`, `--no-postgres`, `--no-doc`, `--chunk-size N`, "
+        "`--only chain,group,map,saga,pg`, `--no-postgres`, `--no-doc`, `--chunk-size N`, "
         "`--profile` (no timing: per-step breakdown of where worker time goes).",
         "",
         f"Last run: **{now}** (the bench took {elapsed:.0f} s"
-        + (f"; a worker was killed from outside {restarts} time(s) and those measurements "
-           "were re-run" if restarts else "") + ").",
+        + (
+            f"; a worker was killed from outside {restarts} time(s) and those measurements were re-run"
+            if restarts
+            else ""
+        )
+        + ").",
         "",
         "## Results (medians)",
         "",
@@ -585,7 +740,7 @@ def write_doc(scenarios: list[Scenario], table: str, url: str, reps: tuple[int, 
         "",
         "Ratio = canvasflow median / raw Celery median (below 1: canvasflow is faster). "
         "For map_reduce the target is raw / canvasflow >= 5, i.e. a ratio <= 0.20. "
-        "\"canvasflow run journaled\" is not part of the comparison: it is when the run itself "
+        '"canvasflow run journaled" is not part of the comparison: it is when the run itself '
         "was recorded as succeeded (its last step completed, every step synced to SQL, the run's "
         "status written, waiters notified) -- the finish signal comes from inside the last "
         "step's body, before that bookkeeping, just as raw Celery's last result is stored after "
@@ -655,7 +810,7 @@ def write_doc(scenarios: list[Scenario], table: str, url: str, reps: tuple[int, 
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     old = DOC.read_text() if DOC.exists() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n\n(none yet)\n"
+    notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n\n(none yet)\n"
     DOC.write_text("\n".join(lines) + "\n" + notes)
 
 

@@ -10,6 +10,9 @@ and the bench BLPOPs it, so both sides are timed the same way and neither is slo
 * ``bench.items``   map_reduce ``items_from``: ``list(range(n))``
 * ``bench.double``  mapper: ``2 * x``
 * ``bench.reduce``  reducer: sums the mapped values and pushes the sum as the signal
+* ``bench.saga_step`` / ``bench.saga_undo`` / ``bench.saga_fail``  the saga scenario: the failing
+  step stores when it failed; the compensation of the first step (the last to run) pushes
+  when it finished, so the bench times failure -> ninth compensation done
 
 All run on capability ``bench`` (queue ``cap.bench``).
 """
@@ -17,12 +20,14 @@ All run on capability ``bench`` (queue ``cap.bench``).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
 from celery import chain, group
 from celery.signals import worker_process_init
 
+from compensation import compensates
 from workers.step import step
 from workflows import Workflow, map_reduce
 
@@ -92,6 +97,27 @@ def reduce(values: list[int], token: str) -> int:
     return total
 
 
+def failed_key(token: str) -> str:
+    return f"bench:failed:{token}"
+
+
+@step(name="bench.saga_step", capability="bench")
+def saga_step(*_: Any, index: int, token: str) -> int:
+    return index
+
+
+@compensates(saga_step, name="bench.saga_undo", retries=0)
+def saga_undo(result: int, *_: Any, index: int, token: str) -> None:
+    if index == 0:
+        push_done(token, repr(time.time()))
+
+
+@step(name="bench.saga_fail", capability="bench")
+def saga_fail(*_: Any, token: str) -> None:
+    signal_redis().set(failed_key(token), repr(time.time()), ex=3600)
+    raise RuntimeError("the last step of the saga fails on purpose")
+
+
 # -- the same shapes as canvas (raw Celery runs these directly) ---------------------------
 def chain_canvas(n: int, token: str, queue: str | None = None) -> Any:
     links = [*(noop.s() for _ in range(n - 1)), finish.s(token=token)]
@@ -122,7 +148,12 @@ def _map_reduce(n: int, token: str, chunk_size: int = 100) -> Any:
     return map_reduce(double.s(), reduce.s(token=token), items_from=items.s(n), chunk_size=chunk_size)
 
 
+def _saga(n: int, token: str) -> Any:
+    return chain(*(saga_step.s(index=i, token=token) for i in range(n - 1)), saga_fail.s(token=token))
+
+
 CHAIN = Workflow("bench.chain", "1", build=_chain)
+SAGA = Workflow("bench.saga", "1", build=_saga)
 CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
 GROUP = Workflow("bench.group", "1", build=_group)
 MAP_REDUCE = Workflow("bench.map_reduce", "1", build=_map_reduce)

@@ -80,11 +80,27 @@ def install(prefix: str = "", signals: bool = True) -> None:
     from workflows.runtime.state import RunState
     from workflows.store.sql import SqlRunStore
 
-    for attr in ("claim", "complete", "results", "chunk_done", "chunk_results", "set_chunks",
-                 "status", "expire", "notify_finished"):
+    for attr in (
+        "claim",
+        "complete",
+        "results",
+        "chunk_done",
+        "chunk_results",
+        "set_chunks",
+        "status",
+        "expire",
+        "notify_finished",
+    ):
         _wrap(RunState, attr, f"redis.{attr}")
-    for attr in ("record_step", "record_steps", "record_many", "transition_run",
-                 "add_chunk_steps", "get_run", "create_run"):
+    for attr in (
+        "record_step",
+        "record_steps",
+        "record_many",
+        "transition_run",
+        "add_chunk_steps",
+        "get_run",
+        "create_run",
+    ):
         _wrap(SqlRunStore, attr, f"sql.{attr}")
     _wrap(context.Runtime, "graph", "runtime.graph")
     for attr in ("run_step", "complete", "dispatch", "journal_success", "finish_run"):
@@ -152,12 +168,16 @@ def collect(r: redis.Redis) -> dict[str, tuple[int, float]]:
 
 def render(title: str, stats: dict[str, tuple[int, float]], tasks: int, wall: float) -> str:
     """One table: each timer's calls, total, and milliseconds per task executed."""
-    lines = [f"  {title}: {tasks} task executions, wall {wall * 1000:.0f} ms "
-             f"({wall * 1000 / max(tasks, 1):.2f} ms per task, 2 pool processes)",
-             f"    {'timer':<38} {'calls':>7} {'total ms':>10} {'ms/task':>8} {'ms/call':>8}"]
+    lines = [
+        f"  {title}: {tasks} task executions, wall {wall * 1000:.0f} ms "
+        f"({wall * 1000 / max(tasks, 1):.2f} ms per task, 2 pool processes)",
+        f"    {'timer':<38} {'calls':>7} {'total ms':>10} {'ms/task':>8} {'ms/call':>8}",
+    ]
     for name, (n, s) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"    {name:<38} {n:>7} {s * 1000:>10.1f} {s * 1000 / max(tasks, 1):>8.3f} "
-                     f"{s * 1000 / max(n, 1):>8.3f}")
+        lines.append(
+            f"    {name:<38} {n:>7} {s * 1000:>10.1f} {s * 1000 / max(tasks, 1):>8.3f} "
+            f"{s * 1000 / max(n, 1):>8.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -168,17 +188,40 @@ def profile_pass(b: Any, steps: Any, only: set[str], map_n: int, chunk: int) -> 
     install(prefix="client ", signals=False)  # the bench process: start() and its parts
     cases: list[tuple[str, int, Any, Any]] = []  # title, repetitions, raw, canvasflow
     if "chain" in only:
-        cases.append(("chain of 10", 5, lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
-                      lambda: b.cf("bench.chain", {"n": 10})))
-        cases.append(("chain of 100", 1, lambda: b.raw(lambda t: steps.chain_canvas(100, t)),
-                      lambda: b.cf("bench.chain", {"n": 100})))
+        cases.append(
+            (
+                "chain of 10",
+                5,
+                lambda: b.raw(lambda t: steps.chain_canvas(10, t)),
+                lambda: b.cf("bench.chain", {"n": 10}),
+            )
+        )
+        cases.append(
+            (
+                "chain of 100",
+                1,
+                lambda: b.raw(lambda t: steps.chain_canvas(100, t)),
+                lambda: b.cf("bench.chain", {"n": 100}),
+            )
+        )
     if "group" in only:
-        cases.append(("group of 1,000", 1, lambda: b.raw(lambda t: steps.group_canvas(1000, t)),
-                      lambda: b.cf("bench.group", {"n": 1000})))
+        cases.append(
+            (
+                "group of 1,000",
+                1,
+                lambda: b.raw(lambda t: steps.group_canvas(1000, t)),
+                lambda: b.cf("bench.group", {"n": 1000}),
+            )
+        )
     if "map" in only:
-        cases.append((f"map_reduce over {map_n:,}", 1,
-                      lambda: b.raw(lambda t: raw_chord(steps, map_n, t)),
-                      lambda: b.cf("bench.map_reduce", {"n": map_n, "chunk_size": chunk})))
+        cases.append(
+            (
+                f"map_reduce over {map_n:,}",
+                1,
+                lambda: b.raw(lambda t: raw_chord(steps, map_n, t)),
+                lambda: b.cf("bench.map_reduce", {"n": map_n, "chunk_size": chunk}),
+            )
+        )
     b.raw(lambda t: steps.chain_canvas(10, t))
     b.cf("bench.chain", {"n": 10})
     for title, reps, raw, cf in cases:
@@ -193,9 +236,14 @@ def profile_pass(b: Any, steps: Any, only: set[str], map_n: int, chunk: int) -> 
             tasks = sum(n for k, (n, _) in stats.items() if k.startswith("trace:"))
             label = f"{title} / {side}" + (f" ({reps} runs summed)" if reps > 1 else "")
             print(render(label, stats, tasks, sum(x.total for x in samples)), flush=True)
-            print(f"    enqueue call in the client (start() / apply_async()): "
-                  f"{sum(x.sent for x in samples) * 1000:.1f} ms; to the finish signal: "
-                  f"{sum(x.total for x in samples) * 1000:.1f} ms"
-                  + (f"; to the run journaled succeeded: "
-                     f"{sum(x.journaled for x in samples) * 1000:.1f} ms"
-                     if side == "canvasflow" else ""), flush=True)
+            print(
+                f"    enqueue call in the client (start() / apply_async()): "
+                f"{sum(x.sent for x in samples) * 1000:.1f} ms; to the finish signal: "
+                f"{sum(x.total for x in samples) * 1000:.1f} ms"
+                + (
+                    f"; to the run journaled succeeded: {sum(x.journaled for x in samples) * 1000:.1f} ms"
+                    if side == "canvasflow"
+                    else ""
+                ),
+                flush=True,
+            )

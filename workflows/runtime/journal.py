@@ -15,10 +15,12 @@ unflushed records loses nothing).
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 from datetime import datetime
 from typing import Any
 
+from workflows.runtime.state import as_text
 from workflows.store.sql import SqlRunStore
 
 
@@ -99,8 +101,9 @@ def sync_compensations(rt: Any, run_id: str, states: dict[str, str]) -> None:
     if record is None:
         return
     journaled = {s.step_id: s.compensation_status for s in record.steps}
+    errors = {as_text(k): json.loads(v) for k, v in rt.redis.hgetall(rt.state.key(run_id, "comperr")).items()}
     rows = [
-        {"step_id": unit, "compensation_status": state}
+        {"step_id": unit, "compensation_status": state, "compensation_error": errors.get(unit)}
         for unit, state in states.items()
         if state in ("compensated", "compensation_failed") and journaled.get(unit, state) != state
     ]

@@ -258,6 +258,7 @@ class RunState:
             "comp",
             "compclaim",
             "compround",
+            "comperr",
         )
         p = self.r.pipeline()
         for part in parts:
