@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from config.queues import queue_for
 
+CELERY = [sys.executable, "-m", "celery", "-A", "config.celery_app"]
 
-def worker_command(
+
+def worker_args(
     queues: Sequence[str],
     *,
     concurrency: int = 2,
@@ -25,12 +28,8 @@ def worker_command(
     loglevel: str = "INFO",
     extra: Sequence[str] = (),
 ) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config.celery_app",
+    """``worker ...`` arguments: the queues, pool and size, task events on, no gossip or mingle."""
+    args = [
         "worker",
         "-Q",
         ",".join(queues),
@@ -45,8 +44,13 @@ def worker_command(
         "--without-mingle",
     ]
     if hostname:
-        cmd += ["-n", hostname]
-    return [*cmd, *extra]
+        args += ["-n", hostname]
+    return [*args, *extra]
+
+
+def worker_command(queues: Sequence[str], **options: Any) -> list[str]:
+    """The whole command line: ``python -m celery -A config.celery_app worker ...``."""
+    return [*CELERY, *worker_args(queues, **options)]
 
 
 def capability_queues(capabilities: Sequence[str]) -> list[str]:

@@ -2,8 +2,8 @@
 
 Finds Redis (or starts one), starts a real worker process, runs the ``order_total``
 workflow (a chain around a chord), prints the result and each step's timing, and stops
-everything it started. Must run before ``config.celery_app`` is imported, since it may
-point the settings at a Redis it started.
+everything it started. When it starts a Redis, it points the settings and the (already
+built) Celery app at it before anything connects.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from config.local_redis import ensure_redis
 from config.settings import ENV_PREFIX, get_settings
-from workers.local_redis import ensure_redis
 
 
 def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
             os.environ[ENV_PREFIX + name] = local.url
         get_settings.cache_clear()
         settings = get_settings()
-        from config.celery_app import app, configure
+        from config.celery_app import app, configure  # already built when the CLI imported workflows
 
         configure(app, settings)
     from workers.fleet import spawn_worker, stop_worker, wait_ready

