@@ -62,6 +62,7 @@ def _launch(
     parent_run_id: str | None,
     parent_step: str | None,
 ) -> None:
+    _record_definition(rt, wf)
     graph_json = graph.to_json()
     rows = [
         {
@@ -94,6 +95,17 @@ def _launch(
     )
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     _go(rt, run_id, 1, graph, graph.roots())
+
+
+_recorded: set[tuple[int, str, str]] = set()
+
+
+def _record_definition(rt: Runtime, wf: Workflow) -> None:
+    """Journal each (workflow, version) once, with its input schema, so old runs stay explainable."""
+    key = (id(rt), wf.name, wf.version)
+    if key not in _recorded:
+        rt.store.record_definition(wf.name, wf.version, wf.inputs.model_json_schema())
+        _recorded.add(key)
 
 
 def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:

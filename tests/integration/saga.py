@@ -116,3 +116,8 @@ def on_error_old(task_id: str, *, log: str, label: str) -> None:
 @step(name="saga.returns_set", capability="demo")
 def returns_set(*parents: Any) -> Any:
     return {1, 2, 3}
+
+
+@step(name="saga.writes_without_undo", capability="demo", writes=True)
+def writes_without_undo(*parents: Any) -> None:
+    """Marked as writing, with no compensation: `canvasflow check` must name it."""

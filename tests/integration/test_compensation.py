@@ -170,3 +170,72 @@ def test_revoke_policy_stops_in_flight_siblings(worker):
     assert record.status == "compensated"
     assert "do:slow" not in effects(log)
     assert assert_rolled_back(record, log) == ["pre"]
+
+
+def test_duplicate_errbacks_racing_for_one_failure_start_one_rollback(worker):
+    """Six copies of the errback for one failed step, at once: one rollback, one undo each."""
+    import threading
+
+    from workflows import start, wait_signal
+    from workflows.runtime.failure import fail_step
+
+    log = new_log()
+    s = step_of(log)
+    from workflows import Workflow
+
+    wf = Workflow(f"t.saga.race.{log[-8:]}", "1", build=lambda: chain(s("a"), s("b"), wait_signal("never")))
+    run = start(wf.name)
+    assert run.wait(30).status == "waiting"
+    rt = runtime()
+    barrier = threading.Barrier(6)
+
+    def errback() -> None:
+        barrier.wait()
+        fail_step(rt, run.id, "2.wait_signal", 1, None, RuntimeError("failed once, reported six times"))
+
+    threads = [threading.Thread(target=errback) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    record = run.wait(30)
+    assert record.status == "compensated"
+    assert effects(log).count("undo:a") == 1 and effects(log).count("undo:b") == 1
+    events = [e["event"] for e in rt.store.events(run.id)]
+    assert events.count("run.compensating") == 1 and events.count("run.compensated") == 1
+
+
+def test_cli_undo_compensate_and_check(worker):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, timeout=120
+        )
+
+    log = new_log()
+    s = step_of(log)
+    done = run_saga(lambda: chain(s("a"), s("b")))
+    out = cli("undo", done.id, "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "compensated"
+    assert effects(log)[-2:] == ["undo:b", "undo:a"]
+
+    gate = f"{log}:gate"
+    stuck = run_saga(lambda: chain(s("c", comp_fails=gate), s("d", fail=True)))
+    assert stuck.status == "compensation_failed"
+    runtime().redis.set(gate, 1)
+    out = cli("compensate", stuck.id, "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "compensated"
+    assert json.loads(cli("graph", stuck.id, "--json").stdout)["graph"].count("[compensated]") == 1
+
+    check = cli("check", "--json")
+    assert check.returncode == 1
+    assert any(
+        "saga.writes_without_undo writes but has no compensation" in p
+        for p in json.loads(check.stdout)["problems"]
+    )
+    assert not any("saga.act" in p for p in json.loads(check.stdout)["problems"])

@@ -242,3 +242,13 @@ def test_a_step_returning_something_that_is_not_json_fails_clearly(worker):
     record = start(wf.name).wait(30)
     assert record.status == "failed"
     assert "returned a value that is not JSON" in record.error["message"]
+
+
+def test_starting_a_run_records_its_definition_version(worker):
+    from workflows.runtime.context import runtime
+
+    wf = Workflow(unique("t.versioned"), "7", build=_typed_build)
+    start(wf.name, {"x": 1}).wait(30)
+    (definition,) = runtime().store.definitions(wf.name)
+    assert definition["version"] == "7"
+    assert definition["input_schema"]["required"] == ["x"]

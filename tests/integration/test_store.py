@@ -90,3 +90,10 @@ def test_listing_filters_by_status_and_workflow(store):
     store.transition_run(first, ("running",), "failed")
     failed = {r.id for r in store.list_runs(status="failed", workflow="wf")}
     assert first in failed and second not in failed
+
+
+def test_definitions_are_recorded_once_per_version(store):
+    store.record_definition("wf", "1", {"type": "object"})
+    store.record_definition("wf", "1", {"type": "object"})
+    store.record_definition("wf", "2", {"type": "object", "properties": {}})
+    assert [(d["name"], d["version"]) for d in store.definitions("wf")] == [("wf", "1"), ("wf", "2")]

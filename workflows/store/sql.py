@@ -268,6 +268,21 @@ class SqlRunStore:
                     DefinitionRow(name=name, version=version, input_schema=input_schema, registered_at=now())
                 )
 
+    def definitions(self, name: str | None = None) -> list[dict[str, Any]]:
+        q = select(DefinitionRow).order_by(DefinitionRow.name, DefinitionRow.registered_at)
+        if name:
+            q = q.where(DefinitionRow.name == name)
+        with self.session() as s:
+            return [
+                {
+                    "name": d.name,
+                    "version": d.version,
+                    "input_schema": d.input_schema,
+                    "registered_at": d.registered_at.isoformat(),
+                }
+                for d in s.scalars(q)
+            ]
+
     def put_signal(self, run_id: str, name: str, payload: Any) -> bool:
         """Store a signal once; False when that signal was already received."""
         with self.session() as s, s.begin():
