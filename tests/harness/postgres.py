@@ -1,6 +1,7 @@
 """A real PostgreSQL for the store tests: the one at $CANVASFLOW_TEST_POSTGRES_URL (default
-127.0.0.1:5432, database ``test``) when it answers, else one started by pytest-postgresql's
-executor in a temporary directory (needs PostgreSQL's binaries and a non-root user). Each
+127.0.0.1:5432, database ``test``) when it answers; else the machine's own cluster started
+with Debian's ``pg_ctlcluster``; else one started by pytest-postgresql's executor in a
+temporary directory (needs PostgreSQL's binaries and a non-root user). Each
 test session works in its own schema, dropped at the end. Never skips: when no server can
 be had, the tests that need one fail and say why."""
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from glob import glob
@@ -32,10 +35,24 @@ def _pg_ctl() -> str | None:
     return found if isinstance(found, str) else (found[-1] if found else None)
 
 
+def _start_system_cluster() -> bool:
+    """Start the machine's own stopped cluster (Debian's pg_ctlcluster switches to the postgres user)."""
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        return False
+    for version in sorted(os.listdir("/etc/postgresql")):
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"]
+        if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
+            for _ in range(50):
+                if _answers(DEFAULT_URL):
+                    return True
+                time.sleep(0.2)
+    return False
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("CANVASFLOW_TEST_POSTGRES_URL", DEFAULT_URL)
-    if _answers(url):
+    if _answers(url) or (url == DEFAULT_URL and _start_system_cluster() and _answers(url)):
         yield url
         return
     pg_ctl = _pg_ctl()
