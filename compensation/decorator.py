@@ -21,6 +21,7 @@ from celery import Task
 
 from compensation.registry import registry
 from config.celery_app import app
+from workers.step import autoretry
 
 COMP_HEADER = "canvasflow_comp"
 
@@ -54,22 +55,13 @@ def compensates(
 
     def decorate(fn: Callable[..., Any]) -> Task:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
-        retry: dict[str, Any] = {}
-        if retries:
-            retry = {
-                "autoretry_for": (Exception,),
-                "max_retries": retries,
-                "retry_backoff": retry_backoff,
-                "retry_backoff_max": retry_backoff_max,
-                "retry_jitter": False,
-            }
         task = app.task(
             fn,
             name=task_name,
             base=CompensationTask,
             compensates=step_name,
             explicit_queue=queue,
-            **retry,
+            **autoretry(retries, (Exception,), retry_backoff, retry_backoff_max),
             **options,
         )
         registry.register(step_name, task_name)

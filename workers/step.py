@@ -21,6 +21,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "canvasflow"
 
 
+def autoretry(
+    retries: int, retry_on: tuple[type[BaseException], ...], backoff: bool | int, backoff_max: int
+) -> dict[str, Any]:
+    """Celery autoretry options: ``retries`` retries on ``retry_on``, exponential backoff, no jitter."""
+    if not retries:
+        return {}
+    return {
+        "autoretry_for": retry_on,
+        "max_retries": retries,
+        "retry_backoff": backoff,
+        "retry_backoff_max": backoff_max,
+        "retry_jitter": False,
+    }
+
+
 class StepTask(Task):
     """Base class of every step task."""
 
@@ -87,15 +102,6 @@ def step(
         task_name = name or f"{func.__module__}.{func.__name__}"
         if task_name.startswith("__main__."):
             raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
-        retry_opts: dict[str, Any] = {}
-        if retries:
-            retry_opts = {
-                "autoretry_for": retry_on,
-                "max_retries": retries,
-                "retry_backoff": retry_backoff,
-                "retry_backoff_max": retry_backoff_max,
-                "retry_jitter": False,
-            }
         task = app.task(
             func,
             name=task_name,
@@ -105,7 +111,7 @@ def step(
             fallback=fallback,
             writes=writes,
             queue=options.pop("queue", queue_for(capability)),
-            **retry_opts,
+            **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,
         )
         registry.register(task_name, capability)

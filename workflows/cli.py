@@ -82,46 +82,48 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    from workflows import get_run, resume
+def _show(args: argparse.Namespace, run: Any) -> Any:
+    """Print the run after an action (waiting for its end with --wait); return its record."""
+    from workflows import get_run
 
-    run = resume(args.run)
-    record = run.wait(args.timeout) if args.wait else get_run(run.id)
-    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    record = run.wait(args.timeout) if getattr(args, "wait", False) else get_run(run.id)
+    data = record.to_json()
+    _emit(args, data, lambda: _run_text(data))
+    return record
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from workflows import resume
+
+    _show(args, resume(args.run))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from workflows import cancel, get_run
+    from workflows import cancel
 
-    data = get_run(cancel(args.run).id).to_json()
-    _emit(args, data, lambda: _run_text(data))
+    _show(args, cancel(args.run))
     return 0
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    from workflows import get_run, signal
+    from workflows import signal
 
-    data = get_run(signal(args.run, args.name, _load_json(args.payload, "--payload")).id).to_json()
-    _emit(args, data, lambda: _run_text(data))
+    _show(args, signal(args.run, args.name, _load_json(args.payload, "--payload")))
     return 0
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
-    from workflows import get_run, undo
+    from workflows import undo
 
-    run = undo(args.run)
-    record = run.wait(args.timeout) if args.wait else get_run(run.id)
-    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    _show(args, undo(args.run))
     return 0
 
 
 def cmd_compensate(args: argparse.Namespace) -> int:
-    from workflows import compensate, get_run
+    from workflows import compensate
 
-    run = compensate(args.run)
-    record = run.wait(args.timeout) if args.wait else get_run(run.id)
-    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    record = _show(args, compensate(args.run))
     return 0 if record.status != "compensation_failed" else 1
 
 

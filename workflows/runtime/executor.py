@@ -157,11 +157,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                     claim_id,
                     "step.failed",
                     status="failed",
-                    attempts=claim.attempt,
-                    worker=info["worker"],
-                    queue=info["queue"],
-                    task_id=info["task_id"],
-                    started_at=datetime.fromisoformat(info["started_at"]),
+                    **_delivery(info, claim.attempt),
                     finished_at=_now(),
                     error=error_info(exc, task),
                 )
@@ -170,15 +166,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             encoded = encode_result(claim_id, result)
         if result is DEFERRED:
             rt.store.record_step(
-                run_id,
-                step_id,
-                "step.waiting",
-                status="waiting",
-                attempts=claim.attempt,
-                worker=info["worker"],
-                queue=info["queue"],
-                task_id=info["task_id"],
-                started_at=datetime.fromisoformat(info["started_at"]),
+                run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
             )
             return None
         if chunk is None:
@@ -188,6 +176,17 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
         return result
+
+
+def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """Journal fields of the delivery that ran a step."""
+    return {
+        "attempts": attempt,
+        "worker": info["worker"],
+        "queue": info["queue"],
+        "task_id": info["task_id"],
+        "started_at": datetime.fromisoformat(info["started_at"]),
+    }
 
 
 def _fallback(
