@@ -126,6 +126,12 @@ def test_failed_run_resumes_from_where_it_stopped(worker):
     assert failed.status == "failed"
     assert failed.error["type"] == "RuntimeError" and failed.error["step"] == "2.gate"
     assert [s.status for s in failed.steps] == ["succeeded", "succeeded", "failed", "pending"]
+    gate_step = failed.step("2.gate")
+    assert gate_step.attempts == 1 and gate_step.worker and gate_step.started_at and gate_step.finished_at
+    from workflows.runtime.context import runtime
+
+    failures = [e for e in runtime().store.events(failed.id) if e["event"] == "step.failed"]
+    assert [e["step_id"] for e in failures] == ["2.gate"]
     open_gate(name)
     done = resume(failed.id).wait(30)
     assert done.status == "succeeded"

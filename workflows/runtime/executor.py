@@ -152,16 +152,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             if chunk is not None and partial:
                 rt.state.chunk_partial(run_id, step_id, int(chunk), json.dumps(partial))
             if getattr(task, "on_failure_policy", "compensate") != "continue":
-                rt.store.record_step(
-                    run_id,
-                    claim_id,
-                    "step.failed",
-                    status="failed",
-                    **_delivery(info, claim.attempt),
-                    finished_at=_now(),
-                    error=error_info(exc, task),
-                )
-                raise
+                raise  # the link_error errback journals it (failure.fail_step), once
             result = _fallback(rt, task, run_id, claim_id, exc, info)
             encoded = encode_result(claim_id, result)
         if result is DEFERRED:

@@ -66,15 +66,15 @@ def fail_step(
     traceback: Any = None,
 ) -> None:
     graph = rt.graph(run_id, gen)
-    error = {**error_info(exc), "step": step_id if chunk is None else f"{step_id}#{chunk}"}
-    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=error["step"]):
+    unit = step_id if chunk is None else f"{step_id}#{chunk}"
+    task = rt.app.tasks.get(getattr(request, "task", None) or "")
+    error = {**error_info(exc, task), "step": unit}
+    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=unit):
         log.warning("step failed", error_type=error["type"], error=error["message"])
         target = failure_status(graph)
-        won = chunk is not None and rt.state.fail(run_id, error["step"], target)
+        won = chunk is not None and rt.state.fail(run_id, unit, target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.store.record_step(
-            run_id, error["step"], "step.failed", status="failed", finished_at=datetime.now(UTC), error=error
-        )
+        rt.store.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
         if chunk is not None:
             rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
@@ -95,6 +95,21 @@ def fail_step(
             rollback.begin(rt, run_id, gen)
         else:
             close_failed(rt, run_id, error)
+
+
+def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -> dict[str, Any]:
+    """The journal fields of a failed step: its last delivery (from its claim) and the error."""
+    meta = rt.state.step_info(run_id).get(unit, {})
+    fields: dict[str, Any] = {"status": "failed", "finished_at": datetime.now(UTC), "error": error}
+    attempts = rt.state.attempts(run_id).get(unit)
+    if attempts:
+        fields["attempts"] = attempts
+    for key in ("worker", "queue", "task_id"):
+        if meta.get(key):
+            fields[key] = meta[key]
+    if meta.get("started_at"):
+        fields["started_at"] = datetime.fromisoformat(meta["started_at"])
+    return fields
 
 
 def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:

@@ -163,7 +163,7 @@ class RunState:
         k = self.key
         keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "att"), k(run_id, "info")]
         out = self._claim(keys=keys, args=[step_id, str(generation), json.dumps(info)])
-        outcome, status = _s(out[0]), _s(out[1])
+        outcome, status = as_text(out[0]), as_text(out[1])
         return Claim(outcome, status, int(out[2]) if len(out) > 2 else 0)
 
     def complete(
@@ -175,7 +175,7 @@ class RunState:
         out = self._complete(keys=keys, args=[step_id, result_json, info_json, *successors])
         if not out[0]:
             return Completion(False, "", -1, [])
-        return Completion(True, _s(out[1]), int(out[2]), [_s(x) for x in out[3:]])
+        return Completion(True, as_text(out[1]), int(out[2]), [as_text(x) for x in out[3:]])
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""
@@ -213,7 +213,7 @@ class RunState:
     # -- reads -----------------------------------------------------------------------
     def status(self, run_id: str) -> str | None:
         raw = self.r.hget(self.key(run_id, "meta"), "status")
-        return _s(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     def results(self, run_id: str, step_ids: list[str]) -> dict[str, Any]:
         if not step_ids:
@@ -222,14 +222,14 @@ class RunState:
         return {sid: json.loads(v) for sid, v in zip(step_ids, raw, strict=True) if v is not None}
 
     def step_states(self, run_id: str) -> dict[str, str]:
-        return {_s(a): _s(b) for a, b in self.r.hgetall(self.key(run_id, "st")).items()}
+        return {as_text(a): as_text(b) for a, b in self.r.hgetall(self.key(run_id, "st")).items()}
 
     def step_info(self, run_id: str) -> dict[str, dict[str, Any]]:
         raw = self.r.hgetall(self.key(run_id, "info"))
-        return {_s(a): json.loads(b) for a, b in raw.items()}
+        return {as_text(a): json.loads(b) for a, b in raw.items()}
 
     def attempts(self, run_id: str) -> dict[str, int]:
-        return {_s(a): int(b) for a, b in self.r.hgetall(self.key(run_id, "att")).items()}
+        return {as_text(a): int(b) for a, b in self.r.hgetall(self.key(run_id, "att")).items()}
 
     def notify_finished(self, run_id: str) -> None:
         key = self.key(run_id, "done")
@@ -269,6 +269,3 @@ class RunState:
 def as_text(value: Any) -> str:
     """A Redis reply as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_s = as_text
