@@ -38,10 +38,10 @@ worker: install
 	$(BIN)/canvasflow worker --capability $(CAP) --control
 
 flower: install
-	$(BIN)/celery -A config.celery_app flower --address=127.0.0.1 --port=5555
+	$(BIN)/celery -A canvasflow.app flower --address=127.0.0.1 --port=5555
 
 lint: install
-	$(BIN)/ruff check config workers workflows compensation tests
+	$(BIN)/ruff check canvasflow config workers workflows compensation tests
 	$(BIN)/mypy
 
 clean:

@@ -19,9 +19,9 @@ from typing import Any
 
 from celery import Task
 
-from compensation.registry import registry
-from config.celery_app import app
-from workers.step import autoretry
+from canvasflow.compensation.registry import registry
+from canvasflow.config.celery_app import app
+from canvasflow.workers.step import autoretry
 
 COMP_HEADER = "canvasflow_comp"
 
@@ -35,7 +35,7 @@ class CompensationTask(Task):
         ref = self.request.get(COMP_HEADER) if self.request else None
         if not ref:
             return self.run(*args, **kwargs)
-        from compensation.rollback import run_compensation
+        from canvasflow.compensation.rollback import run_compensation
 
         return run_compensation(self, ref, args, kwargs)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.graph import StepGraph
 
 IN_FLIGHT = frozenset({"queued", "running"})
 SETTLED = frozenset({"compensated", "compensation_failed", "not_needed"})

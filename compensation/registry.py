@@ -14,7 +14,7 @@ class CompensationRegistry:
     def register(self, step_task: str, compensation_task: str) -> None:
         known = self._by_step.get(step_task)
         if known is not None and known != compensation_task:
-            from config.errors import DefinitionError
+            from canvasflow.config.errors import DefinitionError
 
             raise DefinitionError(
                 f"step {step_task} already has compensation {known}; one step, one compensation"

@@ -17,11 +17,11 @@ import structlog
 from celery import Task
 from celery.exceptions import Retry
 
-from compensation.decorator import COMP_HEADER
-from compensation.planner import node_of, plan
-from workflows.runtime.context import Runtime, runtime
-from workflows.runtime.graph import StepGraph, resolve
-from workflows.runtime.state import as_text
+from canvasflow.compensation.decorator import COMP_HEADER
+from canvasflow.compensation.planner import node_of, plan
+from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.graph import StepGraph, resolve
+from canvasflow.workflows.runtime.state import as_text
 
 log = structlog.get_logger("canvasflow.compensation")
 CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
@@ -118,7 +118,7 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
     if not rt.state.transition(run_id, ("compensating",), final):
         return
     # the failing worker may not have journaled 'compensating' yet: journal it first
-    from workflows.runtime.journal import sync_compensations, sync_steps
+    from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
 
     sync_steps(rt, run_id)
     sync_compensations(rt, run_id, comp_states(rt, run_id))
@@ -129,7 +129,7 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
         error["compensation_failed"] = failed
     rt.store.transition_run(run_id, ("compensating",), final, error=error or None)
     log.info("rollback finished", run_id=run_id, status=final, failed=failed)
-    from workflows.runtime.failure import close_failed
+    from canvasflow.workflows.runtime.failure import close_failed
 
     close_failed(rt, run_id, {"message": f"run {final}"})
 
@@ -199,7 +199,7 @@ def _finish(
 
 def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:
     states = rt.state.step_states(run_id)
-    from workflows.runtime.executor import task_id_for
+    from canvasflow.workflows.runtime.executor import task_id_for
 
     ids = []
     for unit, st in states.items():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from compensation.decorator import CompensationTask
-from compensation.rollback import CHUNK_COMP_TASK
-from config.celery_app import app
+from canvasflow.compensation.decorator import CompensationTask
+from canvasflow.compensation.rollback import CHUNK_COMP_TASK
+from canvasflow.config.celery_app import app
 
 
 @app.task(name=CHUNK_COMP_TASK, base=CompensationTask)

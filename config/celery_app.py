@@ -11,12 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from celery.signals import setup_logging
 
-from config.errors import BrokerUnavailable
-from config.logging import configure_logging
-from config.queues import declare_queues
-from config.settings import Settings, get_settings
+from canvasflow.config.errors import BrokerUnavailable
+from canvasflow.config.logging import configure_logging
+from canvasflow.config.queues import declare_queues
+from canvasflow.config.settings import Settings, get_settings
 
-RUNTIME_MODULES = ["workers.demo", "workflows.tasks", "compensation.tasks"]
+RUNTIME_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
 
 
 def configure(celery: Celery, s: Settings) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from config.errors import BrokerUnavailable
+from canvasflow.config.errors import BrokerUnavailable
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

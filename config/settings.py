@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.errors import SettingsError
+from canvasflow.config.errors import SettingsError
 
 ENV_PREFIX = "CANVASFLOW_"
 
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     default_queue: str = "canvasflow"
     control_queue: str = "canvasflow.control"
     capabilities: list[str] = Field(default_factory=lambda: ["default", "demo"])
-    workflow_modules: list[str] = Field(default_factory=lambda: ["workflows.demo"])
+    workflow_modules: list[str] = Field(default_factory=lambda: ["canvasflow.workflows.demo"])
 
     prefetch_multiplier: int = Field(default=1, ge=1)
     result_expires: int = Field(default=86_400, ge=60)

@@ -2,7 +2,7 @@
 
 Use it with the same app, and so the same broker, as the workers::
 
-    celery -A config.celery_app flower --conf=deploy/flowerconfig.py
+    celery -A canvasflow.app flower --conf=deploy/flowerconfig.py
     # in the image (WORKDIR /app):  --conf=/app/deploy/flowerconfig.py
 
 Flower executes this file as Python and applies every top-level name that matches one of
@@ -13,7 +13,7 @@ Precedence, lowest first: Flower's defaults, ``FLOWER_<OPTION>`` environment var
 is applied after the environment, so each value below is read from the same
 ``FLOWER_<OPTION>`` variable first: the environment still wins over the defaults here.
 
-The broker is not set here: Flower takes it from ``config.celery_app``, i.e. from
+The broker is not set here: Flower takes it from ``canvasflow.app``, i.e. from
 ``CANVASFLOW_BROKER_URL`` (and ``CANVASFLOW_RESULT_BACKEND`` for task results).
 """
 

@@ -1,7 +1,7 @@
 """Steps, the capability registry and worker-side signal handlers."""
 
-from workers import signals as _signals  # noqa: F401  (connects log-context handlers)
-from workers.capabilities import registry
-from workers.step import StepTask, step
+from canvasflow.workers import signals as _signals  # noqa: F401  (connects log-context handlers)
+from canvasflow.workers.capabilities import registry
+from canvasflow.workers.step import StepTask, step
 
 __all__ = ["StepTask", "registry", "step"]

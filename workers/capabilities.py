@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from config.queues import queue_for
+from canvasflow.config.queues import queue_for
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 
 import structlog
 
-from workers.step import step
+from canvasflow.workers.step import step
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +89,7 @@ def gate(value: object, name: str) -> object:
     """
     import redis
 
-    from config.settings import get_settings
+    from canvasflow.config.settings import get_settings
 
     s = get_settings()
     client = redis.Redis.from_url(s.redis_state_url)
@@ -101,7 +101,7 @@ def gate(value: object, name: str) -> object:
 def open_gate(name: str) -> None:
     import redis
 
-    from config.settings import get_settings
+    from canvasflow.config.settings import get_settings
 
     s = get_settings()
     redis.Redis.from_url(s.redis_state_url).set(f"{s.key_prefix}:gate:{name}", 1, ex=3600)

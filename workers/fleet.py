@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from config.queues import queue_for
+from canvasflow.config.queues import queue_for
 
-CELERY = [sys.executable, "-m", "celery", "-A", "config.celery_app"]
+CELERY = [sys.executable, "-m", "celery", "-A", "canvasflow.app"]
 
 
 def worker_args(
@@ -79,7 +79,7 @@ def spawn_worker(
 
 def wait_ready(hostname: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Ping the worker by name until it answers; RuntimeError when it dies or stays silent."""
-    from config.celery_app import app
+    from canvasflow.config.celery_app import app
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

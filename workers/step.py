@@ -13,9 +13,9 @@ from typing import Any, TypeVar, overload
 
 from celery import Task
 
-from config.celery_app import app
-from config.queues import queue_for
-from workers.capabilities import registry
+from canvasflow.config.celery_app import app
+from canvasflow.config.queues import queue_for
+from canvasflow.workers.capabilities import registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "canvasflow"
@@ -46,7 +46,7 @@ class StepTask(Task):
         ref = self.request.get(HEADER) if self.request else None
         if not ref:
             return self.run(*args, **kwargs)
-        from workflows.runtime.executor import run_step  # late: workers is the lower layer
+        from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
 
         return run_step(self, ref, args, kwargs)
 

@@ -1,10 +1,10 @@
 """Authoring and running workflows: the public API.
 
-from workflows import Workflow, start, get_run, resume, cancel, signal
+from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
 """
 
-from workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
-from workflows.client import (
+from canvasflow.workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
+from canvasflow.workflows.client import (
     Run,
     cancel,
     compensate,
@@ -15,9 +15,9 @@ from workflows.client import (
     start,
     undo,
 )
-from workflows.dag import input, result, value
-from workflows.definition import Workflow, registry
-from workflows.patterns import map_reduce, mapper_step, pipeline, scatter_gather, wait_signal
+from canvasflow.workflows.dag import input, result, value
+from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.patterns import map_reduce, mapper_step, pipeline, scatter_gather, wait_signal
 
 __all__ = [
     "Run",

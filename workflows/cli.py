@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from config.errors import CanvasflowError, InputError
+from canvasflow.config.errors import CanvasflowError, InputError
 
 
 def _load_json(text: str | None, what: str) -> Any:
@@ -46,7 +46,7 @@ def _run_text(data: dict[str, Any]) -> str:
 
 # -- commands ----------------------------------------------------------------------------
 def cmd_start(args: argparse.Namespace) -> int:
-    from workflows import start
+    from canvasflow.workflows import start
 
     run = start(args.name, _load_json(args.input, "--input"), version=args.version)
     record = run.wait(args.timeout) if args.wait else run.record
@@ -55,7 +55,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from workflows import get_run
+    from canvasflow.workflows import get_run
 
     data = get_run(args.run).to_json()
     _emit(args, data, lambda: _run_text(data))
@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from workflows import list_runs
+    from canvasflow.workflows import list_runs
 
     runs = [r.to_json() for r in list_runs(args.status, args.workflow, args.limit)]
     for r in runs:
@@ -84,7 +84,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace, run: Any) -> Any:
     """Print the run after an action (waiting for its end with --wait); return its record."""
-    from workflows import get_run
+    from canvasflow.workflows import get_run
 
     record = run.wait(args.timeout) if getattr(args, "wait", False) else get_run(run.id)
     data = record.to_json()
@@ -93,35 +93,35 @@ def _show(args: argparse.Namespace, run: Any) -> Any:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from workflows import resume
+    from canvasflow.workflows import resume
 
     _show(args, resume(args.run))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from workflows import cancel
+    from canvasflow.workflows import cancel
 
     _show(args, cancel(args.run))
     return 0
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    from workflows import signal
+    from canvasflow.workflows import signal
 
     _show(args, signal(args.run, args.name, _load_json(args.payload, "--payload")))
     return 0
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
-    from workflows import undo
+    from canvasflow.workflows import undo
 
     _show(args, undo(args.run))
     return 0
 
 
 def cmd_compensate(args: argparse.Namespace) -> int:
-    from workflows import compensate
+    from canvasflow.workflows import compensate
 
     record = _show(args, compensate(args.run))
     return 0 if record.status != "compensation_failed" else 1
@@ -129,10 +129,10 @@ def cmd_compensate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Steps marked ``writes=True`` that have no compensation, and compensations of unknown steps."""
-    from compensation.registry import registry as compensations
-    from config.celery_app import app
-    from workers.step import StepTask
-    from workflows import registry
+    from canvasflow.compensation.registry import registry as compensations
+    from canvasflow.config.celery_app import app
+    from canvasflow.workers.step import StepTask
+    from canvasflow.workflows import registry
 
     registry.load()
     problems = [
@@ -152,10 +152,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from config.errors import RunNotFound, WorkflowNotFound
-    from workflows import get_run, registry
-    from workflows.pictures import dot, mermaid
-    from workflows.runtime.graph import StepGraph
+    from canvasflow.config.errors import RunNotFound, WorkflowNotFound
+    from canvasflow.workflows import get_run, registry
+    from canvasflow.workflows.pictures import dot, mermaid
+    from canvasflow.workflows.runtime.graph import StepGraph
 
     try:
         record = get_run(args.target)
@@ -176,7 +176,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
-    from workflows import registry
+    from canvasflow.workflows import registry
 
     data = [
         {"name": n, "versions": registry.versions(n), "inputs": registry.get(n).inputs.model_json_schema()}
@@ -187,9 +187,9 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    from config.celery_app import app
-    from workers.capabilities import registry
-    from workflows import registry as workflows
+    from canvasflow.config.celery_app import app
+    from canvasflow.workers.capabilities import registry
+    from canvasflow.workflows import registry as workflows
 
     workflows.load()
     caps = registry.capabilities()
@@ -208,11 +208,11 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.fleet import capability_queues, worker_command
+    from canvasflow.workers.fleet import capability_queues, worker_command
 
     queues = capability_queues(args.capability)
     if args.control:
-        from config.settings import get_settings
+        from canvasflow.config.settings import get_settings
 
         queues += [get_settings().default_queue, get_settings().control_queue]
     cmd = worker_command(queues, concurrency=args.concurrency, hostname=args.hostname)
@@ -224,7 +224,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workflows.demo_run import run_demo
+    from canvasflow.workflows.demo_run import run_demo
 
     data = run_demo(args.order_id, as_json=args.json)
     if args.json:
@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from config.logging import configure_logging
-    from config.settings import get_settings
+    from canvasflow.config.logging import configure_logging
+    from canvasflow.config.settings import get_settings
 
     configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
     try:

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from workflows import lifecycle
-from workflows.runtime.context import runtime
-from workflows.store.records import TERMINAL, RunRecord, StepRecord
+from canvasflow.workflows import lifecycle
+from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.store.records import TERMINAL, RunRecord, StepRecord
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def get_run(run_id: str) -> RunRecord:
             step.attempts = attempts.get(step.step_id, step.attempts)
             step.result = results.get(step.step_id, step.result)
     if record.status == "compensating":
-        from compensation.rollback import comp_states
+        from canvasflow.compensation.rollback import comp_states
 
         live_comp = comp_states(rt, run_id)
         for step in record.steps:

@@ -21,10 +21,10 @@ from typing import Any
 
 from celery.canvas import Signature, maybe_signature
 
-from config.celery_app import app
-from config.errors import DefinitionError, InputError
-from workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
-from workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
+from canvasflow.config.celery_app import app
+from canvasflow.config.errors import DefinitionError, InputError
+from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
+from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from typing import Any
 from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from config.celery_app import app
-from config.errors import DefinitionError, InputError, WorkflowNotFound
-from config.settings import get_settings
-from workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
-from workflows.runtime.graph import StepGraph
+from canvasflow.config.celery_app import app
+from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
+from canvasflow.workflows.runtime.graph import StepGraph
 
 
 class Workflow:
@@ -50,7 +50,7 @@ class Workflow:
         self.build = build
         self.dag = None
         if steps is not None:
-            from workflows.dag import Dag
+            from canvasflow.workflows.dag import Dag
 
             self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
         self.inputs: type[BaseModel] = inputs or _model_from(name, build, self.dag)
@@ -94,8 +94,8 @@ class Workflow:
 
     def compile(self, values: dict[str, Any]) -> StepGraph:
         """The step graph for validated ``values``."""
-        from compensation.registry import registry as compensations
-        from workers.capabilities import registry as capabilities
+        from canvasflow.compensation.registry import registry as compensations
+        from canvasflow.workers.capabilities import registry as capabilities
 
         if self.dag is not None:
             graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
@@ -107,7 +107,7 @@ class Workflow:
 
     # -- use --------------------------------------------------------------------------------
     def start(self, **inputs: Any) -> Any:
-        from workflows.client import start
+        from canvasflow.workflows.client import start
 
         return start(self.name, inputs, version=self.version)
 

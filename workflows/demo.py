@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import chain, chord
 
-from workers.demo import apply_discount, fetch_order, price_item, receipt, total
-from workflows.definition import Workflow
+from canvasflow.workers.demo import apply_discount, fetch_order, price_item, receipt, total
+from canvasflow.workflows.definition import Workflow
 
 
 def _order_total(order_id: int, discount: int = 10) -> object:

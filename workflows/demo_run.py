@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.local_redis import ensure_redis
-from config.settings import ENV_PREFIX, get_settings
+from canvasflow.config.local_redis import ensure_redis
+from canvasflow.config.settings import ENV_PREFIX, get_settings
 
 
 def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
@@ -27,11 +27,14 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
             os.environ[ENV_PREFIX + name] = local.url
         get_settings.cache_clear()
         settings = get_settings()
-        from config.celery_app import app, configure  # already built when the CLI imported workflows
+        from canvasflow.config.celery_app import (  # already built when the CLI imported workflows
+            app,
+            configure,
+        )
 
         configure(app, settings)
-    from workers.fleet import spawn_worker, stop_worker, wait_ready
-    from workflows import start
+    from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
+    from canvasflow.workflows import start
 
     hostname = f"demo-{os.getpid()}@localhost"
     log_path = Path(tempfile.gettempdir()) / f"canvasflow-demo-worker-{os.getpid()}.log"

@@ -14,13 +14,13 @@ from typing import Any
 import structlog
 from kombu.exceptions import OperationalError
 
-from config.celery_app import redact
-from config.errors import BrokerUnavailable, InputError, ResumeRefused, RunNotFound, RunStateError
-from workflows.definition import Workflow, registry
-from workflows.runtime.context import Runtime, runtime
-from workflows.runtime.executor import dispatch, finish_run
-from workflows.runtime.graph import StepGraph
-from workflows.store.records import RESUMABLE, TERMINAL, RunRecord
+from canvasflow.config.celery_app import redact
+from canvasflow.config.errors import BrokerUnavailable, InputError, ResumeRefused, RunNotFound, RunStateError
+from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.executor import dispatch, finish_run
+from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
 
@@ -202,7 +202,7 @@ def cancel(run_id: str) -> RunRecord:
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is already {record.status}; nothing to cancel")
     rt.state.transition(run_id, ("pending", "running", "waiting"), "cancelled")
-    from workflows.runtime.journal import sync_steps
+    from canvasflow.workflows.runtime.journal import sync_steps
 
     sync_steps(rt, run_id)
     if not rt.store.transition_run(run_id, ("pending", "running", "waiting"), "cancelled"):
@@ -234,7 +234,7 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
         raise RunStateError(f"run {run_id} already received signal {name!r}")
     graph = StepGraph.from_json(record.graph)
     states = rt.state.step_states(run_id)
-    from workflows.runtime.special import deliver_signal
+    from canvasflow.workflows.runtime.special import deliver_signal
 
     for node in graph.steps.values():
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
@@ -268,7 +268,7 @@ def undo(run_id: str) -> RunRecord:
     if not rt.store.transition_run(run_id, ("succeeded",), "compensating", finished_at=None):
         raise RunStateError(f"run {run_id} changed state while undoing; look at it again")
     rt.state.transition(run_id, ("succeeded",), "compensating")
-    from compensation import rollback
+    from canvasflow.compensation import rollback
 
     rollback.begin(rt, run_id, record.generation)
     return get_record(run_id)
@@ -294,7 +294,7 @@ def retry_compensation(run_id: str) -> RunRecord:
             [{"step_id": u, "compensation_status": None, "compensation_error": None} for u in failed],
             "compensation.reset",
         )
-    from compensation import rollback
+    from canvasflow.compensation import rollback
 
     rollback.progress(rt, run_id, record.generation)
     return get_record(run_id)

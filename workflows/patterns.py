@@ -16,8 +16,8 @@ from typing import Any
 from celery import chain, chord
 from celery.canvas import Signature
 
-from config.celery_app import app
-from workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK
+from canvasflow.config.celery_app import app
+from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK
 
 
 def pipeline(*steps: Signature) -> Signature:

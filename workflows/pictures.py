@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.graph import StepGraph
 
 STATUS_COLORS = {
     "succeeded": "#c8e6c9",

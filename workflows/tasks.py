@@ -15,19 +15,19 @@ from typing import Any
 from celery import Task, chord, group
 from celery.signals import task_revoked, worker_init, worker_process_init, worker_process_shutdown
 
-from config.celery_app import app
-from config.errors import CanvasflowError, DefinitionError
-from config.settings import get_settings
-from workers.step import StepTask
-from workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
-from workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
+from canvasflow.config.celery_app import app
+from canvasflow.config.errors import CanvasflowError, DefinitionError
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.step import StepTask
+from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
+from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
 
 
 @worker_init.connect
 def _migrate(**_: Any) -> None:
     """Bring the journal's schema to head once, in the worker's main process, before forking."""
-    from workflows.store.schema import ensure_schema
-    from workflows.store.sql import make_engine
+    from canvasflow.workflows.store.schema import ensure_schema
+    from canvasflow.workflows.store.sql import make_engine
 
     engine = make_engine(get_settings().database_url)
     ensure_schema(engine)
@@ -36,7 +36,7 @@ def _migrate(**_: Any) -> None:
 
 @worker_process_init.connect
 def _warm(**_: Any) -> None:
-    from workflows.runtime.context import warm
+    from canvasflow.workflows.runtime.context import warm
 
     warm()
 
@@ -44,9 +44,9 @@ def _warm(**_: Any) -> None:
 @task_revoked.connect
 def _revoked(request: Any = None, **_: Any) -> None:
     """A step revoked (the ``revoke`` in-flight policy) will not complete: the rollback may go on."""
-    from compensation import rollback
-    from workflows.runtime.context import runtime
-    from workflows.runtime.failure import step_ref
+    from canvasflow.compensation import rollback
+    from canvasflow.workflows.runtime.context import runtime
+    from canvasflow.workflows.runtime.failure import step_ref
 
     ref = step_ref(request)
     if not ref:
@@ -60,7 +60,7 @@ def _revoked(request: Any = None, **_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _flush_journal(**_: Any) -> None:
-    from workflows.runtime.context import current_runtime
+    from canvasflow.workflows.runtime.context import current_runtime
 
     rt = current_runtime()
     if rt is not None and "journal" in rt.__dict__:
@@ -72,7 +72,7 @@ def start_workflow(
     workflow: str, inputs: dict[str, Any] | None = None, version: str | None = None
 ) -> dict[str, Any]:
     """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused."""
-    from workflows.lifecycle import start_run
+    from canvasflow.workflows.lifecycle import start_run
 
     try:
         return {"run_id": start_run(workflow, inputs or {}, version=version)}
@@ -83,7 +83,7 @@ def start_workflow(
 @app.task(name=ERRBACK_TASK)
 def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     """link_error errback: journal the failure, move the run, call author errbacks, roll back."""
-    from workflows.runtime.failure import step_failed as handle
+    from canvasflow.workflows.runtime.failure import step_failed as handle
 
     handle(request, exc, traceback)
 
@@ -129,8 +129,8 @@ def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:
     """Start the child run of a sub-workflow step; the child's result completes the step."""
-    from workflows.lifecycle import start_child
-    from workflows.runtime.executor import DEFERRED, HEADER
+    from canvasflow.workflows.lifecycle import start_child
+    from canvasflow.workflows.runtime.executor import DEFERRED, HEADER
 
     ref = self.request.get(HEADER)
     if not ref:

@@ -70,7 +70,7 @@ class Worker:
         self.env, self.label, self.queues, self.workdir = env, label, queues, workdir
         self.hostname = f"bench-{label}-{os.getpid()}@{socket.gethostname()}"
         self.log = workdir / f"worker-{label}.log"
-        from workers.fleet import worker_command
+        from canvasflow.workers.fleet import worker_command
 
         cmd = worker_command(
             queues.split(","),
@@ -90,7 +90,7 @@ class Worker:
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        from config.celery_app import app
+        from canvasflow.config.celery_app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -130,7 +130,7 @@ class Bench:
     def __init__(self, workdir: Path) -> None:
         import redis
 
-        from config.settings import get_settings
+        from canvasflow.config.settings import get_settings
 
         self.workdir = workdir
         self.r = redis.Redis.from_url(get_settings().redis_state_url)
@@ -145,7 +145,7 @@ class Bench:
 
     def restart(self) -> None:
         """New workers after one died; drop what was left queued."""
-        from config.celery_app import app
+        from canvasflow.config.celery_app import app
 
         self.restarts += 1
         old, self.workers = self.workers, []
@@ -201,7 +201,7 @@ class Bench:
         return Sample(elapsed, sent)
 
     def cf(self, workflow: str, inputs: dict[str, Any], expect: str | None = None) -> Sample:
-        from workflows import start
+        from canvasflow.workflows import start
 
         token = uuid.uuid4().hex
         t0 = time.perf_counter()
@@ -220,8 +220,8 @@ class Bench:
 
     def cf_saga(self, n: int) -> Sample:
         """A saga of ``n`` steps failing at the last: from the failure to the last compensation."""
+        from canvasflow.workflows import start
         from tests.benchmarks.steps import failed_key
-        from workflows import start
 
         token = uuid.uuid4().hex
         t0 = time.perf_counter()
@@ -237,7 +237,7 @@ class Bench:
 
     def wait_journaled(self, run_id: str) -> float:
         """When the run's finish notice (pushed after its SQL status is succeeded) arrives."""
-        from workflows.runtime.context import runtime
+        from canvasflow.workflows.runtime.context import runtime
 
         key = runtime().state.key(run_id, "done")
         deadline = time.monotonic() + 120
@@ -323,7 +323,7 @@ def fmt(seconds: float) -> str:
 @contextlib.contextmanager
 def client_runtime(rt: Any) -> Iterator[None]:
     """Let this process's canvasflow calls use ``rt`` (a runtime journaling elsewhere)."""
-    from workflows.runtime import context
+    from canvasflow.workflows.runtime import context
 
     pid = os.getpid()
     saved = context._runtimes.get(pid)
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="canvasflow-bench-"))
-    from config.local_redis import answers, start_redis_server
+    from canvasflow.config.local_redis import answers, start_redis_server
 
     local = None
     url = REDIS_URL
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from config.logging import configure_logging
+    from canvasflow.config.logging import configure_logging
 
     configure_logging("console", "WARNING")
     redis.Redis.from_url(url).flushdb()
@@ -535,9 +535,9 @@ def postgres_scenario(b: Bench, env: dict[str, str], reps: int, steps: Any) -> S
     queue ``cap.bench.pg``; the ``bench.chain_pg`` workflow routes its steps there, and the
     client starts it with a runtime whose journal is PostgreSQL too.
     """
-    from config.celery_app import app
-    from config.settings import load_settings
-    from workflows.runtime.context import Runtime
+    from canvasflow.config.celery_app import app
+    from canvasflow.config.settings import load_settings
+    from canvasflow.workflows.runtime.context import Runtime
 
     b.add_worker({**env, "CANVASFLOW_DATABASE_URL": PG_URL}, "postgres", steps.PG_QUEUE)
     pg_rt = Runtime(app, load_settings(database_url=PG_URL))
@@ -617,7 +617,7 @@ def machine() -> dict[str, str]:
     import redis
     import sqlalchemy
 
-    from config.settings import get_settings
+    from canvasflow.config.settings import get_settings
 
     info = {
         "cpus (nproc)": str(os.cpu_count()),

@@ -27,9 +27,9 @@ import redis
 from celery import chain, group
 from celery.signals import worker_process_init
 
-from compensation import compensates
-from workers.step import step
-from workflows import Workflow, map_reduce
+from canvasflow.compensation import compensates
+from canvasflow.workers.step import step
+from canvasflow.workflows import Workflow, map_reduce
 
 PG_QUEUE = "cap.bench.pg"  # served by the bench's second worker, journaling to PostgreSQL
 _clients: dict[int, redis.Redis] = {}
@@ -40,7 +40,7 @@ def signal_redis() -> redis.Redis:
     pid = os.getpid()
     client = _clients.get(pid)
     if client is None:
-        from config.settings import get_settings
+        from canvasflow.config.settings import get_settings
 
         client = _clients[pid] = redis.Redis.from_url(get_settings().redis_state_url)
     return client

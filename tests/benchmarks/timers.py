@@ -75,10 +75,10 @@ def install(prefix: str = "", signals: bool = True) -> None:
         return
     _installed = True
     _prefix = prefix
-    from workflows import lifecycle
-    from workflows.runtime import context, executor, special
-    from workflows.runtime.state import RunState
-    from workflows.store.sql import SqlRunStore
+    from canvasflow.workflows import lifecycle
+    from canvasflow.workflows.runtime import context, executor, special
+    from canvasflow.workflows.runtime.state import RunState
+    from canvasflow.workflows.store.sql import SqlRunStore
 
     for attr in (
         "claim",
@@ -112,7 +112,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
     _wrap(special, "chunk_completed", "special.chunk_completed")
     _wrap(special, "child_finished", "special.child_finished")
     try:  # the batched journal writer, where the runtime has one
-        from workflows.runtime import journal
+        from canvasflow.workflows.runtime import journal
 
         _wrap(journal, "sync_steps", "journal.sync_steps (run end)")
         _wrap(journal.JournalWriter, "record_step", "journal.record_step (enqueue)")
@@ -147,7 +147,7 @@ def flush() -> None:
     if not items:
         return
     if _client is None:
-        from config.settings import get_settings
+        from canvasflow.config.settings import get_settings
 
         _client = redis.Redis.from_url(get_settings().redis_state_url)
     p = _client.pipeline(transaction=False)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from workflows import get_run, list_runs
+from canvasflow.workflows import get_run, list_runs
 
 pytestmark = [pytest.mark.redis, pytest.mark.faults]
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from celery import chain
 
+from canvasflow.workflows import Workflow, compensate, start
+from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import effects
 from tests.integration.sagacheck import new_log, step_of
-from workflows import Workflow, compensate, start
-from workflows.runtime.context import runtime
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults]
 
@@ -81,7 +81,7 @@ def test_duplicated_step_message_completes_once_and_releases_successors_once(cel
     graph = rt.graph(run.id, 1)
     node = graph.steps["0.act"]
     # the broker delivers the first step twice (same id, same headers)
-    from workflows.runtime.executor import send_step
+    from canvasflow.workflows.runtime.executor import send_step
 
     send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
 
@@ -105,7 +105,7 @@ def test_duplicate_of_a_completed_step_changes_nothing(celery_worker_factory):
     assert record.status == "succeeded"
     rt = runtime()
     node = rt.graph(run.id, 1).steps["0.act"]
-    from workflows.runtime.executor import send_step
+    from canvasflow.workflows.runtime.executor import send_step
 
     send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
     time.sleep(1.5)

@@ -39,7 +39,7 @@ def get_json(url: str, timeout: float = 2.0) -> Any:
 
 
 def _send_probe(kind: str) -> None:
-    from config.celery_app import app
+    from canvasflow.config.celery_app import app
 
     with app.connection_for_write() as conn:
         dispatcher = app.events.Dispatcher(conn, hostname=PROBE_HOSTNAME, enabled=True)

@@ -54,7 +54,7 @@ from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
 pytest_plugins = ["tests.harness.postgres"]  # postgres_server / postgres_url, for `postgres` tests
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW_MODULES = ["workflows.demo", "tests.integration.flows"]
+WORKFLOW_MODULES = ["canvasflow.workflows.demo", "tests.integration.flows"]
 SESSION = pytest.StashKey["HarnessSession"]()
 LOGS = pytest.StashKey[list[tuple[str, Path, int]]]()
 SHARED = pytest.StashKey[list["_SharedWorker"]]()
@@ -119,10 +119,10 @@ class HarnessSession:
 
 def _reload_settings() -> None:
     """Make already imported settings and app follow os.environ (a no-op before import)."""
-    if "config.settings" in sys.modules:
-        sys.modules["config.settings"].get_settings.cache_clear()
-    if "config.celery_app" in sys.modules:
-        module = sys.modules["config.celery_app"]
+    if "canvasflow.config.settings" in sys.modules:
+        sys.modules["canvasflow.config.settings"].get_settings.cache_clear()
+    if "canvasflow.config.celery_app" in sys.modules:
+        module = sys.modules["canvasflow.config.celery_app"]
         module.configure(module.app, module.get_settings())
 
 

@@ -33,7 +33,7 @@ class CeleryProcess:
         cls, name: str, args: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, str]
     ) -> CeleryProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        from workers.fleet import CELERY
+        from canvasflow.workers.fleet import CELERY
 
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
@@ -133,7 +133,7 @@ class WorkerProcess(CeleryProcess):
         return children[0]
 
     def ping(self, timeout: float = 0.5) -> bool:
-        from config.celery_app import app
+        from canvasflow.config.celery_app import app
 
         return bool(app.control.ping(destination=[self.hostname], timeout=timeout))
 
@@ -169,7 +169,7 @@ def spawn_worker(
     hostname: str | None = None,
 ) -> WorkerProcess:
     """Start ``celery worker`` (events on, no gossip or mingle); does not wait for it."""
-    from workers.fleet import worker_args  # at call time: the session's settings are in place
+    from canvasflow.workers.fleet import worker_args  # at call time: the session's settings are in place
 
     hostname = hostname or unique_hostname()
     args = worker_args(queues, concurrency=concurrency, pool=pool, hostname=hostname, loglevel="INFO")

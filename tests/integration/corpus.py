@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import chain, chord, group
 
-from workers.demo import add, echo, mul, xsum
-from workflows.patterns import map_reduce, pipeline, scatter_gather
+from canvasflow.workers.demo import add, echo, mul, xsum
+from canvasflow.workflows.patterns import map_reduce, pipeline, scatter_gather
 
 Shape = tuple[str, Callable[[], Any], Any]
 

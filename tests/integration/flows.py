@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import chain
 
-from workers.demo import add, echo, fail
-from workflows import Workflow
+from canvasflow.workers.demo import add, echo, fail
+from canvasflow.workflows import Workflow
 
 child = Workflow("tests.child", "1", build=lambda x: chain(add.s(x, 1), add.s(100)))
 parent = Workflow("tests.parent", "1", build=lambda: chain(add.s(1, 1), child.s(result_as="x"), echo.s()))

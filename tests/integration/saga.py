@@ -8,10 +8,10 @@ from typing import Any
 
 import redis
 
-from compensation import compensates
-from config.celery_app import app
-from config.settings import get_settings
-from workers.step import step
+from canvasflow.compensation import compensates
+from canvasflow.config.celery_app import app
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.step import step
 
 
 def _redis() -> redis.Redis:

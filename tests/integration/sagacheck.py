@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import act, effects
-from workflows import Workflow, start
-from workflows.runtime.graph import StepGraph
-from workflows.store.records import RunRecord
 
 
 def new_log() -> str:

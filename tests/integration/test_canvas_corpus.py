@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.runtime.graph import StepGraph
 from tests.integration.corpus import SHAPES
-from workflows import Workflow, start
-from workflows.runtime.graph import StepGraph
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from celery import chain, chord, group
 
+from canvasflow.workflows import compensate, get_run, map_reduce, undo
+from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import effects, items, square, total
 from tests.integration.sagacheck import assert_rolled_back, new_log, run_saga, step_of
-from workflows import compensate, get_run, map_reduce, undo
-from workflows.runtime.context import runtime
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -176,12 +176,12 @@ def test_duplicate_errbacks_racing_for_one_failure_start_one_rollback(worker):
     """Six copies of the errback for one failed step, at once: one rollback, one undo each."""
     import threading
 
-    from workflows import start, wait_signal
-    from workflows.runtime.failure import fail_step
+    from canvasflow.workflows import start, wait_signal
+    from canvasflow.workflows.runtime.failure import fail_step
 
     log = new_log()
     s = step_of(log)
-    from workflows import Workflow
+    from canvasflow.workflows import Workflow
 
     wf = Workflow(f"t.saga.race.{log[-8:]}", "1", build=lambda: chain(s("a"), s("b"), wait_signal("never")))
     run = start(wf.name)
@@ -212,7 +212,10 @@ def test_cli_undo_compensate_and_check(worker):
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "canvasflow.workflows.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     log = new_log()

@@ -17,10 +17,10 @@ import port_for
 import pytest
 from celery import chain, chord, group
 
-from config.celery_app import app
-from config.settings import get_settings
+from canvasflow.config.celery_app import app
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.demo import add, fetch_order, mul, xsum
 from tests.harness.workers import WorkerProcess
-from workers.demo import add, fetch_order, mul, xsum
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,8 +121,8 @@ def test_flower_lists_the_tasks_that_ran(worker: WorkerProcess, flower: str) -> 
 
 CHECK_BROKER = textwrap.dedent("""
     import json, time
-    from config.celery_app import check_broker
-    from config.errors import BrokerUnavailable
+    from canvasflow.config.celery_app import check_broker
+    from canvasflow.config.errors import BrokerUnavailable
 
     began = time.monotonic()
     try:

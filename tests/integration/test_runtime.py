@@ -11,10 +11,10 @@ import uuid
 import pytest
 from celery import chain, chord
 
-from config.celery_app import app
-from config.errors import DefinitionError, InputError, ResumeRefused, RunNotFound, WorkflowNotFound
-from workers.demo import add, echo, gate, open_gate, sleep
-from workflows import (
+from canvasflow.config.celery_app import app
+from canvasflow.config.errors import DefinitionError, InputError, ResumeRefused, RunNotFound, WorkflowNotFound
+from canvasflow.workers.demo import add, echo, gate, open_gate, sleep
+from canvasflow.workflows import (
     Workflow,
     cancel,
     get_run,
@@ -25,7 +25,7 @@ from workflows import (
     start,
     wait_signal,
 )
-from workflows.definition import registry
+from canvasflow.workflows.definition import registry
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -108,7 +108,7 @@ def test_start_by_plain_celery_message_without_step_code(worker):
         "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": 3}}
     ).get(timeout=30)
     record = get_run(reply["run_id"])
-    from workflows.client import Run
+    from canvasflow.workflows.client import Run
 
     assert Run(record.id).wait(30).result == "order 3: total 54"
     refused = app.send_task(
@@ -128,7 +128,7 @@ def test_failed_run_resumes_from_where_it_stopped(worker):
     assert [s.status for s in failed.steps] == ["succeeded", "succeeded", "failed", "pending"]
     gate_step = failed.step("2.gate")
     assert gate_step.attempts == 1 and gate_step.worker and gate_step.started_at and gate_step.finished_at
-    from workflows.runtime.context import runtime
+    from canvasflow.workflows.runtime.context import runtime
 
     failures = [e for e in runtime().store.events(failed.id) if e["event"] == "step.failed"]
     assert [e["step_id"] for e in failures] == ["2.gate"]
@@ -200,7 +200,7 @@ def test_failing_sub_workflow_fails_its_parent_step(worker):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "canvasflow.workflows.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 
@@ -229,7 +229,7 @@ def test_cli_bad_input_is_one_clear_line(worker):
 
 def test_failure_in_a_chord_nested_in_a_chord_header_ends_the_run(worker):
     """Celery 5.7 leaves the outer chord PENDING for good here; a run always ends."""
-    from workers.demo import fail, xsum
+    from canvasflow.workers.demo import fail, xsum
 
     inner = chord([add.s(1, 1), fail.s()], xsum.s())
     wf = Workflow(unique("t.nested.fail"), "1", build=lambda: chord([inner, add.s(2, 2)], echo.s()))
@@ -251,7 +251,7 @@ def test_a_step_returning_something_that_is_not_json_fails_clearly(worker):
 
 
 def test_starting_a_run_records_its_definition_version(worker):
-    from workflows.runtime.context import runtime
+    from canvasflow.workflows.runtime.context import runtime
 
     wf = Workflow(unique("t.versioned"), "7", build=_typed_build)
     start(wf.name, {"x": 1}).wait(30)

@@ -9,9 +9,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from workflows.store.models import Base
-from workflows.store.schema import current_revision, head_revision
-from workflows.store.sql import SqlRunStore, store_for
+from canvasflow.workflows.store.models import Base
+from canvasflow.workflows.store.schema import current_revision, head_revision
+from canvasflow.workflows.store.sql import SqlRunStore, store_for
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from workers.step import step
+from canvasflow.workers.step import step
 
 
 @step(name="timing.sleep", capability="timing")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from celery import chain, chord, group
 
-from config.celery_app import app
-from config.errors import DefinitionError, InputError
-from workers.demo import add, echo, mul, xsum
-from workflows.patterns import map_reduce
-from workflows.runtime.compiler import compile_canvas
-from workflows.runtime.graph import StepGraph, resolve
+from canvasflow.config.celery_app import app
+from canvasflow.config.errors import DefinitionError, InputError
+from canvasflow.workers.demo import add, echo, mul, xsum
+from canvasflow.workflows.patterns import map_reduce
+from canvasflow.workflows.runtime.compiler import compile_canvas
+from canvasflow.workflows.runtime.graph import StepGraph, resolve
 
 
 def compiled(canvas):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.errors import DefinitionError
-from workers.demo import add, echo, mul
-from workflows import Workflow, input, result, value
+from canvasflow.config.errors import DefinitionError
+from canvasflow.workers.demo import add, echo, mul
+from canvasflow.workflows import Workflow, input, result, value
 
 
 def test_independent_steps_have_no_dependencies_and_joins_wait_for_both():

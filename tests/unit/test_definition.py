@@ -6,9 +6,9 @@ import pytest
 from celery import chain
 from pydantic import BaseModel
 
-from config.errors import DefinitionError, InputError, WorkflowNotFound
-from workers.demo import add
-from workflows.definition import Workflow, WorkflowRegistry
+from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
+from canvasflow.workers.demo import add
+from canvasflow.workflows.definition import Workflow, WorkflowRegistry
 
 
 def build(x: int, y: int = 2):

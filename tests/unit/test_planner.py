@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from celery import chain
 
-from compensation.planner import compensable_units, plan
-from config.celery_app import app
-from workers.demo import add
-from workflows.patterns import map_reduce
-from workflows.runtime.compiler import compile_canvas
-from workflows.runtime.graph import StepGraph
+from canvasflow.compensation.planner import compensable_units, plan
+from canvasflow.config.celery_app import app
+from canvasflow.workers.demo import add
+from canvasflow.workflows.patterns import map_reduce
+from canvasflow.workflows.runtime.compiler import compile_canvas
+from canvasflow.workflows.runtime.graph import StepGraph
 
 JOURNALS = sorted((Path(__file__).parents[1] / "data" / "journals").glob("*.json"))
 
@@ -53,7 +53,7 @@ def test_fallback_steps_need_no_compensation():
 
 
 def test_map_chunks_are_the_units_and_undo_before_the_items_source():
-    from workers.demo import mul, xsum
+    from canvasflow.workers.demo import mul, xsum
 
     g = compile_canvas(
         map_reduce(mul.s(2), xsum.s(), items_from=add.s(1, 1), chunk_size=2), app, compensation_of=comp

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import SettingsError
-from config.settings import ENV_PREFIX, load_settings
+from canvasflow.config.errors import SettingsError
+from canvasflow.config.settings import ENV_PREFIX, load_settings
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert (s.log_format, s.log_level) == ("json", "INFO")
     assert (s.default_queue, s.control_queue) == ("canvasflow", "canvasflow.control")
     assert s.capabilities == ["default", "demo"]
-    assert s.workflow_modules == ["workflows.demo"]
+    assert s.workflow_modules == ["canvasflow.workflows.demo"]
     assert s.prefetch_multiplier == 1
     assert s.visibility_timeout == 3600
     assert s.result_expires == 86_400
@@ -66,7 +66,7 @@ def test_bad_value_raises_settings_error_naming_the_variable(
 
 
 def test_redact_hides_passwords() -> None:
-    from config.celery_app import redact
+    from canvasflow.config.celery_app import redact
 
     assert redact("redis://:s3cret@db.example:6379/0") == "redis://:***@db.example:6379/0"
     assert redact("redis://alice:s3cret@db.example/2") == "redis://alice:***@db.example/2"
@@ -76,7 +76,7 @@ def test_redact_hides_passwords() -> None:
 
 
 def test_redact_leaves_urls_without_password_alone() -> None:
-    from config.celery_app import redact
+    from canvasflow.config.celery_app import redact
 
     for url in ("redis://127.0.0.1:6379/0", "redis://alice@h:6379/0", "rediss://h/3?x=1"):
         assert redact(url) == url

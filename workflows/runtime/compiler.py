@@ -23,8 +23,8 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 
-from config.errors import DefinitionError, InputError
-from workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
+from canvasflow.config.errors import DefinitionError, InputError
+from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
 
 MAP_TASK = "canvasflow.map"
 SIGNAL_TASK = "canvasflow.wait_signal"
@@ -192,7 +192,7 @@ class CanvasCompiler:
     def _check_task(self, name: str, kind: str) -> None:
         if kind != "task":
             return
-        from workers.step import StepTask
+        from canvasflow.workers.step import StepTask
 
         task = self.app.tasks.get(name)
         if task is not None and not isinstance(task, StepTask):

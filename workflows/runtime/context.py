@@ -14,12 +14,12 @@ from functools import cached_property
 import redis
 from celery import Celery
 
-from config.celery_app import app as celery_app
-from config.settings import Settings, get_settings
-from workflows.runtime.graph import StepGraph
-from workflows.runtime.journal import JournalWriter
-from workflows.runtime.state import RunState
-from workflows.store.sql import SqlRunStore, store_for
+from canvasflow.config.celery_app import app as celery_app
+from canvasflow.config.settings import Settings, get_settings
+from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.journal import JournalWriter
+from canvasflow.workflows.runtime.state import RunState
+from canvasflow.workflows.store.sql import SqlRunStore, store_for
 
 ERRBACK_TASK = "canvasflow.step_failed"
 CHUNK_TASK = "canvasflow.chunk"

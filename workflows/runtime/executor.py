@@ -24,9 +24,9 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
-from workflows.runtime.context import Runtime, runtime
-from workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
-from workflows.runtime.state import ACTIVE
+from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
+from canvasflow.workflows.runtime.state import ACTIVE
 
 log = structlog.get_logger("canvasflow.executor")
 HEADER = "canvasflow"
@@ -79,7 +79,7 @@ def dispatch(
         elif node.kind == "workflow":
             send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
         else:
-            from workflows.runtime import special
+            from canvasflow.workflows.runtime import special
 
             special.dispatch(rt, run_id, generation, node, args, kwargs)
 
@@ -131,7 +131,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
             if claim.run_status == "compensating":
-                from compensation import rollback
+                from canvasflow.compensation import rollback
 
                 rollback.step_settled(rt, run_id)
             raise Ignore()
@@ -163,7 +163,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
         else:
-            from workflows.runtime import special
+            from canvasflow.workflows.runtime import special
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
         return result
@@ -184,7 +184,7 @@ def _fallback(
     rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException, info: dict[str, Any]
 ) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
-    from compensation.rollback import mark_not_needed
+    from canvasflow.compensation.rollback import mark_not_needed
 
     log.warning("step failed; continuing with its fallback", error=str(exc))
     info["finished_at"] = _now().isoformat()
@@ -216,7 +216,7 @@ def complete(
     if done.run_status == "finished":
         finish_run(rt, run_id, gen, graph)
     elif done.run_status not in ACTIVE:
-        from compensation import rollback
+        from canvasflow.compensation import rollback
 
         rollback.late_completion(rt, run_id, step_id, done.run_status)
 
@@ -244,14 +244,14 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     """The last step completed: compute the run's result, journal it, wake waiters, tell a parent."""
     results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
     value = resolve(graph.result, results)
-    from workflows.runtime.journal import sync_steps
+    from canvasflow.workflows.runtime.journal import sync_steps
 
     sync_steps(rt, run_id)
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.result_expires)
-        from workflows.runtime import special
+        from canvasflow.workflows.runtime import special
 
         special.child_finished(rt, run_id, value)
 

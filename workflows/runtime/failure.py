@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 from celery.utils.functional import arity_greater
 
-from workflows.runtime.context import Runtime, runtime
-from workflows.runtime.executor import HEADER, error_info
-from workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.executor import HEADER, error_info
+from canvasflow.workflows.runtime.graph import StepGraph
 
 log = structlog.get_logger("canvasflow.failure")
 
@@ -79,18 +79,18 @@ def fail_step(
             rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
-            from compensation import rollback
+            from canvasflow.compensation import rollback
 
             rollback.step_settled(rt, run_id)
             return
         # Redis decided; the journal follows (a racing sibling's rollback may close it first)
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
-        from workflows.runtime.journal import sync_steps
+        from canvasflow.workflows.runtime.journal import sync_steps
 
         sync_steps(rt, run_id)
         rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         if target == "compensating":
-            from compensation import rollback
+            from canvasflow.compensation import rollback
 
             rollback.begin(rt, run_id, gen)
         else:

@@ -20,8 +20,8 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from workflows.runtime.state import as_text
-from workflows.store.sql import SqlRunStore
+from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.store.sql import SqlRunStore
 
 
 class JournalWriter:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.runtime.context import CHUNK_TASK, Runtime
-from workflows.runtime.executor import complete, encode_result, send_step
-from workflows.runtime.graph import StepNode
+from canvasflow.workflows.runtime.context import CHUNK_TASK, Runtime
+from canvasflow.workflows.runtime.executor import complete, encode_result, send_step
+from canvasflow.workflows.runtime.graph import StepNode
 
 
 def dispatch(
@@ -60,7 +60,7 @@ def chunk_completed(
     encoded: str,
     info: dict[str, Any],
 ) -> None:
-    from workflows.runtime.executor import journal_success
+    from canvasflow.workflows.runtime.executor import journal_success
 
     left = rt.state.chunk_done(run_id, step_id, index, encoded)
     if left < 0:

@@ -14,8 +14,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Table, bindparam, create_engine, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from workflows.store.models import DefinitionRow, EventRow, RunRow, SignalRow, StepRow
-from workflows.store.records import RunRecord, StepRecord
+from canvasflow.workflows.store.models import DefinitionRow, EventRow, RunRow, SignalRow, StepRow
+from canvasflow.workflows.store.records import RunRecord, StepRecord
 
 
 def now() -> datetime:
@@ -305,7 +305,7 @@ def store_for(url: str) -> SqlRunStore:
     """One store per process and URL (a forked worker child builds its own engine)."""
     key = (os.getpid(), url)
     if key not in _stores:
-        from workflows.store.schema import ensure_schema
+        from canvasflow.workflows.store.schema import ensure_schema
 
         store = SqlRunStore(url)
         ensure_schema(store.engine)

@@ -1,0 +1,80 @@
+"""canvasflow: workflows on Celery, journaled, compensated and resumable.
+
+The public API::
+
+    from canvasflow import step, compensates, Workflow, start, get_run, resume, cancel, signal
+
+The repository keeps its parts in top-level folders (``config/``, ``workers/``,
+``workflows/``, ``compensation/``); installed, they are the subpackages
+``canvasflow.config``, ``canvasflow.workers``, ``canvasflow.workflows`` and
+``canvasflow.compensation`` (this folder links them in), so nothing generic lands at the
+top of site-packages. Workers run ``celery -A canvasflow.app worker``.
+"""
+
+from canvasflow.compensation import compensates
+from canvasflow.config.errors import (
+    BrokerUnavailable,
+    CanvasflowError,
+    CompensationError,
+    DefinitionError,
+    InputError,
+    ResumeRefused,
+    RoutingError,
+    RunNotFound,
+    RunStateError,
+    SettingsError,
+    WorkflowNotFound,
+)
+from canvasflow.workers import step
+from canvasflow.workflows import (
+    Run,
+    Workflow,
+    cancel,
+    compensate,
+    get_run,
+    input,
+    list_runs,
+    map_reduce,
+    pipeline,
+    result,
+    resume,
+    scatter_gather,
+    signal,
+    start,
+    undo,
+    value,
+    wait_signal,
+)
+
+__all__ = [
+    "BrokerUnavailable",
+    "CanvasflowError",
+    "CompensationError",
+    "DefinitionError",
+    "InputError",
+    "ResumeRefused",
+    "RoutingError",
+    "Run",
+    "RunNotFound",
+    "RunStateError",
+    "SettingsError",
+    "Workflow",
+    "WorkflowNotFound",
+    "cancel",
+    "compensate",
+    "compensates",
+    "get_run",
+    "input",
+    "list_runs",
+    "map_reduce",
+    "pipeline",
+    "result",
+    "resume",
+    "scatter_gather",
+    "signal",
+    "start",
+    "step",
+    "undo",
+    "value",
+    "wait_signal",
+]
