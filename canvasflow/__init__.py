@@ -2,7 +2,7 @@
 
 The public API::
 
-    from canvasflow import step, compensates, Workflow, start, get_run, resume, cancel, signal
+    from canvasflow import step, compensates, Workflow, start, get_run, resume, cancel, signal, context
 
 The repository keeps its parts in top-level folders (``config/``, ``workers/``,
 ``workflows/``, ``compensation/``); installed, they are the subpackages
@@ -45,13 +45,16 @@ from canvasflow.workflows import (
     value,
     wait_signal,
 )
+from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
 
 __all__ = [
     "BrokerUnavailable",
     "CanvasflowError",
     "CompensationError",
     "DefinitionError",
+    "ExecutionContext",
     "InputError",
+    "NoContext",
     "ResumeRefused",
     "RoutingError",
     "Run",
@@ -63,6 +66,7 @@ __all__ = [
     "cancel",
     "compensate",
     "compensates",
+    "context",
     "get_run",
     "input",
     "list_runs",

@@ -7,9 +7,8 @@ step's journaled result, then the step's original arguments:
     def refund(charge_result, order):
         ...
 
-It runs on the compensated step's capability queue unless given ``queue=``. When the
-runtime dispatches it, it runs at most once per step (a redelivered message does not run
-it twice; see CompensationTask).
+It runs on the compensated step's capability queue unless given ``queue=``, at least
+once per step: a delivery interrupted by a crash runs again (see compensation.delivery).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ COMP_HEADER = "canvasflow_comp"
 
 
 class CompensationTask(Task):
-    """Base class of compensation tasks: journaled, at most once per step, when run by canvasflow."""
+    """Base class of compensation tasks: journaled, at least once per step, when run by canvasflow."""
 
     abstract = True
 
@@ -35,7 +34,7 @@ class CompensationTask(Task):
         ref = self.request.get(COMP_HEADER) if self.request else None
         if not ref:
             return self.run(*args, **kwargs)
-        from canvasflow.compensation.rollback import run_compensation
+        from canvasflow.compensation.delivery import run_compensation
 
         return run_compensation(self, ref, args, kwargs)
 
@@ -48,9 +47,16 @@ def compensates(
     retry_backoff: bool | int = True,
     retry_backoff_max: int = 300,
     queue: str | None = None,
+    at_most_once: bool = False,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Task]:
-    """Register the decorated function as the compensation of ``step`` (a step task or its name)."""
+    """Register the decorated function as the compensation of ``step`` (a step task or its name).
+
+    A compensation runs at least once: one interrupted by a crash runs again, with the same
+    ``context().idempotency_key`` (``<run>:<step>:undo``), so the author can make its effect
+    happen once. ``at_most_once=True`` is for compensations that must never repeat: an
+    interrupted one is recorded as ``compensation_failed`` (type ``Interrupted``) instead,
+    for an operator to check and retry with ``canvasflow compensate RUN``."""
     step_name = step if isinstance(step, str) else step.name
 
     def decorate(fn: Callable[..., Any]) -> Task:
@@ -61,6 +67,7 @@ def compensates(
             base=CompensationTask,
             compensates=step_name,
             explicit_queue=queue,
+            at_most_once=at_most_once,
             **autoretry(retries, (Exception,), retry_backoff, retry_backoff_max),
             **options,
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from canvasflow.workflows.runtime.graph import StepGraph
 
-IN_FLIGHT = frozenset({"queued", "running"})
+IN_FLIGHT = frozenset({"queued", "running", "retrying"})
 SETTLED = frozenset({"compensated", "compensation_failed", "not_needed"})
 
 

@@ -10,16 +10,17 @@ compensation failed after its retries (the others still ran).
 from __future__ import annotations
 
 import json
-import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from celery import Task
-from celery.exceptions import Retry
 
+from canvasflow.compensation.claims import RollbackClaims, parse_stamp
 from canvasflow.compensation.decorator import COMP_HEADER
+from canvasflow.compensation.leases import Leases, holder_dead, holder_id
 from canvasflow.compensation.planner import node_of, plan
-from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, resolve
 from canvasflow.workflows.runtime.state import as_text
 
@@ -27,17 +28,35 @@ log = structlog.get_logger("canvasflow.compensation")
 CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
 
 
-def _comp_key(rt: Runtime, run_id: str) -> str:
+@dataclass(frozen=True)
+class _Tools:
+    claims: RollbackClaims
+    leases: Leases
+
+
+_tools_by_runtime: dict[int, _Tools] = {}
+
+
+def rollback_tools(rt: Runtime) -> _Tools:
+    """This process's claim scripts and lease keeper (one per runtime)."""
+    tools = _tools_by_runtime.get(id(rt))
+    if tools is None:
+        tools = _Tools(RollbackClaims(rt.redis), Leases(rt.redis, rt.settings.compensation_lease_ttl))
+        _tools_by_runtime[id(rt)] = tools
+    return tools
+
+
+def comp_key(rt: Runtime, run_id: str) -> str:
     return rt.state.key(run_id, "comp")
 
 
 def comp_states(rt: Runtime, run_id: str) -> dict[str, str]:
-    raw = rt.redis.hgetall(_comp_key(rt, run_id))
+    raw = rt.redis.hgetall(comp_key(rt, run_id))
     return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
 def mark_not_needed(rt: Runtime, run_id: str, unit: str) -> None:
-    rt.redis.hset(_comp_key(rt, run_id), unit, "not_needed")
+    rt.redis.hset(comp_key(rt, run_id), unit, "not_needed")
 
 
 # -- triggers ----------------------------------------------------------------------------
@@ -70,15 +89,41 @@ def _generation(rt: Runtime, run_id: str) -> int:
 # -- the loop ------------------------------------------------------------------------------
 def progress(rt: Runtime, run_id: str, gen: int) -> None:
     graph = rt.graph(run_id, gen)
-    p = plan(graph, rt.state.step_states(run_id), comp_states(rt, run_id))
+    states = comp_states(rt, run_id)
+    p = plan(graph, rt.state.step_states(run_id), states)
+    tools = rollback_tools(rt)
+    me = holder_id()
+    ckey, disp_key = comp_key(rt, run_id), rt.state.key(run_id, "compdisp")
     for unit in p.ready:
-        if rt.redis.hsetnx(_comp_key(rt, run_id), unit, "dispatched"):
+        if tools.claims.mark_dispatched(ckey, disp_key, unit, me):
             _dispatch(rt, run_id, gen, graph, unit)
+    for unit in _stranded(rt, run_id, [u for u in p.waiting if states.get(u) == "dispatched"]):
+        log.warning("compensation published again: its publisher died or it was never picked up", unit=unit)
+        _dispatch(rt, run_id, gen, graph, unit, again=True)
     if p.done:
         _close(rt, run_id, failed=p.failed)
 
 
-def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -> None:
+def _stranded(rt: Runtime, run_id: str, dispatched: list[str]) -> list[str]:
+    """Units marked dispatched whose message may never have left (publisher dead) or was lost
+    (not claimed in time); each is taken over by one caller, and a duplicate is harmless."""
+    if not dispatched:
+        return []
+    disp_key = rt.state.key(run_id, "compdisp")
+    seen = rt.redis.hmget(disp_key, dispatched)
+    limit = rt.settings.compensation_redispatch_after
+    out = []
+    for unit, raw in zip(dispatched, seen, strict=True):
+        stamp = parse_stamp(raw)
+        by, at = str(stamp.get("by", "")), float(stamp.get("at", 0))
+        if (holder_dead(by) or time.time() - at > limit) and rollback_tools(rt).claims.take_over_dispatch(
+            comp_key(rt, run_id), disp_key, unit, as_text(raw) if raw else "", holder_id()
+        ):
+            out.append(unit)
+    return out
+
+
+def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str, again: bool = False) -> None:
     node = graph.steps[node_of(unit)]
     assert node.compensation is not None
     comp_task = rt.app.tasks.get(node.compensation)
@@ -86,7 +131,8 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str) -
     results = rt.state.results(run_id, sorted(node.reads() | {node.id}))
     args = [resolve(a, results) for a in node.args]
     kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
-    attempt = rt.redis.hincrby(rt.state.key(run_id, "compround"), unit, 1)
+    round_key = rt.state.key(run_id, "compround")
+    attempt = int(rt.redis.hget(round_key, unit) or 1) if again else rt.redis.hincrby(round_key, unit, 1)
     header = {"run": run_id, "unit": unit, "gen": gen, "round": attempt}
     options: dict[str, Any] = {
         "task_id": f"{run_id}-{unit}-comp{attempt}-g{gen}",
@@ -134,58 +180,11 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
     close_failed(rt, run_id, {"message": f"run {final}"})
 
 
-# -- the compensation task's side --------------------------------------------------------------
-def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
-    """One delivery of a compensation: claimed once per (unit, retry), journaled, then progress."""
-    rt = runtime()
-    run_id, unit, gen = ref["run"], ref["unit"], int(ref["gen"])
-    req = task.request
-    claim_field = f"{unit}:{ref.get('round', 1)}:{req.retries or 0}"
-    with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=unit, compensation=task.name):
-        holder = f"{req.hostname}:{os.getpid()}"
-        if not rt.redis.hsetnx(rt.state.key(run_id, "compclaim"), claim_field, holder):
-            if comp_states(rt, run_id).get(unit) in ("compensated", "compensation_failed"):
-                return None
-            log.warning("compensation delivered again; not run twice")
-            _finish(
-                rt,
-                run_id,
-                unit,
-                gen,
-                "compensation_failed",
-                error={
-                    "type": "Interrupted",
-                    "retryable": True,
-                    "message": "the compensation was interrupted and may not have finished: "
-                    "check, then `canvasflow compensate RUN`",
-                },
-            )
-            return None
-        rt.redis.hset(_comp_key(rt, run_id), unit, "running")
-        try:
-            out = task.run(*args, **kwargs)
-        except Retry:
-            rt.journal.record_step(run_id, unit, "compensation.retry")
-            raise
-        except Exception as exc:
-            _finish(
-                rt,
-                run_id,
-                unit,
-                gen,
-                "compensation_failed",
-                error={"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1},
-            )
-            raise
-        _finish(rt, run_id, unit, gen, "compensated")
-        return out
-
-
-def _finish(
+def finish_unit(
     rt: Runtime, run_id: str, unit: str, gen: int, status: str, error: dict[str, Any] | None = None
 ) -> None:
     p = rt.redis.pipeline(transaction=True)
-    p.hset(_comp_key(rt, run_id), unit, status)
+    p.hset(comp_key(rt, run_id), unit, status)
     if error:
         p.hset(rt.state.key(run_id, "comperr"), unit, json.dumps(error))
     p.execute()

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     broker_timeout: float = Field(default=3.0, gt=0)
     # seconds a worker process gathers step records before writing them in one transaction
     journal_interval: float = Field(default=0.05, ge=0)
+    # a running compensation's lease: gone this many seconds after its process died
+    compensation_lease_ttl: float = Field(default=10.0, ge=1)
+    # a compensation published but not picked up after this many seconds is published again
+    compensation_redispatch_after: float = Field(default=60.0, ge=1)
+    # deliveries of one compensation attempt interrupted by crashes before it counts as failed
+    compensation_max_deliveries: int = Field(default=5, ge=1)
 
     @property
     def redis_state_url(self) -> str:

@@ -92,9 +92,22 @@ def _launch(
         pending=pending,
         completed={},
         left=len(graph.steps),
+        labels=run_labels(wf.name, wf.version, parent_run_id, parent_step),
     )
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     _go(rt, run_id, 1, graph, graph.roots())
+
+
+def run_labels(
+    workflow: str, version: str, parent_run_id: str | None, parent_step: str | None
+) -> dict[str, str]:
+    """What a step's ``context()`` reads of its run without a SQL query (kept in Redis)."""
+    return {
+        "workflow": workflow,
+        "version": version,
+        "parent_run": parent_run_id or "",
+        "parent_step": parent_step or "",
+    }
 
 
 _recorded: set[tuple[int, str, str]] = set()
@@ -179,6 +192,7 @@ def resume(run_id: str) -> RunRecord:
         pending=pending,
         completed={k: json.dumps(v) for k, v in completed.items()},
         left=len(todo),
+        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
     )
     log.info("run resumed", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
     _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
@@ -255,6 +269,7 @@ def _rehydrate(rt: Runtime, record: RunRecord) -> None:
         completed=completed,
         left=0,
         status=record.status,
+        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
     )
 
 

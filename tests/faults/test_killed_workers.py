@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from celery import chain
 
-from canvasflow.workflows import Workflow, compensate, start
+from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import effects
 from tests.integration.sagacheck import new_log, step_of
@@ -111,24 +111,3 @@ def test_duplicate_of_a_completed_step_changes_nothing(celery_worker_factory):
     time.sleep(1.5)
     assert effects(log) == ["do:a", "do:b"]
     assert rt.store.get_run(run.id).status == "succeeded"
-
-
-def test_compensation_killed_midway_is_not_run_twice(celery_worker_factory):
-    """At most once: the redelivered compensation is recorded as interrupted, not re-run;
-    `compensate` runs it again on purpose."""
-    celery_worker_factory(queues=QUEUES, concurrency=2)
-    log = new_log()
-    s = step_of(log)
-    run = start(workflow(lambda: chain(s("a", comp_sleep=2.0), s("b", fail=True))))
-    rt = runtime()
-    key = rt.state.key(run.id, "compclaim")
-    holder = wait_for(lambda: rt.redis.hget(key, "0.act:1:0"))
-    os.kill(int(holder.decode().rsplit(":", 1)[1]), signal.SIGKILL)
-
-    record = run.wait(60)
-    assert record.status == "compensation_failed"
-    assert record.step("0.act").compensation_error["type"] == "Interrupted"
-    assert effects(log).count("undo:a") == 0
-
-    assert compensate(run.id).wait(60).status == "compensated"
-    assert effects(log).count("undo:a") == 1

@@ -25,6 +25,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.state import ACTIVE
 
@@ -141,11 +142,25 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 recover(rt, run_id, step_id, gen)
             return None
         info["attempt"] = claim.attempt
+        if claim.run_status == "compensating":
+            log.warning("step redelivered during the rollback: running it to completion to compensate it")
+        ctx = ExecutionContext(
+            run_id,
+            claim_id,
+            gen,
+            claim.attempt,
+            step_key(run_id, claim_id, gen),
+            info["queue"],
+            info["worker"],
+            _rt=rt,
+        )
         try:
-            result = task.run(*args, **kwargs)
+            with executing(ctx):
+                result = task.run(*args, **kwargs)
             info["finished_at"] = _now().isoformat()
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
         except Retry:
+            rt.state.mark_retrying(run_id, claim_id)
             raise
         except Exception as exc:
             partial = getattr(exc, "canvasflow_partial", None)
@@ -261,8 +276,13 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
     graph = rt.graph(run_id, gen)
     states = rt.state.step_states(run_id)
     stuck = [s for s in graph.successors(step_id) if states.get(s) == "queued"]
-    if rt.state.status(run_id) in ACTIVE:
+    status = rt.state.status(run_id)
+    if status in ACTIVE:
         dispatch(rt, run_id, gen, graph, stuck)
+    elif status == "compensating":  # the first delivery may have died before moving the rollback on
+        from canvasflow.compensation import rollback
+
+        rollback.step_settled(rt, run_id)
     record = rt.store.get_run(run_id)
     if record is None:
         return

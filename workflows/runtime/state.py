@@ -29,13 +29,24 @@ local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'succeeded' then return {'done', status or ''} end
 if gen ~= ARGV[2] then return {'skip', 'stale'} end
 if status ~= 'running' and status ~= 'waiting' then
-  if cur == 'queued' or cur == 'running' then redis.call('HSET', KEYS[2], ARGV[1], 'skipped') end
-  return {'skip', status or ''}
+  -- a delivery that died mid-body may have applied its effect: during a rollback it runs to
+  -- completion (its idempotency key makes that safe) and is then compensated like any other
+  if not (status == 'compensating' and cur == 'running') then
+    if cur == 'queued' or cur == 'running' or cur == 'retrying' then
+      redis.call('HSET', KEYS[2], ARGV[1], 'skipped')
+    end
+    return {'skip', status or ''}
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[1], 'running')
 local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
 return {'run', status, n}
+"""
+
+_RETRYING = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'running' then redis.call('HSET', KEYS[1], ARGV[1], 'retrying') end
+return 1
 """
 
 _COMPLETE = """
@@ -86,7 +97,9 @@ return 0
 
 _REVOKED = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur == 'queued' or cur == 'running' then redis.call('HSET', KEYS[1], ARGV[1], 'revoked') end
+if cur == 'queued' or cur == 'running' or cur == 'retrying' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'revoked')
+end
 return 1
 """
 
@@ -124,6 +137,7 @@ class RunState:
         self._transition = client.register_script(_TRANSITION)
         self._chunk = client.register_script(_CHUNK)
         self._revoked = client.register_script(_REVOKED)
+        self._retrying = client.register_script(_RETRYING)
 
     def key(self, run_id: str, part: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:{part}"
@@ -139,6 +153,7 @@ class RunState:
         completed: dict[str, str],
         left: int,
         status: str = "running",
+        labels: dict[str, str] | None = None,
     ) -> None:
         """Write a run's state: join counters of waiting steps, results of completed ones."""
         k = self.key
@@ -151,7 +166,8 @@ class RunState:
             p.hset(k(run_id, "res"), mapping=cast(dict[Any, Any], completed))
             p.hset(k(run_id, "st"), mapping=dict.fromkeys(completed, "succeeded"))
         p.set(k(run_id, "left"), left)
-        p.hset(k(run_id, "meta"), mapping={"status": status, "gen": str(generation)})
+        meta: dict[Any, Any] = {**(labels or {}), "status": status, "gen": str(generation)}
+        p.hset(k(run_id, "meta"), mapping=meta)
         p.execute()
 
     def graph_json(self, run_id: str) -> str | None:
@@ -186,6 +202,10 @@ class RunState:
     def transition(self, run_id: str, expected: tuple[str, ...], new: str) -> bool:
         return bool(self._transition(keys=[self.key(run_id, "meta")], args=[new, *expected]))
 
+    def mark_retrying(self, run_id: str, step_id: str) -> None:
+        """The step's attempt failed and a retry is on its way: nothing of this attempt completed."""
+        self._retrying(keys=[self.key(run_id, "st")], args=[step_id])
+
     def mark_revoked(self, run_id: str, step_id: str) -> None:
         """A revoked step will not complete (unless it already did)."""
         self._revoked(keys=[self.key(run_id, "st")], args=[step_id])
@@ -211,6 +231,10 @@ class RunState:
         return {int(i): json.loads(v) for i, v in raw.items()}
 
     # -- reads -----------------------------------------------------------------------
+    def labels(self, run_id: str) -> dict[str, str]:
+        """The run's meta fields: status, generation, workflow, version, parent."""
+        return {as_text(a): as_text(b) for a, b in self.r.hgetall(self.key(run_id, "meta")).items()}
+
     def status(self, run_id: str) -> str | None:
         raw = self.r.hget(self.key(run_id, "meta"), "status")
         return as_text(raw) if raw is not None else None
@@ -259,6 +283,8 @@ class RunState:
             "compclaim",
             "compround",
             "comperr",
+            "compdisp",
+            "data",
         )
         p = self.r.pipeline()
         for part in parts:
