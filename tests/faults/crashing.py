@@ -128,3 +128,42 @@ def _progress_then_die(rt: Any, run_id: str, gen: int) -> None:
 if os.environ.get("CF_TEST_KILLPOINTS") == "1":  # set only for the workers of kill-point tests
     rollback._dispatch = _dispatch_then_die
     rollback.progress = _progress_then_die
+
+
+# ---- a step that reports its execution context ------------------------------------------------
+@step(name="crash.probe", capability="demo")
+def probe(*parents: Any, note: str = "") -> dict[str, Any]:
+    """Returns what ``context()`` says, writes run metadata, and logs one line."""
+    import structlog
+
+    ctx = context()
+    seen = dict(ctx.metadata)
+    ctx.metadata[f"seen_by_{ctx.step_id}"] = note
+    structlog.get_logger("tests.probe").info("probe ran", note=note)
+    return {
+        "run_id": ctx.run_id,
+        "step_id": ctx.step_id,
+        "generation": ctx.generation,
+        "attempt": ctx.attempt,
+        "key": ctx.idempotency_key,
+        "workflow": ctx.workflow,
+        "version": ctx.version,
+        "queue": ctx.queue,
+        "worker": ctx.worker,
+        "parent_run_id": ctx.parent_run_id,
+        "parent_step": ctx.parent_step,
+        "lineage": [list(x) for x in ctx.lineage],
+        "metadata_before": seen,
+    }
+
+
+def _ctx_parent() -> Any:
+    from celery import chain
+
+    return chain(probe.s(note="first"), probe.s(note="second"), ctx_child.s())
+
+
+from canvasflow.workflows.definition import Workflow  # noqa: E402  (the probe's workflows)
+
+ctx_child = Workflow("tests.ctx.child", "3", build=lambda: probe.s(note="child"))
+ctx_parent = Workflow("tests.ctx.parent", "2", build=_ctx_parent)
