@@ -41,6 +41,9 @@ def configure(celery: Celery, s: Settings) -> None:
             "visibility_timeout": s.visibility_timeout,
             "unacked_restore_interval": s.unacked_restore_interval,
             "unacked_restore_throttle": 1,
+            # kombu holds a global lock while it restores; a worker killed holding it would
+            # stop every restore for kombu's default 300 s
+            "unacked_mutex_expire": s.unacked_mutex_expire,
             "socket_connect_timeout": s.broker_timeout,
             "socket_timeout": max(s.broker_timeout, 5.0),
         },

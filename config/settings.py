@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3_600, ge=1)
     # seconds between a worker's sweeps for messages a dead worker left unacknowledged
     unacked_restore_interval: int = Field(default=10, ge=1)
+    # seconds kombu's restore lock outlives a worker killed while holding it (kombu: 300)
+    unacked_mutex_expire: int = Field(default=15, ge=1)
     broker_timeout: float = Field(default=3.0, gt=0)
     # seconds a worker process gathers step records before writing them in one transaction
     journal_interval: float = Field(default=0.05, ge=0)

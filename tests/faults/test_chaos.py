@@ -1,0 +1,132 @@
+"""Chaos: many runs of a saga while worker processes are SIGKILLed at random moments.
+
+50 runs of a 10-step workflow (a chain around a chord, every step compensable), a third of
+them failing on purpose at their last step, on two workers whose pool processes (and now
+and then a whole worker) are killed every 1-3 s and replaced. What must hold afterwards:
+every run ends (``succeeded``, or ``compensated`` for those that failed on purpose), every
+step's side effect happened exactly once, and in a compensated run every completed step was
+undone exactly once (the steps and compensations use their idempotency keys). The time from
+start to end of each run is printed (median and worst): docs/reliability.md quotes it.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import statistics
+import threading
+import time
+import uuid
+
+import pytest
+from celery import chain, chord
+
+from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.client import Run
+from tests.faults.crashing import keyed
+from tests.faults.test_compensation_crashes import QUEUES, worker_env
+from tests.integration.saga import effects
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults]
+
+RUNS = 50
+LABELS = ["a", "b1", "b2", "b3", "b4", "c", "d", "e", "f", "g"]
+
+
+def saga(log: str, fail: bool):
+    k = dict(log=log, sleep=0.05)
+    return chain(
+        keyed.s(label="a", **k),
+        chord([keyed.s(label=f"b{i}", **k) for i in range(1, 5)], keyed.s(label="c", **k)),
+        keyed.s(label="d", **k),
+        keyed.s(label="e", **k),
+        keyed.s(label="f", **k),
+        keyed.s(label="g", fail=fail, **k),
+    )
+
+
+@pytest.mark.timeout(480)
+def _explain(run_id: str) -> str:
+    from canvasflow.compensation.rollback import comp_states
+    from canvasflow.workflows.runtime.context import runtime
+
+    rt = runtime()
+    return f"{Run(run_id).status}: steps {rt.state.step_states(run_id)} comps {comp_states(rt, run_id)}"
+
+
+def test_fifty_sagas_under_random_kills_all_end_with_effects_once(celery_worker_factory):
+    env = worker_env()
+    workers = [celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env) for _ in range(2)]
+    rng = random.Random(20261129)
+    stop = threading.Event()
+    kills = {"pool": 0, "worker": 0}
+
+    def chaos() -> None:
+        while not stop.wait(rng.uniform(1.0, 3.0)):
+            alive = [w for w in workers if w.alive]
+            if rng.random() < 0.2 and alive:  # a whole worker dies; another takes its place
+                victim = rng.choice(alive)
+                victim.kill_group(signal.SIGKILL)
+                kills["worker"] += 1
+                workers.remove(victim)
+                workers.append(celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env))
+            elif alive:
+                w = rng.choice(alive)
+                if w.pool_pids:
+                    w.kill_child(signal.SIGKILL)
+                    kills["pool"] += 1
+
+    tag = uuid.uuid4().hex[:6]
+    plans: list[tuple[str, str, bool, float]] = []
+    wfs = {
+        fail: Workflow(f"t.chaos.{tag}.{fail}", "1", build=lambda log, fail=fail: saga(log, fail))
+        for fail in (False, True)
+    }
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    try:
+        for i in range(RUNS):
+            fail = i % 3 == 2
+            log = f"chaos:{tag}:{i}"
+            plans.append((start(wfs[fail].name, {"log": log}).id, log, fail, time.monotonic()))
+            time.sleep(0.1)
+        ended: dict[str, float] = {}
+        deadline = time.monotonic() + 240
+        while len(ended) < RUNS and time.monotonic() < deadline:
+            for run_id, _, _, _ in plans:
+                if run_id not in ended and Run(run_id).status in (
+                    "succeeded",
+                    "compensated",
+                    "failed",
+                    "compensation_failed",
+                    "cancelled",
+                ):
+                    ended[run_id] = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(10)
+
+    stuck = {run_id: _explain(run_id) for run_id, *_ in plans if run_id not in ended}
+    assert not stuck, f"runs that never ended: {stuck} (kills: {kills})"
+    durations = []
+    for run_id, log, fail, started in plans:
+        record = Run(run_id).record
+        entries = effects(log)
+        done = [e[3:] for e in entries if e.startswith("do:")]
+        undone = [e[5:] for e in entries if e.startswith("undo:")]
+        assert len(done) == len(set(done)), f"{run_id}: a step's effect happened twice: {entries}"
+        assert len(undone) == len(set(undone)), f"{run_id}: compensated twice: {entries}"
+        if fail:
+            assert record.status == "compensated", (run_id, record.status, record.error)
+            assert sorted(done) == sorted(LABELS[:-1]) and sorted(undone) == sorted(done), entries
+            assert undone.index("a") == len(undone) - 1  # the first step is undone last
+        else:
+            assert record.status == "succeeded", (run_id, record.status, record.error)
+            assert sorted(done) == sorted(LABELS) and not undone, entries
+        durations.append(ended[run_id] - started)
+    print(
+        f"\nchaos: {RUNS} runs, kills {kills}; run time median {statistics.median(durations):.1f}s, "
+        f"worst {max(durations):.1f}s"
+    )
+    assert kills["pool"] + kills["worker"] >= 5, f"too few kills to mean anything: {kills}"
