@@ -15,13 +15,16 @@ it twice; see CompensationTask).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Task
 
 from canvasflow.compensation.registry import registry
-from canvasflow.config.celery_app import app
-from canvasflow.workers.step import autoretry
+from canvasflow.config.celery_app import current_app
+from canvasflow.workers.step import TypedTask, autoretry
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 COMP_HEADER = "canvasflow_comp"
 
@@ -30,6 +33,8 @@ class CompensationTask(Task):
     """Base class of compensation tasks: journaled, at most once per step, when run by canvasflow."""
 
     abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.request.get(COMP_HEADER) if self.request else None
@@ -41,7 +46,7 @@ class CompensationTask(Task):
 
 
 def compensates(
-    step: Task | str,
+    step: TypedTask[Any, Any] | Task | str,
     *,
     name: str | None = None,
     retries: int = 3,
@@ -49,13 +54,13 @@ def compensates(
     retry_backoff_max: int = 300,
     queue: str | None = None,
     **options: Any,
-) -> Callable[[Callable[..., Any]], Task]:
+) -> Callable[[Callable[P, R]], TypedTask[P, R]]:
     """Register the decorated function as the compensation of ``step`` (a step task or its name)."""
     step_name = step if isinstance(step, str) else step.name
 
-    def decorate(fn: Callable[..., Any]) -> Task:
+    def decorate(fn: Callable[P, R]) -> TypedTask[P, R]:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
-        task = app.task(
+        task = current_app().task(
             fn,
             name=task_name,
             base=CompensationTask,
@@ -65,6 +70,6 @@ def compensates(
             **options,
         )
         registry.register(step_name, task_name)
-        return task
+        return cast("TypedTask[P, R]", task)
 
     return decorate

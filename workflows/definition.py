@@ -16,7 +16,7 @@ from typing import Any
 from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
@@ -101,7 +101,9 @@ class Workflow:
             graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
         else:
             canvas = self.canvas(values)
-            graph = compile_canvas(canvas, app, capabilities.queue_of, compensations.compensation_of)
+            graph = compile_canvas(
+                canvas, current_app(), capabilities.queue_of, compensations.compensation_of
+            )
         graph.options["inflight"] = self.inflight
         return graph
 
@@ -114,7 +116,7 @@ class Workflow:
     def s(self, result_as: str | None = None, **inputs: Any) -> Signature:
         """This workflow as one step of another; ``result_as`` names the input that receives
         the previous step's result when chained."""
-        return app.signature(
+        return current_app().signature(
             WORKFLOW_TASK,
             kwargs={"workflow": self.name, "inputs": inputs, "result_as": result_as},
         )
