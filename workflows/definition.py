@@ -17,7 +17,7 @@ from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
+from canvasflow.config.errors import DefinitionError, InputError, SettingsError, WorkflowNotFound
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
@@ -185,7 +185,16 @@ class WorkflowRegistry:
             return
         self._loaded = True
         for module in get_settings().workflow_modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if not exc.name or not module.startswith(exc.name):
+                    raise  # the module is there; something it imports is not
+                raise SettingsError(
+                    f"workflow module {module!r} (CANVASFLOW_WORKFLOW_MODULES or --workflows) is not "
+                    "importable: run from the directory that holds it (the working directory is on "
+                    "sys.path) or put it on PYTHONPATH"
+                ) from None
 
 
 registry = WorkflowRegistry()
