@@ -78,3 +78,10 @@ def run_cli(args: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subpro
 def node(name: str) -> str:
     """The node name Celery gives ``name@%h`` on this machine."""
     return f"{name}@{socket.gethostname()}"
+
+
+def readme_blocks(containing: str) -> list[str]:
+    """The README's ```python blocks that contain ``containing``, in order."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    return [b for b in blocks if containing in b]
