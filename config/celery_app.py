@@ -17,8 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from celery import Celery
-from celery._state import _announce_app_finalized
+from celery import Celery, _state
 from celery.signals import setup_logging
 
 from canvasflow.config.errors import BrokerUnavailable
@@ -171,7 +170,9 @@ def init_app(celery: Celery, settings: Settings | None = None) -> Celery:
     for module in RUNTIME_MODULES:
         importlib.import_module(module)
     if celery.finalized:  # too late for finalization to hand it the shared tasks: hand them now
-        _announce_app_finalized(celery)
+        for constructor in list(_state._on_app_finalizers):
+            if constructor.__module__ != "celery.app.builtins":  # it has those; they'd be built anew
+                constructor(celery)
     return celery
 
 

@@ -221,7 +221,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         queues += [s.default_queue, s.control_queue]
     cmd = worker_command(
         queues,
-        app=args.app,
+        app=args.app or "canvasflow.app",
         concurrency=args.concurrency,
         hostname=args.hostname or default_hostname(caps),
         pool=args.pool,
@@ -251,6 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 WORKFLOWS_HELP = "workflow modules to import, a,b (overrides CANVASFLOW_WORKFLOW_MODULES)"
+APP_HELP = "your Celery app, as for celery -A (adopted with init_app); default canvasflow.app"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,12 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Workflows on Celery. Modules are found from the working directory, as with celery -A.",
     )
     p.add_argument("--workflows", help=WORKFLOWS_HELP)
+    p.add_argument("-A", "--app", help=APP_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
         sp.add_argument("--workflows", default=argparse.SUPPRESS, help=WORKFLOWS_HELP)
+        sp.add_argument("-A", "--app", default=argparse.SUPPRESS, help=APP_HELP)
         sp.set_defaults(fn=fn)
         return sp
 
@@ -307,7 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--capability", action="append", required=True, help="repeat, or a,b")
     sp.add_argument("--control", action="store_true", help="also consume the control queues")
     sp.add_argument("--demo", action="store_true", help="also import the demo's steps and workflow")
-    sp.add_argument("-A", "--app", default="canvasflow.app", help="the Celery app (yours after init_app)")
     sp.add_argument("-n", "--hostname", help="node name (default <capability>@%%h)")
     sp.add_argument("-c", "--concurrency", type=int)
     sp.add_argument("-P", "--pool")
@@ -330,6 +332,21 @@ def find_modules_here(workflows: str | None) -> None:
         set_for_process(workflow_modules=[m.strip() for m in workflows.split(",") if m.strip()])
 
 
+def use_app(target: str) -> None:
+    """Find the app as ``celery -A`` does and make it canvasflow's (init_app, unless it was already)."""
+    from celery.app.utils import find_app
+
+    from canvasflow.config.celery_app import current_app, init_app
+    from canvasflow.config.errors import SettingsError
+
+    try:
+        found = find_app(target)
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"-A {target}: no Celery app found there ({exc})") from None
+    if found is not current_app():
+        init_app(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from canvasflow.config.logging import configure_logging
@@ -337,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         find_modules_here(args.workflows)
+        if args.app and args.command != "worker":  # the worker command passes it on to celery
+            use_app(args.app)
         configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
         return int(args.fn(args))
     except CanvasflowError as exc:

@@ -125,6 +125,14 @@ def test_a_workflow_runs_on_the_projects_own_app(tmp_path: Path, canvasflow_sess
         record = Run(reply["run_id"]).wait(60)
         assert (record.status, record.result) == ("succeeded", 12)
         assert {s.worker for s in record.steps} == {hostname}
+        # the CLI on the project's app, found as celery -A finds it
+        out = run_cli(
+            ["-A", "shop", "start", flow, "--input", '{"x": 5}', "--wait", "--json"],
+            cwd=project,
+            env=project_env({"CANVASFLOW_WORKFLOW_MODULES": '["shop"]'}),
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (json.loads(out.stdout)["status"], json.loads(out.stdout)["result"]) == ("succeeded", 20)
     finally:
         worker.stop()
 

@@ -74,9 +74,12 @@ def test_cli_worker_command_and_environment(capsys: pytest.CaptureFixture[str]) 
     assert "canvasflow.control" in cmd[cmd.index("-Q") + 1]
     assert set(DEMO_MODULES) <= set(json.loads(out["env"]["CANVASFLOW_WORKER_MODULES"]))
 
-    assert main(["worker", "--capability", "payments", "-A", "shop.celery", "-n", "pay1@%h", "--json"]) == 0
+    assert main(["-A", "shop.celery", "worker", "--capability", "payments", "-n", "pay1@%h", "--json"]) == 0
     cmd = json.loads(capsys.readouterr().out)["command"]
     assert cmd[cmd.index("-A") + 1] == "shop.celery" and cmd[cmd.index("-n") + 1] == "pay1@%h"
+    assert main(["worker", "--capability", "payments", "-A", "shop.celery", "--json"]) == 0  # after it too
+    cmd = json.loads(capsys.readouterr().out)["command"]
+    assert cmd[cmd.index("-A") + 1] == "shop.celery"
 
 
 def test_a_plain_send_task_of_start_is_routed_to_the_control_queue() -> None:
