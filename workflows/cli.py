@@ -216,6 +216,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     s = get_settings()
     caps = [c for given in args.capability for c in given.split(",") if c]
+    if not caps and not args.control:
+        raise InputError("give the fleet's --capability (one or more), or --control, or both")
     queues = capability_queues(caps)
     if args.control:
         queues += [s.default_queue, s.control_queue]
@@ -223,7 +225,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         queues,
         app=args.app or "canvasflow.app",
         concurrency=args.concurrency,
-        hostname=args.hostname or default_hostname(caps),
+        hostname=args.hostname or default_hostname(caps or ["control"]),
         pool=args.pool,
         loglevel=args.loglevel,
         autoscale=args.autoscale,
@@ -307,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("workflows", cmd_workflows, "list registered workflows")
     add("queues", cmd_queues, "capabilities, their queues and depths")
     sp = add("worker", cmd_worker, "run a worker for capabilities (Celery's worker options pass through)")
-    sp.add_argument("--capability", action="append", required=True, help="repeat, or a,b")
+    sp.add_argument("--capability", action="append", default=[], help="repeat, or a,b")
     sp.add_argument("--control", action="store_true", help="also consume the control queues")
     sp.add_argument("--demo", action="store_true", help="also import the demo's steps and workflow")
     sp.add_argument("-n", "--hostname", help="node name (default <capability>@%%h)")

@@ -4,12 +4,14 @@ and what ``adopt`` adds to an existing Celery app while keeping what it had."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 
 import pytest
 from celery import Celery
 
 from canvasflow.config.celery_app import DEMO_MODULES, RUNTIME_MODULES, adopt, app, worker_imports
-from canvasflow.config.settings import load_settings
+from canvasflow.config.settings import get_settings, load_settings
 from canvasflow.workers.fleet import default_hostname, fleet_modules, worker_args
 from canvasflow.workflows.cli import main
 
@@ -101,3 +103,25 @@ def test_adopt_keeps_the_apps_broker_routes_and_queues() -> None:
     )
     assert theirs.conf.task_acks_late is False  # its other tasks keep their policy
     assert RUNTIME_MODULES[0] in theirs.conf.imports
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``--workflows`` sets CANVASFLOW_WORKFLOW_MODULES for the process: put it back after."""
+    monkeypatch.setenv("CANVASFLOW_WORKFLOW_MODULES", os.environ.get("CANVASFLOW_WORKFLOW_MODULES", "[]"))
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_control_only_worker_is_named_control_and_imports_every_workflow_module(
+    capsys: pytest.CaptureFixture[str], cli_env: None
+) -> None:
+    assert main(["--workflows", "shop.flows", "worker", "--control", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cmd = out["command"]
+    assert cmd[cmd.index("-n") + 1] == "control@%h"
+    assert cmd[cmd.index("-Q") + 1].split(",") == ["canvasflow", "canvasflow.control"]
+    assert json.loads(out["env"]["CANVASFLOW_WORKER_MODULES"]) == ["shop.flows"]
+    assert main(["worker", "--json"]) == 2  # neither a capability nor --control
+    assert "--capability" in json.loads(capsys.readouterr().out)["error"]
