@@ -130,7 +130,7 @@ def adopt(celery: Celery, s: Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_transport_options={**transport_options(s), **(conf.broker_transport_options or {})},
         task_queues=[*theirs, *ours],
-        task_routes=[*route_list, routes(s)],
+        task_routes=[*route_list, *([] if routes(s) in route_list else [routes(s)])],  # once
         task_create_missing_queues=True,
         task_track_started=True,
         task_send_sent_event=True,
