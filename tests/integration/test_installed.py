@@ -1,5 +1,9 @@
 """canvasflow as a user gets it: the built wheel installed into a fresh virtualenv.
 
+The wheel is built as a user builds it, ``pip wheel --no-deps`` on a copy of the sources
+(pip's isolated build environment fetches the build backend from the package index that
+``make install`` uses, and caches it).
+
 How the virtualenv is made, honestly and fast: ``python -m venv --without-pip`` (a real,
 empty environment: nothing in its site-packages), then the wheel built from this checkout
 is installed into it with ``pip --python <venv> install --no-deps``. Only then is a
