@@ -34,11 +34,12 @@ test-integration: install
 bench: install
 	$(BIN)/python -m tests.benchmarks.run
 
+# a fleet for CAP (named $(CAP)@<host>) that also takes the control queues; the demo's steps with CAP=demo
 worker: install
-	$(BIN)/canvasflow worker --capability $(CAP) --control
+	$(BIN)/canvasflow worker --capability $(CAP) --control $(if $(filter demo,$(CAP)),--demo)
 
 flower: install
-	$(BIN)/celery -A canvasflow.app flower --address=127.0.0.1 --port=5555
+	FLOWER_UNAUTHENTICATED_API=true $(BIN)/celery -A canvasflow.app flower --address=127.0.0.1 --port=5555
 
 lint: install
 	$(BIN)/ruff check canvasflow config workers workflows compensation tests

@@ -3,15 +3,18 @@
 The public API::
 
     from canvasflow import step, compensates, Workflow, start, get_run, resume, cancel, signal, context
+    from canvasflow import init_app   # run canvasflow on your own Celery app
 
 The repository keeps its parts in top-level folders (``config/``, ``workers/``,
 ``workflows/``, ``compensation/``); installed, they are the subpackages
 ``canvasflow.config``, ``canvasflow.workers``, ``canvasflow.workflows`` and
 ``canvasflow.compensation`` (this folder links them in), so nothing generic lands at the
-top of site-packages. Workers run ``celery -A canvasflow.app worker``.
+top of site-packages. Workers run ``celery -A canvasflow.app worker``, or ``celery -A
+yourproject worker`` after ``init_app(your_celery_app)``.
 """
 
 from canvasflow.compensation import compensates
+from canvasflow.config.celery_app import current_app, init_app
 from canvasflow.config.errors import (
     BrokerUnavailable,
     CanvasflowError,
@@ -67,7 +70,9 @@ __all__ = [
     "compensate",
     "compensates",
     "context",
+    "current_app",
     "get_run",
+    "init_app",
     "input",
     "list_runs",
     "map_reduce",

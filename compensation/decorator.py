@@ -14,13 +14,16 @@ once per step: a delivery interrupted by a crash runs again (see compensation.de
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Task
 
 from canvasflow.compensation.registry import registry
-from canvasflow.config.celery_app import app
-from canvasflow.workers.step import autoretry
+from canvasflow.config.celery_app import current_app
+from canvasflow.workers.step import TypedTask, autoretry
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 COMP_HEADER = "canvasflow_comp"
 
@@ -29,6 +32,8 @@ class CompensationTask(Task):
     """Base class of compensation tasks: journaled, at least once per step, when run by canvasflow."""
 
     abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.request.get(COMP_HEADER) if self.request else None
@@ -40,7 +45,7 @@ class CompensationTask(Task):
 
 
 def compensates(
-    step: Task | str,
+    step: TypedTask[Any, Any] | Task | str,
     *,
     name: str | None = None,
     retries: int = 3,
@@ -49,7 +54,7 @@ def compensates(
     queue: str | None = None,
     at_most_once: bool = False,
     **options: Any,
-) -> Callable[[Callable[..., Any]], Task]:
+) -> Callable[[Callable[P, R]], TypedTask[P, R]]:
     """Register the decorated function as the compensation of ``step`` (a step task or its name).
 
     A compensation runs at least once: one interrupted by a crash runs again, with the same
@@ -59,9 +64,9 @@ def compensates(
     for an operator to check and retry with ``canvasflow compensate RUN``."""
     step_name = step if isinstance(step, str) else step.name
 
-    def decorate(fn: Callable[..., Any]) -> Task:
+    def decorate(fn: Callable[P, R]) -> TypedTask[P, R]:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
-        task = app.task(
+        task = current_app().task(
             fn,
             name=task_name,
             base=CompensationTask,
@@ -72,6 +77,6 @@ def compensates(
             **options,
         )
         registry.register(step_name, task_name)
-        return task
+        return cast("TypedTask[P, R]", task)
 
     return decorate

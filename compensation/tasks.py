@@ -6,14 +6,15 @@ from typing import Any
 
 from canvasflow.compensation.decorator import CompensationTask
 from canvasflow.compensation.rollback import CHUNK_COMP_TASK
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import current_app
 
 
-@app.task(name=CHUNK_COMP_TASK, base=CompensationTask)
+@current_app().task(name=CHUNK_COMP_TASK, base=CompensationTask)
 def compensate_chunk(compensation: str, mapper: dict[str, Any], items: list[Any], results: list[Any]) -> int:
     """Undo one map chunk: the mapper's compensation for each item, newest first."""
-    comp = app.tasks[compensation]
-    sig = app.signature(mapper)
+    celery = current_app()
+    comp = celery.tasks[compensation]
+    sig = celery.signature(mapper)
     for item, value in reversed(list(zip(items[: len(results)], results, strict=True))):
         comp.run(value, item, *sig.args, **sig.kwargs)
     return len(items)

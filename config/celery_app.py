@@ -1,14 +1,23 @@
-"""The Celery app every worker, client and test uses: ``config.celery_app:app``.
+"""The Celery app canvasflow uses: its own (``app``, for ``celery -A canvasflow.app``) or yours.
 
 Production settings: JSON only, late acks with rejection on worker loss (a killed worker's
 step is redelivered), prefetch of one by default, result expiry, explicit queues.
+
+Every module that needs the app at call time asks :func:`current_app`: canvasflow's own
+``app`` until :func:`init_app` adopts an existing application, which then stays the
+project's default app too. Tasks canvasflow declares (``@step``, ``@compensates``, its
+runtime tasks) are Celery "shared" tasks, so an app finalized after they were declared
+gets them as well; ``init_app`` hands them to an app already finalized.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from celery import Celery
+from celery import Celery, _state
 from celery.signals import setup_logging
 
 from canvasflow.config.errors import BrokerUnavailable
@@ -16,11 +25,41 @@ from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import declare_queues
 from canvasflow.config.settings import Settings, get_settings
 
-RUNTIME_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
+# canvasflow's own Celery tasks, imported by every worker
+RUNTIME_MODULES = ["canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
+# the demo's steps and workflows: only for `canvasflow demo`, `canvasflow worker --demo` and tests
+DEMO_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.demo"]
+START_TASK = "canvasflow.start"
+
+
+def worker_imports(s: Settings) -> list[str]:
+    """What a worker imports: the runtime, then ``worker_modules`` when set, else every module named."""
+    named = s.worker_modules
+    if named is None:
+        named = [*s.workflow_modules, *(m for mods in s.capability_modules.values() for m in mods)]
+    return list(dict.fromkeys([*RUNTIME_MODULES, *named]))
+
+
+def routes(s: Settings) -> dict[str, dict[str, str]]:
+    """canvasflow's task routes: a plain ``send_task("canvasflow.start")`` reaches a control worker."""
+    return {START_TASK: {"queue": s.control_queue}}
+
+
+def transport_options(s: Settings) -> dict[str, Any]:
+    return {
+        "visibility_timeout": s.visibility_timeout,
+        "unacked_restore_interval": s.unacked_restore_interval,
+        "unacked_restore_throttle": 1,
+        # kombu holds a global lock while it restores; a worker killed holding it would
+        # stop every restore for kombu's default 300 s
+        "unacked_mutex_expire": s.unacked_mutex_expire,
+        "socket_connect_timeout": s.broker_timeout,
+        "socket_timeout": max(s.broker_timeout, 5.0),
+    }
 
 
 def configure(celery: Celery, s: Settings) -> None:
-    """Apply settings to the app (again, when settings change before the app is first used)."""
+    """Apply settings to canvasflow's own app (again, when settings change before first use)."""
     celery.conf.update(
         broker_url=s.broker_url,
         result_backend=s.result_backend,
@@ -37,35 +76,107 @@ def configure(celery: Celery, s: Settings) -> None:
         result_extended=True,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=s.broker_timeout,
-        broker_transport_options={
-            "visibility_timeout": s.visibility_timeout,
-            "unacked_restore_interval": s.unacked_restore_interval,
-            "unacked_restore_throttle": 1,
-            # kombu holds a global lock while it restores; a worker killed holding it would
-            # stop every restore for kombu's default 300 s
-            "unacked_mutex_expire": s.unacked_mutex_expire,
-            "socket_connect_timeout": s.broker_timeout,
-            "socket_timeout": max(s.broker_timeout, 5.0),
-        },
+        broker_transport_options=transport_options(s),
         redis_socket_connect_timeout=s.broker_timeout,
         redis_backend_health_check_interval=30,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         task_default_queue=s.default_queue,
         task_queues=declare_queues(s.default_queue, s.control_queue, s.capabilities),
+        task_routes=routes(s),
         task_create_missing_queues=True,
         task_track_started=True,
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        imports=[*RUNTIME_MODULES, *s.workflow_modules],
+        imports=worker_imports(s),
         timezone="UTC",
         enable_utc=True,
     )
 
 
+def _merged(theirs: Iterable[Any] | None, ours: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys([*(theirs or ()), *ours]))
+
+
+def adopt(celery: Celery, s: Settings) -> None:
+    """Add what canvasflow needs to an existing app, keeping its broker, routes, queues and tasks.
+
+    Its broker and result backend stay (canvasflow's settings fill them only when unset);
+    JSON is what its tasks send and accept, besides what it accepted already; canvasflow's
+    queues join its own (its default queue included, so its worker still consumes it); the
+    ``canvasflow.start`` route comes after its routes; its imports come first. Late acks and
+    rejection on worker loss are set on canvasflow's tasks themselves (see StepTask), so the
+    app's other tasks keep their acknowledgement policy.
+    """
+    conf = celery.conf
+    default_queue = conf.task_default_queue or "celery"
+    theirs = list(conf.task_queues or [])
+    known = {q.name for q in theirs}
+    ours = [q for q in declare_queues(default_queue, s.control_queue, s.capabilities) if q.name not in known]
+    existing_routes = conf.task_routes
+    if existing_routes is None:
+        route_list: list[Any] = []
+    elif isinstance(existing_routes, dict | str) or callable(existing_routes):
+        route_list = [existing_routes]
+    else:
+        route_list = list(existing_routes)
+    conf.update(
+        broker_url=conf.broker_url or s.broker_url,
+        result_backend=conf.result_backend or s.result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=_merged(conf.accept_content, ["json"]),
+        result_accept_content=_merged(conf.result_accept_content or conf.accept_content, ["json"]),
+        event_serializer="json",
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={**transport_options(s), **(conf.broker_transport_options or {})},
+        task_queues=[*theirs, *ours],
+        task_routes=[*route_list, *([] if routes(s) in route_list else [routes(s)])],  # once
+        task_create_missing_queues=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        imports=_merged(conf.imports, worker_imports(s)),
+    )
+
+
 app = Celery("canvasflow")
 configure(app, get_settings())
+_adopted: list[Celery] = []  # the app init_app adopted, if any (a list: no `global` statement)
+
+
+def current_app() -> Celery:
+    """The app canvasflow declares tasks on and sends with: the one ``init_app`` adopted, else ``app``."""
+    return _adopted[-1] if _adopted else app
+
+
+def set_app(celery: Celery | None) -> None:
+    """Make ``celery`` canvasflow's current app (None: back to canvasflow's own)."""
+    _adopted.clear()
+    if celery is not None and celery is not app:
+        _adopted.append(celery)
+
+
+def init_app(celery: Celery, settings: Settings | None = None) -> Celery:
+    """Run canvasflow on an existing Celery application, which stays the project's default app.
+
+    Adds canvasflow's settings where they matter (see :func:`adopt`), registers canvasflow's
+    runtime tasks on it, and makes it the app ``@step`` declares steps on. Call it where the
+    app is created, so that ``celery -A yourproject worker`` runs it.
+    """
+    adopt(celery, settings or get_settings())
+    set_app(celery)
+    celery.set_default()
+    celery.set_current()
+    for module in RUNTIME_MODULES:
+        importlib.import_module(module)
+    if celery.finalized:  # too late for finalization to hand it the shared tasks: hand them now
+        for constructor in list(_state._on_app_finalizers):
+            if constructor.__module__ != "celery.app.builtins":  # it has those; they'd be built anew
+                constructor(celery)
+    return celery
 
 
 @setup_logging.connect
@@ -86,9 +197,10 @@ def redact(url: str) -> str:
 def check_broker(timeout: float | None = None) -> None:
     """Raise BrokerUnavailable, naming the URL, when the broker does not answer within ``timeout``."""
     wait = get_settings().broker_timeout if timeout is None else timeout
-    url = app.conf.broker_url
+    celery = current_app()
+    url = celery.conf.broker_url
     try:
-        with app.connection_for_write() as conn:
+        with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=wait)
     except Exception as exc:  # kombu raises several transport-specific errors
         raise BrokerUnavailable(

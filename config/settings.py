@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -31,7 +33,12 @@ class Settings(BaseSettings):
     default_queue: str = "canvasflow"
     control_queue: str = "canvasflow.control"
     capabilities: list[str] = Field(default_factory=lambda: ["default", "demo"])
-    workflow_modules: list[str] = Field(default_factory=lambda: ["canvasflow.workflows.demo"])
+    # modules defining workflows: clients and control workers import them (the CLI's --workflows overrides)
+    workflow_modules: list[str] = Field(default_factory=list)
+    # capability -> the modules declaring its steps: a worker for that capability imports only those
+    capability_modules: dict[str, list[str]] = Field(default_factory=dict)
+    # what this worker imports besides canvasflow's runtime (`canvasflow worker` sets it); unset: everything
+    worker_modules: list[str] | None = None
 
     prefetch_multiplier: int = Field(default=1, ge=1)
     result_expires: int = Field(default=86_400, ge=60)
@@ -72,3 +79,16 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read on first use."""
     return load_settings()
+
+
+def set_for_process(**values: object) -> Settings:
+    """Set settings for this process and the processes it starts (as ``CANVASFLOW_*`` variables).
+
+    For entry points (the CLI) before the app is built; lists and dicts are written as JSON.
+    Returns the settings read again, refusing bad values like the environment would.
+    """
+    for name, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        os.environ[ENV_PREFIX + name.upper()] = text
+    get_settings.cache_clear()
+    return get_settings()

@@ -1,6 +1,8 @@
 """Start real ``celery worker`` processes for given queues and wait until they answer.
 
 Used by ``canvasflow worker`` (in the foreground) and ``canvasflow demo`` (in the background).
+A fleet is named after its capabilities (``payments@%h``, Celery expands ``%h``) and imports
+only what its capabilities need (see :func:`fleet_modules`).
 """
 
 from __future__ import annotations
@@ -14,43 +16,66 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from canvasflow.config.celery_app import DEMO_MODULES, current_app
 from canvasflow.config.queues import queue_for
+from canvasflow.config.settings import Settings
 
-CELERY = [sys.executable, "-m", "celery", "-A", "canvasflow.app"]
+APP = "canvasflow.app"
+CELERY = [sys.executable, "-m", "celery", "-A", APP]
 
 
 def worker_args(
     queues: Sequence[str],
     *,
-    concurrency: int = 2,
+    concurrency: int | None = 2,
     hostname: str | None = None,
-    pool: str = "prefork",
+    pool: str | None = "prefork",
     loglevel: str = "INFO",
+    autoscale: str | None = None,
+    max_tasks_per_child: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """``worker ...`` arguments: the queues, pool and size, task events on, no gossip or mingle."""
-    args = [
-        "worker",
-        "-Q",
-        ",".join(queues),
-        "-c",
-        str(concurrency),
-        "-P",
-        pool,
-        "-l",
-        loglevel,
-        "-E",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if hostname:
-        args += ["-n", hostname]
+    """``worker ...`` arguments: the queues, the Celery options given, events on, no gossip or mingle."""
+    args = ["worker", "-Q", ",".join(queues), "-l", loglevel, "-E", "--without-gossip", "--without-mingle"]
+    for flag, value in (
+        ("-c", concurrency),
+        ("-P", pool),
+        ("-n", hostname),
+        ("--autoscale", autoscale),
+        ("--max-tasks-per-child", max_tasks_per_child),
+    ):
+        if value is not None and value != "":
+            args += [flag, str(value)]
     return [*args, *extra]
 
 
-def worker_command(queues: Sequence[str], **options: Any) -> list[str]:
-    """The whole command line: ``python -m celery -A config.celery_app worker ...``."""
-    return [*CELERY, *worker_args(queues, **options)]
+def worker_command(queues: Sequence[str], *, app: str = APP, **options: Any) -> list[str]:
+    """The whole command line: ``python -m celery -A canvasflow.app worker ...``."""
+    return [sys.executable, "-m", "celery", "-A", app, *worker_args(queues, **options)]
+
+
+def default_hostname(capabilities: Sequence[str]) -> str:
+    """``<capability>@%h`` (capabilities joined by ``-``): each fleet shows under its own name."""
+    return "-".join(capabilities) + "@%h"
+
+
+def fleet_modules(
+    capabilities: Sequence[str], s: Settings, *, control: bool = False, demo: bool = False
+) -> list[str]:
+    """The modules a fleet imports besides canvasflow's runtime.
+
+    Each capability's ``CANVASFLOW_CAPABILITY_MODULES`` entry; a capability without one gets
+    every workflow module (whatever declares its steps is imported from there). A control
+    worker imports every workflow module (it builds runs); ``demo`` adds the demo's modules.
+    """
+    modules: list[str] = []
+    for cap in capabilities:
+        modules += s.capability_modules.get(cap, s.workflow_modules)
+    if control:
+        modules += s.workflow_modules
+    if demo:
+        modules += DEMO_MODULES
+    return list(dict.fromkeys(modules))
 
 
 def capability_queues(capabilities: Sequence[str]) -> list[str]:
@@ -79,8 +104,7 @@ def spawn_worker(
 
 def wait_ready(hostname: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Ping the worker by name until it answers; RuntimeError when it dies or stays silent."""
-    from canvasflow.config.celery_app import app
-
+    app = current_app()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

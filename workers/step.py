@@ -9,16 +9,42 @@ through the workflow runtime. Without that header it behaves exactly like plain 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from celery import Task
+from celery.canvas import Signature
+from celery.result import AsyncResult
 
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.queues import queue_for
 from canvasflow.workers.capabilities import registry
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 HEADER = "canvasflow"
+
+
+class TypedTask(Protocol[P, R_co]):
+    """What type checkers see of a step (or compensation): the function's own signature.
+
+    Calling it, ``.delay()`` and ``.run()`` take the function's parameters and return its
+    result type. ``.s()`` and ``.si()`` stay loose: in a chain or chord the previous result
+    is prepended at run time, and DAG steps take ``input()``/``result()`` placeholders. Every
+    other attribute of the Celery task is there, typed ``Any``.
+    """
+
+    name: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult: ...
+    def s(self, *args: Any, **kwargs: Any) -> Signature: ...
+    def si(self, *args: Any, **kwargs: Any) -> Signature: ...
+    def apply_async(
+        self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any
+    ) -> AsyncResult: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 
 def autoretry(
@@ -41,6 +67,9 @@ class StepTask(Task):
 
     capability: str = "default"
     abstract = True
+    # on the task, not only the app: they hold on an adopted app whatever its own defaults
+    acks_late = True
+    reject_on_worker_lost = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.request.get(HEADER) if self.request else None
@@ -52,7 +81,7 @@ class StepTask(Task):
 
 
 @overload
-def step(fn: F) -> Task: ...
+def step(fn: Callable[P, R]) -> TypedTask[P, R]: ...
 @overload
 def step(
     fn: None = None,
@@ -67,7 +96,7 @@ def step(
     fallback: Any = None,
     writes: bool = False,
     **options: Any,
-) -> Callable[[F], Task]: ...
+) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
 
 def step(
@@ -98,11 +127,11 @@ def step(
     if on_failure not in ("compensate", "continue"):
         raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
 
-    def decorate(func: Callable[..., Any]) -> Task:
+    def decorate(func: Callable[P, R]) -> TypedTask[P, R]:
         task_name = name or f"{func.__module__}.{func.__name__}"
         if task_name.startswith("__main__."):
             raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
-        task = app.task(
+        task = current_app().task(
             func,
             name=task_name,
             base=StepTask,
@@ -115,6 +144,6 @@ def step(
             **options,
         )
         registry.register(task_name, capability)
-        return task
+        return cast("TypedTask[P, R]", task)
 
     return decorate(fn) if fn is not None else decorate

@@ -130,11 +130,12 @@ def cmd_compensate(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Steps marked ``writes=True`` that have no compensation, and compensations of unknown steps."""
     from canvasflow.compensation.registry import registry as compensations
-    from canvasflow.config.celery_app import app
+    from canvasflow.config.celery_app import current_app
     from canvasflow.workers.step import StepTask
     from canvasflow.workflows import registry
 
     registry.load()
+    app = current_app()
     problems = [
         f"step {name} writes but has no compensation: add @compensates({name.rsplit('.', 1)[-1]})"
         for name, task in sorted(app.tasks.items())
@@ -187,11 +188,12 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    from canvasflow.config.celery_app import app
+    from canvasflow.config.celery_app import current_app
     from canvasflow.workers.capabilities import registry
     from canvasflow.workflows import registry as workflows
 
     workflows.load()
+    app = current_app()
     caps = registry.capabilities()
     data = []
     with app.connection_for_read() as conn:
@@ -208,18 +210,35 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from canvasflow.workers.fleet import capability_queues, worker_command
+    """Exec ``celery worker`` for the capabilities, named ``<capability>@%h``, importing what they need."""
+    from canvasflow.config.settings import get_settings
+    from canvasflow.workers.fleet import capability_queues, default_hostname, fleet_modules, worker_command
 
-    queues = capability_queues(args.capability)
+    s = get_settings()
+    caps = [c for given in args.capability for c in given.split(",") if c]
+    if not caps and not args.control:
+        raise InputError("give the fleet's --capability (one or more), or --control, or both")
+    queues = capability_queues(caps)
     if args.control:
-        from canvasflow.config.settings import get_settings
-
-        queues += [get_settings().default_queue, get_settings().control_queue]
-    cmd = worker_command(queues, concurrency=args.concurrency, hostname=args.hostname)
+        queues += [s.default_queue, s.control_queue]
+    cmd = worker_command(
+        queues,
+        app=args.app or "canvasflow.app",
+        concurrency=args.concurrency,
+        hostname=args.hostname or default_hostname(caps or ["control"]),
+        pool=args.pool,
+        loglevel=args.loglevel,
+        autoscale=args.autoscale,
+        max_tasks_per_child=args.max_tasks_per_child,
+    )
+    modules = fleet_modules(caps, s, control=args.control, demo=args.demo)
+    env = {"CANVASFLOW_WORKER_MODULES": json.dumps(modules)}
+    if args.demo:  # the demo workflow's module must be found by clients and this worker alike
+        env["CANVASFLOW_WORKFLOW_MODULES"] = json.dumps(list(dict.fromkeys([*s.workflow_modules, *modules])))
     if args.json:
-        print(json.dumps({"command": cmd}))
+        print(json.dumps({"command": cmd, "env": env}))
         return 0
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, {**os.environ, **env})
     return 0  # pragma: no cover
 
 
@@ -233,13 +252,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
+WORKFLOWS_HELP = "workflow modules to import, a,b (overrides CANVASFLOW_WORKFLOW_MODULES)"
+APP_HELP = "your Celery app, as for celery -A (adopted with init_app); default canvasflow.app"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="canvasflow", description="Workflows on Celery.")
+    p = argparse.ArgumentParser(
+        prog="canvasflow",
+        description="Workflows on Celery. Modules are found from the working directory, as with celery -A.",
+    )
+    p.add_argument("--workflows", help=WORKFLOWS_HELP)
+    p.add_argument("-A", "--app", help=APP_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.add_argument("--workflows", default=argparse.SUPPRESS, help=WORKFLOWS_HELP)
+        sp.add_argument("-A", "--app", default=argparse.SUPPRESS, help=APP_HELP)
         sp.set_defaults(fn=fn)
         return sp
 
@@ -278,14 +308,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", help="inputs (for a workflow name)")
     add("workflows", cmd_workflows, "list registered workflows")
     add("queues", cmd_queues, "capabilities, their queues and depths")
-    sp = add("worker", cmd_worker, "run a worker for capabilities")
-    sp.add_argument("--capability", action="append", required=True)
-    sp.add_argument("--concurrency", type=int, default=2)
-    sp.add_argument("--hostname")
+    sp = add("worker", cmd_worker, "run a worker for capabilities (Celery's worker options pass through)")
+    sp.add_argument("--capability", action="append", default=[], help="repeat, or a,b")
     sp.add_argument("--control", action="store_true", help="also consume the control queues")
+    sp.add_argument("--demo", action="store_true", help="also import the demo's steps and workflow")
+    sp.add_argument("-n", "--hostname", help="node name (default <capability>@%%h)")
+    sp.add_argument("-c", "--concurrency", type=int)
+    sp.add_argument("-P", "--pool")
+    sp.add_argument("-l", "--loglevel", default="INFO")
+    sp.add_argument("--autoscale", help="max,min")
+    sp.add_argument("--max-tasks-per-child", type=int)
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42)
     return p
+
+
+def find_modules_here(workflows: str | None) -> None:
+    """As ``celery -A`` does: the working directory on ``sys.path``; ``--workflows`` over the setting."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    if workflows is not None:
+        from canvasflow.config.settings import set_for_process
+
+        set_for_process(workflow_modules=[m.strip() for m in workflows.split(",") if m.strip()])
+
+
+def use_app(target: str) -> None:
+    """Find the app as ``celery -A`` does and make it canvasflow's (init_app, unless it was already)."""
+    from celery.app.utils import find_app
+
+    from canvasflow.config.celery_app import current_app, init_app
+    from canvasflow.config.errors import SettingsError
+
+    try:
+        found = find_app(target)
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"-A {target}: no Celery app found there ({exc})") from None
+    if found is not current_app():
+        init_app(found)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,8 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from canvasflow.config.logging import configure_logging
     from canvasflow.config.settings import get_settings
 
-    configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
     try:
+        find_modules_here(args.workflows)
+        if args.app and args.command != "worker":  # the worker command passes it on to celery
+            use_app(args.app)
+        configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
         return int(args.fn(args))
     except CanvasflowError as exc:
         if getattr(args, "json", False):

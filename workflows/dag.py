@@ -21,7 +21,7 @@ from typing import Any
 
 from celery.canvas import Signature, maybe_signature
 
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
@@ -73,7 +73,9 @@ class Dag:
         input_names: set[str] | None = None,
     ) -> None:
         self.name = name
-        self.steps: dict[str, Signature] = {k: maybe_signature(v, app=app) for k, v in steps.items()}
+        self.steps: dict[str, Signature] = {
+            k: maybe_signature(v, app=current_app()) for k, v in steps.items()
+        }
         self.returns = returns
         self.deps: dict[str, list[str]] = {}
         problems: list[str] = []
@@ -166,7 +168,7 @@ class Dag:
                 kwargs = {}
             options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
-            options.setdefault("queue", queue_of(routed_by) or app.conf.task_default_queue)
+            options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
             nodes[sid] = StepNode(
                 id=sid,
                 task=sig.task,

@@ -16,8 +16,8 @@ from typing import Any
 from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from canvasflow.config.celery_app import app
-from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
+from canvasflow.config.celery_app import current_app
+from canvasflow.config.errors import DefinitionError, InputError, SettingsError, WorkflowNotFound
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
@@ -101,7 +101,9 @@ class Workflow:
             graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
         else:
             canvas = self.canvas(values)
-            graph = compile_canvas(canvas, app, capabilities.queue_of, compensations.compensation_of)
+            graph = compile_canvas(
+                canvas, current_app(), capabilities.queue_of, compensations.compensation_of
+            )
         graph.options["inflight"] = self.inflight
         return graph
 
@@ -114,7 +116,7 @@ class Workflow:
     def s(self, result_as: str | None = None, **inputs: Any) -> Signature:
         """This workflow as one step of another; ``result_as`` names the input that receives
         the previous step's result when chained."""
-        return app.signature(
+        return current_app().signature(
             WORKFLOW_TASK,
             kwargs={"workflow": self.name, "inputs": inputs, "result_as": result_as},
         )
@@ -183,7 +185,16 @@ class WorkflowRegistry:
             return
         self._loaded = True
         for module in get_settings().workflow_modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if not exc.name or not module.startswith(exc.name):
+                    raise  # the module is there; something it imports is not
+                raise SettingsError(
+                    f"workflow module {module!r} (CANVASFLOW_WORKFLOW_MODULES or --workflows) is not "
+                    "importable: run from the directory that holds it (the working directory is on "
+                    "sys.path) or put it on PYTHONPATH"
+                ) from None
 
 
 registry = WorkflowRegistry()

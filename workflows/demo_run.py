@@ -3,7 +3,8 @@
 Finds Redis (or starts one), starts a real worker process, runs the ``order_total``
 workflow (a chain around a chord), prints the result and each step's timing, and stops
 everything it started. When it starts a Redis, it points the settings and the (already
-built) Celery app at it before anything connects.
+built) Celery app at it before anything connects. The demo's modules are imported here
+and by the demo's worker only (no other worker registers the demo's steps).
 """
 
 from __future__ import annotations
@@ -14,25 +15,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canvasflow.config.celery_app import DEMO_MODULES
 from canvasflow.config.local_redis import ensure_redis
-from canvasflow.config.settings import ENV_PREFIX, get_settings
+from canvasflow.config.settings import get_settings, set_for_process
 
 
 def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
     settings = get_settings()
+    overrides: dict[str, object] = {
+        "workflow_modules": list(dict.fromkeys([*settings.workflow_modules, *DEMO_MODULES]))
+    }
     local = ensure_redis(settings.broker_url)
     if local.process is not None:
         print(f"no Redis answered at {settings.broker_url}; started one at {local.url}")
-        for name in ("BROKER_URL", "RESULT_BACKEND"):
-            os.environ[ENV_PREFIX + name] = local.url
-        get_settings.cache_clear()
-        settings = get_settings()
-        from canvasflow.config.celery_app import (  # already built when the CLI imported workflows
-            app,
-            configure,
-        )
+        overrides.update(broker_url=local.url, result_backend=local.url)
+    settings = set_for_process(**overrides)  # read by this process and the worker it starts
+    from canvasflow.config.celery_app import app, configure
 
-        configure(app, settings)
+    configure(app, settings)  # built already if something imported it before
     from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
     from canvasflow.workflows import start
 

@@ -16,7 +16,7 @@ from typing import Any
 from celery import chain, chord
 from celery.canvas import Signature
 
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import current_app
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK
 
 
@@ -34,7 +34,7 @@ def mapper_step(mapper: Signature, chunk_size: int = 100) -> Signature:
     """The map part alone: receives a list, returns the mapped list (in order)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    return app.signature(MAP_TASK, kwargs={"mapper": dict(mapper), "chunk_size": int(chunk_size)})
+    return current_app().signature(MAP_TASK, kwargs={"mapper": dict(mapper), "chunk_size": int(chunk_size)})
 
 
 def map_reduce(
@@ -44,4 +44,4 @@ def map_reduce(
 
 
 def wait_signal(name: str, **options: Any) -> Signature:
-    return app.signature(SIGNAL_TASK, kwargs={"name": name}, immutable=True, **options)
+    return current_app().signature(SIGNAL_TASK, kwargs={"name": name}, immutable=True, **options)

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task, chord, group
 from celery.signals import task_revoked, worker_init, worker_process_init, worker_process_shutdown
 
-from canvasflow.config.celery_app import app
+from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import StepTask
@@ -67,7 +67,7 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)
+@current_app().task(name=START_TASK, queue=get_settings().control_queue, acks_late=True)
 def start_workflow(
     workflow: str, inputs: dict[str, Any] | None = None, version: str | None = None
 ) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def start_workflow(
         return {"error": str(exc), "type": type(exc).__name__}
 
 
-@app.task(name=ERRBACK_TASK)
+@current_app().task(name=ERRBACK_TASK)
 def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     """link_error errback: journal the failure, move the run, call author errbacks, roll back."""
     from canvasflow.workflows.runtime.failure import step_failed as handle
@@ -88,11 +88,11 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     handle(request, exc, traceback)
 
 
-@app.task(name=CHUNK_TASK, base=StepTask)
+@current_app().task(name=CHUNK_TASK, base=StepTask)
 def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
     """Apply the mapper to each item, in this process (one message for the whole chunk)."""
-    sig = app.signature(mapper)
-    task = app.tasks[sig.task]
+    sig = current_app().signature(mapper)
+    task = current_app().tasks[sig.task]
     done: list[Any] = []
     try:
         for item in items:
@@ -103,7 +103,7 @@ def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
     return done
 
 
-@app.task(name=MAP_TASK, bind=True)
+@current_app().task(name=MAP_TASK, bind=True)
 def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: int) -> Any:
     """Plain-Celery fallback of a map step: replace it by a chord of chunks, flattened."""
     size = max(int(chunk_size), 1)
@@ -114,17 +114,17 @@ def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: 
     raise self.replace(chord(header, flatten.s()))
 
 
-@app.task(name="canvasflow.flatten")
+@current_app().task(name="canvasflow.flatten")
 def flatten(parts: list[list[Any]]) -> list[Any]:
     return [v for part in parts for v in part]
 
 
-@app.task(name=SIGNAL_TASK)
+@current_app().task(name=SIGNAL_TASK)
 def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@app.task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
+@current_app().task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

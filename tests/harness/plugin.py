@@ -54,7 +54,8 @@ from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
 pytest_plugins = ["tests.harness.postgres"]  # postgres_server / postgres_url, for `postgres` tests
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW_MODULES = ["canvasflow.workflows.demo", "tests.integration.flows"]
+# the demo's modules are imported only where asked for: the tests use them, so the workers load them
+WORKFLOW_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.demo", "tests.integration.flows"]
 SESSION = pytest.StashKey["HarnessSession"]()
 LOGS = pytest.StashKey[list[tuple[str, Path, int]]]()
 SHARED = pytest.StashKey[list["_SharedWorker"]]()

@@ -30,7 +30,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert (s.log_format, s.log_level) == ("json", "INFO")
     assert (s.default_queue, s.control_queue) == ("canvasflow", "canvasflow.control")
     assert s.capabilities == ["default", "demo"]
-    assert s.workflow_modules == ["canvasflow.workflows.demo"]
+    assert s.workflow_modules == [] and s.capability_modules == {} and s.worker_modules is None
     assert s.prefetch_multiplier == 1
     assert s.visibility_timeout == 3600
     assert s.result_expires == 86_400

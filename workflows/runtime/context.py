@@ -14,7 +14,7 @@ from functools import cached_property
 import redis
 from celery import Celery
 
-from canvasflow.config.celery_app import app as celery_app
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.settings import Settings, get_settings
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import JournalWriter
@@ -83,7 +83,7 @@ def runtime() -> Runtime:
     pid = os.getpid()
     rt = _runtimes.get(pid)
     if rt is None:
-        rt = _runtimes[pid] = Runtime(celery_app, get_settings())
+        rt = _runtimes[pid] = Runtime(current_app(), get_settings())
     return rt
 
 
