@@ -69,13 +69,19 @@ def _flush_journal(**_: Any) -> None:
 
 @app.task(name="canvasflow.start", queue=get_settings().control_queue, acks_late=True)
 def start_workflow(
-    workflow: str, inputs: dict[str, Any] | None = None, version: str | None = None
+    workflow: str,
+    inputs: dict[str, Any] | None = None,
+    version: str | None = None,
+    key: str | None = None,
+    tags: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused."""
+    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused.
+
+    With ``key``, a redelivered or repeated message returns the run the key already has."""
     from canvasflow.workflows.lifecycle import start_run
 
     try:
-        return {"run_id": start_run(workflow, inputs or {}, version=version)}
+        return {"run_id": start_run(workflow, inputs or {}, version=version, key=key, tags=tags or ())}
     except CanvasflowError as exc:
         return {"error": str(exc), "type": type(exc).__name__}
 
