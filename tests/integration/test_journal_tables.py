@@ -177,9 +177,7 @@ def test_a_run_journals_into_the_prefixed_tables(tmp_path, celery_worker_factory
     _app_tables(engine)
     env = {"CANVASFLOW_DATABASE_URL": url, "CANVASFLOW_TABLE_PREFIX": "shop_cf_"}
     celery_worker_factory(extra_env=env)
-    out = _cli(
-        "start", "tests.child", "--input", '{"x": 1}', "--wait", "--timeout", "60", "--json", env=env
-    )
+    out = _cli("start", "tests.child", "--input", '{"x": 1}', "--wait", "--timeout", "60", "--json", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     run = json.loads(out.stdout)
     assert run["status"] == "succeeded" and run["result"] == 102

@@ -101,3 +101,29 @@ def test_definitions_are_recorded_once_per_version(store):
     store.record_definition("wf", "1", {"type": "object"})
     store.record_definition("wf", "2", {"type": "object", "properties": {}})
     assert [(d["name"], d["version"]) for d in store.definitions("wf")] == [("wf", "1"), ("wf", "2")]
+
+
+def test_racing_creates_with_one_key_make_one_run(store):
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def race() -> None:
+        run_id = uuid.uuid4().hex
+        barrier.wait()
+        winners.append(
+            store.create_run(
+                run_id=run_id, workflow="wf", version="1", inputs={}, graph={"steps": [], "result": {"v": 0}},
+                steps=[], key=key, tags=["a", "b", "a"],
+            )
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 6 and len(set(winners)) == 1
+    (run,) = store.list_runs(key=key)
+    assert run.id == winners[0] and run.tags == ["a", "b"]
+    assert [r.id for r in store.list_runs(tags=["a", "b"], key=key)] == [run.id]

@@ -333,15 +333,19 @@ class SqlRunStore:
 
     # -- definitions and signals ------------------------------------------------------
     def record_definition(self, name: str, version: str, input_schema: Any) -> None:
+        """Journal a (workflow, version) once; a racing process that records it first is fine."""
         d = self.t.definitions
-        with self.engine.begin() as conn:
-            found = conn.execute(select(d.c.name).where(d.c.name == name, d.c.version == version)).first()
-            if found is None:
-                conn.execute(
-                    d.insert().values(
-                        name=name, version=version, input_schema=input_schema, registered_at=now()
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(select(d.c.name).where(d.c.name == name, d.c.version == version)).first()
+                if found is None:
+                    conn.execute(
+                        d.insert().values(
+                            name=name, version=version, input_schema=input_schema, registered_at=now()
+                        )
                     )
-                )
+        except IntegrityError:
+            pass
 
     def definitions(self, name: str | None = None) -> list[dict[str, Any]]:
         d = self.t.definitions
