@@ -34,6 +34,7 @@ from celery.app.task import Context
 from celery.exceptions import Retry
 from celery.utils.functional import arity_greater
 
+from canvasflow.compensation import tasks as _compensation_tasks  # noqa: F401  (the chunk compensation)
 from canvasflow.compensation.planner import node_of, plan
 from canvasflow.compensation.rollback import CHUNK_COMP_TASK
 from canvasflow.config.celery_app import app
@@ -153,6 +154,7 @@ class InlineRun:
             unit = f"{node.id}#{i}"
             record = StepRecord(step_id=unit, task=CHUNK_TASK, status="pending", kind="chunk", worker=WORKER)
             record.queue, record.attempts, record.started_at = node.options.get("queue"), 1, datetime.now(UTC)
+            record.compensation = node.compensation
             self.records[unit] = record
             try:
                 done = json.loads(
