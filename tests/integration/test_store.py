@@ -127,3 +127,19 @@ def test_racing_creates_with_one_key_make_one_run(store):
     (run,) = store.list_runs(key=key)
     assert run.id == winners[0] and run.tags == ["a", "b"]
     assert [r.id for r in store.list_runs(tags=["a", "b"], key=key)] == [run.id]
+
+
+def test_listing_by_creation_time_in_any_offset(store):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    run_id = new_run(store)
+    created = store.get_run(run_id).created_at
+    east = timezone(timedelta(hours=5))
+    just_before = (created - timedelta(seconds=1)).astimezone(east)
+    just_after = (created + timedelta(seconds=1)).astimezone(east)
+    assert run_id in {r.id for r in store.list_runs(since=just_before, until=just_after)}
+    assert run_id not in {r.id for r in store.list_runs(since=just_after)}
+    assert run_id not in {
+        r.id for r in store.list_runs(until=just_before.replace(tzinfo=None) - timedelta(hours=5))
+    }
+    assert created.tzinfo is not None and created <= datetime.now(UTC)

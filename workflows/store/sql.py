@@ -90,6 +90,11 @@ def _run_record(row: RowMapping, steps: Iterable[RowMapping] = ()) -> RunRecord:
     )
 
 
+def _utc(at: datetime) -> datetime:
+    """In UTC, as every time is stored (SQLite keeps no offset); a naive time is taken as UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _aware(at: datetime | None) -> Any:
     """SQLite hands back naive datetimes for what was written in UTC."""
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
@@ -208,9 +213,9 @@ class SqlRunStore:
                 exists().where(run_tags.c.run_id == runs.c.id, run_tags.c.tag == tag),
             )
         if since is not None:
-            q = q.where(runs.c.created_at >= since)
+            q = q.where(runs.c.created_at >= _utc(since))
         if until is not None:
-            q = q.where(runs.c.created_at < until)
+            q = q.where(runs.c.created_at < _utc(until))
         with self.engine.connect() as conn:
             return [_run_record(r) for r in conn.execute(q).mappings()]
 
