@@ -261,7 +261,7 @@ def call_with_retries(task: Task, args: list[Any], kwargs: dict[str, Any]) -> tu
             return task.run(*args, **kwargs), attempt
         except Retry as exc:
             if attempt > int(task.max_retries or 0):
-                exc.canvasflow_attempts = attempt  # type: ignore[attr-defined]
+                exc.canvasflow_attempts = attempt
                 raise
         except Exception as exc:
             if not isinstance(exc, retry_on) or attempt > retries:

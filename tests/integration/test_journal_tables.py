@@ -190,3 +190,35 @@ def test_a_run_journals_into_the_prefixed_tables(tmp_path, celery_worker_factory
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == APP_REVISION
     assert "cf_runs" not in tables and "shop_cf_runs" in tables
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_upgraders_starting_together_on_postgres_all_succeed(postgres_server):
+    """Workers starting at once each bring the schema to head; the advisory lock serialises them."""
+    import threading
+
+    schema = f"cfj_{uuid.uuid4().hex[:8]}"
+    engines = [make_engine(postgres_server) for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(engines))
+
+    def upgrade_one(engine) -> None:
+        barrier.wait()
+        try:
+            ensure_schema(engine, table_prefix="cf_", schema=schema)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade_one, args=(e,)) for e in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert current_revision(engines[0], JournalNames("cf_", schema)) == head_revision()
+    finally:
+        for e in engines:
+            e.dispose()
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

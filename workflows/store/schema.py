@@ -22,6 +22,7 @@ from canvasflow.workflows.store.models import JournalNames
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 LEGACY_VERSION_TABLE = "alembic_version"
+MIGRATION_LOCK = 0x63665F6A6F75  # PostgreSQL advisory lock key held while migrating ("cf_jou")
 
 
 def names_for(table_prefix: str | None = None, schema: str | None = None) -> JournalNames:
@@ -82,8 +83,11 @@ def ensure_schema(engine: Engine, *, table_prefix: str | None = None, schema: st
 def prepare(conn: Connection, names: JournalNames) -> None:
     """Before migrating (called by env.py, in the migration's transaction): create the schema,
     and adopt a journal whose revision is still in the shared ``alembic_version`` table."""
-    if names.schema and conn.dialect.name == "postgresql":
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{names.schema}"'))
+    if conn.dialect.name == "postgresql":
+        # one upgrader at a time (workers starting together); the lock ends with the transaction
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        if names.schema:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{names.schema}"'))
     tables = set(inspect(conn).get_table_names(schema=names.schema))
     if names.version_table in tables or names.table("runs") not in tables:
         return
