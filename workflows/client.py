@@ -66,7 +66,8 @@ def start(
     """Validate ``inputs``, journal a new run of workflow ``name`` and dispatch its first steps.
 
     ``key`` is a business key (``"order-42"``): a second start with the same key returns
-    the first run, even when both race. ``tags`` are strings to find runs by
+    the first run, even when both race (a key names one run across all workflows: another
+    workflow's start with it is refused). ``tags`` are strings to find runs by
     (``list_runs(tags=["tenant:acme"])``).
     """
     return Run(lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -149,6 +150,7 @@ class WorkflowRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, dict[str, Workflow]] = {}
         self._loaded = False
+        self._lock = threading.RLock()
 
     def add(self, wf: Workflow) -> None:
         versions = self._by_name.setdefault(wf.name, {})
@@ -178,12 +180,16 @@ class WorkflowRegistry:
         return versions[version]
 
     def load(self) -> None:
-        """Import the modules named in CANVASFLOW_WORKFLOW_MODULES (once)."""
+        """Import the modules named in CANVASFLOW_WORKFLOW_MODULES (once; threads starting runs
+        at the same time wait for it: a module half imported registers tasks as they read)."""
         if self._loaded:
             return
-        self._loaded = True
-        for module in get_settings().workflow_modules:
-            importlib.import_module(module)
+        with self._lock:
+            if self._loaded:
+                return
+            for module in get_settings().workflow_modules:
+                importlib.import_module(module)
+            self._loaded = True
 
 
 registry = WorkflowRegistry()

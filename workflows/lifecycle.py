@@ -45,13 +45,23 @@ def start_run(
     key, tags = _checked_key(key), _checked_tags(tags)
     rt = runtime()
     if key is not None and (held := rt.store.run_by_key(key)) is not None:
-        log.info("run with this key exists", run_id=held.id, key=key)
-        return held.id
+        return _holder(held, name, key)
     wf = registry.get(name, version)
     values = wf.validate(inputs)
     graph = wf.compile(values)
     run_id = run_id or uuid.uuid4().hex
     return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+
+
+def _holder(held: RunRecord, name: str, key: str) -> str:
+    """The id of the run that holds ``key``, when it is a run of workflow ``name``."""
+    if held.workflow != name:
+        raise InputError(
+            f"key {key!r} is held by run {held.id} of workflow {held.workflow!r}, not {name!r}: "
+            "a key names one run across all workflows (put the workflow in the key if needed)"
+        )
+    log.info("run with this key exists", run_id=held.id, key=key)
+    return held.id
 
 
 def _checked_key(key: str | None) -> str | None:
@@ -117,8 +127,9 @@ def _launch(
         tags=tags,
     )
     if created != run_id:  # a racing start with the same key journaled its run first
-        log.info("run with this key exists", run_id=created, key=key)
-        return created
+        held = rt.store.get_run(created, with_steps=False)
+        assert held is not None and key is not None
+        return _holder(held, wf.name, key)
     pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
     rt.state.init_run(
         run_id,

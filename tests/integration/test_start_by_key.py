@@ -57,6 +57,8 @@ def test_a_second_start_returns_the_first_run_whatever_its_inputs(worker):
     again = start(two_steps.name, {"log": "another-log"}, key=key)
     assert again.id == first.id
     assert effects("another-log") == []
+    with pytest.raises(InputError, match=f"held by run {first.id} of workflow 'tests.keyed'"):
+        start("tests.child", {"x": 1}, key=key)
 
 
 def test_the_start_message_takes_a_key_and_tags(worker):
