@@ -32,6 +32,8 @@ def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
 
 def _run_text(data: dict[str, Any]) -> str:
     lines = [f"run {data['id']}  {data['workflow']} v{data['version']}  {data['status']}"]
+    if data.get("key") or data.get("tags"):
+        lines.append(f"key: {data.get('key') or '-'}  tags: {', '.join(data.get('tags') or []) or '-'}")
     if data.get("result") is not None:
         lines.append(f"result: {json.dumps(data['result'])}")
     if data.get("error"):
@@ -86,6 +88,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         lambda: (
             "\n".join(
                 f"{r['id']}  {r['workflow']:<20} v{r['version']:<6} {r['status']:<20} {r['created_at']}"
+                + (f"  key={r['key']}" if r.get("key") else "")
                 for r in runs
             )
             or "no runs"

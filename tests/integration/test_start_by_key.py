@@ -103,3 +103,13 @@ def test_runs_are_found_by_key_tag_and_time(worker, capsys):
     assert set(runs("--tag", tag, "--until", future)) == {started["id"], other.id}
     assert main(["runs", "--since", "yesterday"]) == 2
     assert "neither an ISO timestamp" in capsys.readouterr().err
+
+
+def test_the_cli_shows_a_runs_key_and_tags(worker, capsys):
+    key, log = f"order-{uuid.uuid4().hex[:8]}", f"log-{uuid.uuid4().hex}"
+    run = start(two_steps.name, {"log": log}, key=key, tags=["shop", "vip"])
+    run.wait(30)
+    assert main(["status", run.id]) == 0
+    assert f"key: {key}  tags: shop, vip" in capsys.readouterr().out
+    assert main(["runs", "--key", key]) == 0
+    assert f"{run.id}" in (out := capsys.readouterr().out) and f"key={key}" in out
