@@ -7,6 +7,7 @@ is unique in the database, so two starts racing on one key create one run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,23 +27,7 @@ def now() -> datetime:
 
 
 _EVENT_FIELDS = ("status", "attempts", "worker", "error", "compensation_status")
-_STEP_FIELDS = (
-    "step_id",
-    "task",
-    "kind",
-    "status",
-    "attempts",
-    "queue",
-    "worker",
-    "task_id",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-    "compensation",
-    "compensation_status",
-    "compensation_error",
-)
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))  # each a column of the steps table
 
 
 def make_engine(url: str) -> Engine:
