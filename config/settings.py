@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     state_url: str | None = None
     key_prefix: str = "cf"
     database_url: str = "sqlite:///canvasflow.db"
+    # the journal beside an app's tables: table names start with this prefix (canvasflow's own
+    # Alembic version table is <prefix>alembic_version); a PostgreSQL schema of its own, if given
+    table_prefix: str = Field(default="cf_", pattern=r"^[a-z][a-z0-9_]{0,29}$")
+    database_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

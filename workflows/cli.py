@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canvasflow.config.errors import CanvasflowError, InputError
@@ -31,6 +32,8 @@ def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
 
 def _run_text(data: dict[str, Any]) -> str:
     lines = [f"run {data['id']}  {data['workflow']} v{data['version']}  {data['status']}"]
+    if data.get("key") or data.get("tags"):
+        lines.append(f"key: {data.get('key') or '-'}  tags: {', '.join(data.get('tags') or []) or '-'}")
     if data.get("result") is not None:
         lines.append(f"result: {json.dumps(data['result'])}")
     if data.get("error"):
@@ -48,7 +51,9 @@ def _run_text(data: dict[str, Any]) -> str:
 def cmd_start(args: argparse.Namespace) -> int:
     from canvasflow.workflows import start
 
-    run = start(args.name, _load_json(args.input, "--input"), version=args.version)
+    run = start(
+        args.name, _load_json(args.input, "--input"), version=args.version, key=args.key, tags=args.tag or ()
+    )
     record = run.wait(args.timeout) if args.wait else run.record
     _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
     return 0 if not args.wait or record.status in ("succeeded", "waiting") else 1
@@ -65,7 +70,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from canvasflow.workflows import list_runs
 
-    runs = [r.to_json() for r in list_runs(args.status, args.workflow, args.limit)]
+    records = list_runs(
+        args.status,
+        args.workflow,
+        args.limit,
+        key=args.key,
+        tags=args.tag or (),
+        since=_when(args.since, "--since"),
+        until=_when(args.until, "--until"),
+    )
+    runs = [r.to_json() for r in records]
     for r in runs:
         r.pop("steps", None)
     _emit(
@@ -74,12 +88,71 @@ def cmd_runs(args: argparse.Namespace) -> int:
         lambda: (
             "\n".join(
                 f"{r['id']}  {r['workflow']:<20} v{r['version']:<6} {r['status']:<20} {r['created_at']}"
+                + (f"  key={r['key']}" if r.get("key") else "")
                 for r in runs
             )
             or "no runs"
         ),
     )
     return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _when(text: str | None, what: str) -> datetime | None:
+    """An ISO timestamp (UTC unless it says otherwise), or a time ago: ``30m``, ``2h``, ``7d``."""
+    if text is None:
+        return None
+    text = text.strip()
+    if len(text) > 1 and text[-1] in _UNITS and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"{what} {text!r} is neither an ISO timestamp (2026-05-01T12:00) nor a time ago (30m, 2h, 7d)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``db upgrade``: run the journal's migrations; ``db current``: its revision and the head."""
+    from canvasflow.config.settings import get_settings
+    from canvasflow.workflows.store.schema import current_revision, head_revision, names_for, upgrade
+    from canvasflow.workflows.store.sql import make_engine
+
+    settings = get_settings()
+    names = names_for()
+    engine = make_engine(settings.database_url)
+    try:
+        if args.action == "upgrade":
+            upgrade(engine, names, args.revision)
+        data = {
+            "database": redact_url(settings.database_url),
+            "table_prefix": names.prefix,
+            "schema": names.schema,
+            "version_table": names.version_table,
+            "current": current_revision(engine, names),
+            "head": head_revision(),
+        }
+    finally:
+        engine.dispose()
+    _emit(
+        args,
+        data,
+        lambda: (
+            f"{data['database']}: {data['current'] or 'empty'} (head {data['head']}, "
+            f"tables {names.prefix}*{' in schema ' + str(names.schema) if names.schema else ''})"
+        ),
+    )
+    return 0 if args.action == "upgrade" or data["current"] == data["head"] else 1
+
+
+def redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _show(args: argparse.Namespace, run: Any) -> Any:
@@ -279,11 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--version")
     sp.add_argument("--wait", action="store_true", help="wait until the run ends")
     sp.add_argument("--timeout", type=float, default=300)
+    sp.add_argument("--key", help="business key: a second start with it returns the first run")
+    sp.add_argument("--tag", action="append", help="a tag to find the run by (repeatable)")
     add("status", cmd_status, "a run and its steps").add_argument("run")
     sp = add("runs", cmd_runs, "list runs")
     sp.add_argument("--status")
     sp.add_argument("--workflow")
     sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--key", help="the run started with this business key")
+    sp.add_argument("--tag", action="append", help="runs carrying this tag (repeatable: all of them)")
+    sp.add_argument("--since", help="created at or after: ISO timestamp or a time ago (30m, 2h, 7d)")
+    sp.add_argument("--until", help="created before: ISO timestamp or a time ago")
+    sp = add("db", cmd_db, "the journal's schema: upgrade it, or show its revision")
+    sp.add_argument("action", choices=["upgrade", "current"])
+    sp.add_argument("--revision", default="head", help="upgrade to this revision (default head)")
     sp = add("resume", cmd_resume, "resume a failed or cancelled run")
     sp.add_argument("run")
     sp.add_argument("--wait", action="store_true")

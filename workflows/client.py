@@ -8,7 +8,9 @@ get_run(run.id).status
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from canvasflow.workflows import lifecycle
@@ -53,9 +55,22 @@ class Run:
             rt.state.wait_finished(self.id, min(left, 0.5))
 
 
-def start(name: str, inputs: Any = None, *, version: str | None = None) -> Run:
-    """Validate ``inputs``, journal a new run of workflow ``name`` and dispatch its first steps."""
-    return Run(lifecycle.start_run(name, inputs or {}, version=version))
+def start(
+    name: str,
+    inputs: Any = None,
+    *,
+    version: str | None = None,
+    key: str | None = None,
+    tags: Sequence[str] = (),
+) -> Run:
+    """Validate ``inputs``, journal a new run of workflow ``name`` and dispatch its first steps.
+
+    ``key`` is a business key (``"order-42"``): a second start with the same key returns
+    the first run, even when both race (a key names one run across all workflows: another
+    workflow's start with it is refused). ``tags`` are strings to find runs by
+    (``list_runs(tags=["tenant:acme"])``).
+    """
+    return Run(lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags))
 
 
 def get_run(run_id: str) -> RunRecord:
@@ -91,8 +106,21 @@ def get_run(run_id: str) -> RunRecord:
     return record
 
 
-def list_runs(status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
-    return runtime().store.list_runs(status=status, workflow=workflow, limit=limit)
+def list_runs(
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 50,
+    *,
+    key: str | None = None,
+    tags: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[RunRecord]:
+    """Runs newest first (without their steps); every filter given must hold, each of ``tags``
+    included; ``since``/``until`` bound the creation time (from included, until excluded)."""
+    return runtime().store.list_runs(
+        status=status, workflow=workflow, key=key, tags=tags, since=since, until=until, limit=limit
+    )
 
 
 def resume(run_id: str) -> Run:

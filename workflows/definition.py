@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -151,6 +152,8 @@ class WorkflowRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, dict[str, Workflow]] = {}
         self._loaded = False
+        self._lock = threading.RLock()
+        self._loading = False
 
     def add(self, wf: Workflow) -> None:
         versions = self._by_name.setdefault(wf.name, {})
@@ -180,21 +183,33 @@ class WorkflowRegistry:
         return versions[version]
 
     def load(self) -> None:
-        """Import the modules named in CANVASFLOW_WORKFLOW_MODULES (once)."""
+        """Import the modules named in CANVASFLOW_WORKFLOW_MODULES (once; threads starting runs
+        at the same time wait for it: a module half imported registers tasks as they read)."""
         if self._loaded:
             return
-        self._loaded = True
-        for module in get_settings().workflow_modules:
+        with self._lock:  # re-entrant: a module being imported may look a workflow up
+            if self._loaded or self._loading:
+                return
+            self._loading = True
             try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if not exc.name or not module.startswith(exc.name):
-                    raise  # the module is there; something it imports is not
-                raise SettingsError(
-                    f"workflow module {module!r} (CANVASFLOW_WORKFLOW_MODULES or --workflows) is not "
-                    "importable: run from the directory that holds it (the working directory is on "
-                    "sys.path) or put it on PYTHONPATH"
-                ) from None
+                for module in get_settings().workflow_modules:
+                    _import_workflow_module(module)
+                self._loaded = True
+            finally:
+                self._loading = False
+
+
+def _import_workflow_module(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not exc.name or not module.startswith(exc.name):
+            raise  # the module is there; something it imports is not
+        raise SettingsError(
+            f"workflow module {module!r} (CANVASFLOW_WORKFLOW_MODULES or --workflows) is not "
+            "importable: run from the directory that holds it (the working directory is on "
+            "sys.path) or put it on PYTHONPATH"
+        ) from None
 
 
 registry = WorkflowRegistry()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -33,15 +34,52 @@ def start_run(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     parent_step: str | None = None,
+    key: str | None = None,
+    tags: Sequence[str] = (),
 ) -> str:
-    """Validate, compile, journal and dispatch a new run; return its id."""
+    """Validate, compile, journal and dispatch a new run; return its id.
+
+    With a business ``key`` the start is idempotent: when a run with that key exists (or
+    another start creates it first, racing), its id is returned and nothing is dispatched.
+    """
+    key, tags = _checked_key(key), _checked_tags(tags)
+    rt = runtime()
+    if key is not None and (held := rt.store.run_by_key(key)) is not None:
+        return _holder(held, name, key)
     wf = registry.get(name, version)
     values = wf.validate(inputs)
     graph = wf.compile(values)
-    rt = runtime()
     run_id = run_id or uuid.uuid4().hex
-    _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step)
-    return run_id
+    return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+
+
+def _holder(held: RunRecord, name: str, key: str) -> str:
+    """The id of the run that holds ``key``, when it is a run of workflow ``name``."""
+    if held.workflow != name:
+        raise InputError(
+            f"key {key!r} is held by run {held.id} of workflow {held.workflow!r}, not {name!r}: "
+            "a key names one run across all workflows (put the workflow in the key if needed)"
+        )
+    log.info("run with this key exists", run_id=held.id, key=key)
+    return held.id
+
+
+def _checked_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > 200:
+        raise InputError(f"key must be a non-empty string of at most 200 characters, got {key!r}")
+    return key
+
+
+def _checked_tags(tags: Sequence[str] | None) -> list[str]:
+    if isinstance(tags, str):
+        tags = [tags]
+    found = list(dict.fromkeys(tags or ()))
+    bad = [t for t in found if not isinstance(t, str) or not t or len(t) > 200]
+    if bad:
+        raise InputError(f"tags must be non-empty strings of at most 200 characters; refused: {bad!r}")
+    return found
 
 
 def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str, parent_gen: int) -> str:
@@ -61,7 +99,9 @@ def _launch(
     graph: StepGraph,
     parent_run_id: str | None,
     parent_step: str | None,
-) -> None:
+    key: str | None = None,
+    tags: Sequence[str] = (),
+) -> str:
     _record_definition(rt, wf)
     graph_json = graph.to_json()
     rows = [
@@ -74,7 +114,7 @@ def _launch(
         }
         for n in graph.steps.values()
     ]
-    rt.store.create_run(
+    created = rt.store.create_run(
         run_id=run_id,
         workflow=wf.name,
         version=wf.version,
@@ -83,7 +123,13 @@ def _launch(
         steps=rows,
         parent_run_id=parent_run_id,
         parent_step=parent_step,
+        key=key,
+        tags=tags,
     )
+    if created != run_id:  # a racing start with the same key journaled its run first
+        held = rt.store.get_run(created, with_steps=False)
+        assert held is not None and key is not None
+        return _holder(held, wf.name, key)
     pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
     rt.state.init_run(
         run_id,
@@ -96,6 +142,7 @@ def _launch(
     )
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     _go(rt, run_id, 1, graph, graph.roots())
+    return run_id
 
 
 def run_labels(

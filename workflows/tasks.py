@@ -1,4 +1,6 @@
-"""Celery tasks of the workflow runtime (registered in every worker through ``app.conf.imports``).
+"""Celery tasks of the workflow runtime (registered in every worker through ``app.conf.imports``;
+shared tasks, so they exist on canvasflow's app and on any app ``init_app`` adopted, whichever
+was current when this module was first imported).
 
 * ``canvasflow.start``        start a workflow by name with JSON inputs: a backend service
                               sends this plain message without importing any step code
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, chord, group
+from celery import Task, chord, group, shared_task
 from celery.signals import task_revoked, worker_init, worker_process_init, worker_process_shutdown
 
 from canvasflow.config.celery_app import START_TASK, current_app
@@ -67,20 +69,26 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@current_app().task(name=START_TASK, queue=get_settings().control_queue, acks_late=True)
+@shared_task(name=START_TASK, queue=get_settings().control_queue, acks_late=True)
 def start_workflow(
-    workflow: str, inputs: dict[str, Any] | None = None, version: str | None = None
+    workflow: str,
+    inputs: dict[str, Any] | None = None,
+    version: str | None = None,
+    key: str | None = None,
+    tags: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused."""
+    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused.
+
+    With ``key``, a redelivered or repeated message returns the run the key already has."""
     from canvasflow.workflows.lifecycle import start_run
 
     try:
-        return {"run_id": start_run(workflow, inputs or {}, version=version)}
+        return {"run_id": start_run(workflow, inputs or {}, version=version, key=key, tags=tags or ())}
     except CanvasflowError as exc:
         return {"error": str(exc), "type": type(exc).__name__}
 
 
-@current_app().task(name=ERRBACK_TASK)
+@shared_task(name=ERRBACK_TASK)
 def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     """link_error errback: journal the failure, move the run, call author errbacks, roll back."""
     from canvasflow.workflows.runtime.failure import step_failed as handle
@@ -88,7 +96,7 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     handle(request, exc, traceback)
 
 
-@current_app().task(name=CHUNK_TASK, base=StepTask)
+@shared_task(name=CHUNK_TASK, base=StepTask)
 def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
     """Apply the mapper to each item, in this process (one message for the whole chunk)."""
     sig = current_app().signature(mapper)
@@ -103,7 +111,7 @@ def run_chunk(mapper: dict[str, Any], items: list[Any]) -> list[Any]:
     return done
 
 
-@current_app().task(name=MAP_TASK, bind=True)
+@shared_task(name=MAP_TASK, bind=True)
 def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: int) -> Any:
     """Plain-Celery fallback of a map step: replace it by a chord of chunks, flattened."""
     size = max(int(chunk_size), 1)
@@ -114,17 +122,17 @@ def plain_map(self: Task, items: list[Any], mapper: dict[str, Any], chunk_size: 
     raise self.replace(chord(header, flatten.s()))
 
 
-@current_app().task(name="canvasflow.flatten")
+@shared_task(name="canvasflow.flatten")
 def flatten(parts: list[list[Any]]) -> list[Any]:
     return [v for part in parts for v in part]
 
 
-@current_app().task(name=SIGNAL_TASK)
+@shared_task(name=SIGNAL_TASK)
 def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@current_app().task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
+@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

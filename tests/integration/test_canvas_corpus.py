@@ -1,11 +1,13 @@
 """For every shape in the corpus, canvasflow's result equals plain Celery's (or the documented
-one where Celery 5.7 slips), and every step of the run is journaled as succeeded."""
+one where Celery 5.7 slips), and every step of the run is journaled as succeeded. The
+in-process runner (canvasflow.testing.run_inline) gives the same result and step set."""
 
 from __future__ import annotations
 
 import pytest
 
 from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.inline import run_inline
 from canvasflow.workflows.runtime.graph import StepGraph
 from tests.integration.corpus import SHAPES
 
@@ -35,3 +37,6 @@ def test_shape_result_matches_plain_celery(worker, shape_id, factory, documented
         step = journaled[sid]
         assert step.status == "succeeded", (sid, step.status, step.error)
         assert step.attempts >= 1 and step.finished_at is not None
+    inline = run_inline(wf)
+    assert (inline.status, inline.result) == ("succeeded", record.result)
+    assert {s.step_id: s.status for s in inline.steps} == {s.step_id: s.status for s in record.steps}

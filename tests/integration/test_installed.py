@@ -229,7 +229,7 @@ def _readme_project(where: Path) -> Path:
     for block in readme_blocks("# myapp/"):
         first, _, rest = block.partition("\n")
         files[first.removeprefix("# ").strip()] = rest
-    assert {"myapp/steps.py", "myapp/flows.py", "myapp/payments.py"} <= set(files)
+    assert {"myapp/steps.py", "myapp/flows.py", "myapp/checkout.py"} <= set(files)
     write_project(where, {"myapp/__init__.py": "", **files})
     for name in ("uses_readme.py", "wrong_calls.py"):
         shutil.copy(TYPING / name, where / name)

@@ -9,8 +9,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from canvasflow.workflows.store.models import Base
-from canvasflow.workflows.store.schema import current_revision, head_revision
+from canvasflow.workflows.store.models import journal_tables
+from canvasflow.workflows.store.schema import autogenerate_options, current_revision, head_revision
 from canvasflow.workflows.store.sql import SqlRunStore, store_for
 
 
@@ -38,9 +38,13 @@ def new_run(store: SqlRunStore, steps=("a", "b")) -> str:
 
 
 def test_migrations_match_the_models(store):
-    assert current_revision(store.engine) == head_revision()
+    """Alembic's head and the models agree: autogenerate finds nothing to change."""
+    names = store.t.names
+    assert current_revision(store.engine, names) == head_revision()
+    opts = autogenerate_options(names)
     with store.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        diff = compare_metadata(MigrationContext.configure(conn, opts=opts), journal_tables().metadata)
+    assert diff == []
 
 
 def test_a_run_and_its_steps_round_trip(store):
@@ -97,3 +101,45 @@ def test_definitions_are_recorded_once_per_version(store):
     store.record_definition("wf", "1", {"type": "object"})
     store.record_definition("wf", "2", {"type": "object", "properties": {}})
     assert [(d["name"], d["version"]) for d in store.definitions("wf")] == [("wf", "1"), ("wf", "2")]
+
+
+def test_racing_creates_with_one_key_make_one_run(store):
+    key = f"order-{uuid.uuid4().hex[:8]}"
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def race() -> None:
+        run_id = uuid.uuid4().hex
+        barrier.wait()
+        winners.append(
+            store.create_run(
+                run_id=run_id, workflow="wf", version="1", inputs={}, graph={"steps": [], "result": {"v": 0}},
+                steps=[], key=key, tags=["a", "b", "a"],
+            )
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 6 and len(set(winners)) == 1
+    (run,) = store.list_runs(key=key)
+    assert run.id == winners[0] and run.tags == ["a", "b"]
+    assert [r.id for r in store.list_runs(tags=["a", "b"], key=key)] == [run.id]
+
+
+def test_listing_by_creation_time_in_any_offset(store):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    run_id = new_run(store)
+    created = store.get_run(run_id).created_at
+    east = timezone(timedelta(hours=5))
+    just_before = (created - timedelta(seconds=1)).astimezone(east)
+    just_after = (created + timedelta(seconds=1)).astimezone(east)
+    assert run_id in {r.id for r in store.list_runs(since=just_before, until=just_after)}
+    assert run_id not in {r.id for r in store.list_runs(since=just_after)}
+    assert run_id not in {
+        r.id for r in store.list_runs(until=just_before.replace(tzinfo=None) - timedelta(hours=5))
+    }
+    assert created.tzinfo is not None and created <= datetime.now(UTC)

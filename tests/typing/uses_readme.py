@@ -3,7 +3,7 @@
 from typing import assert_type
 
 from celery.result import AsyncResult
-from myapp.payments import charge, refund
+from myapp.checkout import charge, refund
 from myapp.steps import fetch_order, price_item, total
 
 assert_type(fetch_order(42), dict[str, int])

@@ -1,6 +1,6 @@
 """Wrong calls of the README's steps: mypy --strict must report each marked line, with its code."""
 
-from myapp.payments import charge, refund
+from myapp.checkout import charge, refund
 from myapp.steps import fetch_order, total
 
 charge("not an order")  # E: arg-type

@@ -1,88 +1,150 @@
-"""SQLAlchemy 2 models of the run store: runs, their steps, and an append-only event journal."""
+"""The journal's tables: runs, their steps and tags, an append-only event journal, definitions, signals.
+
+Every table name starts with a prefix (``CANVASFLOW_TABLE_PREFIX``, default ``cf_``) and the
+tables may live in a PostgreSQL schema of their own (``CANVASFLOW_DATABASE_SCHEMA``), so the
+journal shares a database with an application's tables. :func:`journal_tables` builds the
+SQLAlchemy Core tables for one (prefix, schema); the Alembic migrations use the same names.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+DEFAULT_PREFIX = "cf_"
+TS = DateTime(timezone=True)
 
 
-class Base(DeclarativeBase):
-    pass
+@dataclass(frozen=True)
+class JournalNames:
+    """Table, index and version-table names for one prefix and schema."""
+
+    prefix: str = DEFAULT_PREFIX
+    schema: str | None = None
+
+    def table(self, suffix: str) -> str:
+        return f"{self.prefix}{suffix}"
+
+    def index(self, suffix: str) -> str:
+        return f"ix_{self.prefix}{suffix}"
+
+    def fk(self, suffix: str) -> str:
+        """A foreign-key target ``[schema.]<prefix><suffix>`` (suffix like ``runs.id``)."""
+        target = f"{self.prefix}{suffix}"
+        return f"{self.schema}.{target}" if self.schema else target
+
+    @property
+    def version_table(self) -> str:
+        """canvasflow's own Alembic version table, so an app's ``alembic_version`` is left alone."""
+        return f"{self.prefix}alembic_version"
 
 
-class RunRow(Base):
-    __tablename__ = "cf_runs"
+@dataclass(frozen=True)
+class JournalTables:
+    names: JournalNames
+    metadata: MetaData
+    runs: Table
+    steps: Table
+    events: Table
+    definitions: Table
+    signals: Table
+    run_tags: Table
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    workflow: Mapped[str] = mapped_column(String(200), index=True)
-    version: Mapped[str] = mapped_column(String(50))
-    status: Mapped[str] = mapped_column(String(32), index=True)
-    generation: Mapped[int] = mapped_column(Integer, default=1)
-    inputs: Mapped[Any] = mapped_column(JSON)
-    graph: Mapped[Any] = mapped_column(JSON)
-    result: Mapped[Any] = mapped_column(JSON, nullable=True)
-    error: Mapped[Any] = mapped_column(JSON, nullable=True)
-    parent_run_id: Mapped[str | None] = mapped_column(
-        String(64), ForeignKey("cf_runs.id"), nullable=True, index=True
+
+@cache
+def journal_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> JournalTables:
+    """The Core tables of the journal for ``prefix`` and ``schema`` (cached: one set each)."""
+    n = JournalNames(prefix, schema)
+    md = MetaData(schema=schema)
+    runs = Table(
+        n.table("runs"),
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("workflow", String(200), nullable=False),
+        Column("version", String(50), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("generation", Integer, nullable=False),
+        Column("inputs", JSON, nullable=False),
+        Column("graph", JSON, nullable=False),
+        Column("result", JSON, nullable=True),
+        Column("error", JSON, nullable=True),
+        Column("parent_run_id", String(64), ForeignKey(n.fk("runs.id")), nullable=True),
+        Column("parent_step", String(500), nullable=True),
+        Column("created_at", TS, nullable=False),
+        Column("finished_at", TS, nullable=True),
+        # the caller's business key (start(..., key=...)): one run per key
+        Column("run_key", String(200), nullable=True),
+        Column("tags", JSON, nullable=True),
+        Index(n.index("runs_workflow"), "workflow"),
+        Index(n.index("runs_status"), "status"),
+        Index(n.index("runs_parent_run_id"), "parent_run_id"),
+        Index(n.index("runs_run_key"), "run_key", unique=True),
+        Index(n.index("runs_created_at"), "created_at"),
     )
-    parent_step: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class StepRow(Base):
-    __tablename__ = "cf_steps"
-
-    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("cf_runs.id"), primary_key=True)
-    step_id: Mapped[str] = mapped_column(String(500), primary_key=True)
-    task: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16), default="task")
-    status: Mapped[str] = mapped_column(String(32))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    queue: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    task_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    result: Mapped[Any] = mapped_column(JSON, nullable=True)
-    error: Mapped[Any] = mapped_column(JSON, nullable=True)
-    compensation: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    compensation_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    compensation_error: Mapped[Any] = mapped_column(JSON, nullable=True)
-
-
-class EventRow(Base):
-    """Append-only: one row per transition of a run or step."""
-
-    __tablename__ = "cf_events"
-    __table_args__ = (Index("ix_cf_events_run", "run_id", "id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("cf_runs.id"))
-    step_id: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    event: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    data: Mapped[Any] = mapped_column(JSON, nullable=True)
-
-
-class DefinitionRow(Base):
-    """Each (workflow, version) ever registered, so old runs stay explainable."""
-
-    __tablename__ = "cf_definitions"
-
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[str] = mapped_column(String(50), primary_key=True)
-    input_schema: Mapped[Any] = mapped_column(JSON, nullable=True)
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class SignalRow(Base):
-    __tablename__ = "cf_signals"
-
-    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("cf_runs.id"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    payload: Mapped[Any] = mapped_column(JSON, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    steps = Table(
+        n.table("steps"),
+        md,
+        Column("run_id", String(64), ForeignKey(n.fk("runs.id")), primary_key=True),
+        Column("step_id", String(500), primary_key=True),
+        Column("task", String(200), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("queue", String(200), nullable=True),
+        Column("worker", String(200), nullable=True),
+        Column("task_id", String(200), nullable=True),
+        Column("started_at", TS, nullable=True),
+        Column("finished_at", TS, nullable=True),
+        Column("result", JSON, nullable=True),
+        Column("error", JSON, nullable=True),
+        Column("compensation", String(200), nullable=True),
+        Column("compensation_status", String(32), nullable=True),
+        Column("compensation_error", JSON, nullable=True),
+    )
+    events = Table(
+        n.table("events"),
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String(64), ForeignKey(n.fk("runs.id")), nullable=False),
+        Column("step_id", String(500), nullable=True),
+        Column("event", String(64), nullable=False),
+        Column("at", TS, nullable=False),
+        Column("data", JSON, nullable=True),
+        Index(n.index("events_run"), "run_id", "id"),
+    )
+    definitions = Table(
+        n.table("definitions"),
+        md,
+        Column("name", String(200), primary_key=True),
+        Column("version", String(50), primary_key=True),
+        Column("input_schema", JSON, nullable=True),
+        Column("registered_at", TS, nullable=False),
+    )
+    signals = Table(
+        n.table("signals"),
+        md,
+        Column("run_id", String(64), ForeignKey(n.fk("runs.id")), primary_key=True),
+        Column("name", String(200), primary_key=True),
+        Column("payload", JSON, nullable=True),
+        Column("at", TS, nullable=False),
+    )
+    run_tags = Table(
+        n.table("run_tags"),
+        md,
+        Column("run_id", String(64), ForeignKey(n.fk("runs.id")), primary_key=True),
+        Column("tag", String(200), primary_key=True),
+        Index(n.index("run_tags_tag"), "tag"),
+    )
+    return JournalTables(n, md, runs, steps, events, definitions, signals, run_tags)

@@ -61,6 +61,8 @@ class RunRecord:
     parent_run_id: str | None = None
     parent_step: str | None = None
     finished_at: datetime | None = None
+    key: str | None = None
+    tags: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
 
     @property
@@ -85,6 +87,8 @@ class RunRecord:
             "error": self.error,
             "parent_run_id": self.parent_run_id,
             "parent_step": self.parent_step,
+            "key": self.key,
+            "tags": self.tags,
             "created_at": self.created_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "steps": [s.to_json() for s in self.steps],

@@ -1,40 +1,137 @@
-"""Bring a database to the newest schema with Alembic (run on first use; safe to repeat)."""
+"""Bring a database to the newest journal schema with Alembic (run on first use; safe to repeat).
+
+canvasflow keeps its revision in a version table of its own, ``<prefix>alembic_version`` (in
+the journal's schema, if one is set), so it shares a database with an application whose own
+Alembic history lives in ``alembic_version``. A journal created before the version table was
+renamed (its revision in ``alembic_version``) is adopted: the revision moves to canvasflow's
+table, and the old row goes (the old table too, when that leaves it empty).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
+
+from canvasflow.workflows.store.models import JournalNames
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+LEGACY_VERSION_TABLE = "alembic_version"
+MIGRATION_LOCK = 0x63665F6A6F75  # PostgreSQL advisory lock key held while migrating ("cf_jou")
 
 
-def alembic_config(engine: Engine) -> Config:
+def names_for(table_prefix: str | None = None, schema: str | None = None) -> JournalNames:
+    """The journal's names; the prefix and schema default to the settings."""
+    if table_prefix is None or schema is None:
+        from canvasflow.config.settings import get_settings
+
+        settings = get_settings()
+        table_prefix = settings.table_prefix if table_prefix is None else table_prefix
+        schema = settings.database_schema if schema is None else schema
+    return JournalNames(table_prefix, schema or None)
+
+
+def alembic_config(engine: Engine, names: JournalNames) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
+    cfg.attributes["names"] = names
     return cfg
 
 
+def context_options(names: JournalNames) -> dict[str, Any]:
+    """MigrationContext options naming canvasflow's own version table."""
+    return {"version_table": names.version_table, "version_table_schema": names.schema}
+
+
+def script() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS))
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    return script().get_current_head()
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(engine: Engine, names: JournalNames | None = None) -> str | None:
+    names = names or names_for()
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return MigrationContext.configure(conn, opts=context_options(names)).get_current_revision()
 
 
-def ensure_schema(engine: Engine) -> None:
+def upgrade(engine: Engine, names: JournalNames | None = None, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` (``canvasflow db upgrade``)."""
+    command.upgrade(alembic_config(engine, names or names_for()), revision)
+
+
+def ensure_schema(engine: Engine, *, table_prefix: str | None = None, schema: str | None = None) -> None:
     """Upgrade to head unless already there; a concurrent upgrader that wins first is fine."""
-    if current_revision(engine) == head_revision():
+    names = names_for(table_prefix, schema)
+    if current_revision(engine, names) == head_revision():
         return
     try:
-        command.upgrade(alembic_config(engine), "head")
+        upgrade(engine, names)
     except Exception:
-        if current_revision(engine) != head_revision():
+        if current_revision(engine, names) != head_revision():
             raise
+
+
+def prepare(conn: Connection, names: JournalNames) -> None:
+    """Before migrating (called by env.py, in the migration's transaction): create the schema,
+    and adopt a journal whose revision is still in the shared ``alembic_version`` table."""
+    if conn.dialect.name == "postgresql":
+        # one upgrader at a time (workers starting together); the lock ends with the transaction
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        if names.schema:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{names.schema}"'))
+    tables = set(inspect(conn).get_table_names(schema=names.schema))
+    if names.version_table in tables or names.table("runs") not in tables:
+        return
+    ours = {rev.revision for rev in script().walk_revisions()}
+    revision = None
+    if LEGACY_VERSION_TABLE in tables and names.prefix == "cf_":  # the only prefix there was
+        legacy = Table(LEGACY_VERSION_TABLE, MetaData(), autoload_with=conn, schema=names.schema)
+        found = [r for r in conn.scalars(select(legacy.c.version_num)) if r in ours]
+        if found:
+            revision = found[0]
+            conn.execute(legacy.delete().where(legacy.c.version_num == revision))
+            if conn.execute(select(legacy.c.version_num)).first() is None:
+                legacy.drop(conn)
+    if revision is None:  # tables without any record of their revision: tell by their columns
+        columns = {c["name"] for c in inspect(conn).get_columns(names.table("runs"), schema=names.schema)}
+        revision = "0002" if "run_key" in columns else "0001"
+    MigrationContext.configure(conn, opts=context_options(names)).stamp(script(), revision)
+
+
+def autogenerate_options(names: JournalNames) -> dict[str, Any]:
+    """MigrationContext options for comparing the journal (and only it) with its models."""
+    return {
+        "include_schemas": names.schema is not None,
+        "include_name": include_name(names),
+        **context_options(names),
+    }
+
+
+def include_name(names: JournalNames):  # type: ignore[no-untyped-def]
+    """An Alembic ``include_name`` hook: only the journal's own tables (an app's are not ours)."""
+
+    def include(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+        if type_ == "schema":
+            return name == names.schema
+        if type_ == "table":
+            return bool(name) and str(name).startswith(names.prefix) and name != names.version_table
+        return True
+
+    return include
+
+
+def migrating() -> JournalNames:
+    """The names of the journal being migrated (for the migration scripts)."""
+    from alembic import context
+
+    names = context.config.attributes.get("names")
+    return names if isinstance(names, JournalNames) else names_for()

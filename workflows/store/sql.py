@@ -1,39 +1,33 @@
 """The SQLAlchemy run store: SQLite (WAL, several worker processes) by default, PostgreSQL in production.
 
 Status changes are guarded in the database: ``UPDATE ... WHERE status IN (:expected)`` and
-a rowcount check, so two processes racing on one run cannot both win.
+a rowcount check, so two processes racing on one run cannot both win. A run's business key
+is unique in the database, so two starts racing on one key create one run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Table, bindparam, create_engine, event, insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, bindparam, create_engine, event, exists, select
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
-from canvasflow.workflows.store.models import DefinitionRow, EventRow, RunRow, SignalRow, StepRow
-from canvasflow.workflows.store.records import RunRecord, StepRecord
+from canvasflow.config.errors import SettingsError
+from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
+from canvasflow.workflows.store.records import TERMINAL, RunRecord, StepRecord
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-_STEPS = cast(Table, StepRow.__table__)
-_EVENTS = cast(Table, EventRow.__table__)
 _EVENT_FIELDS = ("status", "attempts", "worker", "error", "compensation_status")
-
-
-def _update_steps(names: tuple[str, ...]) -> Any:
-    """UPDATE of the named step columns, keyed by bound run and step ids (for executemany)."""
-    return (
-        _STEPS.update()
-        .where(_STEPS.c.run_id == bindparam("b_run"), _STEPS.c.step_id == bindparam("b_step"))
-        .values({name: bindparam(f"v_{name}", type_=_STEPS.c[name].type) for name in names})
-    )
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))  # each a column of the steps table
 
 
 def make_engine(url: str) -> Engine:
@@ -56,55 +50,53 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _step_record(row: StepRow) -> StepRecord:
-    return StepRecord(
-        step_id=row.step_id,
-        task=row.task,
-        status=row.status,
-        kind=row.kind,
-        attempts=row.attempts,
-        queue=row.queue,
-        worker=row.worker,
-        task_id=row.task_id,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        result=row.result,
-        error=row.error,
-        compensation=row.compensation,
-        compensation_status=row.compensation_status,
-        compensation_error=row.compensation_error,
-    )
+def _step_record(row: RowMapping) -> StepRecord:
+    return StepRecord(**{k: row[k] for k in _STEP_FIELDS})
 
 
-def _run_record(row: RunRow, steps: Iterable[StepRow] = ()) -> RunRecord:
+def _run_record(row: RowMapping, steps: Iterable[RowMapping] = ()) -> RunRecord:
     return RunRecord(
-        id=row.id,
-        workflow=row.workflow,
-        version=row.version,
-        status=row.status,
-        generation=row.generation,
-        inputs=row.inputs,
-        graph=row.graph,
-        created_at=row.created_at,
-        result=row.result,
-        error=row.error,
-        parent_run_id=row.parent_run_id,
-        parent_step=row.parent_step,
-        finished_at=row.finished_at,
+        id=row["id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        status=row["status"],
+        generation=row["generation"],
+        inputs=row["inputs"],
+        graph=row["graph"],
+        created_at=_aware(row["created_at"]),
+        result=row["result"],
+        error=row["error"],
+        parent_run_id=row["parent_run_id"],
+        parent_step=row["parent_step"],
+        finished_at=_aware(row["finished_at"]),
+        key=row["run_key"],
+        tags=list(row["tags"] or []),
         steps=[_step_record(s) for s in steps],
     )
 
 
-class SqlRunStore:
-    """Runs, steps and their journal in one SQL database."""
+def _utc(at: datetime) -> datetime:
+    """In UTC, as every time is stored (SQLite keeps no offset); a naive time is taken as UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
-    def __init__(self, url: str) -> None:
+
+def _aware(at: datetime | None) -> Any:
+    """SQLite hands back naive datetimes for what was written in UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+class SqlRunStore:
+    """Runs, steps and their journal in one SQL database, in tables named ``<prefix>...``."""
+
+    def __init__(self, url: str, *, table_prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
+        if schema and url.startswith("sqlite"):
+            raise SettingsError(
+                f"CANVASFLOW_DATABASE_SCHEMA={schema!r} needs PostgreSQL; with SQLite use "
+                "CANVASFLOW_TABLE_PREFIX to keep the journal's tables apart"
+            )
         self.url = url
         self.engine = make_engine(url)
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
-
-    def session(self) -> Session:
-        return self._session()
+        self.t: JournalTables = journal_tables(table_prefix, schema or None)
 
     # -- runs --------------------------------------------------------------------
     def create_run(
@@ -119,72 +111,124 @@ class SqlRunStore:
         status: str = "running",
         parent_run_id: str | None = None,
         parent_step: str | None = None,
-    ) -> None:
+        key: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> str:
+        """Journal a new run; return its id, or with ``key`` the id of the run that already holds it."""
         at = now()
-        with self.session() as s, s.begin():
-            s.add(
-                RunRow(
-                    id=run_id,
-                    workflow=workflow,
-                    version=version,
-                    status=status,
-                    generation=1,
-                    inputs=inputs,
-                    graph=graph,
-                    parent_run_id=parent_run_id,
-                    parent_step=parent_step,
-                    created_at=at,
+        t = self.t
+        tags = list(dict.fromkeys(tags))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    t.runs.insert().values(
+                        id=run_id,
+                        workflow=workflow,
+                        version=version,
+                        status=status,
+                        generation=1,
+                        inputs=inputs,
+                        graph=graph,
+                        parent_run_id=parent_run_id,
+                        parent_step=parent_step,
+                        created_at=at,
+                        run_key=key,
+                        tags=tags or None,
+                    )
                 )
-            )
-            s.flush()
-            s.execute(
-                insert(StepRow),
-                [{"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps],
-            )
-            s.add(EventRow(run_id=run_id, event="run.created", at=at, data={"workflow": workflow}))
+                if steps:
+                    conn.execute(
+                        t.steps.insert(),
+                        [{"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps],
+                    )
+                if tags:
+                    conn.execute(t.run_tags.insert(), [{"run_id": run_id, "tag": tag} for tag in tags])
+                data: dict[str, Any] = {"workflow": workflow}
+                if key is not None:
+                    data["key"] = key
+                conn.execute(t.events.insert().values(run_id=run_id, event="run.created", at=at, data=data))
+        except IntegrityError:
+            holder = self.run_by_key(key) if key is not None else None
+            if holder is None:
+                raise
+            return holder.id
+        return run_id
+
+    def _steps(self, conn: Connection, run_id: str, graph: Mapping[str, Any]) -> list[RowMapping]:
+        rows = list(conn.execute(select(self.t.steps).where(self.t.steps.c.run_id == run_id)).mappings())
+        order = {sid["id"]: i for i, sid in enumerate(graph.get("steps", []))}
+        rows.sort(key=lambda st: order.get(st["step_id"], len(order)))
+        return rows
 
     def get_run(self, run_id: str, *, with_steps: bool = True) -> RunRecord | None:
-        with self.session() as s:
-            row = s.get(RunRow, run_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.t.runs).where(self.t.runs.c.id == run_id)).mappings().first()
             if row is None:
                 return None
-            steps: list[StepRow] = []
-            if with_steps:
-                steps = list(s.scalars(select(StepRow).where(StepRow.run_id == run_id)))
-                order = {sid["id"]: i for i, sid in enumerate(row.graph.get("steps", []))}
-                steps.sort(key=lambda st: order.get(st.step_id, len(order)))
-            return _run_record(row, steps)
+            return _run_record(row, self._steps(conn, run_id, row["graph"]) if with_steps else ())
+
+    def run_by_key(self, key: str) -> RunRecord | None:
+        """The run started with business key ``key``, if any (without its steps)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_key == key)).mappings().first()
+            return None if row is None else _run_record(row)
 
     def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        key: str | None = None,
+        tags: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
     ) -> list[RunRecord]:
-        q = select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+        """Newest first; every filter given must hold (each tag in ``tags`` included)."""
+        runs, run_tags = self.t.runs, self.t.run_tags
+        q = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
         if status:
-            q = q.where(RunRow.status == status)
+            q = q.where(runs.c.status == status)
         if workflow:
-            q = q.where(RunRow.workflow == workflow)
-        with self.session() as s:
-            return [_run_record(r) for r in s.scalars(q)]
+            q = q.where(runs.c.workflow == workflow)
+        if key is not None:
+            q = q.where(runs.c.run_key == key)
+        for tag in dict.fromkeys(tags):
+            q = q.where(
+                exists().where(run_tags.c.run_id == runs.c.id, run_tags.c.tag == tag),
+            )
+        if since is not None:
+            q = q.where(runs.c.created_at >= _utc(since))
+        if until is not None:
+            q = q.where(runs.c.created_at < _utc(until))
+        with self.engine.connect() as conn:
+            return [_run_record(r) for r in conn.execute(q).mappings()]
 
     def children(self, run_id: str) -> list[RunRecord]:
-        with self.session() as s:
-            rows = s.scalars(select(RunRow).where(RunRow.parent_run_id == run_id))
+        runs = self.t.runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).where(runs.c.parent_run_id == run_id)).mappings()
             return [_run_record(r) for r in rows]
 
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
         """Move the run to ``new`` only from one of ``expected``; True when this call did it."""
         at = now()
-        if new in ("succeeded", "failed", "compensated", "compensation_failed", "cancelled"):
+        if new in TERMINAL:
             fields.setdefault("finished_at", at)
-        with self.session() as s, s.begin():
-            res: CursorResult[Any] = s.execute(  # type: ignore[assignment]
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status.in_(list(expected)))
+        runs = self.t.runs
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.status.in_(list(expected)))
                 .values(status=new, **fields)
             )
             won = res.rowcount == 1
             if won:
-                s.add(EventRow(run_id=run_id, event=f"run.{new}", at=at, data=fields.get("error")))
+                conn.execute(
+                    self.t.events.insert().values(
+                        run_id=run_id, event=f"run.{new}", at=at, data=fields.get("error")
+                    )
+                )
             return won
 
     # -- steps -------------------------------------------------------------------
@@ -196,6 +240,15 @@ class SqlRunStore:
         """Bulk form of record_step: each row has ``step_id`` and the fields to set."""
         self.record_many(
             [(run_id, r["step_id"], event_name, {k: v for k, v in r.items() if k != "step_id"}) for r in rows]
+        )
+
+    def _update_steps(self, names: tuple[str, ...]) -> Any:
+        """UPDATE of the named step columns, keyed by bound run and step ids (for executemany)."""
+        steps = self.t.steps
+        return (
+            steps.update()
+            .where(steps.c.run_id == bindparam("b_run"), steps.c.step_id == bindparam("b_step"))
+            .values({name: bindparam(f"v_{name}", type_=steps.c[name].type) for name in names})
         )
 
     def record_many(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
@@ -224,16 +277,17 @@ class SqlRunStore:
         with self.engine.begin() as conn:
             for names, param_sets in groups.items():
                 if names:
-                    conn.execute(_update_steps(names), param_sets)
-            conn.execute(_EVENTS.insert(), events)
+                    conn.execute(self._update_steps(names), param_sets)
+            conn.execute(self.t.events.insert(), events)
 
     def add_chunk_steps(self, run_id: str, step_id: str, count: int, queue: str | None) -> None:
         """Journal rows for a map step's chunks (``<step>#<i>``); repeated calls add nothing."""
-        with self.session() as s, s.begin():
+        steps = self.t.steps
+        with self.engine.begin() as conn:
             have = set(
-                s.scalars(
-                    select(StepRow.step_id).where(
-                        StepRow.run_id == run_id, StepRow.step_id.like(f"{step_id}#%")
+                conn.scalars(
+                    select(steps.c.step_id).where(
+                        steps.c.run_id == run_id, steps.c.step_id.like(f"{step_id}#%")
                     )
                 )
             )
@@ -251,63 +305,96 @@ class SqlRunStore:
                 if f"{step_id}#{i}" not in have
             ]
             if rows:
-                s.execute(insert(StepRow), rows)
+                conn.execute(steps.insert(), rows)
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        with self.session() as s:
-            rows = s.scalars(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.id))
+        ev = self.t.events
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ev).where(ev.c.run_id == run_id).order_by(ev.c.id)).mappings()
             return [
-                {"step_id": r.step_id, "event": r.event, "at": r.at.isoformat(), "data": r.data} for r in rows
+                {
+                    "step_id": r["step_id"],
+                    "event": r["event"],
+                    "at": _aware(r["at"]).isoformat(),
+                    "data": r["data"],
+                }
+                for r in rows
             ]
 
     # -- definitions and signals ------------------------------------------------------
     def record_definition(self, name: str, version: str, input_schema: Any) -> None:
-        with self.session() as s, s.begin():
-            if s.get(DefinitionRow, (name, version)) is None:
-                s.add(
-                    DefinitionRow(name=name, version=version, input_schema=input_schema, registered_at=now())
-                )
+        """Journal a (workflow, version) once; a racing process that records it first is fine."""
+        d = self.t.definitions
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(select(d.c.name).where(d.c.name == name, d.c.version == version)).first()
+                if found is None:
+                    conn.execute(
+                        d.insert().values(
+                            name=name, version=version, input_schema=input_schema, registered_at=now()
+                        )
+                    )
+        except IntegrityError:
+            pass
 
     def definitions(self, name: str | None = None) -> list[dict[str, Any]]:
-        q = select(DefinitionRow).order_by(DefinitionRow.name, DefinitionRow.registered_at)
+        d = self.t.definitions
+        q = select(d).order_by(d.c.name, d.c.registered_at)
         if name:
-            q = q.where(DefinitionRow.name == name)
-        with self.session() as s:
+            q = q.where(d.c.name == name)
+        with self.engine.connect() as conn:
             return [
                 {
-                    "name": d.name,
-                    "version": d.version,
-                    "input_schema": d.input_schema,
-                    "registered_at": d.registered_at.isoformat(),
+                    "name": r["name"],
+                    "version": r["version"],
+                    "input_schema": r["input_schema"],
+                    "registered_at": _aware(r["registered_at"]).isoformat(),
                 }
-                for d in s.scalars(q)
+                for r in conn.execute(q).mappings()
             ]
 
     def put_signal(self, run_id: str, name: str, payload: Any) -> bool:
         """Store a signal once; False when that signal was already received."""
-        with self.session() as s, s.begin():
-            if s.get(SignalRow, (run_id, name)) is not None:
+        sig = self.t.signals
+        with self.engine.begin() as conn:
+            found = conn.execute(select(sig.c.name).where(sig.c.run_id == run_id, sig.c.name == name)).first()
+            if found is not None:
                 return False
-            s.add(SignalRow(run_id=run_id, name=name, payload=payload, at=now()))
-            s.add(EventRow(run_id=run_id, event="run.signal", at=now(), data={"name": name}))
+            conn.execute(sig.insert().values(run_id=run_id, name=name, payload=payload, at=now()))
+            conn.execute(
+                self.t.events.insert().values(
+                    run_id=run_id, event="run.signal", at=now(), data={"name": name}
+                )
+            )
             return True
 
     def get_signal(self, run_id: str, name: str) -> tuple[bool, Any]:
-        with self.session() as s:
-            row = s.get(SignalRow, (run_id, name))
-            return (False, None) if row is None else (True, row.payload)
+        sig = self.t.signals
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sig.c.payload).where(sig.c.run_id == run_id, sig.c.name == name)
+            ).first()
+            return (False, None) if row is None else (True, row[0])
 
 
-_stores: dict[tuple[int, str], SqlRunStore] = {}
+_stores: dict[tuple[int, str, str, str | None], SqlRunStore] = {}
 
 
-def store_for(url: str) -> SqlRunStore:
-    """One store per process and URL (a forked worker child builds its own engine)."""
-    key = (os.getpid(), url)
+def store_for(url: str, *, table_prefix: str | None = None, schema: str | None = None) -> SqlRunStore:
+    """One store per process, URL, prefix and schema (a forked worker child builds its own engine);
+    the prefix and schema default to the settings. The schema is brought to head on first use."""
+    if table_prefix is None or schema is None:
+        from canvasflow.config.settings import get_settings
+
+        settings = get_settings()
+        table_prefix = settings.table_prefix if table_prefix is None else table_prefix
+        schema = settings.database_schema if schema is None else schema
+    schema = schema or None
+    key = (os.getpid(), url, table_prefix, schema)
     if key not in _stores:
         from canvasflow.workflows.store.schema import ensure_schema
 
-        store = SqlRunStore(url)
-        ensure_schema(store.engine)
+        store = SqlRunStore(url, table_prefix=table_prefix, schema=schema)
+        ensure_schema(store.engine, table_prefix=table_prefix, schema=schema)
         _stores[key] = store
     return _stores[key]

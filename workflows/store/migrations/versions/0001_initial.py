@@ -7,6 +7,8 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
+from canvasflow.workflows.store.schema import migrating
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -16,8 +18,9 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    n = migrating()
     op.create_table(
-        "cf_runs",
+        n.table("runs"),
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("workflow", sa.String(200), nullable=False),
         sa.Column("version", sa.String(50), nullable=False),
@@ -27,17 +30,17 @@ def upgrade() -> None:
         sa.Column("graph", sa.JSON(), nullable=False),
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
-        sa.Column("parent_run_id", sa.String(64), sa.ForeignKey("cf_runs.id"), nullable=True),
+        sa.Column("parent_run_id", sa.String(64), sa.ForeignKey(n.fk("runs.id")), nullable=True),
         sa.Column("parent_step", sa.String(500), nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("finished_at", TS, nullable=True),
+        schema=n.schema,
     )
-    op.create_index("ix_cf_runs_workflow", "cf_runs", ["workflow"])
-    op.create_index("ix_cf_runs_status", "cf_runs", ["status"])
-    op.create_index("ix_cf_runs_parent_run_id", "cf_runs", ["parent_run_id"])
+    for column in ("workflow", "status", "parent_run_id"):
+        op.create_index(n.index(f"runs_{column}"), n.table("runs"), [column], schema=n.schema)
     op.create_table(
-        "cf_steps",
-        sa.Column("run_id", sa.String(64), sa.ForeignKey("cf_runs.id"), primary_key=True),
+        n.table("steps"),
+        sa.Column("run_id", sa.String(64), sa.ForeignKey(n.fk("runs.id")), primary_key=True),
         sa.Column("step_id", sa.String(500), primary_key=True),
         sa.Column("task", sa.String(200), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
@@ -53,33 +56,38 @@ def upgrade() -> None:
         sa.Column("compensation", sa.String(200), nullable=True),
         sa.Column("compensation_status", sa.String(32), nullable=True),
         sa.Column("compensation_error", sa.JSON(), nullable=True),
+        schema=n.schema,
     )
     op.create_table(
-        "cf_events",
+        n.table("events"),
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-        sa.Column("run_id", sa.String(64), sa.ForeignKey("cf_runs.id"), nullable=False),
+        sa.Column("run_id", sa.String(64), sa.ForeignKey(n.fk("runs.id")), nullable=False),
         sa.Column("step_id", sa.String(500), nullable=True),
         sa.Column("event", sa.String(64), nullable=False),
         sa.Column("at", TS, nullable=False),
         sa.Column("data", sa.JSON(), nullable=True),
+        schema=n.schema,
     )
-    op.create_index("ix_cf_events_run", "cf_events", ["run_id", "id"])
+    op.create_index(n.index("events_run"), n.table("events"), ["run_id", "id"], schema=n.schema)
     op.create_table(
-        "cf_definitions",
+        n.table("definitions"),
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("version", sa.String(50), primary_key=True),
         sa.Column("input_schema", sa.JSON(), nullable=True),
         sa.Column("registered_at", TS, nullable=False),
+        schema=n.schema,
     )
     op.create_table(
-        "cf_signals",
-        sa.Column("run_id", sa.String(64), sa.ForeignKey("cf_runs.id"), primary_key=True),
+        n.table("signals"),
+        sa.Column("run_id", sa.String(64), sa.ForeignKey(n.fk("runs.id")), primary_key=True),
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("payload", sa.JSON(), nullable=True),
         sa.Column("at", TS, nullable=False),
+        schema=n.schema,
     )
 
 
 def downgrade() -> None:
-    for table in ("cf_signals", "cf_definitions", "cf_events", "cf_steps", "cf_runs"):
-        op.drop_table(table)
+    n = migrating()
+    for table in ("signals", "definitions", "events", "steps", "runs"):
+        op.drop_table(n.table(table), schema=n.schema)

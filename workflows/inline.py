@@ -1,0 +1,286 @@
+"""Run a workflow in this process, without Redis, a broker or a worker: for unit tests.
+
+    from canvasflow.testing import run_inline
+    record = run_inline("checkout", {"order": {...}})
+    assert record.status == "compensated" and record.step("charge").compensation_status == "compensated"
+
+The workflow is compiled by the real compiler (canvas or DAG form) and its step graph is
+executed here with the runtime's semantics: a step's arguments are resolved from the
+results of the steps it reads (``graph.resolve``), so a chained step receives the previous
+result first and a chord body the list of header results in order; results go through JSON
+as they do on the broker; a map step runs its chunks with the real chunk task; retries
+(``retries=``) are honoured without their backoff; ``on_failure="continue"`` completes with
+the fallback; sub-workflows run inline too. Steps whose dependencies are complete are
+"dispatched" together, in graph order, and all run even when one of them fails (in a worker
+they would be in flight; ``inflight="revoke"`` skips them instead). On a failure the author's
+errbacks are called once, then the rollback planner (``compensation.planner``) orders the
+compensations, reverse dependency order, each with the step's result then its arguments.
+
+The answer is a :class:`RunRecord` like ``get_run`` returns; ``wait_signal`` steps complete
+with the payloads given in ``signals=``, else the run stops ``waiting``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from celery import Task
+from celery.app.task import Context
+from celery.exceptions import Retry
+from celery.utils.functional import arity_greater
+
+from canvasflow.compensation import tasks as _compensation_tasks  # noqa: F401  (the chunk compensation)
+from canvasflow.compensation.planner import node_of, plan
+from canvasflow.compensation.rollback import CHUNK_COMP_TASK
+from canvasflow.config.celery_app import app
+from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.runtime.context import CHUNK_TASK
+from canvasflow.workflows.runtime.executor import encode_result, error_info
+from canvasflow.workflows.runtime.failure import failure_status
+from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
+from canvasflow.workflows.store.records import RunRecord, StepRecord
+
+WORKER = "inline"
+
+
+def run_inline(
+    workflow: Workflow | str,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    version: str | None = None,
+    signals: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """Validate ``inputs``, compile ``workflow`` and run it to its end in this process."""
+    wf = workflow if isinstance(workflow, Workflow) else registry.get(workflow, version)
+    values = wf.validate(dict(inputs or {}))
+    return InlineRun(wf, values, wf.compile(values), dict(signals or {})).run()
+
+
+class InlineRun:
+    """One run's graph, executed step by step; its state is kept the way the planner reads it."""
+
+    def __init__(
+        self, wf: Workflow, values: dict[str, Any], graph: StepGraph, signals: dict[str, Any]
+    ) -> None:
+        self.wf, self.values, self.graph, self.signals = wf, values, graph, signals
+        self.id = f"inline-{uuid.uuid4().hex}"
+        self.results: dict[str, Any] = {}
+        self.states: dict[str, str] = {}  # unit -> succeeded | failed | partial
+        self.comp: dict[str, str] = {}  # unit -> not_needed | compensated | compensation_failed
+        self.records: dict[str, StepRecord] = {
+            sid: StepRecord(
+                step_id=sid, task=n.task, status="pending", kind=n.kind, queue=n.options.get("queue"),
+                compensation=n.compensation,
+            )
+            for sid, n in graph.steps.items()
+        }  # fmt: skip
+        self.error: dict[str, Any] | None = None
+        self.errbacks_called: set[int] = set()
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> RunRecord:
+        created = datetime.now(UTC)
+        status = "running"
+        while status == "running":
+            wave = [
+                sid for sid in self.graph.ready(set(self.results)) if self.records[sid].status == "pending"
+            ]
+            if not wave:
+                break
+            for sid in wave:
+                if self.error is not None and self.graph.options.get("inflight") == "revoke":
+                    break
+                if not self._step(self.graph.steps[sid]):
+                    status = "waiting"
+            if self.error is not None:
+                status = self._roll_back()
+        result = None
+        if status == "running":
+            status = "succeeded"
+            result = resolve(self.graph.result, {r: self.results[r] for r in refs_in(self.graph.result)})
+        return RunRecord(
+            id=self.id, workflow=self.wf.name, version=self.wf.version, status=status, generation=1,
+            inputs=self.values, graph=self.graph.to_json(), created_at=created, result=result,
+            error=self.error, finished_at=None if status == "waiting" else datetime.now(UTC),
+            steps=list(self.records.values()),
+        )  # fmt: skip
+
+    def _step(self, node: StepNode) -> bool:
+        """Run one step; False when it waits for a signal that was not given."""
+        args = [resolve(a, self.results) for a in node.args]
+        kwargs = {k: resolve(v, self.results) for k, v in node.kwargs.items()}
+        record = self.records[node.id]
+        record.started_at = datetime.now(UTC)
+        record.worker = WORKER
+        if node.kind == "signal":
+            name = node.spec["name"]
+            if name not in self.signals:
+                record.status = "waiting"
+                return False
+            self._succeed(node.id, self.signals[name])
+        elif node.kind == "map":
+            self._map(node, args)
+        elif node.kind == "workflow":
+            self._child(node, args, kwargs)
+        else:
+            self._task(node, app.tasks[node.task], args, kwargs)
+        return True
+
+    def _task(self, node: StepNode, task: Task, args: list[Any], kwargs: dict[str, Any]) -> None:
+        record = self.records[node.id]
+        try:
+            value, record.attempts = call_with_retries(task, args, kwargs)
+            self._succeed(node.id, value)
+        except Exception as exc:
+            record.attempts = getattr(exc, "canvasflow_attempts", 1)
+            if getattr(task, "on_failure_policy", "compensate") != "continue":
+                self._fail(node.id, exc, task)
+                return
+            record.error = {**error_info(exc, task), "fallback": True}
+            self.comp[node.id] = "not_needed"
+            self._succeed(node.id, getattr(task, "fallback", None))
+
+    def _map(self, node: StepNode, args: list[Any]) -> None:
+        """The chunks of a map step, each with the real chunk task; results in item order."""
+        items = list(args[0]) if args else []
+        size = max(int(node.spec.get("chunk_size") or 1), 1)
+        chunk_task, values, failure = app.tasks[CHUNK_TASK], [], None
+        for i, start in enumerate(range(0, len(items), size)):
+            unit = f"{node.id}#{i}"
+            record = StepRecord(step_id=unit, task=CHUNK_TASK, status="pending", kind="chunk", worker=WORKER)
+            record.queue, record.attempts, record.started_at = node.options.get("queue"), 1, datetime.now(UTC)
+            record.compensation = node.compensation
+            self.records[unit] = record
+            try:
+                done = json.loads(
+                    encode_result(unit, chunk_task.run(node.spec["mapper"], items[start : start + size]))
+                )
+            except Exception as exc:
+                partial_done = getattr(exc, "canvasflow_partial", None)
+                record.status, record.error = "failed", {**error_info(exc), "step": unit}
+                record.finished_at = datetime.now(UTC)
+                self.states[unit] = "partial" if partial_done else "failed"
+                self.results[unit] = partial_done
+                failure = failure or (unit, exc)
+                continue
+            record.status, record.result, record.finished_at = "succeeded", done, datetime.now(UTC)
+            self.states[unit], self.results[unit] = "succeeded", done
+            values.extend(done)
+        if failure is not None:
+            self._fail(node.id, failure[1], None, unit=failure[0])
+        else:
+            self._succeed(node.id, values)
+
+    def _child(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> None:
+        spec = {**node.spec, **kwargs}
+        values = dict(spec.get("inputs") or {})
+        if args and spec.get("result_as"):
+            values[spec["result_as"]] = args[0]
+        child = run_inline(spec["workflow"], values, signals=self.signals)
+        self.records[node.id].attempts = 1
+        if child.status == "succeeded":
+            self._succeed(node.id, child.result)
+        else:
+            message = (child.error or {}).get("message")
+            self._fail(node.id, RuntimeError(f"child run {child.id} {child.status}: {message}"), None)
+
+    # -- outcomes --------------------------------------------------------------------------
+    def _succeed(self, step_id: str, value: Any) -> None:
+        record = self.records[step_id]
+        try:
+            value = json.loads(encode_result(step_id, value))  # as it crosses the broker
+        except TypeError as exc:
+            self._fail(step_id, exc, None)
+            return
+        record.status, record.result, record.finished_at = "succeeded", value, datetime.now(UTC)
+        record.attempts = record.attempts or 1
+        self.states[step_id], self.results[step_id] = "succeeded", value
+
+    def _fail(self, step_id: str, exc: BaseException, task: Task | None, unit: str | None = None) -> None:
+        record = self.records[step_id]
+        error = {**error_info(exc, task), "step": unit or step_id}
+        record.status, record.error, record.finished_at = "failed", error, datetime.now(UTC)
+        record.attempts = record.attempts or 1
+        self.states[step_id] = "failed"
+        if self.error is None:
+            self.error = error
+        self._errbacks(step_id, exc)
+
+    def _errbacks(self, step_id: str, exc: BaseException) -> None:
+        """Each author errback whose scope holds the step, once, called the way Celery calls it."""
+        for index, eb in enumerate(self.graph.errbacks):
+            if step_id in eb.scope and index not in self.errbacks_called:
+                self.errbacks_called.add(index)
+                call_errback(eb.signature, f"{self.id}-{step_id}", self.graph.steps[step_id].task, exc)
+
+    def _roll_back(self) -> str:
+        """Compensate with the planner until it has nothing left; the run's final status."""
+        if failure_status(self.graph) == "failed":
+            return "failed"
+        while True:
+            p = plan(self.graph, self.states, self.comp)
+            if not p.ready:
+                return "compensation_failed" if p.failed else "compensated"
+            for unit in p.ready:
+                self._compensate(unit)
+
+    def _compensate(self, unit: str) -> None:
+        node = self.graph.steps[node_of(unit)]
+        assert node.compensation is not None
+        comp_task = app.tasks[node.compensation]
+        args = [resolve(a, self.results) for a in node.args]
+        kwargs = {k: resolve(v, self.results) for k, v in node.kwargs.items()}
+        record = self.records[unit]
+        try:
+            if node.kind == "map":
+                index, size = int(unit.split("#", 1)[1]), max(int(node.spec.get("chunk_size") or 1), 1)
+                items = list(args[0])[index * size : (index + 1) * size]
+                chunk = [node.compensation, node.spec["mapper"], items, self.results[unit]]
+                call_with_retries(app.tasks[CHUNK_COMP_TASK], chunk, {})
+            else:
+                call_with_retries(comp_task, [self.results.get(node.id), *args], kwargs)
+            self.comp[unit] = record.compensation_status = "compensated"
+        except Exception as exc:
+            self.comp[unit] = record.compensation_status = "compensation_failed"
+            record.compensation_error = {"type": type(exc).__name__, "message": str(exc)}
+
+
+def call_with_retries(task: Task, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, int]:
+    """``task``'s body and the attempts it took: retried as its autoretry options say, no backoff."""
+    retry_on = tuple(getattr(task, "autoretry_for", ()) or ())
+    retries = int(task.max_retries or 0) if retry_on else 0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return task.run(*args, **kwargs), attempt
+        except Retry as exc:
+            if attempt > int(task.max_retries or 0):
+                exc.canvasflow_attempts = attempt
+                raise
+        except Exception as exc:
+            if not isinstance(exc, retry_on) or attempt > retries:
+                exc.canvasflow_attempts = attempt  # type: ignore[attr-defined]
+                raise
+
+
+def call_errback(signature: dict[str, Any], task_id: str, task_name: str, exc: BaseException) -> None:
+    """Call an errback in this process: ``(request, exc, traceback)`` when the task takes them,
+    else the failed task's id (Celery's two styles)."""
+    sig = app.signature(signature)
+    task = app.tasks.get(sig.task)
+    header = getattr(task, "__header__", None)
+    if (
+        task is not None
+        and header is not None
+        and not isinstance(header, partial)
+        and arity_greater(header, 1)
+    ):
+        sig(Context(id=task_id, task=task_name), exc, exc.__traceback__)
+    else:
+        sig(task_id)
