@@ -13,42 +13,102 @@ top of site-packages. Workers run ``celery -A canvasflow.app worker``, or ``cele
 yourproject worker`` after ``init_app(your_celery_app)``.
 """
 
-from canvasflow.compensation import compensates
-from canvasflow.config.celery_app import current_app, init_app
-from canvasflow.config.errors import (
-    BrokerUnavailable,
-    CanvasflowError,
-    CompensationError,
-    DefinitionError,
-    InputError,
-    ResumeRefused,
-    RoutingError,
-    RunNotFound,
-    RunStateError,
-    SettingsError,
-    WorkflowNotFound,
-)
-from canvasflow.workers import step
-from canvasflow.workflows import (
-    Run,
-    Workflow,
-    cancel,
-    compensate,
-    get_run,
-    input,
-    list_runs,
-    map_reduce,
-    pipeline,
-    result,
-    resume,
-    scatter_gather,
-    signal,
-    start,
-    undo,
-    value,
-    wait_signal,
-)
-from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canvasflow.compensation import compensates
+    from canvasflow.config.celery_app import current_app, init_app
+    from canvasflow.config.errors import (
+        BrokerUnavailable,
+        CanvasflowError,
+        CompensationError,
+        DefinitionError,
+        InputError,
+        ResumeRefused,
+        RoutingError,
+        RunNotFound,
+        RunStateError,
+        SettingsError,
+        WorkflowNotFound,
+    )
+    from canvasflow.workers import step
+    from canvasflow.workflows import (
+        Run,
+        Workflow,
+        cancel,
+        compensate,
+        get_run,
+        input,
+        list_runs,
+        map_reduce,
+        pipeline,
+        result,
+        resume,
+        scatter_gather,
+        signal,
+        start,
+        undo,
+        value,
+        wait_signal,
+    )
+    from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
+
+# Names are imported on first use, so that ``import canvasflow.config.settings`` (or a tool
+# that only needs the settings) does not build the Celery app and register every task.
+_EXPORTS = {
+    "BrokerUnavailable": "canvasflow.config.errors",
+    "CanvasflowError": "canvasflow.config.errors",
+    "CompensationError": "canvasflow.config.errors",
+    "DefinitionError": "canvasflow.config.errors",
+    "ExecutionContext": "canvasflow.workflows.runtime.execution",
+    "InputError": "canvasflow.config.errors",
+    "NoContext": "canvasflow.workflows.runtime.execution",
+    "ResumeRefused": "canvasflow.config.errors",
+    "RoutingError": "canvasflow.config.errors",
+    "Run": "canvasflow.workflows",
+    "RunNotFound": "canvasflow.config.errors",
+    "RunStateError": "canvasflow.config.errors",
+    "SettingsError": "canvasflow.config.errors",
+    "Workflow": "canvasflow.workflows",
+    "WorkflowNotFound": "canvasflow.config.errors",
+    "cancel": "canvasflow.workflows",
+    "compensate": "canvasflow.workflows",
+    "compensates": "canvasflow.compensation",
+    "context": "canvasflow.workflows.runtime.execution",
+    "current_app": "canvasflow.config.celery_app",
+    "get_run": "canvasflow.workflows",
+    "init_app": "canvasflow.config.celery_app",
+    "input": "canvasflow.workflows",
+    "list_runs": "canvasflow.workflows",
+    "map_reduce": "canvasflow.workflows",
+    "pipeline": "canvasflow.workflows",
+    "result": "canvasflow.workflows",
+    "resume": "canvasflow.workflows",
+    "scatter_gather": "canvasflow.workflows",
+    "signal": "canvasflow.workflows",
+    "start": "canvasflow.workflows",
+    "step": "canvasflow.workers",
+    "undo": "canvasflow.workflows",
+    "value": "canvasflow.workflows",
+    "wait_signal": "canvasflow.workflows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'canvasflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "BrokerUnavailable",
