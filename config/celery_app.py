@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from celery.signals import setup_logging
 
+from canvasflow.config.brokers import broker_options
 from canvasflow.config.errors import BrokerUnavailable
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import declare_queues
@@ -37,13 +38,6 @@ def configure(celery: Celery, s: Settings) -> None:
         result_extended=True,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=s.broker_timeout,
-        broker_transport_options={
-            "visibility_timeout": s.visibility_timeout,
-            "unacked_restore_interval": s.unacked_restore_interval,
-            "unacked_restore_throttle": 1,
-            "socket_connect_timeout": s.broker_timeout,
-            "socket_timeout": max(s.broker_timeout, 5.0),
-        },
         redis_socket_connect_timeout=s.broker_timeout,
         redis_backend_health_check_interval=30,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
@@ -59,6 +53,7 @@ def configure(celery: Celery, s: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
     )
+    celery.conf.update(broker_options(s))  # Redis- or RabbitMQ-only settings: config/brokers.py
 
 
 app = Celery("canvasflow")
@@ -90,5 +85,5 @@ def check_broker(timeout: float | None = None) -> None:
     except Exception as exc:  # kombu raises several transport-specific errors
         raise BrokerUnavailable(
             f"broker {redact(url)} did not answer within {wait:g}s ({exc.__class__.__name__}: {exc}); "
-            "start Redis there or set CANVASFLOW_BROKER_URL to one that runs"
+            "start the broker (Redis or RabbitMQ) there or set CANVASFLOW_BROKER_URL to one that runs"
         ) from None

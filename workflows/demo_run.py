@@ -4,6 +4,10 @@ Finds Redis (or starts one), starts a real worker process, runs the ``order_tota
 workflow (a chain around a chord), prints the result and each step's timing, and stops
 everything it started. When it starts a Redis, it points the settings and the (already
 built) Celery app at it before anything connects.
+
+The broker may be Redis or RabbitMQ (``CANVASFLOW_BROKER_URL=amqp://...``). A RabbitMQ
+broker is used as configured (it must answer: the demo does not start one); results and run
+state stay in Redis, started locally when the configured one does not answer.
 """
 
 from __future__ import annotations
@@ -14,25 +18,43 @@ import time
 from pathlib import Path
 from typing import Any
 
-from canvasflow.config.local_redis import ensure_redis
-from canvasflow.config.settings import ENV_PREFIX, get_settings
+from canvasflow.config.local_redis import LocalRedis, ensure_redis_for
+from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings
 
 
-def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
-    settings = get_settings()
-    local = ensure_redis(settings.broker_url)
+def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, LocalRedis]:
+    """Start a Redis for the settings whose Redis does not answer; check the broker answers."""
+    local = ensure_redis_for(
+        {
+            "BROKER_URL": settings.broker_url,
+            "RESULT_BACKEND": settings.result_backend,
+            "STATE_URL": settings.state_url,
+        }
+    )
+    from canvasflow.config.celery_app import app, check_broker, configure, redact
+
     if local.process is not None:
-        print(f"no Redis answered at {settings.broker_url}; started one at {local.url}")
-        for name in ("BROKER_URL", "RESULT_BACKEND"):
+        names = ", ".join(ENV_PREFIX + n for n in local.replaces)
+        print(f"no Redis answered for {names}; started one at {local.url}")
+        for name in local.replaces:  # the worker subprocess inherits these
             os.environ[ENV_PREFIX + name] = local.url
         get_settings.cache_clear()
         settings = get_settings()
-        from canvasflow.config.celery_app import (  # already built when the CLI imported workflows
-            app,
-            configure,
+        configure(app, settings)  # already built when the CLI imported workflows
+    try:
+        check_broker()
+    except Exception:
+        local.stop()
+        raise
+    if not quiet:
+        print(
+            f"broker {redact(settings.broker_url)}; results and state in {redact(settings.redis_state_url)}"
         )
+    return settings, local
 
-        configure(app, settings)
+
+def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
+    settings, local = _local_services(get_settings(), quiet=as_json)
     from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
     from canvasflow.workflows import start
 
