@@ -159,10 +159,9 @@ def _reload_settings() -> None:
         before = module.app.conf.broker_url
         module.configure(module.app, module.get_settings())
         if module.app.conf.broker_url != before:  # publish and broadcast through the new broker
-            pool, module.app._pool = module.app._pool, None
-            with contextlib.suppress(Exception):
-                if pool is not None:
-                    pool.force_close_all()
+            # drop, not close: kombu keeps one pool per URL (kombu.pools), handed out again
+            # when the session switches back
+            module.app._pool = None
             module.app.amqp._producer_pool = None
 
 
