@@ -106,3 +106,18 @@ def test_queues_reports_depth_and_consumers_from_the_broker(broker: Broker, cele
             break
         time.sleep(0.5)
     assert (served["depth"], served["consumers"]) == (0, 1)
+
+
+def test_the_app_publishes_with_the_brokers_own_options(broker: Broker) -> None:
+    queue = app.amqp.queues["cap.demo"]
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            {"probe": True}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue]
+        )
+        if broker.name == "amqp":  # publisher confirms: RabbitMQ acknowledged the message
+            assert producer.channel._confirm_selected
+            assert "visibility_timeout" not in app.conf.broker_transport_options
+        else:
+            assert app.conf.broker_transport_options["visibility_timeout"] == 10  # the harness's
+    with Connection(broker.url) as conn:
+        assert queue.bind(conn.default_channel).purge() == 1
