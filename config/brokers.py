@@ -14,10 +14,10 @@ Why these choices (docs/brokers.md says more):
 
 * **RabbitMQ, classic durable queues.** Quorum queues replicate across a cluster but do not
   support global QoS, message priorities (before RabbitMQ 4.0) or Celery's ETA/countdown
-  retries without its "native delayed delivery" exchanges; on one node they add nothing.
-  Classic queues v2 are durable, and RabbitMQ returns a dead consumer's unacked messages at
-  once. Run a cluster? Declare the queues as quorum queues with a policy
-  (``rabbitmqctl set_policy``) before the workers start, and keep retries' countdowns short.
+  retries without its "native delayed delivery" (topic exchanges; ours are direct); on one
+  node they add nothing. Classic queues are durable, and RabbitMQ returns a dead consumer's
+  unacked messages at once. A vhost whose *default* queue type is quorum breaks Celery's
+  workers (they ask for global QoS, which quorum queues refuse): docs/brokers.md.
 * **Publisher confirms** (``confirm_publish``): a step dispatch returns only once RabbitMQ
   has taken the message, so a broker that fails mid-publish raises instead of losing a step.
 * **Heartbeats** every 30 s: a worker on a dead TCP connection (a NAT or load balancer that

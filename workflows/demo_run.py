@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canvasflow.config.errors import CanvasflowError
 from canvasflow.config.local_redis import LocalRedis, ensure_redis_for
 from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings
 
@@ -67,7 +68,12 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
         cwd=Path.cwd(),
     )
     try:
-        wait_ready(hostname, proc)
+        try:
+            wait_ready(hostname, proc)
+        except RuntimeError as exc:
+            raise CanvasflowError(
+                f"the demo's worker did not start consuming ({exc}); its log says why: {log_path}"
+            ) from None
         began = time.monotonic()
         run = start("order_total", {"order_id": order_id, "discount": 10})
         record = run.wait(timeout=60)
