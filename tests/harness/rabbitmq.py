@@ -6,7 +6,9 @@ exists); a broker started that way is left running, as a system service would be
 
 Isolation: the session creates the vhost ``cftest-<token>`` (``rabbitmqctl add_vhost`` and
 ``set_permissions`` for the URL's user, else the management API on port 15672), so parallel
-sessions never share a queue, and deletes it at the end, with every queue in it.
+sessions never share a queue, and deletes it at the end, with every queue in it. The vhost's
+description names the session's host and pid; a later session deletes the ``cftest-`` vhosts
+of sessions on this host whose process is gone (killed before it could clean up).
 
 Nothing here skips: when RabbitMQ does not answer and cannot be started, or no vhost can be
 made, :class:`RabbitUnavailable` says why and the harness fails the tests that need it.
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import urllib.request
@@ -30,6 +33,7 @@ from kombu import Connection
 ENV_URL = "CANVASFLOW_TEST_AMQP_URL"
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672//"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+VHOST_PREFIX = "cftest-"
 MANAGEMENT_PORT = 15672
 
 
@@ -125,7 +129,8 @@ class RabbitTarget:
         user = unquote(urlsplit(self.source).username or "guest")
         problems = []
         if shutil.which("rabbitmqctl"):
-            made = _run(["rabbitmqctl", "-q", "add_vhost", self.vhost])
+            _delete_abandoned_vhosts()
+            made = _run(["rabbitmqctl", "-q", "add_vhost", self.vhost, "--description", _owner()])
             if made.returncode == 0:
                 perms = _run(
                     ["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, user, ".*", ".*", ".*"]
@@ -139,7 +144,7 @@ class RabbitTarget:
             problems.append("rabbitmqctl: not on PATH")
         try:
             vhost = quote(self.vhost, safe="")
-            self._management("PUT", f"/api/vhosts/{vhost}")
+            self._management("PUT", f"/api/vhosts/{vhost}", {"description": _owner()})
             body = {"configure": ".*", "write": ".*", "read": ".*"}
             self._management("PUT", f"/api/permissions/{vhost}/{quote(user, safe='')}", body)
             self.how = "management API"
@@ -166,6 +171,35 @@ class RabbitTarget:
         )
         with urllib.request.urlopen(request, timeout=5):
             pass
+
+
+def _owner() -> str:
+    return f"canvasflow test session host={socket.gethostname()} pid={os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _delete_abandoned_vhosts() -> None:
+    """Delete the test vhosts of sessions on this host whose process is gone."""
+    listed = _run(["rabbitmqctl", "-q", "list_vhosts", "name", "description"])
+    for line in listed.stdout.splitlines():
+        name, _, description = line.partition("\t")
+        fields = dict(f.split("=", 1) for f in description.split() if "=" in f)
+        if (
+            name.startswith(VHOST_PREFIX)
+            and fields.get("host") == socket.gethostname()
+            and fields.get("pid", "").isdigit()
+            and not _pid_alive(int(fields["pid"]))
+        ):
+            _run(["rabbitmqctl", "-q", "delete_vhost", name])
 
 
 def plan_rabbit(owner: str) -> RabbitTarget:
