@@ -225,6 +225,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "broker" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("brokers")
         names = list(marker.args) if marker else list(BROKERS)
+        if not names or set(names) - set(BROKERS):
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: brokers{tuple(names)}: use names of {BROKERS}"
+            )
         # module scope groups a module's tests by broker: workers restart once per switch
         metafunc.parametrize("broker", names, indirect=True, scope="module")
 
