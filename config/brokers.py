@@ -17,7 +17,8 @@ Why these choices (docs/brokers.md says more):
   retries without its "native delayed delivery" (topic exchanges; ours are direct); on one
   node they add nothing. Classic queues are durable, and RabbitMQ returns a dead consumer's
   unacked messages at once. A vhost whose *default* queue type is quorum breaks Celery's
-  workers (they ask for global QoS, which quorum queues refuse): docs/brokers.md.
+  workers (they ask for global QoS, which quorum queues refuse), and on explicit quorum
+  queues Celery 5.7 loses retries delayed by less than a second (tried: docs/brokers.md).
 * **Publisher confirms** (``confirm_publish``): a step dispatch returns only once RabbitMQ
   has taken the message, so a broker that fails mid-publish raises instead of losing a step.
 * **Heartbeats** every 30 s: a worker on a dead TCP connection (a NAT or load balancer that
