@@ -108,6 +108,20 @@ def test_queues_reports_depth_and_consumers_from_the_broker(broker: Broker, cele
     assert (served["depth"], served["consumers"]) == (0, 1)
 
 
+def test_queues_on_a_broker_that_does_not_answer_says_so_in_one_line(broker: Broker) -> None:
+    port = free_port()
+    dead = (
+        f"redis://:secret@127.0.0.1:{port}/0"
+        if broker.name == "redis"
+        else f"amqp://u:secret@127.0.0.1:{port}//"
+    )
+    out = cli("queues", env={"CANVASFLOW_BROKER_URL": dead}, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: broker ") and ":***@127.0.0.1:" in lines[0], lines
+    assert "secret" not in out.stderr and "Traceback" not in out.stderr
+
+
 def test_the_app_publishes_with_the_brokers_own_options(broker: Broker) -> None:
     queue = app.amqp.queues["cap.demo"]
     with app.producer_or_acquire() as producer:
