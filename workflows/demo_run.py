@@ -13,8 +13,10 @@ state stay in Redis, started locally when the configured one does not answer.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,10 @@ def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, Local
     )
     from canvasflow.config.celery_app import app, check_broker, configure, redact
 
+    say = partial(print, file=sys.stderr if quiet else sys.stdout)  # --json keeps stdout JSON
     if local.process is not None:
         names = ", ".join(ENV_PREFIX + n for n in local.replaces)
-        print(f"no Redis answered for {names}; started one at {local.url}")
+        say(f"no Redis answered for {names}; started one at {local.url}")
         for name in local.replaces:  # the worker subprocess inherits these
             os.environ[ENV_PREFIX + name] = local.url
         get_settings.cache_clear()
@@ -47,10 +50,7 @@ def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, Local
     except Exception:
         local.stop()
         raise
-    if not quiet:
-        print(
-            f"broker {redact(settings.broker_url)}; results and state in {redact(settings.redis_state_url)}"
-        )
+    say(f"broker {redact(settings.broker_url)}; results and state in {redact(settings.redis_state_url)}")
     return settings, local
 
 
@@ -79,7 +79,7 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
         record = run.wait(timeout=60)
         elapsed = time.monotonic() - began
     except Exception:
-        print(f"demo failed; worker log: {log_path}")
+        print(f"demo failed; worker log: {log_path}", file=sys.stderr)
         raise
     finally:
         stop_worker(proc)

@@ -68,6 +68,15 @@ def test_demo_runs_end_to_end_and_starts_a_redis_for_results_and_state(
 
 
 @pytest.mark.brokers("amqp")
+def test_demo_json_on_rabbitmq_is_json_only(broker: Broker, tmp_path, celery_worker_factory):
+    out = cli("demo", "--json", env={"CANVASFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["status"] == "succeeded" and data["result"] == "order 42: total 54"
+    assert f"broker {redact(broker.url)};" in out.stderr
+
+
+@pytest.mark.brokers("amqp")
 def test_demo_on_a_rabbitmq_that_does_not_answer_says_so_in_one_line(broker: Broker):
     out = cli("demo", env={"CANVASFLOW_BROKER_URL": f"amqp://guest:secret@127.0.0.1:{free_port()}//"})
     assert out.returncode == 2, out.stdout + out.stderr
