@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import kombu.pools
 import pytest
 
 from tests.harness.flower import spawn_flower
@@ -159,8 +160,9 @@ def _reload_settings() -> None:
         before = module.app.conf.broker_url
         module.configure(module.app, module.get_settings())
         if module.app.conf.broker_url != before:  # publish and broadcast through the new broker
-            # drop, not close: kombu keeps one pool per URL (kombu.pools), handed out again
-            # when the session switches back
+            # every pool closed and forgotten (kombu.pools keeps one per URL and would hand
+            # a closed one, or one whose connections a test cut, out again)
+            kombu.pools.reset()
             module.app._pool = None
             module.app.amqp._producer_pool = None
 
