@@ -77,7 +77,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
             # on connection loss RabbitMQ requeues the running steps' messages at once: a task
             # left running beside its redelivered copy would do the work twice
             "worker_cancel_long_running_tasks_on_connection_loss": True,
-            "worker_detect_quorum_queues": True,  # quorum queues declared by policy still work
+            "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
     return {"broker_transport_options": {}}
 

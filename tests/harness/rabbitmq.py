@@ -69,6 +69,7 @@ class RabbitTarget:
     created: bool = False
     started_server: bool = False
     how: str = ""  # "rabbitmqctl" or "management API": how the vhost was made
+    failure: str = ""  # why the first attempt failed: later ones say it again at once
 
     @property
     def url(self) -> str:
@@ -78,12 +79,19 @@ class RabbitTarget:
         """The session vhost's URL, starting RabbitMQ and creating the vhost on first use."""
         if self.created:
             return self.url
+        if self.failure:
+            raise RabbitUnavailable(self.failure)
         why = answers(self.source)
         if why is not None:
             why = self._start_server(why)
         if why is not None:
-            raise RabbitUnavailable(f"RabbitMQ at {self.source} does not answer ({why})")
-        self._add_vhost()
+            self.failure = f"RabbitMQ at {self.source} does not answer ({why})"
+            raise RabbitUnavailable(self.failure)
+        try:
+            self._add_vhost()
+        except RabbitUnavailable as exc:
+            self.failure = str(exc)
+            raise
         self.created = True
         why = answers(self.url)
         if why is not None:
