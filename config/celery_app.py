@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery, _state
 from celery.signals import setup_logging
 
+from canvasflow.config.brokers import broker_options
 from canvasflow.config.errors import BrokerUnavailable
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import declare_queues
@@ -45,19 +46,6 @@ def routes(s: Settings) -> dict[str, dict[str, str]]:
     return {START_TASK: {"queue": s.control_queue}}
 
 
-def transport_options(s: Settings) -> dict[str, Any]:
-    return {
-        "visibility_timeout": s.visibility_timeout,
-        "unacked_restore_interval": s.unacked_restore_interval,
-        "unacked_restore_throttle": 1,
-        # kombu holds a global lock while it restores; a worker killed holding it would
-        # stop every restore for kombu's default 300 s
-        "unacked_mutex_expire": s.unacked_mutex_expire,
-        "socket_connect_timeout": s.broker_timeout,
-        "socket_timeout": max(s.broker_timeout, 5.0),
-    }
-
-
 def configure(celery: Celery, s: Settings) -> None:
     """Apply settings to canvasflow's own app (again, when settings change before first use)."""
     celery.conf.update(
@@ -76,7 +64,6 @@ def configure(celery: Celery, s: Settings) -> None:
         result_extended=True,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=s.broker_timeout,
-        broker_transport_options=transport_options(s),
         redis_socket_connect_timeout=s.broker_timeout,
         redis_backend_health_check_interval=30,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
@@ -93,6 +80,7 @@ def configure(celery: Celery, s: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
     )
+    celery.conf.update(broker_options(s))  # Redis- or RabbitMQ-only settings: config/brokers.py
 
 
 def _merged(theirs: Iterable[Any] | None, ours: Iterable[Any]) -> list[Any]:
@@ -121,8 +109,12 @@ def adopt(celery: Celery, s: Settings) -> None:
         route_list = [existing_routes]
     else:
         route_list = list(existing_routes)
+    broker_url = conf.broker_url or s.broker_url
+    ours_transport = broker_options(s.model_copy(update={"broker_url": broker_url}))[
+        "broker_transport_options"
+    ]
     conf.update(
-        broker_url=conf.broker_url or s.broker_url,
+        broker_url=broker_url,
         result_backend=conf.result_backend or s.result_backend,
         task_serializer="json",
         result_serializer="json",
@@ -131,7 +123,7 @@ def adopt(celery: Celery, s: Settings) -> None:
         event_serializer="json",
         result_extended=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={**transport_options(s), **(conf.broker_transport_options or {})},
+        broker_transport_options={**ours_transport, **(conf.broker_transport_options or {})},
         task_queues=[*theirs, *ours],
         task_routes=[*route_list, *([] if routes(s) in route_list else [routes(s)])],  # once
         task_create_missing_queues=True,
@@ -205,5 +197,5 @@ def check_broker(timeout: float | None = None) -> None:
     except Exception as exc:  # kombu raises several transport-specific errors
         raise BrokerUnavailable(
             f"broker {redact(url)} did not answer within {wait:g}s ({exc.__class__.__name__}: {exc}); "
-            "start Redis there or set CANVASFLOW_BROKER_URL to one that runs"
+            "start the broker (Redis or RabbitMQ) there or set CANVASFLOW_BROKER_URL to one that runs"
         ) from None

@@ -261,23 +261,35 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    from canvasflow.config.celery_app import current_app
+    from canvasflow.config.brokers import queue_stats
+    from canvasflow.config.celery_app import check_broker, current_app
+    from canvasflow.config.queues import queue_for
     from canvasflow.workers.capabilities import registry
     from canvasflow.workflows import registry as workflows
 
     workflows.load()
     app = current_app()
     caps = registry.capabilities()
-    data = []
-    with app.connection_for_read() as conn:
-        client = conn.default_channel.client
-        for cap, tasks in caps.items():
-            queue = f"cap.{cap}"
-            data.append({"capability": cap, "queue": queue, "depth": client.llen(queue), "tasks": tasks})
+    check_broker()
+    queues = [queue_for(cap) for cap in caps]
+    stats = {q.queue: q for q in queue_stats(app, queues)}
+    data: list[dict[str, Any]] = [
+        {
+            "capability": cap,
+            "queue": queue,
+            "depth": stats[queue].depth,
+            "consumers": stats[queue].consumers,
+            "tasks": tasks,
+        }
+        for (cap, tasks), queue in zip(caps.items(), queues, strict=True)
+    ]
     _emit(
         args,
         data,
-        lambda: "\n".join(f"{d['queue']:<24} depth={d['depth']:<6} {', '.join(d['tasks'])}" for d in data),
+        lambda: "\n".join(
+            f"{d['queue']:<24} depth={d['depth']:<6} consumers={d['consumers']:<4} {', '.join(d['tasks'])}"
+            for d in data
+        ),
     )
     return 0
 

@@ -5,34 +5,61 @@ workflow (a chain around a chord), prints the result and each step's timing, and
 everything it started. When it starts a Redis, it points the settings and the (already
 built) Celery app at it before anything connects. The demo's modules are imported here
 and by the demo's worker only (no other worker registers the demo's steps).
+
+The broker may be Redis or RabbitMQ (``CANVASFLOW_BROKER_URL=amqp://...``). A RabbitMQ
+broker is used as configured (it must answer: the demo does not start one); results and run
+state stay in Redis, started locally when the configured one does not answer.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from canvasflow.config.celery_app import DEMO_MODULES
-from canvasflow.config.local_redis import ensure_redis
-from canvasflow.config.settings import get_settings, set_for_process
+from canvasflow.config.errors import CanvasflowError
+from canvasflow.config.local_redis import LocalRedis, ensure_redis_for
+from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings, set_for_process
 
 
-def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
-    settings = get_settings()
+def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, LocalRedis]:
+    """Start a Redis for the settings whose Redis does not answer; check the broker answers.
+    The demo's modules join the workflow modules (of this process and the worker it starts)."""
+    local = ensure_redis_for(
+        {
+            "BROKER_URL": settings.broker_url,
+            "RESULT_BACKEND": settings.result_backend,
+            "STATE_URL": settings.state_url,
+        }
+    )
+    say = partial(print, file=sys.stderr if quiet else sys.stdout)  # --json keeps stdout JSON
     overrides: dict[str, object] = {
         "workflow_modules": list(dict.fromkeys([*settings.workflow_modules, *DEMO_MODULES]))
     }
-    local = ensure_redis(settings.broker_url)
     if local.process is not None:
-        print(f"no Redis answered at {settings.broker_url}; started one at {local.url}")
-        overrides.update(broker_url=local.url, result_backend=local.url)
+        names = ", ".join(ENV_PREFIX + n for n in local.replaces)
+        say(f"no Redis answered for {names}; started one at {local.url}")
+        overrides.update({name.lower(): local.url for name in local.replaces})
     settings = set_for_process(**overrides)  # read by this process and the worker it starts
-    from canvasflow.config.celery_app import app, configure
+    from canvasflow.config.celery_app import app, check_broker, configure, redact
 
     configure(app, settings)  # built already if something imported it before
+    try:
+        check_broker()
+    except Exception:
+        local.stop()
+        raise
+    say(f"broker {redact(settings.broker_url)}; results and state in {redact(settings.redis_state_url)}")
+    return settings, local
+
+
+def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
+    settings, local = _local_services(get_settings(), quiet=as_json)
     from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
     from canvasflow.workflows import start
 
@@ -45,13 +72,18 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
         cwd=Path.cwd(),
     )
     try:
-        wait_ready(hostname, proc)
+        try:
+            wait_ready(hostname, proc)
+        except RuntimeError as exc:
+            raise CanvasflowError(
+                f"the demo's worker did not start consuming ({exc}); its log says why: {log_path}"
+            ) from None
         began = time.monotonic()
         run = start("order_total", {"order_id": order_id, "discount": 10})
         record = run.wait(timeout=60)
         elapsed = time.monotonic() - began
     except Exception:
-        print(f"demo failed; worker log: {log_path}")
+        print(f"demo failed; worker log: {log_path}", file=sys.stderr)
         raise
     finally:
         stop_worker(proc)

@@ -12,7 +12,7 @@ import pytest
 
 from canvasflow.workflows import get_run, list_runs
 
-pytestmark = [pytest.mark.redis, pytest.mark.faults]
+pytestmark = [pytest.mark.redis, pytest.mark.faults, pytest.mark.usefixtures("broker")]
 
 
 def closed_port() -> int:
@@ -21,8 +21,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_start_with_a_dead_broker_fails_fast_and_keeps_the_run_resumable():
-    dead = f"redis://127.0.0.1:{closed_port()}/0"
+def test_start_with_a_dead_broker_fails_fast_and_keeps_the_run_resumable(broker):
+    port = closed_port()
+    dead = f"redis://127.0.0.1:{port}/0" if broker.name == "redis" else f"amqp://127.0.0.1:{port}//"
     env = {**os.environ, "CANVASFLOW_BROKER_URL": dead}
     code = (
         "from workflows import start\n"

@@ -17,7 +17,7 @@ from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import effects
 from tests.integration.sagacheck import new_log, step_of
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults, pytest.mark.usefixtures("broker")]
 
 QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
 
@@ -70,6 +70,27 @@ def test_whole_worker_killed_mid_step_the_next_worker_finishes_the_run(celery_wo
     assert record.status == "succeeded", record.error
     assert effects(log) == ["do:a", "do:slow", "do:c"]
     assert record.step("2.act").attempts == 1
+
+
+@pytest.mark.brokers("amqp")
+def test_whole_worker_killed_on_rabbitmq_its_step_comes_back_at_once(broker, celery_worker_factory):
+    """RabbitMQ requeues a dead consumer's unacknowledged message as soon as its connection
+    drops: with the visibility timeout at an hour, the run still ends in seconds."""
+    hour = {"CANVASFLOW_VISIBILITY_TIMEOUT": "3600"}
+    first = celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=hour)
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a"), s("slow", sleep=5.0), s("c"))))
+    wait_for(lambda: running_step(run.id, "1.act"))
+    first.kill_group(signal.SIGKILL)  # the whole host, pool included
+    celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=hour)
+    began = time.monotonic()
+
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert time.monotonic() - began < 30  # the step ran again at once (its body sleeps 5 s)
+    assert record.step("1.act").attempts == 2
+    assert effects(log) == ["do:a", "do:slow", "do:c"]
 
 
 def test_duplicated_step_message_completes_once_and_releases_successors_once(celery_worker_factory):

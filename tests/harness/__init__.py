@@ -1,5 +1,6 @@
-"""The test harness: real Redis, real Celery workers and Flower, as pytest fixtures.
+"""The test harness: real Redis, RabbitMQ, Celery workers and Flower, as pytest fixtures.
 
 ``plugin`` (loaded from pyproject's addopts) sets the session up and holds the fixtures;
-``redis_server``, ``workers``, ``flower`` and ``postgres`` each manage one kind of process.
+``redis_server``, ``rabbitmq``, ``workers``, ``flower`` and ``postgres`` each manage one kind
+of process or service.
 """

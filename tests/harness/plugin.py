@@ -24,6 +24,18 @@ Fixtures
     ``worker``              (function) the module's shared default worker, restarted if killed
     ``flower``              (function) a running Flower's base URL
     ``postgres_url``        (session) from :mod:`tests.harness.postgres`, registered here
+    ``broker``              (module, parametrized) a :class:`Broker` (``name``, ``url``): the test
+                            runs once per selected broker, the session's broker switched to it
+
+The broker dimension
+    A module (or test) that uses ``broker`` (e.g. ``pytestmark = pytest.mark.usefixtures("broker")``)
+    runs once on each broker named by ``--brokers`` or ``$CANVASFLOW_TEST_BROKERS`` (default
+    ``redis,amqp``): Redis is the session's database, RabbitMQ a vhost of the session's own
+    (:mod:`tests.harness.rabbitmq`). While a broker is in use, ``CANVASFLOW_BROKER_URL`` in
+    os.environ and the app point at it, so the workers started then consume from it; results
+    and run state stay in the session's Redis. Where RabbitMQ does not answer and cannot be
+    started, its tests fail saying so; leaving ``amqp`` out of the selection is reported in the
+    header and the summary. Nothing passes silently.
 
 Tests marked ``redis`` get ``redis_url`` without asking. When a test fails, the logs of
 the workers and Flower it used (the part written during the test) are added to its report.
@@ -45,9 +57,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import kombu.pools
 import pytest
 
 from tests.harness.flower import spawn_flower
+from tests.harness.rabbitmq import RabbitTarget, RabbitUnavailable, plan_rabbit
 from tests.harness.redis_server import RedisTarget, RedisUnavailable, plan_redis
 from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
 
@@ -60,6 +74,18 @@ SESSION = pytest.StashKey["HarnessSession"]()
 LOGS = pytest.StashKey[list[tuple[str, Path, int]]]()
 SHARED = pytest.StashKey[list["_SharedWorker"]]()
 LOG_LINES_SHOWN = 300
+BROKERS = ("redis", "amqp")
+ENV_BROKERS = "CANVASFLOW_TEST_BROKERS"
+BROKER_ENV = "CANVASFLOW_BROKER_URL"
+DESELECTED = pytest.StashKey[int]()
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The broker a ``broker`` test runs on: ``redis`` or ``amqp``, and its URL."""
+
+    name: str
+    url: str
 
 
 @dataclass
@@ -69,6 +95,7 @@ class HarnessSession:
     workdir: Path
     key_prefix: str
     redis: RedisTarget
+    rabbit: RabbitTarget
     env: dict[str, str]
     saved_env: dict[str, str | None] = field(default_factory=dict)
     keep_workdir: bool = False
@@ -92,7 +119,7 @@ class HarnessSession:
             "CANVASFLOW_UNACKED_RESTORE_INTERVAL": "1",
             "CANVASFLOW_WORKFLOW_MODULES": json.dumps(modules),
         }
-        return cls(workdir, key_prefix, target, env)
+        return cls(workdir, key_prefix, target, plan_rabbit(owner=key_prefix), env)
 
     @property
     def log_dir(self) -> Path:
@@ -104,9 +131,16 @@ class HarnessSession:
         os.environ.update(self.env)
         _reload_settings()
 
+    def use_broker(self, url: str) -> None:
+        """Point os.environ (so workers started from now on) and this process's app at ``url``."""
+        os.environ[BROKER_ENV] = url
+        _reload_settings()
+
     def close(self) -> None:
-        """Free the Redis database (or stop the server), restore the environment, tidy up."""
+        """Free the Redis database (or stop the server) and the RabbitMQ vhost, restore the
+        environment, tidy up."""
         self.redis.close()
+        self.rabbit.close()
         for name, value in self.saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -124,7 +158,14 @@ def _reload_settings() -> None:
         sys.modules["canvasflow.config.settings"].get_settings.cache_clear()
     if "canvasflow.config.celery_app" in sys.modules:
         module = sys.modules["canvasflow.config.celery_app"]
+        before = module.app.conf.broker_url
         module.configure(module.app, module.get_settings())
+        if module.app.conf.broker_url != before:  # publish and broadcast through the new broker
+            # every pool closed and forgotten (kombu.pools keeps one per URL and would hand
+            # a closed one, or one whose connections a test cut, out again)
+            kombu.pools.reset()
+            module.app._pool = None
+            module.app.amqp._producer_pool = None
 
 
 # ---- hooks ----
@@ -138,6 +179,37 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     early_config.add_cleanup(session.close)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--brokers",
+        default=None,
+        help=f"comma-separated brokers the `broker` tests run on: {', '.join(BROKERS)} "
+        f"(default: ${ENV_BROKERS}, else all)",
+    )
+
+
+def selected_brokers(config: pytest.Config) -> list[str]:
+    raw = config.getoption("--brokers") or os.environ.get(ENV_BROKERS) or ",".join(BROKERS)
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BROKERS]
+    if unknown or not names:
+        raise pytest.UsageError(
+            f"unknown broker(s) {unknown or raw!r} in --brokers/{ENV_BROKERS}: use {BROKERS}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _brokers_line(config: pytest.Config) -> str:
+    s, chosen = config.stash[SESSION], selected_brokers(config)
+    left_out = [b for b in BROKERS if b not in chosen]
+    line = f"canvasflow harness: `broker` tests run on {', '.join(chosen)}"
+    if "amqp" in chosen:
+        line += f" (RabbitMQ {s.rabbit.source}, session vhost {s.rabbit.vhost})"
+    if left_out:
+        line += f"; NOT on {', '.join(left_out)} (--brokers/{ENV_BROKERS})"
+    return line
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     s = config.stash[SESSION]
     if s.redis.server:
@@ -145,8 +217,36 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     else:
         how = f"a database claimed on {s.redis.source}"
     return [
-        f"canvasflow harness: redis {s.redis.url} ({how}), key prefix {s.key_prefix}, workdir {s.workdir}"
+        f"canvasflow harness: redis {s.redis.url} ({how}), key prefix {s.key_prefix}, workdir {s.workdir}",
+        _brokers_line(config),
     ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``broker`` runs once per broker (``@pytest.mark.brokers("amqp")`` narrows
+    the list); those on brokers not selected are deselected, and the summary says so."""
+    if "broker" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("brokers")
+        names = list(marker.args) if marker else list(BROKERS)
+        if not names or set(names) - set(BROKERS):
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: brokers{tuple(names)}: use names of {BROKERS}"
+            )
+        # module scope groups a module's tests by broker: workers restart once per switch
+        metafunc.parametrize("broker", names, indirect=True, scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = selected_brokers(config)
+    keep, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        name = params.params.get("broker") if params is not None else None
+        (dropped if name is not None and name not in chosen else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[DESELECTED] = len(dropped)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -157,6 +257,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if config.stash[SESSION].keep_workdir:
         terminalreporter.write_line(f"canvasflow harness: logs kept in {config.stash[SESSION].log_dir}")
+    if len(selected_brokers(config)) < len(BROKERS):
+        dropped = config.stash.get(DESELECTED, 0)
+        terminalreporter.write_line(f"{_brokers_line(config)}: {dropped} broker test(s) deselected")
 
 
 def attach_log(item: pytest.Item, title: str, path: Path) -> None:
@@ -197,6 +300,36 @@ def redis_url(canvasflow_session: HarnessSession) -> str:
     except RedisUnavailable as exc:
         why = str(exc)
     pytest.fail(f"canvasflow tests need Redis: {why}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def broker(
+    request: pytest.FixtureRequest, redis_url: str, canvasflow_session: HarnessSession
+) -> Iterator[Broker]:
+    """The broker this test runs on (a parameter: see ``--brokers``); the session uses it until
+    the module's tests on it are done, then goes back to Redis."""
+    name = str(request.param)
+    if name == "redis":
+        url = canvasflow_session.env[BROKER_ENV]
+    else:
+        try:
+            url, why = canvasflow_session.rabbit.ensure_running(), ""
+        except RabbitUnavailable as exc:
+            why = str(exc)
+        if why:
+            pytest.fail(
+                f"canvasflow tests on RabbitMQ need a broker: {why}. Start RabbitMQ, point "
+                "$CANVASFLOW_TEST_AMQP_URL at one, or leave amqp out with --brokers=redis "
+                "(then the run says so)",
+                pytrace=False,
+            )
+    for shared in request.config.stash.get(SHARED, []):
+        shared.stop()  # workers of the previous broker
+    canvasflow_session.use_broker(url)
+    try:
+        yield Broker(name, url)
+    finally:
+        canvasflow_session.use_broker(canvasflow_session.env[BROKER_ENV])
 
 
 @pytest.fixture(autouse=True)
@@ -250,6 +383,8 @@ def celery_worker_factory(
 
     Unless the test also asks for ``worker``, the module's shared worker is stopped first, so
     the workers the test starts are the only ones consuming its queues."""
+    if "broker" in request.fixturenames:
+        request.getfixturevalue("broker")  # set up first: workers inherit its URL
     if "worker" not in request.fixturenames:
         for shared in request.config.stash.get(SHARED, []):
             shared.stop()
@@ -268,10 +403,13 @@ def celery_worker_factory(
 class _SharedWorker:
     start: StartWorker
     current: WorkerProcess | None = None
+    broker_url: str = ""
 
     def get(self) -> WorkerProcess:
-        if self.current is None or not self.current.alive:
+        """The running shared worker; (re)started when dead or on another broker than the session's."""
+        if self.current is None or not self.current.alive or self.broker_url != os.environ[BROKER_ENV]:
             self.stop()
+            self.broker_url = os.environ[BROKER_ENV]
             self.current = self.start(ready_timeout=None)
             self.current.wait_ready()
         return self.current
@@ -299,6 +437,8 @@ def worker(request: pytest.FixtureRequest, _module_worker: _SharedWorker) -> Wor
     """A default worker (demo, canvasflow and control queues; prefork, concurrency 2),
     shared by the tests of one module and started again when a test has killed it (or a
     ``celery_worker_factory`` test has stopped it)."""
+    if "broker" in request.fixturenames:
+        request.getfixturevalue("broker")
     w = _module_worker.get()
     attach_log(request.node, f"worker {w.hostname}", w.log_path)
     return w

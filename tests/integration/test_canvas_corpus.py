@@ -18,6 +18,7 @@ def test_the_corpus_is_large_enough():
     assert len(SHAPES) >= 20
 
 
+@pytest.mark.usefixtures("broker")  # every shape on Redis and on RabbitMQ
 @pytest.mark.parametrize(("shape_id", "factory", "documented"), SHAPES, ids=[s[0] for s in SHAPES])
 def test_shape_result_matches_plain_celery(worker, shape_id, factory, documented):
     plain = factory().apply_async().get(timeout=30, propagate=True)

@@ -10,7 +10,7 @@ from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import effects, items, square, total
 from tests.integration.sagacheck import assert_rolled_back, new_log, run_saga, step_of
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]
 
 
 @pytest.mark.parametrize("failing", range(4))

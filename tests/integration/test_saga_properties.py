@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.integration.sagacheck import assert_rolled_back, new_log, run_saga, step_of
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]
 
 Spec = Any  # "leaf" | ("chain" | "group", [Spec]) | ("chord", [Spec], Spec)
 
