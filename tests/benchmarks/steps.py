@@ -97,6 +97,19 @@ def reduce(values: list[int], token: str) -> int:
     return total
 
 
+@step(name="bench.double_chunk", capability="bench")
+def double_chunk(xs: list[int]) -> list[int]:
+    """Raw Celery's hand-chunked map: one task doubles a whole chunk (as canvasflow's chunks do)."""
+    return [2 * x for x in xs]
+
+
+@step(name="bench.reduce_chunks", capability="bench")
+def reduce_chunks(parts: list[list[int]], token: str) -> int:
+    total = sum(v for part in parts for v in part)
+    push_done(token, total)
+    return total
+
+
 def failed_key(token: str) -> str:
     return f"bench:failed:{token}"
 
