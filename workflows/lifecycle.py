@@ -193,7 +193,7 @@ def resume(run_id: str) -> RunRecord:
         expected = (record.status,)
     elif record.status not in RESUMABLE:
         raise ResumeRefused(
-            f"run {run_id} is {record.status}; only failed, cancelled or stalled runs can be resumed"
+            f"run {run_id} is {record.status}; only failed or cancelled runs (or stalled ones) can be resumed"
             + (
                 " (a compensated run was rolled back: start a new run)"
                 if record.status == "compensated"

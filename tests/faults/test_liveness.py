@@ -22,7 +22,9 @@ HOUR = {"CANVASFLOW_VISIBILITY_TIMEOUT": "3600"}
 
 
 def test_heartbeat_names_the_node_its_pool_and_the_tasks_it_holds(celery_worker_factory):
-    w = celery_worker_factory(queues=QUEUES, concurrency=2, extra_env={"CANVASFLOW_HEARTBEAT_INTERVAL": "0.5"})
+    w = celery_worker_factory(
+        queues=QUEUES, concurrency=2, extra_env={"CANVASFLOW_HEARTBEAT_INTERVAL": "0.5"}
+    )
     rt = runtime()
     wait_for(lambda: w.hostname in live_workers(rt), timeout=15)
     pool = wait_for(lambda: w.pool_pids)

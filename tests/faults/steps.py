@@ -1,0 +1,26 @@
+"""Steps for outage tests: each counts its executions in a Redis the outage does not touch
+(``counter_url``), so a test can tell which steps ran and how often."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from canvasflow.workers.step import step
+
+
+def counts(counter_url: str, counter: str) -> dict[str, int]:
+    """How many times each label's body ran."""
+    raw = redis.Redis.from_url(counter_url, decode_responses=True).hgetall(counter)
+    return {k: int(v) for k, v in raw.items()}
+
+
+@step(name="faults.tick", capability="demo")
+def tick(*parents: Any, label: str, counter: str, counter_url: str, sleep: float = 0.0) -> str:
+    """Sleep, then count one execution of ``label``; returns the label."""
+    if sleep:
+        time.sleep(sleep)
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, label, 1)
+    return label
