@@ -1,0 +1,69 @@
+"""The journal database going away while runs finish: no record dropped, SQL catches up.
+
+PostgreSQL is reached through a TCP proxy on a free port (tests/faults/outage.py) that the test
+cuts and restores: the machine's PostgreSQL keeps serving everyone else meanwhile."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from celery import chain
+
+from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.runtime.context import runtime
+from tests.faults.outage import MODULES, TcpProxy, settings_env, wait_all_terminal
+from tests.faults.steps import counts, tick
+from tests.faults.test_killed_workers import QUEUES, wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.worker, pytest.mark.faults]
+
+FAST = {"heartbeat_interval": "1", "heartbeat_ttl": "4", "sweep_interval": "1", "startup_retry": "1"}
+
+
+def through(proxy: TcpProxy, url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+
+
+@pytest.fixture
+def pg_proxy(postgres_url):
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    yield proxy, through(proxy, postgres_url)
+    proxy.close()
+
+
+def test_database_refusing_connections_for_15s_while_runs_finish(pg_proxy, redis_url, celery_worker_factory):
+    proxy, url = pg_proxy
+    with settings_env(database_url=url, workflow_modules=MODULES, **FAST) as env:
+        celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
+        counter = f"counter:{uuid.uuid4().hex}"
+        steps = [tick.s(label=f"s{i}", counter=counter, counter_url=redis_url, sleep=0.3) for i in range(4)]
+        name = Workflow(f"t.pgdown.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(*steps)).name
+        runs = [start(name).id for _ in range(5)]
+        rt = runtime()
+        wait_for(lambda: any("succeeded" in rt.state.step_states(r).values() for r in runs), timeout=30)
+
+        proxy.cut()
+        cut_at = time.monotonic()
+        # the runs end in Redis while the journal cannot be written
+        wait_for(lambda: all(rt.state.status(r) == "succeeded" for r in runs), timeout=14)
+        time.sleep(max(0.0, 15 - (time.monotonic() - cut_at)))
+        proxy.restore()
+
+        records = wait_all_terminal(lambda r: runtime().store.get_run(r), runs, timeout=60)
+        for run_id, record in records.items():
+            assert record.status == "succeeded" == rt.state.status(run_id)
+            assert record.result == "s3"
+            live = rt.state.step_states(run_id)
+            results = rt.state.results(run_id, list(live))
+            for s in record.steps:
+                assert s.status == live[s.step_id] == "succeeded", (run_id, s.step_id, s.status)
+                assert s.result == results[s.step_id]
+                assert s.worker and s.finished_at
+            events = {e["step_id"] for e in rt.store.events(run_id) if e["event"] == "step.succeeded"}
+            assert events == {s.step_id for s in record.steps}, "a step's journal record was dropped"
+        assert counts(redis_url, counter) == {f"s{i}": 5 for i in range(4)}  # nothing ran twice
