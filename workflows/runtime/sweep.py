@@ -58,6 +58,7 @@ class Candidate:
     step_id: str  # the graph node to dispatch again
     task_ids: tuple[str, ...]  # the messages that would run it (none yet for a map not fanned out)
     running: bool
+    queue: str | None = None
 
 
 def active_runs(rt: Runtime) -> list[str]:
@@ -91,13 +92,13 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
             continue  # not ready yet
         if node.kind == "map":
             if sid not in fanned:
-                out.append(Candidate(sid, (), False))  # the fan-out itself never happened
+                out.append(Candidate(sid, (), False, node.options.get("queue")))  # never fanned out
                 continue
             done = set(rt.state.chunk_results(run_id, sid))
             n = _chunk_count(rt, run_id, node)
             ids = tuple(task_id_for(run_id, sid, gen, i) for i in range(n) if i not in done)
             running = any(states.get(f"{sid}#{i}") == "running" for i in range(n))
-            out.append(Candidate(sid, ids, running))
+            out.append(Candidate(sid, ids, running, node.options.get("queue")))
             continue
         if node.kind == "workflow" and st == "running":
             if children is None:
@@ -105,7 +106,7 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
             if sid in children:
                 continue  # its child run completes it
         tid = (info.get(sid) or {}).get("task_id") or task_id_for(run_id, sid, gen)
-        out.append(Candidate(sid, (tid,), st == "running"))
+        out.append(Candidate(sid, (tid,), st == "running", node.options.get("queue")))
     return out
 
 
@@ -116,8 +117,9 @@ def _chunk_count(rt: Runtime, run_id: str, node: StepNode) -> int:
     return -(-len(list(items)) // size)
 
 
-def on_broker(rt: Runtime, task_ids: set[str]) -> set[str]:
-    """The ids among ``task_ids`` whose message waits in a queue (Redis transport; else all)."""
+def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
+    """The ids among ``task_ids`` whose message waits in one of ``queues`` or a declared queue
+    (Redis transport; on other brokers, all of them: never judged lost there)."""
     if not task_ids:
         return set()
     conf = rt.app.conf
@@ -125,10 +127,8 @@ def on_broker(rt: Runtime, task_ids: set[str]) -> set[str]:
         return set(task_ids)  # AMQP returns unacked messages itself: never judge them lost here
     from kombu.transport.redis import Channel
 
-    names = {q.name for q in (conf.task_queues or [])} | {
-        conf.task_default_queue,
-        rt.settings.control_queue,
-    }
+    names = {q.name for q in (conf.task_queues or [])} | queues
+    names |= {conf.task_default_queue, rt.settings.control_queue}
     sep = Channel.sep
     keys = [n for n in names] + [f"{n}{sep}{p}" for n in names for p in (3, 6, 9)]
     found: set[str] = set()
@@ -211,7 +211,7 @@ class Sweeper:
             and oldest_beat > seen[sid]
             and now - seen[sid] >= (2 * s.heartbeat_interval if c.running else s.queued_grace)
         ]
-        queued = on_broker(rt, {t for c in ripe for t in c.task_ids})
+        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, {c.queue for c in ripe if c.queue})
         lost = [c.step_id for c in ripe if not set(c.task_ids) & queued]
         p = rt.redis.pipeline(transaction=False)
         if stale := [sid for sid in seen if sid not in suspects]:
