@@ -67,3 +67,19 @@ def test_database_refusing_connections_for_15s_while_runs_finish(pg_proxy, redis
             events = {e["step_id"] for e in rt.store.events(run_id) if e["event"] == "step.succeeded"}
             assert events == {s.step_id for s in record.steps}, "a step's journal record was dropped"
         assert counts(redis_url, counter) == {f"s{i}": 5 for i in range(4)}  # nothing ran twice
+
+
+def test_a_worker_whose_journal_database_is_down_waits_and_says_why_before_reporting_ready(
+    pg_proxy, celery_worker_factory
+):
+    proxy, url = pg_proxy
+    proxy.cut()
+    with settings_env(database_url=url, workflow_modules=MODULES, **FAST) as env:
+        w = celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=env, ready_timeout=None)
+        wait_for(lambda: "journal database unreachable" in w.read_log(), timeout=30)
+        assert not w.ping(timeout=2.0), "ready (taking steps) while its journal database is down"
+        assert w.alive
+
+        proxy.restore()
+        w.wait_ready(45)
+        assert "Signal handler" not in w.read_log()  # no warm-up that raised and then went on

@@ -35,7 +35,15 @@ def test_start_with_the_state_redis_down_creates_nothing_and_says_so_in_one_line
     assert len(lines) == 2 and dead in lines[1] and "nothing was created" in lines[1]
     assert runs_of("order_total") == before  # no orphan `running` row
 
-    cli = [sys.executable, "-m", "canvasflow.workflows.cli", "start", "order_total", "--input", '{"order_id": 1}']
+    cli = [
+        sys.executable,
+        "-m",
+        "canvasflow.workflows.cli",
+        "start",
+        "order_total",
+        "--input",
+        '{"order_id": 1}',
+    ]
     out = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout == ""

@@ -44,10 +44,14 @@ def test_state_lost_mid_run_is_rebuilt_from_the_journal_and_completed_steps_do_n
 
             def build(counter: str) -> object:
                 labels = [f"s{i}" for i in range(STEPS)]
-                return chain(*(tick.s(label=x, counter=counter, counter_url=redis_url, sleep=0.4) for x in labels))
+                return chain(
+                    *(tick.s(label=x, counter=counter, counter_url=redis_url, sleep=0.4) for x in labels)
+                )
 
             name = Workflow(f"t.loss.{uuid.uuid4().hex[:8]}", "1", build=build).name
-            counters = {start(name, {"counter": c}).id: c for c in (f"n:{uuid.uuid4().hex}" for _ in range(3))}
+            counters = {
+                start(name, {"counter": c}).id: c for c in (f"n:{uuid.uuid4().hex}" for _ in range(3))
+            }
             runs = list(counters)
             wait_for(lambda: all(len(journaled(r)) >= 2 for r in runs), timeout=40)
             kept = {r: journaled(r) for r in runs}  # the journal's word just before the loss
