@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import func, select
@@ -64,6 +64,9 @@ def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
         return False
     if record.status == "compensating":
         _rehydrate(rt, record)  # succeeded steps from the journal; the rollback goes on from there
+        undone = {s.step_id: "compensated" for s in record.steps if s.compensation_status == "compensated"}
+        if undone:  # journaled compensations are not run again
+            rt.redis.hset(rt.state.key(run_id, "comp"), mapping=cast(dict[Any, Any], undone))
         from canvasflow.compensation import rollback
 
         log.warning("rebuilt a compensating run's state from the journal", run_id=run_id)

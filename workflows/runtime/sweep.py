@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import redis
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.heartbeat import Beat, beats, held_tasks
 from canvasflow.workflows.runtime.context import Runtime
@@ -162,13 +163,18 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         report = SweepReport()
         live = beats(self.rt)
+        journal_down = None
         for run_id in active_runs(self.rt):
             try:
                 self._sweep_run(run_id, live, report)
             except (redis.RedisError, OSError):
                 raise
+            except SQLAlchemyError as exc:  # the journal is down: the next sweep tries again
+                journal_down = str(exc).splitlines()[0]
             except Exception:
                 log.exception("sweep of a run failed", run_id=run_id)
+        if journal_down:
+            log.warning("sweep: journal unreachable; runs that need it wait", error=journal_down)
         if any(report.__dict__.values()):
             log.info(
                 "sweep",
