@@ -5,6 +5,7 @@ cuts and restores: the machine's PostgreSQL keeps serving everyone else meanwhil
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -83,3 +84,36 @@ def test_a_worker_whose_journal_database_is_down_waits_and_says_why_before_repor
         proxy.restore()
         w.wait_ready(45)
         assert "Signal handler" not in w.read_log()  # no warm-up that raised and then went on
+
+
+def test_journal_writer_holds_at_most_max_pending_records_while_the_database_is_down_and_loses_none(
+    pg_proxy,
+):
+    from canvasflow.workflows.runtime.journal import JournalWriter
+    from canvasflow.workflows.store.sql import store_for
+
+    proxy, url = pg_proxy
+    store = store_for(url)
+    run_id = uuid.uuid4().hex
+    names = [f"s{i}" for i in range(150)]
+    steps = [{"step_id": n, "task": "faults.tick"} for n in names]
+    store.create_run(run_id=run_id, workflow="t.writer", version="1", inputs={}, graph={}, steps=steps)
+    writer = JournalWriter(store, 0.01, max_pending=100, retry_max=0.2)
+    proxy.cut()
+
+    def produce() -> None:
+        for n in names:
+            writer.record_step(run_id, n, "step.succeeded", status="succeeded", result=n)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    producer.join(3)
+    assert producer.is_alive(), "recorded past the limit while the database was down"
+    assert writer.pending == 100
+
+    proxy.restore()
+    producer.join(30)
+    assert not producer.is_alive()
+    wait_for(lambda: writer.pending == 0, timeout=30)
+    record = store.get_run(run_id)
+    assert {s.step_id: (s.status, s.result) for s in record.steps} == {n: ("succeeded", n) for n in names}

@@ -47,6 +47,7 @@ class JournalWriter:
         self.max_pending = max_pending
         self.retry_max = retry_max
         self._items: list[tuple[str, str, str, dict[str, Any]]] = []
+        self._inflight = 0  # records of the batch being written (counted against max_pending)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._room = threading.Condition(self._lock)
@@ -57,13 +58,14 @@ class JournalWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._items)
+        """Records not written yet (queued, or in the batch being written)."""
+        return len(self._items) + self._inflight
 
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
         with self._room:
-            if len(self._items) >= self.max_pending:
-                log.warning("journal backlog full: waiting for the database", pending=len(self._items))
-                while len(self._items) >= self.max_pending:
+            if self.pending >= self.max_pending:
+                log.warning("journal backlog full: waiting for the database", pending=self.pending)
+                while self.pending >= self.max_pending:
                     self._room.wait(1.0)
             self._items.append((run_id, step_id, event, fields))
         self._wake.set()
@@ -73,26 +75,31 @@ class JournalWriter:
         with self._flushing:
             with self._lock:
                 items, self._items = self._items, []
+                self._inflight = len(items)
             if not items:
                 return
             try:
                 self.store.record_many(items)
             except (OperationalError, InterfaceError, OSError):  # unreachable: keep, retry later
-                with self._lock:
-                    self._items[:0] = items
+                self._requeue(items)
                 raise
             except SQLAlchemyError:  # a record the database refuses on its own merits
                 self._write_one_by_one(items)
             with self._room:
+                self._inflight = 0
                 self._room.notify_all()
+
+    def _requeue(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._items[:0] = items
+            self._inflight = 0
 
     def _write_one_by_one(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         for i, item in enumerate(items):
             try:
                 self.store.record_many([item])
             except (OperationalError, InterfaceError, OSError):
-                with self._lock:
-                    self._items[:0] = items[i:]
+                self._requeue(items[i:])
                 raise
             except SQLAlchemyError as exc:  # would fail forever: say so loudly, keep the rest going
                 log.error("journal record refused by the database", record=repr(item)[:500], error=str(exc))
