@@ -180,7 +180,7 @@ def resume(run_id: str) -> RunRecord:
     rt = runtime()
     record = get_record(run_id)
     expected: tuple[str, ...] = tuple(RESUMABLE)
-    if record.status in ("running", "waiting"):
+    if record.status == "running":
         from canvasflow.workflows.recovery import idle_seconds
 
         idle = idle_seconds(rt, run_id)

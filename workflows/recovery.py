@@ -162,9 +162,11 @@ def idle_seconds(rt: Runtime, run_id: str) -> float | None:
 
 
 def stalled_runs(rt: Runtime, seconds: float, limit: int = 1000) -> list[tuple[RunRecord, float]]:
-    """Active runs that made no progress for ``seconds``, with how long they have been idle."""
+    """Running or compensating runs that made no progress for ``seconds``, with how long they have
+    been idle (a run ``waiting`` for a signal is not stalled)."""
+    moving = [st for st in ACTIVE_SQL if st != "waiting"]
     with rt.store.session() as s:
-        ids = list(s.scalars(select(RunRow.id).where(RunRow.status.in_(ACTIVE_SQL)).limit(limit)))
+        ids = list(s.scalars(select(RunRow.id).where(RunRow.status.in_(moving)).limit(limit)))
     out = []
     for run_id in ids:
         idle = idle_seconds(rt, run_id)

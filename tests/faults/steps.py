@@ -24,3 +24,22 @@ def tick(*parents: Any, label: str, counter: str, counter_url: str, sleep: float
         time.sleep(sleep)
     redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, label, 1)
     return label
+
+
+@step(name="faults.items", capability="demo")
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+@step(name="faults.slow_item", capability="demo")
+def slow_item(item: int, *, counter: str, counter_url: str, sleep: float = 0.0) -> int:
+    """A mapper: sleep, count one execution of ``item<item>``, return the item."""
+    if sleep:
+        time.sleep(sleep)
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, f"item{item}", 1)
+    return item
+
+
+@step(name="faults.total", capability="demo")
+def total(values: list[int]) -> int:
+    return sum(values)

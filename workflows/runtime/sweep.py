@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.heartbeat import Beat, beats, held_tasks
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import dispatch, task_id_for
+from canvasflow.workflows.runtime.executor import dispatch, send_step, task_id_for
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
 from canvasflow.workflows.runtime.state import as_text
 
@@ -56,6 +56,7 @@ class SweepReport:
 
 @dataclass(frozen=True)
 class Candidate:
+    unit: str  # what is suspected: a step, or one chunk of a map step (``<step>#<i>``)
     step_id: str  # the graph node to dispatch again
     task_ids: tuple[str, ...]  # the messages that would run it (none yet for a map not fanned out)
     running: bool
@@ -93,13 +94,22 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
             continue  # not ready yet
         if node.kind == "map":
             if sid not in fanned:
-                out.append(Candidate(sid, (), False, node.options.get("queue")))  # never fanned out
+                out.append(Candidate(sid, sid, (), False, node.options.get("queue")))  # never fanned out
                 continue
             done = set(rt.state.chunk_results(run_id, sid))
             n = _chunk_count(rt, run_id, node)
-            ids = tuple(task_id_for(run_id, sid, gen, i) for i in range(n) if i not in done)
-            running = any(states.get(f"{sid}#{i}") == "running" for i in range(n))
-            out.append(Candidate(sid, ids, running, node.options.get("queue")))
+            queue = node.options.get("queue")
+            out += [
+                Candidate(
+                    f"{sid}#{i}",
+                    sid,
+                    (task_id_for(run_id, sid, gen, i),),
+                    states.get(f"{sid}#{i}") == "running",
+                    queue,
+                )
+                for i in range(n)
+                if i not in done
+            ]
             continue
         if node.kind == "workflow" and st == "running":
             if children is None:
@@ -107,15 +117,27 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
             if sid in children:
                 continue  # its child run completes it
         tid = (info.get(sid) or {}).get("task_id") or task_id_for(run_id, sid, gen)
-        out.append(Candidate(sid, (tid,), st == "running", node.options.get("queue")))
+        out.append(Candidate(sid, sid, (tid,), st == "running", node.options.get("queue")))
     return out
 
 
-def _chunk_count(rt: Runtime, run_id: str, node: StepNode) -> int:
-    """How many chunks a map step fanned out to (from its input, as the fan-out cut it)."""
-    items = resolve(node.args[0], rt.state.results(run_id, sorted(node.reads()))) if node.args else []
+def _chunks(rt: Runtime, run_id: str, node: StepNode) -> list[list[Any]]:
+    """A map step's chunks, cut from its input as the fan-out cut them."""
+    items = list(resolve(node.args[0], rt.state.results(run_id, sorted(node.reads())))) if node.args else []
     size = max(int(node.spec.get("chunk_size") or 1), 1)
-    return -(-len(list(items)) // size)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _chunk_count(rt: Runtime, run_id: str, node: StepNode) -> int:
+    return len(_chunks(rt, run_id, node))
+
+
+def _resend_chunk(rt: Runtime, run_id: str, gen: int, node: StepNode, index: int) -> None:
+    """Publish one chunk of a map step again (its siblings are left alone)."""
+    from canvasflow.workflows.runtime.context import CHUNK_TASK
+
+    chunk = _chunks(rt, run_id, node)[index]
+    send_step(rt, run_id, gen, node, [node.spec["mapper"], chunk], {}, chunk=index, task=CHUNK_TASK)
 
 
 def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
@@ -202,10 +224,14 @@ class Sweeper:
         if status == "compensating" and recovery.reconcile(rt, run_id, status):
             report.reconciled.append(run_id)
         graph = rt.graph(run_id, gen)
-        for step_id in self.lost_steps(run_id, graph, gen, live):
-            log.warning("re-dispatching a lost step", run_id=run_id, step_id=step_id)
-            dispatch(rt, run_id, gen, graph, [step_id])
-            report.redispatched.append((run_id, step_id))
+        for unit in self.lost_steps(run_id, graph, gen, live):
+            log.warning("re-dispatching a lost step", run_id=run_id, step_id=unit)
+            node_id, _, chunk = unit.partition("#")
+            if chunk:
+                _resend_chunk(rt, run_id, gen, graph.steps[node_id], int(chunk))
+            else:
+                dispatch(rt, run_id, gen, graph, [unit])
+            report.redispatched.append((run_id, unit))
         if status == "compensating":
             from canvasflow.compensation import rollback
 
@@ -220,7 +246,7 @@ class Sweeper:
         key = rt.state.key(run_id, "suspect")
         seen = {as_text(k): float(v) for k, v in rt.redis.hgetall(key).items()}
         now = time.time()
-        suspects = {c.step_id: c for c in candidates(rt, run_id, graph, gen) if not set(c.task_ids) & held}
+        suspects = {c.unit: c for c in candidates(rt, run_id, graph, gen) if not set(c.task_ids) & held}
         ripe = [
             c
             for sid, c in suspects.items()
@@ -229,7 +255,7 @@ class Sweeper:
             and now - seen[sid] >= (2 * s.heartbeat_interval if c.running else s.queued_grace)
         ]
         queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, {c.queue for c in ripe if c.queue})
-        lost = [c.step_id for c in ripe if not set(c.task_ids) & queued]
+        lost = sorted(c.unit for c in ripe if not set(c.task_ids) & queued)
         p = rt.redis.pipeline(transaction=False)
         if stale := [sid for sid in seen if sid not in suspects]:
             p.hdel(key, *stale)
