@@ -80,6 +80,40 @@ def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
     return False
 
 
+def stale_reason(rt: Runtime, record: RunRecord, redis_gen: int) -> str | None:
+    """Why the run's Redis state is older than its journal (restored from an old snapshot, or a
+    partial loss), or None. Steps are compared only when ``record`` carries them."""
+    if record.generation > redis_gen:
+        return f"Redis holds generation {redis_gen}, the journal {record.generation}"
+    if not record.steps:
+        return None
+    states = rt.state.step_states(record.id)
+    missing = [
+        s.step_id for s in record.steps if s.status == "succeeded" and states.get(s.step_id) != "succeeded"
+    ]
+    return f"the journal has steps {missing} succeeded, Redis does not" if missing else None
+
+
+def rebuild_if_stale(
+    rt: Runtime, run_id: str, redis_gen: int, *, thorough: bool = False, patient: bool = True
+) -> bool:
+    """Rebuild a running run whose Redis state is behind its journal; True when it did."""
+    from canvasflow.workflows.lifecycle import restart
+
+    record = rt.store.get_run(run_id, with_steps=thorough)
+    if record is None or record.status not in ("running", "waiting"):
+        return False
+    reason = stale_reason(rt, record, redis_gen)
+    if reason is None or not _ripe(rt, run_id, "__stale__", patient):
+        return False
+    if not thorough:
+        record = rt.store.get_run(run_id) or record
+    if restart(rt, record, (record.status,)):
+        log.warning("rebuilt a run's stale state from the journal", run_id=run_id, reason=reason)
+        return True
+    return False
+
+
 def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = True) -> bool:
     """Bring the journal to a run's Redis status when SQL lags behind; True when it changed SQL."""
     from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
@@ -184,6 +218,10 @@ def recover(rt: Runtime) -> SweepReport:
         status = as_text(meta[b"status"]) if b"status" in meta else None
         if status is None or rt.state.graph_json(run_id) is None:
             if rebuild_if_lost(rt, run_id, patient=False):
+                report.rebuilt.append(run_id)
+        elif status in ("running", "waiting"):
+            gen = int(as_text(meta.get(b"gen", b"1")))
+            if rebuild_if_stale(rt, run_id, gen, thorough=True, patient=False):
                 report.rebuilt.append(run_id)
         elif reconcile(rt, run_id, status, patient=False):
             report.reconciled.append(run_id)

@@ -17,7 +17,7 @@ from celery import chain
 
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
-from tests.faults.outage import PrivateRedis, redis_env, settings_env, wait_all_terminal
+from tests.faults.outage import MODULES, PrivateRedis, redis_env, settings_env, wait_all_terminal
 from tests.faults.steps import counts, tick
 from tests.faults.test_killed_workers import QUEUES, wait_for
 
@@ -77,3 +77,28 @@ def test_state_lost_mid_run_is_rebuilt_from_the_journal_and_completed_steps_do_n
                 assert set(ran) == {f"s{i}" for i in range(STEPS)}
     finally:
         server.stop()
+
+
+def test_recover_rebuilds_a_run_whose_redis_state_is_older_than_its_journal(redis_url, celery_worker_factory):
+    """As after Redis came back from an old snapshot: it no longer knows a step the journal holds."""
+    env = {"CANVASFLOW_SWEEP_INTERVAL": "100000", "CANVASFLOW_WORKFLOW_MODULES": MODULES}
+    celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
+    counter = f"n:{uuid.uuid4().hex}"
+    steps = [
+        tick.s(label=x, counter=counter, counter_url=redis_url, sleep=s) for x, s in (("a", 0), ("b", 3))
+    ]
+    run = start(Workflow(f"t.stale.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(*steps)).name)
+    rt = runtime()
+    wait_for(
+        lambda: "0.tick" in journaled(run.id) and rt.state.step_states(run.id).get("1.tick") == "running"
+    )
+    rt.redis.hdel(rt.state.key(run.id, "st"), "0.tick")
+    rt.redis.hdel(rt.state.key(run.id, "res"), "0.tick")
+
+    cli = [sys.executable, "-m", "canvasflow.workflows.cli", "recover", "--json"]
+    out = subprocess.run(cli, env={**os.environ}, capture_output=True, text=True, timeout=60)
+    assert run.id in json.loads(out.stdout)["rebuilt"], out.stdout + out.stderr
+
+    record = run.wait(45)
+    assert record.status == "succeeded" and record.generation == 2 and record.result == "b"
+    assert counts(redis_url, counter)["a"] == 1  # journaled: kept, not run again

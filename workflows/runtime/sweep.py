@@ -223,6 +223,9 @@ class Sweeper:
         gen = int(meta.get("gen") or 1)
         if status == "compensating" and recovery.reconcile(rt, run_id, status):
             report.reconciled.append(run_id)
+        if status != "compensating" and recovery.rebuild_if_stale(rt, run_id, gen):
+            report.rebuilt.append(run_id)
+            return
         graph = rt.graph(run_id, gen)
         for unit in self.lost_steps(run_id, graph, gen, live):
             log.warning("re-dispatching a lost step", run_id=run_id, step_id=unit)
