@@ -223,9 +223,12 @@ class Sweeper:
         gen = int(meta.get("gen") or 1)
         if status == "compensating" and recovery.reconcile(rt, run_id, status):
             report.reconciled.append(run_id)
-        if status != "compensating" and recovery.rebuild_if_stale(rt, run_id, gen):
-            report.rebuilt.append(run_id)
-            return
+        try:
+            if status != "compensating" and recovery.rebuild_if_stale(rt, run_id, gen):
+                report.rebuilt.append(run_id)
+                return
+        except SQLAlchemyError:
+            pass  # the journal is down: lost steps can still be found and sent again
         graph = rt.graph(run_id, gen)
         for unit in self.lost_steps(run_id, graph, gen, live):
             log.warning("re-dispatching a lost step", run_id=run_id, step_id=unit)
@@ -282,11 +285,22 @@ class SweepThread(threading.Thread):
     def run(self) -> None:
         interval = self.rt.settings.sweep_interval
         sweeper = Sweeper(self.rt)
-        lock = f"{self.rt.settings.key_prefix}:sweep:lock"
+        prefix = self.rt.settings.key_prefix
+        turn, busy = f"{prefix}:sweep:turn", f"{prefix}:sweep:busy"
         while not self._stop_event.wait(interval):
             try:
-                if self.rt.redis.set(lock, self.hostname, nx=True, px=max(int(interval * 900), 100)):
+                # one sweep per interval across the fleet (turn), never two at once (busy)
+                r = self.rt.redis
+                if not r.set(turn, self.hostname, nx=True, px=max(int(interval * 900), 100)):
+                    continue
+                # (a sweeper killed mid-sweep holds `busy` for two intervals at most)
+                if not r.set(busy, self.hostname, nx=True, px=max(int(interval * 2000), 2_000)):
+                    continue
+                try:
                     sweeper.sweep()
+                finally:
+                    if r.get(busy) == self.hostname.encode():
+                        r.delete(busy)
             except (redis.RedisError, OSError) as exc:
                 log.warning("sweep skipped: state Redis unreachable", error=str(exc))
             except Exception:
