@@ -40,7 +40,7 @@ def _migrate(**_: Any) -> None:
 
     While the database does not answer, wait and try again (saying why): a worker that
     cannot journal must not report ready and take steps."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import InterfaceError, OperationalError
 
     from canvasflow.config.celery_app import redact
     from canvasflow.workflows.store.schema import ensure_schema
@@ -52,7 +52,7 @@ def _migrate(**_: Any) -> None:
         try:
             ensure_schema(engine)
             return
-        except (SQLAlchemyError, OSError) as exc:
+        except (OperationalError, InterfaceError, OSError) as exc:  # unreachable; a bad URL raises
             log.warning(
                 "journal database unreachable; the worker waits for it before taking steps",
                 database=redact(s.database_url),
