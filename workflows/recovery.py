@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs
+from canvasflow.workflows.runtime.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs, has_state
 from canvasflow.workflows.store.models import EventRow, RunRow
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
@@ -216,7 +216,7 @@ def recover(rt: Runtime) -> SweepReport:
     for run_id in active_runs(rt):
         meta = rt.redis.hgetall(rt.state.key(run_id, "meta"))
         status = as_text(meta[b"status"]) if b"status" in meta else None
-        if status is None or rt.state.graph_json(run_id) is None:
+        if status is None or not has_state(rt, run_id):
             if rebuild_if_lost(rt, run_id, patient=False):
                 report.rebuilt.append(run_id)
         elif status in ("running", "waiting"):

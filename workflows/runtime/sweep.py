@@ -63,19 +63,25 @@ class Candidate:
     queue: str | None = None
 
 
-def active_runs(rt: Runtime) -> list[str]:
-    """Non-terminal runs: the journal's (when it answers) and the Redis index."""
-    ids = {as_text(x) for x in rt.redis.smembers(active_key(rt))}
+def active_runs(rt: Runtime) -> dict[str, int | None]:
+    """Non-terminal runs, the journal's (when it answers) and the Redis index's, with the
+    generation the journal holds (None when only Redis knows the run)."""
+    runs: dict[str, int | None] = {as_text(x): None for x in rt.redis.smembers(active_key(rt))}
     try:
         from sqlalchemy import select
 
         from canvasflow.workflows.store.models import RunRow
 
+        q = select(RunRow.id, RunRow.generation).where(RunRow.status.in_(ACTIVE_SQL)).limit(10_000)
         with rt.store.session() as s:
-            ids |= set(s.scalars(select(RunRow.id).where(RunRow.status.in_(ACTIVE_SQL)).limit(10_000)))
+            runs.update({run_id: gen for run_id, gen in s.execute(q)})
     except Exception as exc:  # the journal is down: Redis still knows the runs it runs
         log.warning("sweep: journal unreachable, watching the Redis index only", error=str(exc))
-    return sorted(ids)
+    return dict(sorted(runs.items()))
+
+
+def has_state(rt: Runtime, run_id: str) -> bool:
+    return bool(rt.redis.exists(rt.state.key(run_id, "graph")))
 
 
 def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Candidate]:
@@ -186,9 +192,9 @@ class Sweeper:
         report = SweepReport()
         live = beats(self.rt)
         journal_down = None
-        for run_id in active_runs(self.rt):
+        for run_id, journal_gen in active_runs(self.rt).items():
             try:
-                self._sweep_run(run_id, live, report)
+                self._sweep_run(run_id, journal_gen, live, report)
             except (redis.RedisError, OSError):
                 raise
             except SQLAlchemyError as exc:  # the journal is down: the next sweep tries again
@@ -206,13 +212,15 @@ class Sweeper:
             )
         return report
 
-    def _sweep_run(self, run_id: str, live: dict[str, Beat], report: SweepReport) -> None:
+    def _sweep_run(
+        self, run_id: str, journal_gen: int | None, live: dict[str, Beat], report: SweepReport
+    ) -> None:
         from canvasflow.workflows import recovery
 
         rt = self.rt
         meta = {as_text(k): as_text(v) for k, v in rt.redis.hgetall(rt.state.key(run_id, "meta")).items()}
         status = meta.get("status")
-        if status is None or rt.state.graph_json(run_id) is None:
+        if status is None or not has_state(rt, run_id):
             if recovery.rebuild_if_lost(rt, run_id):
                 report.rebuilt.append(run_id)
             return
@@ -223,12 +231,10 @@ class Sweeper:
         gen = int(meta.get("gen") or 1)
         if status == "compensating" and recovery.reconcile(rt, run_id, status):
             report.reconciled.append(run_id)
-        try:
-            if status != "compensating" and recovery.rebuild_if_stale(rt, run_id, gen):
+        if status != "compensating" and (journal_gen or 0) > gen:
+            if recovery.rebuild_if_stale(rt, run_id, gen):
                 report.rebuilt.append(run_id)
-                return
-        except SQLAlchemyError:
-            pass  # the journal is down: lost steps can still be found and sent again
+            return
         graph = rt.graph(run_id, gen)
         for unit in self.lost_steps(run_id, graph, gen, live):
             log.warning("re-dispatching a lost step", run_id=run_id, step_id=unit)
