@@ -116,29 +116,34 @@ def _stop_liveness(**_: Any) -> None:
 
 
 @task_revoked.connect
-def _revoked(request: Any = None, **_: Any) -> None:
-    """A step revoked by the engine (the ``revoke`` in-flight policy of a rollback, or a cancelled
-    run) will not complete: the rollback may go on.
+def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A step revoked on purpose (``revoke`` -- the rollback's ``revoke`` in-flight policy -- or an
+    expired message) will not complete: mark it so, and the rollback may go on.
 
-    A step of a run still running was not revoked by the engine: Celery cancelled it (e.g. on a
-    broker connection loss, ``worker_cancel_long_running_tasks_on_connection_loss``). It is left
-    ``running``: no live worker holds it any more, so the sweep dispatches it again."""
+    Celery also reports a task it cancelled itself, on a broker connection loss
+    (``worker_cancel_long_running_tasks_on_connection_loss``), as revoked. Such a step was not
+    revoked: it is left ``running``; no live worker holds it any more, so the recovery sweep
+    dispatches it again."""
+    import redis
+    from celery.worker import state as worker_state
+
     from canvasflow.compensation import rollback
     from canvasflow.workflows.runtime.context import runtime
     from canvasflow.workflows.runtime.failure import step_ref
-    from canvasflow.workflows.runtime.state import ACTIVE
 
     ref = step_ref(request)
     if not ref:
         return
-
-    rt = runtime()
-    if rt.state.status(ref["run"]) in ACTIVE:
-        log.warning("step cancelled by Celery, not by the run: it will be dispatched again", **ref)
+    if not expired and getattr(request, "id", None) not in worker_state.revoked:
+        log.warning("step cancelled by Celery (not revoked): it will be dispatched again", **ref)
         return
+    rt = runtime()
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
-    rt.state.mark_revoked(ref["run"], unit)
-    rollback.step_settled(rt, ref["run"])
+    try:
+        rt.state.mark_revoked(ref["run"], unit)
+        rollback.step_settled(rt, ref["run"])
+    except (redis.RedisError, OSError) as exc:
+        log.warning("revoked step not recorded: state Redis unreachable", error=str(exc), **ref)
 
 
 @worker_process_shutdown.connect
