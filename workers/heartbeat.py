@@ -123,6 +123,13 @@ def held_tasks(live: dict[str, Beat]) -> set[str]:
     return set().union(*(b.tasks for b in live.values())) if live else set()
 
 
+def is_held(rt: HasRedis, task_id: str) -> bool:
+    """True while some live worker node holds ``task_id`` (received, scheduled for a retry, or
+    running). False means no worker will run it: its worker died, or Celery cancelled it. The
+    node's view is up to ``heartbeat_interval`` old: judge a task received a moment ago later."""
+    return task_id in held_tasks(beats(rt))
+
+
 # -- the writer (a worker's main process) ------------------------------------------------------
 def _held_by_this_node() -> list[str]:
     from celery.worker import state
