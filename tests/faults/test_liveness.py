@@ -9,7 +9,7 @@ import uuid
 import pytest
 from celery import chain
 
-from canvasflow.workers.heartbeat import beats, is_alive, live_workers
+from canvasflow.workers.heartbeat import beats, is_alive, is_held, live_workers
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.patterns import map_reduce
 from canvasflow.workflows.runtime.context import runtime
@@ -45,7 +45,9 @@ def test_heartbeat_names_the_node_its_pool_and_the_tasks_it_holds(celery_worker_
     run = start(workflow(lambda: chain(s("slow", sleep=3.0), s("b"))))
     task_id = wait_for(lambda: (running_step(run.id, "0.act") or {}).get("task_id"))
     assert wait_for(lambda: task_id in beats(rt)[w.hostname].tasks, timeout=5)
+    assert is_held(rt, task_id)
     assert run.wait(30).status == "succeeded"
+    assert wait_for(lambda: not is_held(rt, task_id), timeout=5)
 
     w.stop()  # a clean stop clears its heartbeat at once
     assert w.hostname not in live_workers(rt)
