@@ -137,12 +137,17 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
         from canvasflow.workflows.runtime.executor import finish_run
 
         finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation))
-    elif redis_status in ("failed", "cancelled"):
+    elif redis_status == "failed":
         sync_steps(rt, run_id)
-        if rt.store.transition_run(run_id, running, redis_status, error=error):
+        if rt.store.transition_run(run_id, running, "failed", error=error):
             from canvasflow.workflows.runtime.failure import close_failed
 
-            close_failed(rt, run_id, error or {"message": f"run {redis_status}"})
+            close_failed(rt, run_id, error or {"message": "run failed"})
+    elif redis_status == "cancelled":
+        sync_steps(rt, run_id)
+        if rt.store.transition_run(run_id, running, "cancelled"):
+            rt.state.notify_finished(run_id)
+            rt.state.expire(run_id, rt.settings.result_expires)
     elif redis_status == "compensating":
         sync_steps(rt, run_id)
         changed = rt.store.transition_run(run_id, running, "compensating", error=error)
