@@ -117,3 +117,33 @@ def test_journal_writer_holds_at_most_max_pending_records_while_the_database_is_
     wait_for(lambda: writer.pending == 0, timeout=30)
     record = store.get_run(run_id)
     assert {s.step_id: (s.status, s.result) for s in record.steps} == {n: ("succeeded", n) for n in names}
+
+
+def test_a_run_failing_while_the_database_is_down_still_compensates_and_journals_why(
+    pg_proxy, redis_url, celery_worker_factory
+):
+    from tests.integration.saga import effects
+    from tests.integration.sagacheck import new_log, step_of
+
+    proxy, url = pg_proxy
+    with settings_env(database_url=url, workflow_modules=MODULES, **FAST) as env:
+        celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
+        log = new_log()
+        s = step_of(log)
+        name = Workflow(
+            f"t.pgfail.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(s("a"), s("b", fail=True, sleep=2))
+        ).name
+        run = start(name)
+        rt = runtime()
+        wait_for(lambda: rt.state.step_states(run.id).get("1.act") == "running", timeout=30)
+        proxy.cut()
+        wait_for(lambda: rt.state.status(run.id) in ("compensating", "compensated"), timeout=14)
+        time.sleep(8)
+        proxy.restore()
+
+        record = wait_all_terminal(lambda r: runtime().store.get_run(r), [run.id], timeout=60)[run.id]
+        assert record.status == "compensated", (record.status, record.error)
+        assert record.error and record.error["type"] == "RuntimeError" and record.error["step"] == "1.act"
+        assert record.step("1.act").status == "failed" and record.step("1.act").error
+        assert record.step("0.act").compensation_status == "compensated"
+        assert effects(log).count("undo:a") == 1

@@ -74,9 +74,9 @@ def fail_step(
         target = failure_status(graph)
         won = chunk is not None and rt.state.fail(run_id, unit, target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.store.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
+        rt.journal.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
         if chunk is not None:
-            rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
+            rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
             from canvasflow.compensation import rollback
