@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         RunNotFound,
         RunStateError,
         SettingsError,
+        StateUnavailable,
         WorkflowNotFound,
     )
     from canvasflow.workers import step
@@ -72,6 +73,7 @@ _EXPORTS = {
     "RunNotFound": "canvasflow.config.errors",
     "RunStateError": "canvasflow.config.errors",
     "SettingsError": "canvasflow.config.errors",
+    "StateUnavailable": "canvasflow.config.errors",
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
     "cancel": "canvasflow.workflows",
@@ -124,6 +126,7 @@ __all__ = [
     "RunNotFound",
     "RunStateError",
     "SettingsError",
+    "StateUnavailable",
     "Workflow",
     "WorkflowNotFound",
     "cancel",

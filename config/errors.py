@@ -6,6 +6,7 @@ docstring is its default message and says what to do about it::
     CanvasflowError
      ├── SettingsError            a CANVASFLOW_* variable has a bad value
      ├── BrokerUnavailable        the broker URL does not answer
+ ├── StateUnavailable         the state Redis does not answer
      ├── DefinitionError          a workflow or canvas cannot be compiled
      ├── WorkflowNotFound         no workflow registered under that name
      ├── InputError               inputs fail validation or are not JSON
@@ -32,6 +33,10 @@ class SettingsError(CanvasflowError):
 
 class BrokerUnavailable(CanvasflowError):
     """The broker does not answer: start Redis or point CANVASFLOW_BROKER_URL at one that runs."""
+
+
+class StateUnavailable(CanvasflowError):
+    """The state Redis does not answer: start it or point CANVASFLOW_STATE_URL at one that runs."""
 
 
 class DefinitionError(CanvasflowError):

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     compensation_redispatch_after: float = Field(default=60.0, ge=1)
     # deliveries of one compensation attempt interrupted by crashes before it counts as failed
     compensation_max_deliveries: int = Field(default=5, ge=1)
+    # journal records a worker process holds while the database is unreachable; past it, steps wait
+    journal_max_pending: int = Field(default=100_000, ge=100)
+    journal_retry_max: float = Field(default=10.0, gt=0)  # longest pause between journal retries
+    # liveness: each worker node writes a heartbeat every interval, kept for ttl seconds
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_ttl: int = Field(default=15, ge=2)
+    # the recovery sweep (control workers): re-dispatch lost steps, rebuild lost state, reconcile SQL
+    sweep_interval: float = Field(default=10.0, gt=0)
+    queued_grace: int = Field(default=60, ge=1)  # a queued step with no message is lost after this
+    stalled_after: int = Field(default=300, ge=1)  # no progress for this long: `runs --stalled`, resume
+    # seconds a starting worker waits between attempts to reach its journal database
+    startup_retry: float = Field(default=5.0, gt=0)
 
     @property
     def redis_state_url(self) -> str:

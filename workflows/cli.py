@@ -70,6 +70,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from canvasflow.workflows import list_runs
 
+    if args.stalled:
+        return _stalled(args)
     records = list_runs(
         args.status,
         args.workflow,
@@ -153,6 +155,52 @@ def redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _stalled(args: argparse.Namespace) -> int:
+    from canvasflow.workflows.recovery import stalled_runs
+    from canvasflow.workflows.runtime.context import runtime
+
+    rt = runtime()
+    seconds = args.for_ if args.for_ is not None else rt.settings.stalled_after
+    found = stalled_runs(rt, seconds, args.limit)
+    data = [{**r.to_json(), "idle_seconds": round(idle, 1)} for r, idle in found]
+    for r in data:
+        r.pop("steps", None)
+    _emit(
+        args,
+        data,
+        lambda: (
+            "\n".join(
+                f"{r['id']}  {r['workflow']:<20} {r['status']:<12} idle {r['idle_seconds']:.0f}s"
+                "  (`canvasflow resume` it, or `canvasflow recover`)"
+                for r in data
+            )
+            or f"no run stalled for {seconds:g}s"
+        ),
+    )
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Rebuild lost Redis state from the journal and bring the journal up to Redis, for every active run."""
+    from canvasflow.workflows.recovery import recover
+    from canvasflow.workflows.runtime.context import runtime
+
+    report = recover(runtime())
+    data = {"rebuilt": report.rebuilt, "reconciled": report.reconciled}
+    _emit(
+        args,
+        data,
+        lambda: (
+            "\n".join(
+                [f"rebuilt from the journal: {r}" for r in report.rebuilt]
+                + [f"journal brought up to Redis: {r}" for r in report.reconciled]
+            )
+            or "nothing to recover"
+        ),
+    )
+    return 0
 
 
 def _show(args: argparse.Namespace, run: Any) -> Any:
@@ -375,10 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tag", action="append", help="runs carrying this tag (repeatable: all of them)")
     sp.add_argument("--since", help="created at or after: ISO timestamp or a time ago (30m, 2h, 7d)")
     sp.add_argument("--until", help="created before: ISO timestamp or a time ago")
+    sp.add_argument("--stalled", action="store_true", help="only active runs with no progress for a while")
+    sp.add_argument(
+        "--for", dest="for_", type=float, help="seconds without progress (CANVASFLOW_STALLED_AFTER)"
+    )
     sp = add("db", cmd_db, "the journal's schema: upgrade it, or show its revision")
     sp.add_argument("action", choices=["upgrade", "current"])
     sp.add_argument("--revision", default="head", help="upgrade to this revision (default head)")
-    sp = add("resume", cmd_resume, "resume a failed or cancelled run")
+    add("recover", cmd_recover, "rebuild lost run state from the journal; bring the journal up to Redis")
+    sp = add("resume", cmd_resume, "resume a failed, cancelled or stalled run")
     sp.add_argument("run")
     sp.add_argument("--wait", action="store_true")
     sp.add_argument("--timeout", type=float, default=300)

@@ -12,15 +12,24 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 import structlog
 from kombu.exceptions import OperationalError
 
 from canvasflow.config.celery_app import redact
-from canvasflow.config.errors import BrokerUnavailable, InputError, ResumeRefused, RunNotFound, RunStateError
+from canvasflow.config.errors import (
+    BrokerUnavailable,
+    InputError,
+    ResumeRefused,
+    RunNotFound,
+    RunStateError,
+    StateUnavailable,
+)
 from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.sweep import mark_active
 from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -102,6 +111,7 @@ def _launch(
     key: str | None = None,
     tags: Sequence[str] = (),
 ) -> str:
+    _check_state(rt)
     _record_definition(rt, wf)
     graph_json = graph.to_json()
     rows = [
@@ -131,15 +141,20 @@ def _launch(
         assert held is not None and key is not None
         return _holder(held, wf.name, key)
     pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
-    rt.state.init_run(
-        run_id,
-        generation=1,
-        graph_json=json.dumps(graph_json),
-        pending=pending,
-        completed={},
-        left=len(graph.steps),
-        labels=run_labels(wf.name, wf.version, parent_run_id, parent_step),
-    )
+    try:
+        rt.state.init_run(
+            run_id,
+            generation=1,
+            graph_json=json.dumps(graph_json),
+            pending=pending,
+            completed={},
+            left=len(graph.steps),
+            labels=run_labels(wf.name, wf.version, parent_run_id, parent_step),
+        )
+        mark_active(rt, run_id)
+    except (redis.RedisError, OSError) as exc:
+        _forget(rt, run_id)  # went down between the check and here: leave no orphan
+        raise _state_down(rt, exc) from None
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     _go(rt, run_id, 1, graph, graph.roots())
     return run_id
@@ -155,6 +170,26 @@ def run_labels(
         "parent_run": parent_run_id or "",
         "parent_step": parent_step or "",
     }
+
+
+def _state_down(rt: Runtime, exc: BaseException) -> StateUnavailable:
+    url = redact(rt.settings.redis_state_url)
+    return StateUnavailable(
+        f"state Redis {url} does not answer ({type(exc).__name__}: {exc}); nothing was created: "
+        "start it (or set CANVASFLOW_STATE_URL to one that runs) and start the run again"
+    )
+
+
+def _forget(rt: Runtime, run_id: str) -> None:
+    rt.store.delete_run(run_id)
+
+
+def _check_state(rt: Runtime) -> None:
+    """Refuse to create a run whose hot-path state cannot be written (one clear line)."""
+    try:
+        rt.redis.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise _state_down(rt, exc) from None
 
 
 _recorded: set[tuple[int, str, str]] = set()
@@ -194,12 +229,24 @@ def get_record(run_id: str) -> RunRecord:
 
 
 def resume(run_id: str) -> RunRecord:
-    """Run a failed or cancelled run again from where it stopped: completed steps are kept."""
+    """Run a failed, cancelled or stalled run again from where it stopped: completed steps are kept."""
     rt = runtime()
     record = get_record(run_id)
-    if record.status not in RESUMABLE:
+    expected: tuple[str, ...] = tuple(RESUMABLE)
+    if record.status == "running":
+        from canvasflow.workflows.recovery import idle_seconds
+
+        idle = idle_seconds(rt, run_id)
+        if idle is None or idle < rt.settings.stalled_after:
+            raise ResumeRefused(
+                f"run {run_id} is {record.status} and made progress {idle or 0:.0f}s ago; a run is "
+                f"resumable once stalled for {rt.settings.stalled_after}s (CANVASFLOW_STALLED_AFTER): "
+                "see `canvasflow runs --stalled`"
+            )
+        expected = (record.status,)
+    elif record.status not in RESUMABLE:
         raise ResumeRefused(
-            f"run {run_id} is {record.status}; only failed or cancelled runs can be resumed"
+            f"run {run_id} is {record.status}; only failed or cancelled runs (or stalled ones) can be resumed"
             + (
                 " (a compensated run was rolled back: start a new run)"
                 if record.status == "compensated"
@@ -212,6 +259,17 @@ def resume(run_id: str) -> RunRecord:
             f"registered here (registered: {', '.join(registry.versions(record.workflow)) or 'none'}); "
             "register that version to resume it, or start a new run"
         )
+    if not restart(rt, record, expected):
+        raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
+    return get_record(run_id)
+
+
+def restart(rt: Runtime, record: RunRecord, expected: tuple[str, ...]) -> bool:
+    """A new generation of ``record``: journaled and Redis-completed steps kept, the rest dispatched.
+
+    Used by resume and by recovery (a run whose Redis state was lost). False when the run
+    left ``expected`` meanwhile (someone else moved it)."""
+    run_id = record.id
     graph = StepGraph.from_json(record.graph)
     completed = {
         s.step_id: s.result for s in record.steps if s.status == "succeeded" and s.step_id in graph.steps
@@ -222,10 +280,8 @@ def resume(run_id: str) -> RunRecord:
     ]
     completed.update(rt.state.results(run_id, late))
     gen = record.generation + 1
-    if not rt.store.transition_run(
-        run_id, RESUMABLE, "running", generation=gen, error=None, finished_at=None
-    ):
-        raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
+    if not rt.store.transition_run(run_id, expected, "running", generation=gen, error=None, finished_at=None):
+        return False
     todo = [sid for sid in graph.steps if sid not in completed]
     rt.store.record_steps(
         run_id, [{"step_id": sid, "status": "pending", "error": None} for sid in todo], "step.reset"
@@ -241,9 +297,10 @@ def resume(run_id: str) -> RunRecord:
         left=len(todo),
         labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
     )
-    log.info("run resumed", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
+    mark_active(rt, run_id)
+    log.info("run restarted", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
     _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
-    return get_record(run_id)
+    return True
 
 
 def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str]) -> None:

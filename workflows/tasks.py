@@ -12,10 +12,19 @@ was current when this module was first imported).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import structlog
 from celery import Task, chord, group, shared_task
-from celery.signals import task_revoked, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_revoked,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError
@@ -24,28 +33,102 @@ from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
 
+log = structlog.get_logger("canvasflow.worker")
+
 
 @worker_init.connect
 def _migrate(**_: Any) -> None:
-    """Bring the journal's schema to head once, in the worker's main process, before forking."""
+    """Bring the journal's schema to head once, in the worker's main process, before forking.
+
+    While the database does not answer, wait and try again (saying why): a worker that
+    cannot journal must not report ready and take steps."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from canvasflow.config.celery_app import redact
     from canvasflow.workflows.store.schema import ensure_schema
     from canvasflow.workflows.store.sql import make_engine
 
-    engine = make_engine(get_settings().database_url)
-    ensure_schema(engine)
-    engine.dispose()
+    s = get_settings()
+    while True:
+        engine = make_engine(s.database_url)
+        try:
+            ensure_schema(engine)
+            return
+        except (OperationalError, InterfaceError, OSError) as exc:  # unreachable; a bad URL raises
+            log.warning(
+                "journal database unreachable; the worker waits for it before taking steps",
+                database=redact(s.database_url),
+                error=str(exc).splitlines()[0],
+                retry_in=s.startup_retry,
+            )
+            time.sleep(s.startup_retry)
+        finally:
+            engine.dispose()
 
 
 @worker_process_init.connect
 def _warm(**_: Any) -> None:
+    """Open a pool process's connections before its first step; a few quick tries, then lazily.
+
+    (Celery kills a pool process that is not up within ``worker_proc_alive_timeout``, so this
+    must not wait long: the main process already waited for the database in ``_migrate``.)"""
     from canvasflow.workflows.runtime.context import warm
 
-    warm()
+    for attempt in range(3):
+        try:
+            warm()
+            return
+        except Exception as exc:
+            log.warning(
+                "pool process could not reach Redis or the journal database yet",
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                attempt=attempt + 1,
+            )
+            time.sleep(0.5)
+
+
+_threads: list[Any] = []
+
+
+@worker_ready.connect
+def _start_liveness(sender: Any = None, **_: Any) -> None:
+    """Heartbeats from every worker node; the recovery sweep on those consuming the control queue."""
+    if _threads:
+        return  # a reconnect fires this again
+    from canvasflow.workers.heartbeat import HeartbeatThread
+    from canvasflow.workflows.runtime.context import runtime
+    from canvasflow.workflows.runtime.sweep import SweepThread
+
+    rt = runtime()
+    hostname = getattr(sender, "hostname", None) or "unknown"
+    _threads.append(HeartbeatThread(rt, hostname, sender))
+    consumed = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])}
+    if rt.settings.control_queue in consumed:
+        _threads.append(SweepThread(rt, hostname))
+    for t in _threads:
+        t.start()
+    log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1)
+
+
+@worker_shutdown.connect
+def _stop_liveness(**_: Any) -> None:
+    for t in _threads:
+        t.stop()
+    _threads.clear()
 
 
 @task_revoked.connect
-def _revoked(request: Any = None, **_: Any) -> None:
-    """A step revoked (the ``revoke`` in-flight policy) will not complete: the rollback may go on."""
+def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A step revoked on purpose (``revoke`` -- the rollback's ``revoke`` in-flight policy -- or an
+    expired message) will not complete: mark it so, and the rollback may go on.
+
+    Celery also reports a task it cancelled itself, on a broker connection loss
+    (``worker_cancel_long_running_tasks_on_connection_loss``), as revoked. Such a step was not
+    revoked: it is left ``running``; no live worker holds it any more, so the recovery sweep
+    dispatches it again."""
+    import redis
+    from celery.worker import state as worker_state
+
     from canvasflow.compensation import rollback
     from canvasflow.workflows.runtime.context import runtime
     from canvasflow.workflows.runtime.failure import step_ref
@@ -53,11 +136,16 @@ def _revoked(request: Any = None, **_: Any) -> None:
     ref = step_ref(request)
     if not ref:
         return
-
+    if not expired and getattr(request, "id", None) not in worker_state.revoked:
+        log.warning("step cancelled by Celery (not revoked): it will be dispatched again", **ref)
+        return
     rt = runtime()
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
-    rt.state.mark_revoked(ref["run"], unit)
-    rollback.step_settled(rt, ref["run"])
+    try:
+        rt.state.mark_revoked(ref["run"], unit)
+        rollback.step_settled(rt, ref["run"])
+    except (redis.RedisError, OSError) as exc:
+        log.warning("revoked step not recorded: state Redis unreachable", error=str(exc), **ref)
 
 
 @worker_process_shutdown.connect

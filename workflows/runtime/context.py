@@ -49,7 +49,10 @@ class Runtime:
 
     @cached_property
     def journal(self) -> JournalWriter:
-        return JournalWriter(self.store, self.settings.journal_interval)
+        s = self.settings
+        return JournalWriter(
+            self.store, s.journal_interval, max_pending=s.journal_max_pending, retry_max=s.journal_retry_max
+        )
 
     @cached_property
     def errback(self) -> dict:

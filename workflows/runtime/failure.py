@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from celery.utils.functional import arity_greater
+from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import HEADER, error_info
@@ -74,9 +75,9 @@ def fail_step(
         target = failure_status(graph)
         won = chunk is not None and rt.state.fail(run_id, unit, target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.store.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
+        rt.journal.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
         if chunk is not None:
-            rt.store.record_step(run_id, step_id, "step.failed", status="failed", error=error)
+            rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
             from canvasflow.compensation import rollback
@@ -87,8 +88,11 @@ def fail_step(
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
         from canvasflow.workflows.runtime.journal import sync_steps
 
-        sync_steps(rt, run_id)
-        rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
+        try:
+            sync_steps(rt, run_id)
+            rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
+        except (SQLAlchemyError, OSError) as exc:  # the rollback goes on; the sweep reconciles SQL
+            log.warning("journal unreachable; the run's status is written when it is back", error=str(exc))
         if target == "compensating":
             from canvasflow.compensation import rollback
 
@@ -100,7 +104,12 @@ def fail_step(
 def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -> dict[str, Any]:
     """The journal fields of a failed step: its last delivery (from its claim) and the error."""
     meta = rt.state.step_info(run_id).get(unit, {})
-    fields: dict[str, Any] = {"status": "failed", "finished_at": datetime.now(UTC), "error": error}
+    finished = datetime.now(UTC)
+    fields: dict[str, Any] = {"status": "failed", "finished_at": finished, "error": error}
+    # in Redis too: a terminal sync (sync_steps) writes it from there when this process's
+    # journal queue has not reached the database yet (it may be down, or this process gone)
+    meta.update(error=error, finished_at=finished.isoformat())
+    rt.redis.hset(rt.state.key(run_id, "info"), unit, json.dumps(meta))
     attempts = rt.state.attempts(run_id).get(unit)
     if attempts:
         fields["attempts"] = attempts

@@ -20,45 +20,116 @@ import threading
 from datetime import datetime
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.store.sql import SqlRunStore
 
+log = structlog.get_logger("canvasflow.journal")
+
 
 class JournalWriter:
-    """Queue step records; a daemon thread writes them in batches."""
+    """Queue step records; a daemon thread writes them in batches.
 
-    def __init__(self, store: SqlRunStore, interval: float) -> None:
+    A batch the database refuses goes back to the head of the queue and is tried again,
+    with a backoff doubling from ``interval`` up to ``retry_max`` seconds, until it lands:
+    no record is dropped. While the database is down the queue grows; past ``max_pending``
+    records, :meth:`record_step` blocks the step's process until the writer has caught up
+    (the worker takes no new step meanwhile), so memory stays bounded.
+    """
+
+    def __init__(
+        self, store: SqlRunStore, interval: float, *, max_pending: int = 100_000, retry_max: float = 10.0
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.max_pending = max_pending
+        self.retry_max = retry_max
         self._items: list[tuple[str, str, str, dict[str, Any]]] = []
+        self._inflight = 0  # records of the batch being written (counted against max_pending)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._room = threading.Condition(self._lock)
+        self._flushing = threading.Lock()  # one batch in flight, so records land in order
         self._thread = threading.Thread(target=self._loop, name="canvasflow-journal", daemon=True)
         self._thread.start()
-        atexit.register(self.flush)
+        atexit.register(self._flush_at_exit)
+
+    @property
+    def pending(self) -> int:
+        """Records not written yet (queued, or in the batch being written)."""
+        return len(self._items) + self._inflight
 
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
-        with self._lock:
+        with self._room:
+            if self.pending >= self.max_pending:
+                log.warning("journal backlog full: waiting for the database", pending=self.pending)
+                while self.pending >= self.max_pending:
+                    self._room.wait(1.0)
             self._items.append((run_id, step_id, event, fields))
         self._wake.set()
 
     def flush(self) -> None:
+        """Write every queued record now; on failure they stay queued (in order) and this raises."""
+        with self._flushing:
+            with self._lock:
+                items, self._items = self._items, []
+                self._inflight = len(items)
+            if not items:
+                return
+            try:
+                self.store.record_many(items)
+            except (OperationalError, InterfaceError, OSError):  # unreachable: keep, retry later
+                self._requeue(items)
+                raise
+            except SQLAlchemyError:  # a record the database refuses on its own merits
+                self._write_one_by_one(items)
+            with self._room:
+                self._inflight = 0
+                self._room.notify_all()
+
+    def _requeue(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         with self._lock:
-            items, self._items = self._items, []
-        if items:
-            self.store.record_many(items)
+            self._items[:0] = items
+            self._inflight = 0
+
+    def _write_one_by_one(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        for i, item in enumerate(items):
+            try:
+                self.store.record_many([item])
+            except (OperationalError, InterfaceError, OSError):
+                self._requeue(items[i:])
+                raise
+            except SQLAlchemyError as exc:  # would fail forever: say so loudly, keep the rest going
+                log.error("journal record refused by the database", record=repr(item)[:500], error=str(exc))
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # Redis still holds them: the next terminal sync writes them
+            log.error("journal records not written at exit", pending=self.pending, error=str(exc))
 
     def _loop(self) -> None:
+        delay = 0.0
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            threading.Event().wait(self.interval)  # gather a batch
+            if not delay:
+                self._wake.wait()
+                self._wake.clear()
+            threading.Event().wait(max(self.interval, delay))  # gather a batch, or back off
             try:
                 self.flush()
-            except Exception:  # the next terminal sync_steps writes what was lost
-                import structlog
-
-                structlog.get_logger("canvasflow.journal").exception("journal flush failed")
+                if delay:
+                    log.info("journal writes again", pending=self.pending)
+                delay = 0.0
+            except Exception as exc:
+                delay = min(max(delay * 2, self.interval, 0.25), self.retry_max)
+                log.warning(
+                    "journal flush failed; retrying",
+                    retry_in=delay,
+                    pending=self.pending,
+                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
 
 
 def sync_steps(rt: Any, run_id: str) -> None:

@@ -99,7 +99,7 @@ def journal_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> J
         Column("run_id", String(64), ForeignKey(n.fk("runs.id")), primary_key=True),
         Column("step_id", String(500), primary_key=True),
         Column("task", String(200), nullable=False),
-        Column("kind", String(16), nullable=False),
+        Column("kind", String(16), nullable=False, default="task"),
         Column("status", String(32), nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("queue", String(200), nullable=True),

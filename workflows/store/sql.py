@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, exists, select
+from sqlalchemy import Engine, bindparam, create_engine, event, exists, func, select
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -306,6 +306,27 @@ class SqlRunStore:
             ]
             if rows:
                 conn.execute(steps.insert(), rows)
+
+    def runs_with_status(self, statuses: Iterable[str], limit: int = 10_000) -> dict[str, int]:
+        """Run id -> generation of the runs in one of ``statuses`` (the sweep's and recovery's view)."""
+        runs = self.t.runs
+        q = select(runs.c.id, runs.c.generation).where(runs.c.status.in_(list(statuses))).limit(limit)
+        with self.engine.connect() as conn:
+            return {run_id: gen for run_id, gen in conn.execute(q)}
+
+    def last_event_at(self, run_id: str) -> datetime | None:
+        ev = self.t.events
+        with self.engine.connect() as conn:
+            at = conn.scalar(select(func.max(ev.c.at)).where(ev.c.run_id == run_id))
+        return _aware(at) if at else None
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run and everything journaled of it (a start that could not finish)."""
+        t = self.t
+        with self.engine.begin() as conn:
+            for table in (t.events, t.steps, t.signals, t.run_tags):
+                conn.execute(table.delete().where(table.c.run_id == run_id))
+            conn.execute(t.runs.delete().where(t.runs.c.id == run_id))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         ev = self.t.events

@@ -1,0 +1,45 @@
+"""Steps for outage tests: each counts its executions in a Redis the outage does not touch
+(``counter_url``), so a test can tell which steps ran and how often."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from canvasflow.workers.step import step
+
+
+def counts(counter_url: str, counter: str) -> dict[str, int]:
+    """How many times each label's body ran."""
+    raw = redis.Redis.from_url(counter_url, decode_responses=True).hgetall(counter)
+    return {k: int(v) for k, v in raw.items()}
+
+
+@step(name="faults.tick", capability="demo")
+def tick(*parents: Any, label: str, counter: str, counter_url: str, sleep: float = 0.0) -> str:
+    """Sleep, then count one execution of ``label``; returns the label."""
+    if sleep:
+        time.sleep(sleep)
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, label, 1)
+    return label
+
+
+@step(name="faults.items", capability="demo")
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+@step(name="faults.slow_item", capability="demo")
+def slow_item(item: int, *, counter: str, counter_url: str, sleep: float = 0.0) -> int:
+    """A mapper: sleep, count one execution of ``item<item>``, return the item."""
+    if sleep:
+        time.sleep(sleep)
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, f"item{item}", 1)
+    return item
+
+
+@step(name="faults.total", capability="demo")
+def total(values: list[int]) -> int:
+    return sum(values)
