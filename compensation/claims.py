@@ -5,6 +5,8 @@
                         message left can be told apart from one whose message is queued
 * ``take_over_dispatch`` a later caller re-publishes a unit whose publisher died or whose
                         message was never claimed in time (compare-and-set: one re-publisher)
+* ``take_over_abandoned`` ... or a unit ``running`` whose lease expired: its process died and
+                        no redelivery came (a whole worker gone, on the Redis broker)
 * ``claim``             a delivery of a compensation may run it: ``new`` (first delivery),
                         ``retry`` (a Celery retry after a failed attempt), ``interrupted``
                         (the delivery that held it is gone: run again), ``held`` (another
@@ -34,6 +36,14 @@ _TAKE_OVER = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'dispatched' then return 0 end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+_ABANDONED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'running' then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'dispatched')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -78,12 +88,20 @@ class RollbackClaims:
         self._mark = client.register_script(_MARK)
         self._take_over = client.register_script(_TAKE_OVER)
         self._claim = client.register_script(_CLAIM)
+        self._abandoned = client.register_script(_ABANDONED)
 
     def mark_dispatched(self, comp_key: str, disp_key: str, unit: str, holder: str) -> bool:
         return bool(self._mark(keys=[comp_key, disp_key], args=[unit, _stamp(holder)]))
 
     def take_over_dispatch(self, comp_key: str, disp_key: str, unit: str, seen: str, holder: str) -> bool:
         return bool(self._take_over(keys=[comp_key, disp_key], args=[unit, seen, _stamp(holder)]))
+
+    def take_over_abandoned(
+        self, comp_key: str, disp_key: str, lease_key: str, unit: str, holder: str
+    ) -> bool:
+        """A unit ``running`` whose lease expired (its process died and nothing redelivered it,
+        e.g. a whole worker gone on the Redis broker): mark it dispatched again, once."""
+        return bool(self._abandoned(keys=[comp_key, disp_key, lease_key], args=[unit, _stamp(holder)]))
 
     def claim(
         self,

@@ -68,14 +68,16 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             try:
                 with executing(ctx):
                     out = task.run(*args, **kwargs)
-            except Retry:
+            except Retry:  # its retry message is on the broker already: not stranded
+                rt.redis.hset(comp_key(rt, run_id), unit, "retrying")
                 rt.journal.record_step(run_id, unit, "compensation.retry")
                 raise
             except Exception as exc:
                 error = {"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1}
                 finish_unit(rt, run_id, unit, gen, "compensation_failed", error=error)
                 raise
-        finish_unit(rt, run_id, unit, gen, "compensated")
+            # inside the lease: a unit running without one is taken for interrupted
+            finish_unit(rt, run_id, unit, gen, "compensated")
         return out
 
 

@@ -97,7 +97,9 @@ def progress(rt: Runtime, run_id: str, gen: int) -> None:
     for unit in p.ready:
         if tools.claims.mark_dispatched(ckey, disp_key, unit, me):
             _dispatch(rt, run_id, gen, graph, unit)
-    for unit in _stranded(rt, run_id, [u for u in p.waiting if states.get(u) == "dispatched"]):
+    stranded = _stranded(rt, run_id, [u for u in p.waiting if states.get(u) == "dispatched"])
+    stranded += _abandoned(rt, run_id, [u for u in p.waiting if states.get(u) == "running"])
+    for unit in stranded:
         log.warning("compensation published again: its publisher died or it was never picked up", unit=unit)
         _dispatch(rt, run_id, gen, graph, unit, again=True)
     if p.done:
@@ -121,6 +123,21 @@ def _stranded(rt: Runtime, run_id: str, dispatched: list[str]) -> list[str]:
         ):
             out.append(unit)
     return out
+
+
+def _abandoned(rt: Runtime, run_id: str, running: list[str]) -> list[str]:
+    """Units running without a lease: their process died and nothing redelivered them."""
+    if not running:
+        return []
+    tools, me = rollback_tools(rt), holder_id()
+    ckey, disp_key = comp_key(rt, run_id), rt.state.key(run_id, "compdisp")
+    return [
+        unit
+        for unit in running
+        if tools.claims.take_over_abandoned(
+            ckey, disp_key, rt.state.key(run_id, f"complease:{unit}"), unit, me
+        )
+    ]
 
 
 def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str, again: bool = False) -> None:

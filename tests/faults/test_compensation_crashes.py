@@ -74,7 +74,11 @@ def test_compensation_killed_midway_runs_again_with_the_same_key(celery_worker_f
 
 
 def test_whole_worker_killed_midway_through_a_compensation_the_next_worker_runs_it(celery_worker_factory):
-    first = celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=worker_env())
+    """With the Redis broker's default visibility timeout (an hour) the killed worker's message
+    would come back only then: the sweep finds the unit running without a lease and publishes
+    it again."""
+    env = {**worker_env(), "CANVASFLOW_VISIBILITY_TIMEOUT": "3600"}
+    first = celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=env)
     log = new_log()
     k = dict(log=log)
     run = start(
@@ -82,7 +86,7 @@ def test_whole_worker_killed_midway_through_a_compensation_the_next_worker_runs_
     )
     compensation_pid(log, "a")
     first.kill_group(signal.SIGKILL)
-    celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=worker_env())
+    celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
 
     record = run.wait(90)
     assert record.status == "compensated", record.error
