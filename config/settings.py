@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     prefetch_multiplier: int = Field(default=1, ge=1)
     result_expires: int = Field(default=86_400, ge=60)
+    # seconds a finished run's hot state stays in Redis (default RESULT_EXPIRES); the journal keeps it
+    state_expires: int | None = Field(default=None, ge=1)
     visibility_timeout: int = Field(default=3_600, ge=1)
     # seconds between a worker's sweeps for messages a dead worker left unacknowledged
     unacked_restore_interval: int = Field(default=10, ge=1)
@@ -72,6 +74,10 @@ class Settings(BaseSettings):
     stalled_after: int = Field(default=300, ge=1)  # no progress for this long: `runs --stalled`, resume
     # seconds a starting worker waits between attempts to reach its journal database
     startup_retry: float = Field(default=5.0, gt=0)
+
+    @property
+    def finished_state_ttl(self) -> int:
+        return self.state_expires or self.result_expires
 
     @property
     def redis_state_url(self) -> str:

@@ -326,7 +326,7 @@ def cancel(run_id: str) -> RunRecord:
     if not rt.store.transition_run(run_id, ("pending", "running", "waiting"), "cancelled"):
         raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
     rt.state.notify_finished(run_id)
-    rt.state.expire(run_id, rt.settings.result_expires)
+    rt.state.expire(run_id, rt.settings.finished_state_ttl)
     for child in rt.store.children(run_id):
         if child.status not in TERMINAL:
             cancel(child.id)

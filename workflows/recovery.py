@@ -145,7 +145,7 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
         sync_steps(rt, run_id)
         if rt.store.transition_run(run_id, running, "cancelled"):
             rt.state.notify_finished(run_id)
-            rt.state.expire(run_id, rt.settings.result_expires)
+            rt.state.expire(run_id, rt.settings.finished_state_ttl)
     elif redis_status == "compensating":
         sync_steps(rt, run_id)
         changed = rt.store.transition_run(run_id, running, "compensating", error=error)

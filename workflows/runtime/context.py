@@ -41,7 +41,7 @@ class Runtime:
 
     @cached_property
     def state(self) -> RunState:
-        return RunState(self.redis, self.settings.key_prefix)
+        return RunState(self.redis, self.settings.key_prefix, self.settings.finished_state_ttl)
 
     @cached_property
     def store(self) -> SqlRunStore:

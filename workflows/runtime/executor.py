@@ -269,7 +269,7 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
         rt.state.notify_finished(run_id)
-        rt.state.expire(run_id, rt.settings.result_expires)
+        rt.state.expire(run_id, rt.settings.finished_state_ttl)
         from canvasflow.workflows.runtime import special
 
         special.child_finished(rt, run_id, value)

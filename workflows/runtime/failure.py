@@ -124,7 +124,7 @@ def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -
 def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:
     """The run ended failed: wake waiters and fail the parent step of a child run."""
     rt.state.notify_finished(run_id)
-    rt.state.expire(run_id, rt.settings.result_expires)
+    rt.state.expire(run_id, rt.settings.finished_state_ttl)
     record = rt.store.get_run(run_id, with_steps=False)
     if record and record.parent_run_id and record.parent_step:
         parent = rt.store.get_run(record.parent_run_id, with_steps=False)

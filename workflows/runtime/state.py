@@ -55,6 +55,10 @@ if cur == 'succeeded' then return {0} end
 redis.call('HSET', KEYS[2], ARGV[1], 'succeeded')
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[6], ARGV[1], ARGV[3]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then  -- a late completion of a finished run: what it writes expires with the rest
+  for _, k in ipairs({KEYS[2], KEYS[5], KEYS[6]}) do redis.call('PEXPIRE', k, ttl) end
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 local left = redis.call('DECR', KEYS[4])
 local out = {1, status, left}
@@ -128,9 +132,10 @@ class Completion:
 class RunState:
     """Redis keys of one deployment (``prefix``); methods take the run id."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, finished_ttl: int = 3600) -> None:
         self.r = client
         self.prefix = prefix
+        self.wakeup_ttl = min(3600, finished_ttl)  # a finished run's wake-up token lives no longer
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
@@ -259,7 +264,7 @@ class RunState:
         key = self.key(run_id, "done")
         p = self.r.pipeline()
         p.rpush(key, "1")
-        p.expire(key, 3600)
+        p.expire(key, self.wakeup_ttl)  # a wake-up for waiters only: the run's status is in the journal
         p.execute()
 
     def wait_finished(self, run_id: str, timeout: float) -> None:
@@ -287,9 +292,18 @@ class RunState:
             "data",
         )
         p = self.r.pipeline()
-        for part in parts:
+        for part in (*parts, *self._graph_parts(run_id)):
             p.expire(self.key(run_id, part), seconds)
         p.execute()
+
+    def _graph_parts(self, run_id: str) -> list[str]:
+        """The keys a run has because of its graph: map steps' chunk results, errback guards."""
+        raw = self.graph_json(run_id)
+        if raw is None:
+            return []
+        graph = json.loads(raw)
+        maps = [f"chunks:{s['id']}" for s in graph.get("steps", []) if s.get("kind") == "map"]
+        return [*maps, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
 
 
 def as_text(value: Any) -> str:

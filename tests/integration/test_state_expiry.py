@@ -1,0 +1,76 @@
+"""A finished run leaves nothing in Redis once its hot state expired: the journal keeps the record.
+
+The workers run with ``CANVASFLOW_STATE_EXPIRES=2``; every kind of run end is tried (succeeded
+with a map step and an author errback, compensated, cancelled), and after the expiry no key of
+the run is left in the state Redis while ``get_run`` still answers from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+from celery import chain
+
+from canvasflow.workflows import Workflow, cancel, get_run, map_reduce, start
+from canvasflow.workflows.runtime.context import runtime
+from tests.faults.crashing import keyed
+from tests.faults.outage import settings_env
+from tests.faults.test_compensation_crashes import QUEUES
+from tests.integration.saga import items, square, unsquare  # noqa: F401  (registers the steps)
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+TTL = 2
+
+
+def keys_of(run_id: str) -> list[str]:
+    rt = runtime()
+    return sorted(k.decode() for k in rt.redis.scan_iter(match=f"{rt.settings.key_prefix}:{{{run_id}}}*"))
+
+
+def wait_gone(run_id: str, timeout: float = 15.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    left = keys_of(run_id)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.25)
+        left = keys_of(run_id)
+    return left
+
+
+def test_finished_runs_leave_no_hot_state_once_it_expired(celery_worker_factory):
+    modules = json.dumps([*json.loads(os.environ["CANVASFLOW_WORKFLOW_MODULES"]), "tests.faults.crashing"])
+    with settings_env(state_expires=str(TTL), workflow_modules=modules) as env:  # cancel runs here
+        celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
+        _finish_each_way_and_check()
+
+
+def _finish_each_way_and_check() -> None:
+    tag, log = uuid.uuid4().hex[:8], f"expiry:{uuid.uuid4().hex}"
+
+    def mapped():  # a map step (chunk keys) with an errback on the canvas (errback guard keys)
+        sig = map_reduce(
+            square.s(log=log), keyed.s(label="sum", log=log), items_from=items.s(6, log=log), chunk_size=2
+        )
+        return sig.on_error(keyed.si(label="never", log=log))
+
+    ok = start(Workflow(f"t.expiry.ok.{tag}", "1", build=mapped).name).wait(60)
+    failed = start(
+        Workflow(
+            f"t.expiry.fail.{tag}",
+            "1",
+            build=lambda: chain(keyed.s(label="a", log=log), keyed.s(label="b", fail=True, log=log)),
+        ).name
+    ).wait(60)
+    slow = start(
+        Workflow(f"t.expiry.cancel.{tag}", "1", build=lambda: keyed.s(label="c", sleep=1.0, log=log)).name
+    )
+    cancelled = cancel(slow.id).wait(30)
+    assert (ok.status, failed.status, cancelled.status) == ("succeeded", "compensated", "cancelled")
+
+    for record in (ok, failed, cancelled):
+        assert wait_gone(record.id, timeout=TTL + 10) == [], f"{record.status} run left state in Redis"
+        assert get_run(record.id).status == record.status  # the journal still has the run
