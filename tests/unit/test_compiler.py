@@ -106,6 +106,20 @@ def test_errback_on_chord_body_is_reached_from_the_header():
     assert sorted(eb.scope) == ["b.xsum", "h0.add", "h1.add"]
 
 
+def test_errback_on_a_chain_of_two_groups_is_reached_from_the_first_group():
+    # Celery makes this chain a chord whose body is a group: the errback sits on the body's members
+    c = chain(group(add.s(1, 1), add.s(2, 2)), group(add.s(3), add.s(4)))
+    c.link_error(echo.si("failed"))
+    (eb,) = compiled(c).errbacks
+    assert sorted(eb.scope) == ["b.0.add", "b.1.add", "h0.add", "h1.add"]
+
+
+def test_empty_group_compiles_to_no_step_and_an_empty_list():
+    graph = compiled(group())
+    assert graph.steps == {}
+    assert resolve(graph.result, {}) == []
+
+
 def test_errback_cloned_onto_group_members_is_one_errback():
     g = group(add.s(1, 1), add.s(2, 2))
     g.link_error(echo.si("failed"))

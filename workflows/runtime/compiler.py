@@ -221,8 +221,14 @@ def _canonical(signature: dict[str, Any]) -> str:
 
 
 def _attached_to(sig: Signature, signature: dict[str, Any]) -> bool:
+    """Whether ``signature`` is an errback of ``sig``; a group body has it on its members
+    (Celery's ``group.link_error`` clones it onto each one)."""
     key = _canonical(signature)
-    return any(_canonical(dict(maybe_signature(e))) == key for e in sig.options.get("link_error") or [])
+    if any(_canonical(dict(maybe_signature(e))) == key for e in sig.options.get("link_error") or []):
+        return True
+    if isinstance(sig, group) and not isinstance(sig, _chord):
+        return any(_attached_to(maybe_signature(m), signature) for m in sig.tasks)
+    return False
 
 
 def compile_canvas(
