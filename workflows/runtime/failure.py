@@ -88,6 +88,10 @@ def fail_step(
         from canvasflow.workflows.runtime.journal import sync_steps
 
         sync_steps(rt, run_id)
+        if target == "failed":
+            from canvasflow.workflows.runtime.outcome import skip_unrun
+
+            skip_unrun(rt, run_id)
         rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         if target == "compensating":
             from canvasflow.compensation import rollback

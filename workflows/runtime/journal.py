@@ -17,11 +17,11 @@ from __future__ import annotations
 import atexit
 import json
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.store.sql import SqlRunStore
+from canvasflow.workflows.store.sql import EVENT_AT, SqlRunStore
 
 
 class JournalWriter:
@@ -38,6 +38,7 @@ class JournalWriter:
         atexit.register(self.flush)
 
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
+        fields.setdefault(EVENT_AT, datetime.now(UTC))  # the event's time, not its batch's
         with self._lock:
             self._items.append((run_id, step_id, event, fields))
         self._wake.set()
