@@ -162,7 +162,7 @@ def test_cancel_stops_dispatching(worker):
     time.sleep(1.5)
     record = get_run(run.id)
     assert record.status == "cancelled"
-    assert record.step("1.add").status == "pending" and record.step("2.add").status == "pending"
+    assert record.step("1.add").status == "skipped" and record.step("2.add").status == "skipped"
 
 
 def test_run_waits_for_a_signal_and_continues_with_its_payload(worker):
