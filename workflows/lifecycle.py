@@ -175,6 +175,10 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
         return
     try:
         dispatch(rt, run_id, gen, graph, ready)
+        if graph.options.get("timeout"):
+            from canvasflow.workflows.runtime import deadlines
+
+            deadlines.run_started(rt, run_id, gen, graph)
     except OperationalError as exc:
         url = redact(rt.app.conf.broker_url)
         error = {"type": "BrokerUnavailable", "message": f"broker {url}: {exc}", "retryable": True}
@@ -352,6 +356,14 @@ def _mark_rollback(rt: Runtime, run_id: str, origin: str, error: dict[str, Any] 
 
 def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     """Deliver an outside signal; the steps waiting for ``name`` complete with ``payload``."""
+    if not send_signal(run_id, name, payload):
+        raise RunStateError(f"run {run_id} already received signal {name!r}")
+    return get_record(run_id)
+
+
+def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
+    """Store signal ``name`` of a run once and complete the steps waiting for it; False when the
+    run had it already (a second send is applied once: the waiting steps get the first payload)."""
     rt = runtime()
     if isinstance(payload, str | bytes):
         try:
@@ -365,16 +377,16 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     record = get_record(run_id)
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")
-    if not rt.store.put_signal(run_id, name, payload):
-        raise RunStateError(f"run {run_id} already received signal {name!r}")
+    first = rt.store.put_signal(run_id, name, payload)
+    _, stored = rt.store.get_signal(run_id, name)
     graph = StepGraph.from_json(record.graph)
     states = rt.state.step_states(run_id)
     from canvasflow.workflows.runtime.special import deliver_signal
 
     for node in graph.steps.values():
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
-            deliver_signal(rt, run_id, record.generation, node.id, payload)
-    return get_record(run_id)
+            deliver_signal(rt, run_id, record.generation, node.id, stored)
+    return first
 
 
 def _rehydrate(rt: Runtime, record: RunRecord) -> None:

@@ -121,3 +121,16 @@ def returns_set(*parents: Any) -> Any:
 @step(name="saga.writes_without_undo", capability="demo", writes=True)
 def writes_without_undo(*parents: Any) -> None:
     """Marked as writing, with no compensation: `canvasflow check` must name it."""
+
+
+@step(name="saga.whoami", capability="demo")
+def whoami(*parents: Any, question: str = "") -> dict[str, Any]:
+    """The run's own id, for a peer to answer to (context() inside a step)."""
+    from canvasflow import context
+
+    return {"reply_to": context().run_id, "question": question}
+
+
+@step(name="saga.field", capability="demo")
+def field(value: dict[str, Any], name: str) -> Any:
+    return value[name]

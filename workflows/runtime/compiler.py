@@ -31,6 +31,8 @@ SIGNAL_TASK = "canvasflow.wait_signal"
 WORKFLOW_TASK = "canvasflow.subworkflow"
 SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
+STEP_DEADLINES = ("schedule_to_start", "start_to_close")
+HARD_LIMIT_GRACE = 5.0  # seconds from start_to_close (Celery's soft limit) to the hard kill
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class CanvasCompiler:
         self.compensation_of = compensation_of
         self.steps: dict[str, StepNode] = {}
         self.errbacks: dict[str, Errback] = {}
+        self.deadlines: dict[str, dict[str, float]] = {}
         self.problems: list[str] = []
 
     # -- entry -----------------------------------------------------------------
@@ -61,7 +64,8 @@ class CanvasCompiler:
         if self.problems:
             raise DefinitionError("invalid canvas", self.problems)
         result = flow.value if flow.value is not None else lit(None)
-        return StepGraph(self.steps, result, list(self.errbacks.values()))
+        options: dict[str, Any] = {"deadlines": self.deadlines} if self.deadlines else {}
+        return StepGraph(self.steps, result, list(self.errbacks.values()), options)
 
     # -- dispatch on canvas type -------------------------------------------------
     def _sig(self, obj: Any) -> Signature:
@@ -146,6 +150,7 @@ class CanvasCompiler:
         routed_by = spec["mapper"]["task"] if kind == "map" else name
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
         self._check_task(name, kind)
+        self._deadlines(sig, step_id, options)
         self.steps[step_id] = StepNode(
             id=step_id,
             task=name,
@@ -158,6 +163,26 @@ class CanvasCompiler:
             compensation=self.compensation_of(routed_by),
         )
         return _Flow(ref(step_id), (step_id,)), [step_id]
+
+    def _deadlines(self, sig: Signature, step_id: str, options: dict[str, Any]) -> None:
+        """``schedule_to_start`` / ``start_to_close`` given with ``.set(...)`` or on ``@step``."""
+        task = self.app.tasks.get(sig.task)
+        found: dict[str, float] = {}
+        for name in STEP_DEADLINES:
+            value = sig.options.get(name, getattr(task, name, None))
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.problems.append(
+                    f"step {step_id}: {name} must be a positive number of seconds, not {value!r}"
+                )
+                continue
+            found[name] = float(value)
+        if "start_to_close" in found:  # Celery interrupts the body in its own process
+            options.setdefault("soft_time_limit", found["start_to_close"])
+            options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
+        if found:
+            self.deadlines[step_id] = found
 
     # -- callbacks and errbacks ----------------------------------------------------
     def _links(self, sig: Signature, out: _Flow, path: str) -> None:
