@@ -134,3 +134,17 @@ def whoami(*parents: Any, question: str = "") -> dict[str, Any]:
 @step(name="saga.field", capability="demo")
 def field(value: dict[str, Any], name: str) -> Any:
     return value[name]
+
+
+@step(name="saga.bounded", capability="demo", start_to_close=1.0, retries=1)
+def bounded(*parents: Any, label: str, log: str, sleep: float = 0.0) -> str:
+    """A step with a start_to_close deadline on its decorator (one retry after it passes)."""
+    _redis().rpush(log, f"try:{label}")
+    time.sleep(sleep)
+    _redis().rpush(log, f"do:{label}")
+    return label
+
+
+@compensates(bounded, name="saga.unbounded", retries=0)
+def unbounded(result: Any, *parents: Any, label: str, log: str, sleep: float = 0.0) -> None:
+    _redis().rpush(log, f"undo:{label}")

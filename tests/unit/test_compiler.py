@@ -171,3 +171,20 @@ def test_errback_copied_onto_chord_header_by_celery_setting_is_still_one_errback
     (eb,) = compiled(c).errbacks
     assert sorted(eb.scope) == ["b.xsum", "h0.add", "h1.add"]
     assert not eb.signature.get("immutable")
+
+
+def test_step_deadlines_from_the_canvas_become_graph_options_and_celery_time_limits():
+    graph = compiled(chain(add.s(1, 1).set(schedule_to_start=5), add.s(2).set(start_to_close=3)))
+    assert graph.options["deadlines"] == {
+        "0.add": {"schedule_to_start": 5.0},
+        "1.add": {"start_to_close": 3.0},
+    }
+    assert graph.steps["1.add"].options["soft_time_limit"] == 3.0
+    assert graph.steps["1.add"].options["time_limit"] > 3.0
+    assert "soft_time_limit" not in graph.steps["0.add"].options
+    assert StepGraph.from_json(graph.to_json()).options == graph.options
+
+
+def test_a_bad_deadline_is_refused():
+    with pytest.raises(DefinitionError, match="schedule_to_start must be a positive number"):
+        compiled(add.s(1, 1).set(schedule_to_start=-1))
