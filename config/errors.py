@@ -60,7 +60,7 @@ class RunNotFound(CanvasflowError):
 
 
 class ResumeRefused(CanvasflowError):
-    """The run cannot be resumed: only failed or cancelled runs of the same definition version can."""
+    """The run cannot be resumed: only failed or cancelled runs (succeeded ones from a step) can."""
 
 
 class RunStateError(CanvasflowError):

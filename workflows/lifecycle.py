@@ -252,6 +252,9 @@ def resume(run_id: str, *, from_step: str | None = None) -> RunRecord:
     )
     pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
     _clear_partial(rt, run_id, graph, todo)
+    from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
+
+    rt.redis.hdel(rt.state.key(run_id, "meta"), ROLLBACK_ORIGIN, "error")  # a new attempt, no old verdict
     rt.state.init_run(
         run_id,
         generation=gen,

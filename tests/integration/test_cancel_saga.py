@@ -38,6 +38,10 @@ def in_flight_saga(log: str, **options: Any) -> str:
     )
     run = start(wf.name)
     wait_for(log, "do:a", "do:fast")
+    deadline = time.monotonic() + 30
+    while get_run(run.id).step("1.h1.act").status != "running":  # slow has started
+        assert time.monotonic() < deadline, get_run(run.id).step("1.h1.act")
+        time.sleep(0.05)
     return run.id
 
 
@@ -89,8 +93,10 @@ def test_compensate_of_a_cancelled_run_rolls_it_back(worker):
         inflight="revoke",  # the rollback stops b instead of waiting 30 s for it
     )
     run = start(wf.name)
-    wait_for(log, "do:a")
-    time.sleep(0.3)  # b has started
+    deadline = time.monotonic() + 30
+    while get_run(run.id).step("1.act").status != "running":  # b has started
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert cancel(run.id, compensate=False).status == "cancelled"
     record = compensate(run.id).wait(60)
     assert record.status == "compensated", record.error
