@@ -165,22 +165,7 @@ class CanvasCompiler:
         return _Flow(ref(step_id), (step_id,)), [step_id]
 
     def _deadlines(self, sig: Signature, step_id: str, options: dict[str, Any]) -> None:
-        """``schedule_to_start`` / ``start_to_close`` given with ``.set(...)`` or on ``@step``."""
-        task = self.app.tasks.get(sig.task)
-        found: dict[str, float] = {}
-        for name in STEP_DEADLINES:
-            value = sig.options.get(name, getattr(task, name, None))
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                self.problems.append(
-                    f"step {step_id}: {name} must be a positive number of seconds, not {value!r}"
-                )
-                continue
-            found[name] = float(value)
-        if "start_to_close" in found:  # Celery interrupts the body in its own process
-            options.setdefault("soft_time_limit", found["start_to_close"])
-            options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
+        found = step_deadlines(self.app, sig, step_id, options, self.problems)
         if found:
             self.deadlines[step_id] = found
 
@@ -222,6 +207,28 @@ class CanvasCompiler:
         task = self.app.tasks.get(name)
         if task is not None and not isinstance(task, StepTask):
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
+
+
+def step_deadlines(
+    app: Celery, sig: Signature, step_id: str, options: dict[str, Any], problems: list[str]
+) -> dict[str, float]:
+    """A step's ``schedule_to_start`` / ``start_to_close`` (``.set(...)`` on the signature, else
+    ``@step(...)``); ``start_to_close`` also becomes Celery's soft and hard time limits in
+    ``options``. A bad value is added to ``problems``."""
+    task = app.tasks.get(sig.task)
+    found: dict[str, float] = {}
+    for name in STEP_DEADLINES:
+        value = sig.options.get(name, getattr(task, name, None))
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append(f"step {step_id}: {name} must be a positive number of seconds, not {value!r}")
+            continue
+        found[name] = float(value)
+    if "start_to_close" in found:  # Celery interrupts the body in its own process
+        options.setdefault("soft_time_limit", found["start_to_close"])
+        options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
+    return found
 
 
 def _chord_like(sig: Signature) -> bool:
