@@ -183,6 +183,9 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
         url = redact(rt.app.conf.broker_url)
         error = {"type": "BrokerUnavailable", "message": f"broker {url}: {exc}", "retryable": True}
         rt.state.transition(run_id, ("running",), "failed")
+        from canvasflow.workflows.runtime.outcome import skip_unrun
+
+        skip_unrun(rt, run_id)
         rt.store.transition_run(run_id, ("running",), "failed", error=error)
         raise BrokerUnavailable(
             f"broker {url} did not take the run's first steps ({exc}); the run {run_id} is "
