@@ -1,4 +1,5 @@
-"""Run lifecycle transitions made by clients: start, resume, cancel, signal.
+"""Run lifecycle transitions made by clients: start and signal (resume: resumption.py;
+cancel, undo, compensate: rollbacks.py).
 
 Each checks its input first and changes nothing when it refuses: an unknown workflow,
 invalid inputs or a cycle create no run; an unknown run id or a run in the wrong state
@@ -16,12 +17,12 @@ import structlog
 from kombu.exceptions import OperationalError
 
 from canvasflow.config.celery_app import redact
-from canvasflow.config.errors import BrokerUnavailable, InputError, ResumeRefused, RunNotFound, RunStateError
+from canvasflow.config.errors import BrokerUnavailable, InputError, RunNotFound, RunStateError
 from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
+from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
 
@@ -200,166 +201,6 @@ def get_record(run_id: str) -> RunRecord:
     return record
 
 
-def resume(run_id: str, *, from_step: str | None = None) -> RunRecord:
-    """Run a failed or cancelled run again from where it stopped: completed steps are kept.
-
-    With ``from_step`` that step and every step downstream of it run again (their earlier
-    results are dropped, their earlier effects are *not* undone), the other completed steps
-    are kept; this also works on a succeeded run. Compensated runs are refused: their
-    effects were undone, start a new run.
-    """
-    rt = runtime()
-    record = get_record(run_id)
-    allowed = RESUMABLE | ({"succeeded"} if from_step is not None else set())
-    if record.status not in allowed:
-        raise ResumeRefused(
-            f"run {run_id} is {record.status}; only failed or cancelled runs can be resumed"
-            + (", and succeeded ones from a step (--from STEP)" if from_step is None else " from a step")
-            + (
-                " (a compensated run was rolled back: start a new run)"
-                if record.status in ("compensated", "compensation_failed")
-                else ""
-            )
-            + (" (it is still active: cancel it first)" if record.status in ("running", "waiting") else "")
-        )
-    if record.version not in registry.versions(record.workflow):
-        raise ResumeRefused(
-            f"run {run_id} was started under {record.workflow} version {record.version}, which is not "
-            f"registered here (registered: {', '.join(registry.versions(record.workflow)) or 'none'}); "
-            "register that version to resume it, or start a new run"
-        )
-    graph = StepGraph.from_json(record.graph)
-    redo = _downstream(graph, run_id, from_step) if from_step is not None else set()
-    completed = {
-        s.step_id: s.result
-        for s in record.steps
-        if s.status == "succeeded" and s.step_id in graph.steps and s.step_id not in redo
-    }
-    live = rt.state.step_states(run_id)
-    late = [
-        sid
-        for sid, st in live.items()
-        if st == "succeeded" and sid in graph.steps and sid not in completed and sid not in redo
-    ]
-    completed.update(rt.state.results(run_id, late))
-    gen = record.generation + 1
-    if not rt.store.transition_run(
-        run_id, (record.status,), "running", generation=gen, error=None, finished_at=None, result=None
-    ):
-        raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
-    todo = [sid for sid in graph.steps if sid not in completed]
-    rt.store.record_steps(
-        run_id,
-        [{"step_id": sid, "status": "pending", "error": None, "result": None} for sid in todo],
-        "step.reset",
-    )
-    pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
-    _clear_partial(rt, run_id, graph, todo)
-    from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
-
-    rt.redis.hdel(rt.state.key(run_id, "meta"), ROLLBACK_ORIGIN, "error")  # a new attempt, no old verdict
-    rt.state.init_run(
-        run_id,
-        generation=gen,
-        graph_json=json.dumps(record.graph),
-        pending=pending,
-        completed={k: json.dumps(v) for k, v in completed.items()},
-        left=len(todo),
-        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
-    )
-    log.info(
-        "run resumed", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo), from_step=from_step
-    )
-    _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
-    return get_record(run_id)
-
-
-def _downstream(graph: StepGraph, run_id: str, step_id: str) -> set[str]:
-    """``step_id`` and every step that depends on it, directly or not."""
-    if step_id not in graph.steps:
-        base = step_id.split("#", 1)[0]
-        hint = f" (a map chunk: resume from its map step {base!r})" if base in graph.steps else ""
-        raise ResumeRefused(
-            f"run {run_id} has no step {step_id!r}{hint}; its steps: {', '.join(graph.steps)}"
-        )
-    seen = {step_id}
-    stack = [step_id]
-    while stack:
-        for nxt in graph.successors(stack.pop()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str]) -> None:
-    keys = [rt.state.key(run_id, f"chunks:{sid}") for sid in todo if graph.steps[sid].kind == "map"]
-    keys += [rt.state.key(run_id, f"errback:{i}") for i in range(len(graph.errbacks))]
-    if keys:
-        rt.redis.delete(*keys)
-    maps = [sid for sid in todo if graph.steps[sid].kind == "map"]
-    if maps:
-        rt.redis.hdel(rt.state.key(run_id, "chunksleft"), *maps)
-
-
-def cancel(run_id: str, *, compensate: bool = False) -> RunRecord:
-    """Stop dispatching: queued steps are skipped at their claim.
-
-    Without ``compensate`` running steps finish (their effects stay; ``undo`` or
-    ``compensate`` of the cancelled run rolls them back later). With it the run rolls back
-    at once: running steps are waited for (``inflight="wait"``) or revoked
-    (``inflight="revoke"``), and every step that completed, including one that finishes
-    after the cancel, is compensated; the run ends ``compensated`` (``cancelled`` when
-    nothing was undone, ``compensation_failed`` when an undo kept failing).
-    """
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status in TERMINAL or record.status == "compensating":
-        raise RunStateError(
-            f"run {run_id} is already {record.status}; nothing to cancel"
-            + (" (`canvasflow undo` rolls a cancelled run back)" if record.status == "cancelled" else "")
-        )
-    from canvasflow.workflows.runtime.journal import sync_steps
-    from canvasflow.workflows.runtime.outcome import skip_unrun
-
-    active = ("pending", "running", "waiting")
-    if compensate:
-        _mark_rollback(rt, run_id, "cancel", CANCELLED)
-        if not rt.state.transition(run_id, active, "compensating"):
-            raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
-        sync_steps(rt, run_id)
-        rt.store.transition_run(run_id, active, "compensating", error=CANCELLED)
-        log.info("run cancelled; rolling back", run_id=run_id)
-        from canvasflow.compensation import rollback
-
-        rollback.begin(rt, run_id, record.generation)
-    else:
-        rt.state.transition(run_id, active, "cancelled")
-        sync_steps(rt, run_id)
-        skip_unrun(rt, run_id)
-        if not rt.store.transition_run(run_id, active, "cancelled", error=CANCELLED):
-            raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
-        rt.state.notify_finished(run_id)
-        rt.state.expire(run_id, rt.settings.result_expires)
-    for child in rt.store.children(run_id):
-        if child.status not in TERMINAL and child.status != "compensating":
-            cancel(child.id, compensate=compensate)
-    return get_record(run_id)
-
-
-CANCELLED = {"type": "Cancelled", "message": "cancelled on request", "retryable": False}
-
-
-def _mark_rollback(rt: Runtime, run_id: str, origin: str, error: dict[str, Any] | None = None) -> None:
-    """Record what starts a rollback (its final status when it undoes nothing) and why."""
-    from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
-
-    fields = {ROLLBACK_ORIGIN: origin}
-    if error is not None:
-        fields["error"] = json.dumps(error)
-    rt.redis.hset(rt.state.key(run_id, "meta"), mapping=fields)  # type: ignore[arg-type]
-
-
 def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     """Deliver an outside signal; the steps waiting for ``name`` complete with ``payload``."""
     if not send_signal(run_id, name, payload):
@@ -393,86 +234,3 @@ def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
             deliver_signal(rt, run_id, record.generation, node.id, stored)
     return first
-
-
-def _rehydrate(rt: Runtime, record: RunRecord) -> None:
-    """Rebuild a run's Redis state from the journal (it may have expired since the run ended)."""
-    if rt.state.graph_json(record.id) is not None:
-        return
-    completed = {s.step_id: json.dumps(s.result) for s in record.steps if s.status == "succeeded"}
-    rt.state.init_run(
-        record.id,
-        generation=record.generation,
-        graph_json=json.dumps(record.graph),
-        pending={},
-        completed=completed,
-        left=0,
-        status=record.status,
-        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
-    )
-
-
-def undo(run_id: str) -> RunRecord:
-    """Compensate every completed step of a succeeded or cancelled run, in reverse dependency order."""
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status not in ("succeeded", "cancelled"):
-        raise RunStateError(
-            f"run {run_id} is {record.status}; only a succeeded or cancelled run can be undone"
-            + (
-                " (`canvasflow compensate` retries failed compensations)"
-                if record.status == "compensation_failed"
-                else ""
-            )
-        )
-    _roll_back_finished(rt, record, "undo")
-    return get_record(run_id)
-
-
-def _roll_back_finished(rt: Runtime, record: RunRecord, why: str) -> None:
-    """Start the rollback of a succeeded or cancelled run (steps still running when it was
-    cancelled are waited for and compensated when they complete)."""
-    run_id = record.id
-    _rehydrate(rt, record)
-    if not rt.store.transition_run(run_id, (record.status,), "compensating", finished_at=None):
-        raise RunStateError(f"run {run_id} changed state while rolling back; look at it again")
-    if record.status == "cancelled":
-        _mark_rollback(rt, run_id, "cancel", record.error or CANCELLED)
-    else:
-        _mark_rollback(rt, run_id, "undo")
-    rt.state.transition(run_id, (record.status,), "compensating")
-    log.info("rollback requested", run_id=run_id, by=why, was=record.status)
-    from canvasflow.compensation import rollback
-
-    rollback.begin(rt, run_id, record.generation)
-
-
-def retry_compensation(run_id: str) -> RunRecord:
-    """Run again the compensations that failed after their retries (``compensation_failed`` runs);
-    of a cancelled run, compensate every step that completed (as ``undo``)."""
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status == "cancelled":
-        _roll_back_finished(rt, record, "compensate")
-        return get_record(run_id)
-    if record.status != "compensation_failed":
-        raise RunStateError(
-            f"run {run_id} is {record.status}; only a compensation_failed run has compensations to "
-            "retry (and a cancelled one, completed steps to compensate)"
-        )
-    _rehydrate(rt, record)
-    failed = [s.step_id for s in record.steps if s.compensation_status == "compensation_failed"]
-    if not rt.store.transition_run(run_id, ("compensation_failed",), "compensating", finished_at=None):
-        raise RunStateError(f"run {run_id} changed state while retrying; look at it again")
-    rt.state.transition(run_id, ("compensation_failed",), "compensating")
-    if failed:
-        rt.redis.hdel(rt.state.key(run_id, "comp"), *failed)
-        rt.store.record_steps(
-            run_id,
-            [{"step_id": u, "compensation_status": None, "compensation_error": None} for u in failed],
-            "compensation.reset",
-        )
-    from canvasflow.compensation import rollback
-
-    rollback.progress(rt, run_id, record.generation)
-    return get_record(run_id)
