@@ -175,8 +175,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from canvasflow.workflows import cancel
 
-    _show(args, cancel(args.run, compensate=args.compensate))
-    return 0
+    record = _show(args, cancel(args.run, compensate=args.compensate))
+    return 0 if record.status != "compensation_failed" else 1
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
