@@ -4,7 +4,8 @@
 itself, a sibling completing or being skipped late, a compensation ending. Each call
 reads the state, dispatches the ready compensations (each claimed once with HSETNX), and
 closes the run when nothing is left: ``compensated``, or ``compensation_failed`` when a
-compensation failed after its retries (the others still ran).
+compensation failed after its retries (the others still ran), or, when no compensation ran
+at all, ``failed`` (``cancelled`` after a cancel): see workflows/runtime/outcome.py.
 """
 
 from __future__ import annotations
@@ -177,14 +178,18 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str, a
 
 
 def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
-    final = "compensation_failed" if failed else "compensated"
+    from canvasflow.workflows.runtime.outcome import rollback_origin, rollback_status, skip_unrun
+
+    comps = comp_states(rt, run_id)
+    final = rollback_status(comps, failed, rollback_origin(rt, run_id))
     if not rt.state.transition(run_id, ("compensating",), final):
         return
     # the failing worker may not have journaled 'compensating' yet: journal it first
     from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
 
     sync_steps(rt, run_id)
-    sync_compensations(rt, run_id, comp_states(rt, run_id))
+    skip_unrun(rt, run_id)
+    sync_compensations(rt, run_id, comps)
     raw = rt.redis.hget(rt.state.key(run_id, "meta"), "error")
     error: dict[str, Any] = json.loads(raw) if raw else {}
     rt.store.transition_run(run_id, ("running", "waiting"), "compensating", error=error or None)

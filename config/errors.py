@@ -14,6 +14,7 @@ docstring is its default message and says what to do about it::
      ├── ResumeRefused            the run cannot be resumed (state or version)
      ├── RunStateError            the run is not in a state that allows the action
      ├── RoutingError             no queue can take a step's capability
+     ├── DeadlineExceeded         a step or run passed one of its deadlines
      └── CompensationError        a rollback could not finish
 """
 
@@ -64,7 +65,7 @@ class RunNotFound(CanvasflowError):
 
 
 class ResumeRefused(CanvasflowError):
-    """The run cannot be resumed: only failed or cancelled runs of the same definition version can."""
+    """The run cannot be resumed: only failed or cancelled runs (succeeded ones from a step) can."""
 
 
 class RunStateError(CanvasflowError):
@@ -73,6 +74,11 @@ class RunStateError(CanvasflowError):
 
 class RoutingError(CanvasflowError):
     """No queue can take this step: register a worker fleet for its capability."""
+
+
+class DeadlineExceeded(CanvasflowError):
+    """A step or run passed its deadline (schedule_to_start, start_to_close, timeout or a
+    response timeout): it failed and its run rolled back; raise the limit or fix what held it."""
 
 
 class CompensationError(CanvasflowError):

@@ -15,9 +15,11 @@ from canvasflow.workflows.client import (
     start,
     undo,
 )
+from canvasflow.workflows.conversation import send_signal, wait_for_response
 from canvasflow.workflows.dag import input, result, value
 from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.patterns import map_reduce, mapper_step, pipeline, scatter_gather, wait_signal
+from canvasflow.workflows.runtime import deadlines as _deadlines  # noqa: F401  (canvasflow.deadline)
 
 __all__ = [
     "Run",
@@ -34,9 +36,11 @@ __all__ = [
     "result",
     "resume",
     "scatter_gather",
+    "send_signal",
     "signal",
     "start",
     "undo",
     "value",
+    "wait_for_response",
     "wait_signal",
 ]

@@ -216,15 +216,15 @@ def _show(args: argparse.Namespace, run: Any) -> Any:
 def cmd_resume(args: argparse.Namespace) -> int:
     from canvasflow.workflows import resume
 
-    _show(args, resume(args.run))
+    _show(args, resume(args.run, from_step=args.from_step))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from canvasflow.workflows import cancel
 
-    _show(args, cancel(args.run))
-    return 0
+    record = _show(args, cancel(args.run, compensate=args.compensate))
+    return 0 if record.status != "compensation_failed" else 1
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
@@ -433,12 +433,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("recover", cmd_recover, "rebuild lost run state from the journal; bring the journal up to Redis")
     sp = add("resume", cmd_resume, "resume a failed, cancelled or stalled run")
     sp.add_argument("run")
+    sp.add_argument(
+        "--from",
+        dest="from_step",
+        metavar="STEP",
+        help="run this step and everything downstream of it again (also of a succeeded run)",
+    )
     sp.add_argument("--wait", action="store_true")
     sp.add_argument("--timeout", type=float, default=300)
-    add("cancel", cmd_cancel, "cancel a run").add_argument("run")
+    sp = add("cancel", cmd_cancel, "cancel a run")
+    sp.add_argument("run")
+    sp.add_argument(
+        "--compensate",
+        action="store_true",
+        help="roll back: compensate every completed step, including running ones when they finish",
+    )
+    sp.add_argument("--wait", action="store_true", help="wait until the rollback ends")
+    sp.add_argument("--timeout", type=float, default=300)
     for name, fn, help_ in (
-        ("undo", cmd_undo, "compensate every step of a succeeded run"),
-        ("compensate", cmd_compensate, "retry failed compensations of a run"),
+        ("undo", cmd_undo, "compensate every step of a succeeded or cancelled run"),
+        ("compensate", cmd_compensate, "retry failed compensations of a run (of a cancelled one: undo it)"),
     ):
         sp = add(name, fn, help_)
         sp.add_argument("run")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from canvasflow.workflows import lifecycle
+from canvasflow.workflows import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import TERMINAL, RunRecord, StepRecord
 
@@ -123,25 +123,31 @@ def list_runs(
     )
 
 
-def resume(run_id: str) -> Run:
-    lifecycle.resume(run_id)
+def resume(run_id: str, *, from_step: str | None = None) -> Run:
+    """Run a failed or cancelled run again from where it stopped (completed steps kept); with
+    ``from_step``, run that step and everything downstream of it again, keeping the rest."""
+    resumption.resume(run_id, from_step=from_step)
     return Run(run_id)
 
 
-def cancel(run_id: str) -> Run:
-    lifecycle.cancel(run_id)
+def cancel(run_id: str, *, compensate: bool = False) -> Run:
+    """Stop the run: no new step starts. With ``compensate`` also roll it back: running steps
+    are waited for (or revoked, per the workflow's ``inflight``) and every completed step is
+    compensated, one that completes after the cancel included."""
+    rollbacks.cancel(run_id, compensate=compensate)
     return Run(run_id)
 
 
 def undo(run_id: str) -> Run:
-    """Roll back a succeeded run: every completed step's compensation, newest first."""
-    lifecycle.undo(run_id)
+    """Roll back a succeeded or cancelled run: every completed step's compensation, newest first."""
+    rollbacks.undo(run_id)
     return Run(run_id)
 
 
 def compensate(run_id: str) -> Run:
-    """Retry the compensations of a ``compensation_failed`` run that failed."""
-    lifecycle.retry_compensation(run_id)
+    """Retry the compensations of a ``compensation_failed`` run that failed; of a cancelled run,
+    compensate every completed step (as ``undo``)."""
+    rollbacks.retry_compensation(run_id)
     return Run(run_id)
 
 

@@ -23,7 +23,7 @@ from celery.canvas import Signature, maybe_signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
-from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
+from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS, step_deadlines
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
 
@@ -158,6 +158,8 @@ class Dag:
             return lit(obj)
 
         nodes: dict[str, StepNode] = {}
+        deadlines: dict[str, dict[str, float]] = {}
+        problems: list[str] = []
         for sid in self._order():
             sig = self.steps[sid]
             kind = SPECIAL_KINDS.get(sig.task, "task")
@@ -169,6 +171,8 @@ class Dag:
             options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
+            if found := step_deadlines(current_app(), sig, sid, options, problems):
+                deadlines[sid] = found
             nodes[sid] = StepNode(
                 id=sid,
                 task=sig.task,
@@ -185,7 +189,9 @@ class Dag:
         else:
             sinks = self.sinks()
             out = ref(sinks[0]) if len(sinks) == 1 else {"d": {s: ref(s) for s in sinks}}
-        return StepGraph(nodes, out)
+        if problems:
+            raise DefinitionError(f"workflow {self.name}: invalid steps", problems)
+        return StepGraph(nodes, out, options={"deadlines": deadlines} if deadlines else {})
 
     def _order(self) -> list[str]:
         """Steps in dependency order (stable: definition order among the ready)."""

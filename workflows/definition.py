@@ -38,15 +38,23 @@ class Workflow:
         returns: str | None = None,
         description: str = "",
         inflight: str = "wait",
+        timeout: float | None = None,
         register: bool = True,
     ) -> None:
         if (build is None) == (steps is None):
             raise DefinitionError(f"workflow {name}: give exactly one of build= or steps=")
         if inflight not in ("wait", "revoke"):
             raise DefinitionError(f"workflow {name}: inflight must be 'wait' or 'revoke', not {inflight!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise DefinitionError(
+                f"workflow {name}: timeout must be a positive number of seconds, not {timeout!r}"
+            )
         self.name = name
         self.version = str(version)
         self.inflight = inflight
+        self.timeout = float(timeout) if timeout is not None else None
         self.description = description or (inspect.getdoc(build) if build else "") or ""
         self.build = build
         self.dag = None
@@ -106,6 +114,8 @@ class Workflow:
                 canvas, current_app(), capabilities.queue_of, compensations.compensation_of
             )
         graph.options["inflight"] = self.inflight
+        if self.timeout is not None:
+            graph.options["timeout"] = self.timeout  # the run fails (and rolls back) after it
         return graph
 
     # -- use --------------------------------------------------------------------------------

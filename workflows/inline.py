@@ -43,6 +43,7 @@ from canvasflow.workflows.runtime.context import CHUNK_TASK
 from canvasflow.workflows.runtime.executor import encode_result, error_info
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
+from canvasflow.workflows.runtime.outcome import rollback_status
 from canvasflow.workflows.store.records import RunRecord, StepRecord
 
 WORKER = "inline"
@@ -99,6 +100,10 @@ class InlineRun:
                     status = "waiting"
             if self.error is not None:
                 status = self._roll_back()
+        if status not in ("running", "waiting"):
+            for record in self.records.values():  # never ran (as in a run on workers)
+                if record.status == "pending":
+                    record.status = "skipped"
         result = None
         if status == "running":
             status = "succeeded"
@@ -225,7 +230,7 @@ class InlineRun:
         while True:
             p = plan(self.graph, self.states, self.comp)
             if not p.ready:
-                return "compensation_failed" if p.failed else "compensated"
+                return rollback_status(self.comp, p.failed, "failure")
             for unit in p.ready:
                 self._compensate(unit)
 

@@ -1,4 +1,5 @@
-"""Run lifecycle transitions made by clients: start, resume, cancel, signal.
+"""Run lifecycle transitions made by clients: start and signal (resume: resumption.py;
+cancel, undo, compensate: rollbacks.py).
 
 Each checks its input first and changes nothing when it refuses: an unknown workflow,
 invalid inputs or a cycle create no run; an unknown run id or a run in the wrong state
@@ -20,7 +21,6 @@ from canvasflow.config.celery_app import redact
 from canvasflow.config.errors import (
     BrokerUnavailable,
     InputError,
-    ResumeRefused,
     RunNotFound,
     RunStateError,
     StateUnavailable,
@@ -30,7 +30,7 @@ from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.sweep import mark_active
-from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
+from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
 
@@ -210,10 +210,17 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
         return
     try:
         dispatch(rt, run_id, gen, graph, ready)
+        if graph.options.get("timeout"):
+            from canvasflow.workflows.runtime import deadlines
+
+            deadlines.run_started(rt, run_id, gen, graph)
     except OperationalError as exc:
         url = redact(rt.app.conf.broker_url)
         error = {"type": "BrokerUnavailable", "message": f"broker {url}: {exc}", "retryable": True}
         rt.state.transition(run_id, ("running",), "failed")
+        from canvasflow.workflows.runtime.outcome import skip_unrun
+
+        skip_unrun(rt, run_id)
         rt.store.transition_run(run_id, ("running",), "failed", error=error)
         raise BrokerUnavailable(
             f"broker {url} did not take the run's first steps ({exc}); the run {run_id} is "
@@ -228,113 +235,16 @@ def get_record(run_id: str) -> RunRecord:
     return record
 
 
-def resume(run_id: str) -> RunRecord:
-    """Run a failed, cancelled or stalled run again from where it stopped: completed steps are kept."""
-    rt = runtime()
-    record = get_record(run_id)
-    expected: tuple[str, ...] = tuple(RESUMABLE)
-    if record.status == "running":
-        from canvasflow.workflows.recovery import idle_seconds
-
-        idle = idle_seconds(rt, run_id)
-        if idle is None or idle < rt.settings.stalled_after:
-            raise ResumeRefused(
-                f"run {run_id} is {record.status} and made progress {idle or 0:.0f}s ago; a run is "
-                f"resumable once stalled for {rt.settings.stalled_after}s (CANVASFLOW_STALLED_AFTER): "
-                "see `canvasflow runs --stalled`"
-            )
-        expected = (record.status,)
-    elif record.status not in RESUMABLE:
-        raise ResumeRefused(
-            f"run {run_id} is {record.status}; only failed or cancelled runs (or stalled ones) can be resumed"
-            + (
-                " (a compensated run was rolled back: start a new run)"
-                if record.status == "compensated"
-                else ""
-            )
-        )
-    if record.version not in registry.versions(record.workflow):
-        raise ResumeRefused(
-            f"run {run_id} was started under {record.workflow} version {record.version}, which is not "
-            f"registered here (registered: {', '.join(registry.versions(record.workflow)) or 'none'}); "
-            "register that version to resume it, or start a new run"
-        )
-    if not restart(rt, record, expected):
-        raise ResumeRefused(f"run {run_id} changed state while resuming; look at it again")
-    return get_record(run_id)
-
-
-def restart(rt: Runtime, record: RunRecord, expected: tuple[str, ...]) -> bool:
-    """A new generation of ``record``: journaled and Redis-completed steps kept, the rest dispatched.
-
-    Used by resume and by recovery (a run whose Redis state was lost). False when the run
-    left ``expected`` meanwhile (someone else moved it)."""
-    run_id = record.id
-    graph = StepGraph.from_json(record.graph)
-    completed = {
-        s.step_id: s.result for s in record.steps if s.status == "succeeded" and s.step_id in graph.steps
-    }
-    live = rt.state.step_states(run_id)
-    late = [
-        sid for sid, st in live.items() if st == "succeeded" and sid in graph.steps and sid not in completed
-    ]
-    completed.update(rt.state.results(run_id, late))
-    gen = record.generation + 1
-    if not rt.store.transition_run(run_id, expected, "running", generation=gen, error=None, finished_at=None):
-        return False
-    todo = [sid for sid in graph.steps if sid not in completed]
-    rt.store.record_steps(
-        run_id, [{"step_id": sid, "status": "pending", "error": None} for sid in todo], "step.reset"
-    )
-    pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
-    _clear_partial(rt, run_id, graph, todo)
-    rt.state.init_run(
-        run_id,
-        generation=gen,
-        graph_json=json.dumps(record.graph),
-        pending=pending,
-        completed={k: json.dumps(v) for k, v in completed.items()},
-        left=len(todo),
-        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
-    )
-    mark_active(rt, run_id)
-    log.info("run restarted", run_id=run_id, generation=gen, kept=len(completed), todo=len(todo))
-    _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
-    return True
-
-
-def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str]) -> None:
-    keys = [rt.state.key(run_id, f"chunks:{sid}") for sid in todo if graph.steps[sid].kind == "map"]
-    keys += [rt.state.key(run_id, f"errback:{i}") for i in range(len(graph.errbacks))]
-    if keys:
-        rt.redis.delete(*keys)
-    maps = [sid for sid in todo if graph.steps[sid].kind == "map"]
-    if maps:
-        rt.redis.hdel(rt.state.key(run_id, "chunksleft"), *maps)
-
-
-def cancel(run_id: str) -> RunRecord:
-    """Stop dispatching: queued steps are skipped, running ones finish without successors."""
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status in TERMINAL:
-        raise RunStateError(f"run {run_id} is already {record.status}; nothing to cancel")
-    rt.state.transition(run_id, ("pending", "running", "waiting"), "cancelled")
-    from canvasflow.workflows.runtime.journal import sync_steps
-
-    sync_steps(rt, run_id)
-    if not rt.store.transition_run(run_id, ("pending", "running", "waiting"), "cancelled"):
-        raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
-    rt.state.notify_finished(run_id)
-    rt.state.expire(run_id, rt.settings.finished_state_ttl)
-    for child in rt.store.children(run_id):
-        if child.status not in TERMINAL:
-            cancel(child.id)
-    return get_record(run_id)
-
-
 def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     """Deliver an outside signal; the steps waiting for ``name`` complete with ``payload``."""
+    if not send_signal(run_id, name, payload):
+        raise RunStateError(f"run {run_id} already received signal {name!r}")
+    return get_record(run_id)
+
+
+def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
+    """Store signal ``name`` of a run once and complete the steps waiting for it; False when the
+    run had it already (a second send is applied once: the waiting steps get the first payload)."""
     rt = runtime()
     if isinstance(payload, str | bytes):
         try:
@@ -348,72 +258,13 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     record = get_record(run_id)
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")
-    if not rt.store.put_signal(run_id, name, payload):
-        raise RunStateError(f"run {run_id} already received signal {name!r}")
+    first = rt.store.put_signal(run_id, name, payload)
+    _, stored = rt.store.get_signal(run_id, name)
     graph = StepGraph.from_json(record.graph)
     states = rt.state.step_states(run_id)
     from canvasflow.workflows.runtime.special import deliver_signal
 
     for node in graph.steps.values():
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
-            deliver_signal(rt, run_id, record.generation, node.id, payload)
-    return get_record(run_id)
-
-
-def _rehydrate(rt: Runtime, record: RunRecord) -> None:
-    """Rebuild a run's Redis state from the journal (it may have expired since the run ended)."""
-    if rt.state.graph_json(record.id) is not None:
-        return
-    completed = {s.step_id: json.dumps(s.result) for s in record.steps if s.status == "succeeded"}
-    rt.state.init_run(
-        record.id,
-        generation=record.generation,
-        graph_json=json.dumps(record.graph),
-        pending={},
-        completed=completed,
-        left=0,
-        status=record.status,
-        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
-    )
-
-
-def undo(run_id: str) -> RunRecord:
-    """Compensate every completed step of a succeeded run, in reverse dependency order."""
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status != "succeeded":
-        raise RunStateError(f"run {run_id} is {record.status}; only a succeeded run can be undone")
-    _rehydrate(rt, record)
-    if not rt.store.transition_run(run_id, ("succeeded",), "compensating", finished_at=None):
-        raise RunStateError(f"run {run_id} changed state while undoing; look at it again")
-    rt.state.transition(run_id, ("succeeded",), "compensating")
-    from canvasflow.compensation import rollback
-
-    rollback.begin(rt, run_id, record.generation)
-    return get_record(run_id)
-
-
-def retry_compensation(run_id: str) -> RunRecord:
-    """Run again the compensations that failed after their retries (``compensation_failed`` runs)."""
-    rt = runtime()
-    record = get_record(run_id)
-    if record.status != "compensation_failed":
-        raise RunStateError(
-            f"run {run_id} is {record.status}; only a compensation_failed run has compensations to retry"
-        )
-    _rehydrate(rt, record)
-    failed = [s.step_id for s in record.steps if s.compensation_status == "compensation_failed"]
-    if not rt.store.transition_run(run_id, ("compensation_failed",), "compensating", finished_at=None):
-        raise RunStateError(f"run {run_id} changed state while retrying; look at it again")
-    rt.state.transition(run_id, ("compensation_failed",), "compensating")
-    if failed:
-        rt.redis.hdel(rt.state.key(run_id, "comp"), *failed)
-        rt.store.record_steps(
-            run_id,
-            [{"step_id": u, "compensation_status": None, "compensation_error": None} for u in failed],
-            "compensation.reset",
-        )
-    from canvasflow.compensation import rollback
-
-    rollback.progress(rt, run_id, record.generation)
-    return get_record(run_id)
+            deliver_signal(rt, run_id, record.generation, node.id, stored)
+    return first

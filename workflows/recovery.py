@@ -3,7 +3,7 @@
 * :func:`rebuild_if_lost` -- a run the journal calls active has no Redis state (Redis restarted
   without persistence, or was flushed): rebuild it from the journal. Steps journaled
   ``succeeded`` keep their results; the rest run again in a new generation
-  (:func:`lifecycle.restart`, the same path as ``resume``), so a delivery of the old
+  (:func:`resumption.restart`, the same path as ``resume``), so a delivery of the old
   generation still in flight is skipped at its claim.
 * :func:`reconcile` -- Redis ended a run but the journal still says it runs (the database was
   down when it ended): write the steps and the run's end into SQL.
@@ -52,7 +52,8 @@ def _settled(rt: Runtime, run_id: str) -> None:
 
 def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
     """Rebuild the Redis state of an active run whose state is gone; True when it did."""
-    from canvasflow.workflows.lifecycle import _rehydrate, restart
+    from canvasflow.workflows.resumption import restart
+    from canvasflow.workflows.rollbacks import rehydrate
 
     record = rt.store.get_run(run_id)
     if record is None or record.status in TERMINAL:
@@ -61,7 +62,7 @@ def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
     if not _ripe(rt, run_id, "__rebuild__", patient):
         return False
     if record.status == "compensating":
-        _rehydrate(rt, record)  # succeeded steps from the journal; the rollback goes on from there
+        rehydrate(rt, record)  # succeeded steps from the journal; the rollback goes on from there
         undone = {s.step_id: "compensated" for s in record.steps if s.compensation_status == "compensated"}
         if undone:  # journaled compensations are not run again
             rt.redis.hset(rt.state.key(run_id, "comp"), mapping=cast(dict[Any, Any], undone))
@@ -96,7 +97,7 @@ def rebuild_if_stale(
     rt: Runtime, run_id: str, redis_gen: int, *, thorough: bool = False, patient: bool = True
 ) -> bool:
     """Rebuild a running run whose Redis state is behind its journal; True when it did."""
-    from canvasflow.workflows.lifecycle import restart
+    from canvasflow.workflows.resumption import restart
 
     record = rt.store.get_run(run_id, with_steps=thorough)
     if record is None or record.status not in ("running", "waiting"):

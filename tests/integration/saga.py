@@ -121,3 +121,30 @@ def returns_set(*parents: Any) -> Any:
 @step(name="saga.writes_without_undo", capability="demo", writes=True)
 def writes_without_undo(*parents: Any) -> None:
     """Marked as writing, with no compensation: `canvasflow check` must name it."""
+
+
+@step(name="saga.whoami", capability="demo")
+def whoami(*parents: Any, question: str = "") -> dict[str, Any]:
+    """The run's own id, for a peer to answer to (context() inside a step)."""
+    from canvasflow import context
+
+    return {"reply_to": context().run_id, "question": question}
+
+
+@step(name="saga.field", capability="demo")
+def field(value: dict[str, Any], name: str) -> Any:
+    return value[name]
+
+
+@step(name="saga.bounded", capability="demo", start_to_close=1.0, retries=1)
+def bounded(*parents: Any, label: str, log: str, sleep: float = 0.0) -> str:
+    """A step with a start_to_close deadline on its decorator (one retry after it passes)."""
+    _redis().rpush(log, f"try:{label}")
+    time.sleep(sleep)
+    _redis().rpush(log, f"do:{label}")
+    return label
+
+
+@compensates(bounded, name="saga.unbounded", retries=0)
+def unbounded(result: Any, *parents: Any, label: str, log: str, sleep: float = 0.0) -> None:
+    _redis().rpush(log, f"undo:{label}")

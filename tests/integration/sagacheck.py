@@ -32,6 +32,12 @@ def labels(graph: StepGraph) -> dict[str, str]:
     return {sid: n.kwargs["label"]["v"] for sid, n in graph.steps.items() if "label" in n.kwargs}
 
 
+def end_status(log: str) -> str:
+    """How a failed saga ends: ``compensated`` when some step completed (and so was undone),
+    ``failed`` when none did (nothing was compensated)."""
+    return "compensated" if any(e.startswith("do:") for e in effects(log)) else "failed"
+
+
 def assert_rolled_back(record: RunRecord, log: str) -> list[str]:
     """Every completed step undone exactly once, nothing else undone, newest first along
     every dependency path; the journal agrees. Returns the undo order."""

@@ -125,7 +125,7 @@ def test_failed_run_resumes_from_where_it_stopped(worker):
     failed = start(wf.name).wait(30)
     assert failed.status == "failed"
     assert failed.error["type"] == "RuntimeError" and failed.error["step"] == "2.gate"
-    assert [s.status for s in failed.steps] == ["succeeded", "succeeded", "failed", "pending"]
+    assert [s.status for s in failed.steps] == ["succeeded", "succeeded", "failed", "skipped"]
     gate_step = failed.step("2.gate")
     assert gate_step.attempts == 1 and gate_step.worker and gate_step.started_at and gate_step.finished_at
     from canvasflow.workflows.runtime.context import runtime
@@ -162,7 +162,7 @@ def test_cancel_stops_dispatching(worker):
     time.sleep(1.5)
     record = get_run(run.id)
     assert record.status == "cancelled"
-    assert record.step("1.add").status == "pending" and record.step("2.add").status == "pending"
+    assert record.step("1.add").status == "skipped" and record.step("2.add").status == "skipped"
 
 
 def test_run_waits_for_a_signal_and_continues_with_its_payload(worker):
@@ -195,7 +195,7 @@ def test_failing_sub_workflow_fails_its_parent_step(worker):
     record = start(parent_of_failing.name).wait(30)
     assert record.status == "failed"
     assert record.step("1.subworkflow").status == "failed"
-    assert record.step("2.echo").status == "pending"
+    assert record.step("2.echo").status == "skipped"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -236,7 +236,7 @@ def test_failure_in_a_chord_nested_in_a_chord_header_ends_the_run(worker):
     record = start(wf.name).wait(30)
     assert record.status == "failed"
     assert record.error["type"] == "RuntimeError" and record.error["step"] == "h0.h1.fail"
-    assert record.step("b.echo").status == "pending"
+    assert record.step("b.echo").status == "skipped"
 
 
 def test_a_step_returning_something_that_is_not_json_fails_clearly(worker):

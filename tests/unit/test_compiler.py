@@ -106,6 +106,20 @@ def test_errback_on_chord_body_is_reached_from_the_header():
     assert sorted(eb.scope) == ["b.xsum", "h0.add", "h1.add"]
 
 
+def test_errback_on_a_chain_of_two_groups_is_reached_from_the_first_group():
+    # Celery makes this chain a chord whose body is a group: the errback sits on the body's members
+    c = chain(group(add.s(1, 1), add.s(2, 2)), group(add.s(3), add.s(4)))
+    c.link_error(echo.si("failed"))
+    (eb,) = compiled(c).errbacks
+    assert sorted(eb.scope) == ["b.0.add", "b.1.add", "h0.add", "h1.add"]
+
+
+def test_empty_group_compiles_to_no_step_and_an_empty_list():
+    graph = compiled(group())
+    assert graph.steps == {}
+    assert resolve(graph.result, {}) == []
+
+
 def test_errback_cloned_onto_group_members_is_one_errback():
     g = group(add.s(1, 1), add.s(2, 2))
     g.link_error(echo.si("failed"))
@@ -157,3 +171,20 @@ def test_errback_copied_onto_chord_header_by_celery_setting_is_still_one_errback
     (eb,) = compiled(c).errbacks
     assert sorted(eb.scope) == ["b.xsum", "h0.add", "h1.add"]
     assert not eb.signature.get("immutable")
+
+
+def test_step_deadlines_from_the_canvas_become_graph_options_and_celery_time_limits():
+    graph = compiled(chain(add.s(1, 1).set(schedule_to_start=5), add.s(2).set(start_to_close=3)))
+    assert graph.options["deadlines"] == {
+        "0.add": {"schedule_to_start": 5.0},
+        "1.add": {"start_to_close": 3.0},
+    }
+    assert graph.steps["1.add"].options["soft_time_limit"] == 3.0
+    assert graph.steps["1.add"].options["time_limit"] > 3.0
+    assert "soft_time_limit" not in graph.steps["0.add"].options
+    assert StepGraph.from_json(graph.to_json()).options == graph.options
+
+
+def test_a_bad_deadline_is_refused():
+    with pytest.raises(DefinitionError, match="schedule_to_start must be a positive number"):
+        compiled(add.s(1, 1).set(schedule_to_start=-1))

@@ -85,3 +85,12 @@ def test_every_problem_is_listed_at_once():
 def test_several_sinks_make_a_dict_result():
     wf = Workflow("t.dag.sinks", "1", register=False, steps={"a": add.s(1, 1), "b": add.s(2, 2)})
     assert wf.compile({}).result == {"d": {"a": {"r": "a"}, "b": {"r": "b"}}}
+
+
+def test_step_deadlines_apply_in_the_dag_form_too():
+    from canvasflow.workers.demo import add
+    from canvasflow.workflows.dag import Dag
+
+    dag = Dag("t.dag.deadlines", {"a": add.s(1, 1).set(schedule_to_start=2), "b": add.s(result("a"), 1)})
+    graph = dag.compile({}, lambda _: None, lambda _: None)
+    assert graph.options == {"deadlines": {"a": {"schedule_to_start": 2.0}}}

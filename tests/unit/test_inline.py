@@ -157,13 +157,13 @@ def test_siblings_in_flight_complete_and_are_compensated_and_later_steps_never_r
     assert record.status == "compensated"
     assert EFFECTS[:4] == ["do:first", "do:a", "fail:b", "do:c"]
     assert sorted(EFFECTS[4:6]) == ["undo:a", "undo:c"] and EFFECTS[6:] == ["undo:first"]
-    assert record.step("1.b.act").status == "pending"
+    assert record.step("1.b.act").status == "skipped"
 
 
 def test_revoke_policy_skips_the_siblings_not_yet_run():
     shape = wf(lambda: group(act.s(label="a", fail=True), act.s(label="b")), inflight="revoke")
     record = run_inline(shape)
-    assert EFFECTS == ["fail:a"] and record.status == "compensated"
+    assert EFFECTS == ["fail:a"] and record.status == "failed"  # nothing completed, nothing undone
 
 
 def test_a_compensation_that_keeps_failing_leaves_the_run_compensation_failed():

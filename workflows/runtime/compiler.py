@@ -31,6 +31,8 @@ SIGNAL_TASK = "canvasflow.wait_signal"
 WORKFLOW_TASK = "canvasflow.subworkflow"
 SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
+STEP_DEADLINES = ("schedule_to_start", "start_to_close")
+HARD_LIMIT_GRACE = 5.0  # seconds from start_to_close (Celery's soft limit) to the hard kill
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class CanvasCompiler:
         self.compensation_of = compensation_of
         self.steps: dict[str, StepNode] = {}
         self.errbacks: dict[str, Errback] = {}
+        self.deadlines: dict[str, dict[str, float]] = {}
         self.problems: list[str] = []
 
     # -- entry -----------------------------------------------------------------
@@ -61,7 +64,8 @@ class CanvasCompiler:
         if self.problems:
             raise DefinitionError("invalid canvas", self.problems)
         result = flow.value if flow.value is not None else lit(None)
-        return StepGraph(self.steps, result, list(self.errbacks.values()))
+        options: dict[str, Any] = {"deadlines": self.deadlines} if self.deadlines else {}
+        return StepGraph(self.steps, result, list(self.errbacks.values()), options)
 
     # -- dispatch on canvas type -------------------------------------------------
     def _sig(self, obj: Any) -> Signature:
@@ -146,6 +150,7 @@ class CanvasCompiler:
         routed_by = spec["mapper"]["task"] if kind == "map" else name
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
         self._check_task(name, kind)
+        self._deadlines(sig, step_id, options)
         self.steps[step_id] = StepNode(
             id=step_id,
             task=name,
@@ -158,6 +163,11 @@ class CanvasCompiler:
             compensation=self.compensation_of(routed_by),
         )
         return _Flow(ref(step_id), (step_id,)), [step_id]
+
+    def _deadlines(self, sig: Signature, step_id: str, options: dict[str, Any]) -> None:
+        found = step_deadlines(self.app, sig, step_id, options, self.problems)
+        if found:
+            self.deadlines[step_id] = found
 
     # -- callbacks and errbacks ----------------------------------------------------
     def _links(self, sig: Signature, out: _Flow, path: str) -> None:
@@ -199,6 +209,28 @@ class CanvasCompiler:
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
 
 
+def step_deadlines(
+    app: Celery, sig: Signature, step_id: str, options: dict[str, Any], problems: list[str]
+) -> dict[str, float]:
+    """A step's ``schedule_to_start`` / ``start_to_close`` (``.set(...)`` on the signature, else
+    ``@step(...)``); ``start_to_close`` also becomes Celery's soft and hard time limits in
+    ``options``. A bad value is added to ``problems``."""
+    task = app.tasks.get(sig.task)
+    found: dict[str, float] = {}
+    for name in STEP_DEADLINES:
+        value = sig.options.get(name, getattr(task, name, None))
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append(f"step {step_id}: {name} must be a positive number of seconds, not {value!r}")
+            continue
+        found[name] = float(value)
+    if "start_to_close" in found:  # Celery interrupts the body in its own process
+        options.setdefault("soft_time_limit", found["start_to_close"])
+        options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
+    return found
+
+
 def _chord_like(sig: Signature) -> bool:
     return isinstance(sig, _chord)
 
@@ -221,8 +253,14 @@ def _canonical(signature: dict[str, Any]) -> str:
 
 
 def _attached_to(sig: Signature, signature: dict[str, Any]) -> bool:
+    """Whether ``signature`` is an errback of ``sig``; a group body has it on its members
+    (Celery's ``group.link_error`` clones it onto each one)."""
     key = _canonical(signature)
-    return any(_canonical(dict(maybe_signature(e))) == key for e in sig.options.get("link_error") or [])
+    if any(_canonical(dict(maybe_signature(e))) == key for e in sig.options.get("link_error") or []):
+        return True
+    if isinstance(sig, group) and not isinstance(sig, _chord):
+        return any(_attached_to(maybe_signature(m), signature) for m in sig.tasks)
+    return False
 
 
 def compile_canvas(

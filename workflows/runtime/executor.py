@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workflows.runtime.context import Runtime, runtime
@@ -84,6 +84,10 @@ def dispatch(
             from canvasflow.workflows.runtime import special
 
             special.dispatch(rt, run_id, generation, node, args, kwargs)
+    if graph.options.get("deadlines"):
+        from canvasflow.workflows.runtime import deadlines
+
+        deadlines.after_dispatch(rt, run_id, generation, graph, step_ids)
 
 
 def send_step(
@@ -211,6 +215,9 @@ def _fallback(
 
 def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
     retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):  # a step's start_to_close
+        message = f"start_to_close: the step ran longer than its limit ({type(exc).__name__})"
+        return {"type": "DeadlineExceeded", "message": message, "retryable": retryable}
     return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}
 
 

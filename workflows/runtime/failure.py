@@ -90,6 +90,10 @@ def fail_step(
 
         try:
             sync_steps(rt, run_id)
+            if target == "failed":
+                from canvasflow.workflows.runtime.outcome import skip_unrun
+
+                skip_unrun(rt, run_id)
             rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         except (SQLAlchemyError, OSError) as exc:  # the rollback goes on; the sweep reconciles SQL
             log.warning("journal unreachable; the run's status is written when it is back", error=str(exc))

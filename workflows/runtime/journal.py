@@ -17,14 +17,14 @@ from __future__ import annotations
 import atexit
 import json
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.store.sql import SqlRunStore
+from canvasflow.workflows.store.sql import EVENT_AT, SqlRunStore
 
 log = structlog.get_logger("canvasflow.journal")
 
@@ -62,6 +62,7 @@ class JournalWriter:
         return len(self._items) + self._inflight
 
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
+        fields.setdefault(EVENT_AT, datetime.now(UTC))  # the event's time, not its batch's
         with self._room:
             if self.pending >= self.max_pending:
                 log.warning("journal backlog full: waiting for the database", pending=self.pending)

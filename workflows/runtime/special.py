@@ -3,7 +3,8 @@
 * ``map``: the items (a list known only at run time) are cut into chunks; each chunk is one
   ``canvasflow.chunk`` message applying the mapper to each item. The last chunk to finish
   (an atomic counter) completes the map step with all results, in item order.
-* ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload.
+* ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload; with
+  a ``timeout`` (``wait_for_response``) it fails when none arrived in time (deadlines.py).
 * ``workflow``: a ``canvasflow.subworkflow`` message whose body starts a child run; the
   child's result completes this step (see child_finished).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from canvasflow.workflows.runtime import deadlines
 from canvasflow.workflows.runtime.context import CHUNK_TASK, Runtime
 from canvasflow.workflows.runtime.executor import complete, encode_result, send_step
 from canvasflow.workflows.runtime.graph import StepNode
@@ -78,12 +80,17 @@ def _await_signal(rt: Runtime, run_id: str, gen: int, node: StepNode) -> None:
     rt.redis.hset(rt.state.key(run_id, "st"), node.id, "waiting")
     if rt.state.transition(run_id, ("running",), "waiting"):
         rt.store.transition_run(run_id, ("running",), "waiting")
+    deadlines.waiting_for_response(rt, run_id, gen, node.id, node.spec.get("timeout"))
     received, payload = rt.store.get_signal(run_id, name)
     if received:
         deliver_signal(rt, run_id, gen, node.id, payload)
 
 
 def deliver_signal(rt: Runtime, run_id: str, gen: int, step_id: str, payload: Any) -> None:
+    """Complete a waiting step with a signal's payload, once: a second delivery of the same
+    signal, or one after the step's response timeout failed it, changes nothing."""
+    if not deadlines.take_waiting(rt, run_id, step_id):
+        return
     if rt.state.transition(run_id, ("waiting",), "running"):
         rt.store.transition_run(run_id, ("waiting",), "running")
     complete(rt, run_id, step_id, gen, payload, encode_result(step_id, payload), None)

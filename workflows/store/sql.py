@@ -26,6 +26,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+EVENT_AT = "at"  # a step record's field holding when its event happened (not a step column)
 _EVENT_FIELDS = ("status", "attempts", "worker", "error", "compensation_status")
 _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))  # each a column of the steps table
 
@@ -254,26 +255,31 @@ class SqlRunStore:
     def record_many(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         """Many ``(run_id, step_id, event, fields)`` step records in one transaction.
 
+        A record's event is journaled at ``fields["at"]`` (when it happened, stamped by a
+        batching writer) when given, else now; ``at`` is not a step column.
+
         SQLAlchemy Core ``executemany``: one UPDATE per set of fields with a list of
         parameter sets, one multi-row INSERT of the events (the ORM cost 14x more per row).
         """
         if not items:
             return
-        at = now()
+        written = now()
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for run_id, step_id, _event, fields in items:
+        events = []
+        for run_id, step_id, name, raw in items:
+            fields = {k: v for k, v in raw.items() if k != EVENT_AT}
             params = {"b_run": run_id, "b_step": step_id, **{f"v_{k}": v for k, v in fields.items()}}
             groups.setdefault(tuple(sorted(fields)), []).append(params)
-        events = [
-            {
-                "run_id": run_id,
-                "step_id": step_id,
-                "event": event,
-                "at": at,
-                "data": {k: fields[k] for k in _EVENT_FIELDS if k in fields} or None,
-            }
-            for run_id, step_id, event, fields in items
-        ]
+            at = raw.get(EVENT_AT)
+            events.append(
+                {
+                    "run_id": run_id,
+                    "step_id": step_id,
+                    "event": name,
+                    "at": _utc(at) if isinstance(at, datetime) else written,
+                    "data": {k: fields[k] for k in _EVENT_FIELDS if k in fields} or None,
+                }
+            )
         with self.engine.begin() as conn:
             for names, param_sets in groups.items():
                 if names:

@@ -1,0 +1,66 @@
+"""Reusable steps that let runs talk to each other: ``send_signal`` and ``wait_for_response``.
+
+* ``wait_for_response("pong", timeout=30)`` -- a step that completes with the payload of
+  signal ``pong`` sent to its run; with ``timeout`` it fails (error ``DeadlineExceeded``)
+  when none arrived in time, so the run rolls back like after any failure.
+* ``send_signal(run_id, "ping", payload)`` -- a step that sends signal ``ping`` to run
+  ``run_id``. Chained, the previous step's result is the payload when none is given, or the
+  target run id when ``run_id`` is None. A signal is stored once per (run, name): sent twice
+  (a redelivered step, two senders) it is applied once, with the first payload.
+
+Both are ordinary Celery signatures, so a canvas using them still reads as Celery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.canvas import Signature
+
+from canvasflow.config.celery_app import current_app
+from canvasflow.config.errors import InputError
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.step import StepTask
+from canvasflow.workflows.runtime.compiler import SIGNAL_TASK
+
+SEND_SIGNAL_TASK = "canvasflow.send_signal"
+_UNSET = "__canvasflow_unset__"
+
+
+def wait_for_response(name: str, timeout: float | None = None, **options: Any) -> Signature:
+    """A step completing with the payload of signal ``name``; failing after ``timeout`` seconds."""
+    kwargs: dict[str, Any] = {"name": name}
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InputError(f"wait_for_response({name!r}): timeout must be a positive number of seconds")
+        kwargs["timeout"] = float(timeout)
+    return current_app().signature(SIGNAL_TASK, kwargs=kwargs, immutable=True, **options)
+
+
+def send_signal(run_id: str | None, name: str, payload: Any = _UNSET, **options: Any) -> Signature:
+    """A step sending signal ``name`` with ``payload`` to run ``run_id`` (see the module doc)."""
+    if run_id is None and payload == _UNSET:
+        raise InputError(f"send_signal({name!r}): give the run id, the payload, or both")
+    kwargs: dict[str, Any] = {"name": name, "run_id": run_id}
+    if payload != _UNSET:
+        kwargs["payload"] = payload
+    return current_app().signature(SEND_SIGNAL_TASK, kwargs=kwargs, **options)
+
+
+@shared_task(name=SEND_SIGNAL_TASK, base=StepTask, queue=get_settings().control_queue)
+def send_signal_step(
+    *parents: Any, name: str, run_id: str | None = None, payload: Any = _UNSET
+) -> dict[str, Any]:
+    """Send the signal; returns ``{"run_id", "name", "applied"}`` (``applied`` False: it was sent before)."""
+    from canvasflow.workflows.lifecycle import send_signal as deliver
+
+    previous = parents[0] if parents else None
+    if run_id is None:
+        run_id = previous
+        if not isinstance(run_id, str):
+            raise InputError(
+                f"send_signal({name!r}): no run id given and the previous result {run_id!r} is not one"
+            )
+    value = previous if payload == _UNSET else payload
+    return {"run_id": run_id, "name": name, "applied": deliver(run_id, name, value)}
