@@ -12,6 +12,7 @@ gets them as well; ``init_app`` hands them to an app already finalized.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Iterable
 from typing import Any
@@ -20,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery, _state
 from celery.signals import setup_logging
 
-from canvasflow.config.errors import BrokerUnavailable
+from canvasflow.config.deadletters import DeadLetters
+from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import declare_queues
 from canvasflow.config.settings import Settings, get_settings
@@ -93,6 +95,7 @@ def configure(celery: Celery, s: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
     )
+    celery.steps["consumer"].add(DeadLetters)
 
 
 def _merged(theirs: Iterable[Any] | None, ours: Iterable[Any]) -> list[Any]:
@@ -140,10 +143,13 @@ def adopt(celery: Celery, s: Settings) -> None:
         worker_send_task_events=True,
         imports=_merged(conf.imports, worker_imports(s)),
     )
+    celery.steps["consumer"].add(DeadLetters)
 
 
 app = Celery("canvasflow")
-configure(app, get_settings())
+# a bad setting is not an import error: the CLI, or a worker's next get_settings(), reports it
+with contextlib.suppress(SettingsError):
+    configure(app, get_settings())
 _adopted: list[Celery] = []  # the app init_app adopted, if any (a list: no `global` statement)
 
 

@@ -73,7 +73,7 @@ class StepTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.request.get(HEADER) if self.request else None
-        if not ref:
+        if ref is None:  # plain Celery; a canvasflow header, even empty, is checked by run_step
             return self.run(*args, **kwargs)
         from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
 

@@ -21,6 +21,7 @@ from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -47,6 +48,7 @@ def start_run(
     if key is not None and (held := rt.store.run_by_key(key)) is not None:
         return _holder(held, name, key)
     wf = registry.get(name, version)
+    check_value(f"the inputs of {name}", inputs)  # before validating: refuse a huge input cheaply
     values = wf.validate(inputs)
     graph = wf.compile(values)
     run_id = run_id or uuid.uuid4().hex
@@ -291,9 +293,14 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
     record = get_record(run_id)
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")
+    awaited = sorted({str(n.spec.get("name")) for n in graph_of(record).steps.values() if n.kind == "signal"})
+    if name not in awaited:
+        raise InputError(
+            f"run {run_id} does not wait for a signal {name!r}; it waits for: {', '.join(awaited) or 'none'}"
+        )
     if not rt.store.put_signal(run_id, name, payload):
         raise RunStateError(f"run {run_id} already received signal {name!r}")
-    graph = StepGraph.from_json(record.graph)
+    graph = graph_of(record)
     states = rt.state.step_states(run_id)
     from canvasflow.workflows.runtime.special import deliver_signal
 
@@ -301,6 +308,10 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
             deliver_signal(rt, run_id, record.generation, node.id, payload)
     return get_record(run_id)
+
+
+def graph_of(record: RunRecord) -> StepGraph:
+    return StepGraph.from_json(record.graph)
 
 
 def _rehydrate(rt: Runtime, record: RunRecord) -> None:
