@@ -32,6 +32,7 @@ from canvasflow.workers import step
 from canvasflow.workflows import (
     Run,
     Workflow,
+    blobs,
     cancel,
     compensate,
     get_run,
@@ -66,6 +67,7 @@ __all__ = [
     "SettingsError",
     "Workflow",
     "WorkflowNotFound",
+    "blobs",
     "cancel",
     "compensate",
     "compensates",

@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--payload", help="payload as JSON")
     sp = add("graph", cmd_graph, "draw a workflow or a run")
     sp.add_argument("target", help="a run id or a workflow name")
-    sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="picture language")
     sp.add_argument("--input", help="inputs (for a workflow name)")
     add("workflows", cmd_workflows, "list registered workflows")
     add("queues", cmd_queues, "capabilities, their queues and depths")
