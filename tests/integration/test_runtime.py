@@ -113,7 +113,7 @@ def test_start_by_plain_celery_message_without_step_code(worker):
     assert Run(record.id).wait(30).result == "order 3: total 54"
     from canvasflow.config.errors import StartRefused
 
-    with pytest.raises(StartRefused, match="InputError: .*order_id"):
+    with pytest.raises(StartRefused, match=r"InputError: .*order_id"):
         app.send_task(
             "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": "x"}}
         ).get(timeout=30)

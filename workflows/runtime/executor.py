@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from celery import Task
 from celery.exceptions import Ignore, Retry
+from celery.utils.serialization import UnpickleableExceptionWrapper
 
 from canvasflow.workflows.runtime import wire
 from canvasflow.workflows.runtime.context import Runtime, runtime
@@ -135,7 +136,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     }
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
         claim = rt.state.claim(run_id, claim_id, gen, info)
-        if claim.outcome == "skip" and claim.run_status == "stale":
+        if claim.outcome == "done" or claim.run_status == "stale":  # rare paths: worth a read
             _check_generation(rt, task, ref, args, kwargs)
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
@@ -243,8 +244,20 @@ def _fallback(
 
 
 def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
+    """The journal's view of an error: its own type and message, also when Celery could not
+    pickle it and handed over an ``UnpickleableExceptionWrapper`` instead."""
     retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
-    return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}
+    if isinstance(exc, UnpickleableExceptionWrapper):
+        args = [str(a) for a in exc.exc_args or ()]
+        message = args[0] if len(args) == 1 else ", ".join(args) or (exc.text or "")
+        return {
+            "type": exc.exc_cls_name,
+            "module": exc.exc_module,
+            "message": message,
+            "retryable": retryable,
+        }
+    kind = type(exc)
+    return {"type": kind.__name__, "module": kind.__module__, "message": str(exc), "retryable": retryable}
 
 
 def complete(
