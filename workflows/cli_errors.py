@@ -80,8 +80,11 @@ def explain(exc: BaseException) -> Explained:
     from kombu.exceptions import OperationalError
 
     if isinstance(exc, OperationalError):
+        from canvasflow.config.celery_app import current_app
+
         return Explained(
-            f"the broker does not answer ({_first_line(exc)}): start it or set CANVASFLOW_BROKER_URL",
+            f"the broker {_redacted(str(current_app().conf.broker_url))} does not answer "
+            f"({_first_line(exc)}): start it or set CANVASFLOW_BROKER_URL",
             "BrokerUnavailable",
             2,
         )

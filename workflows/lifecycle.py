@@ -21,6 +21,7 @@ from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.secrets import for_journal
 from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import RESUMABLE, TERMINAL, RunRecord
 
@@ -106,6 +107,7 @@ def _launch(
 ) -> str:
     _record_definition(rt, wf)
     graph_json = graph.to_json()
+    journal_graph, journal_inputs = for_journal(rt.app.tasks, graph_json, values)  # secrets masked
     rows = [
         {
             "step_id": n.id,
@@ -120,8 +122,8 @@ def _launch(
         run_id=run_id,
         workflow=wf.name,
         version=wf.version,
-        inputs=values,
-        graph=graph_json,
+        inputs=journal_inputs,
+        graph=journal_graph,
         steps=rows,
         parent_run_id=parent_run_id,
         parent_step=parent_step,

@@ -54,3 +54,15 @@ big_result = Workflow("bi.big_result", "1", build=lambda size: chain(big.s(size)
 blob_flow = Workflow(
     "bi.blob_flow", "1", build=lambda megabytes: chain(blob_make.s(megabytes), blob_digest.s())
 )
+
+
+@step(name="bi.charge", capability="demo", secret=["card_number"])
+def charge(card_number: str, amount: int) -> dict:
+    return {"charged": amount, "last4": card_number[-4:]}
+
+
+def _pay(card_number: str, amount: int) -> object:
+    return chain(charge.s(card_number, amount), echo.s())
+
+
+pay = Workflow("bi.pay", "1", build=_pay)

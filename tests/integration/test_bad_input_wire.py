@@ -27,7 +27,7 @@ from canvasflow.config.errors import PayloadTooLarge, StartRefused
 from canvasflow.workflows import list_runs, start
 from tests.harness.plugin import ROOT, StartWorker
 from tests.harness.workers import WorkerProcess
-from tests.integration.badinput_steps import big_result, blob_flow, simple, unrebuildable_flow
+from tests.integration.badinput_steps import big_result, blob_flow, pay, simple, unrebuildable_flow
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 MODULES = json.dumps(
@@ -200,3 +200,62 @@ def test_fifty_megabytes_travel_through_a_workflow_by_reference(bi_worker: Worke
     assert record.status == "succeeded", record.error
     assert record.result == {"size": 50 * 1024 * 1024, "sha256": hashlib.sha256(expected).hexdigest()}
     assert record.step("0.blob_make").result.startswith("blob:")
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "canvasflow.workflows.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.flower
+def test_a_planted_secret_reaches_no_output_channel(bi_worker: WorkerProcess, flower: str) -> None:
+    """A secret step argument from the run's inputs, and a password in a URL: grep every channel."""
+    from canvasflow.config.settings import get_settings
+    from tests.harness.flower import get_json
+
+    planted = f"4111-{uuid.uuid4().hex}"
+    offset = len(bi_worker.read_log())
+    record = start(pay.name, {"card_number": planted, "amount": 5}).wait(60)
+    assert (record.status, record.result) == ("succeeded", [{"charged": 5, "last4": planted[-4:]}])
+
+    def charged_event() -> dict[str, Any] | None:
+        tasks = get_json(f"{flower}/api/tasks?limit=1000")
+        mine = [t for t in tasks.values() if t.get("name") == "bi.charge" and t.get("state") == "SUCCESS"]
+        return mine[-1] if mine else None
+
+    event = eventually(charged_event)
+    assert event and "***" in str(event.get("args")), event
+    channels = {
+        "worker log": bi_worker.read_log(offset),
+        "status --json": cli("status", record.id, "--json").stdout,
+        "status": cli("status", record.id).stdout,
+        "runs --json": cli("runs", "--json", "--workflow", pay.name).stdout,
+        "flower (events)": json.dumps(get_json(f"{flower}/api/tasks?limit=1000")),
+    }
+    db = Path(get_settings().database_url.removeprefix("sqlite:///"))
+    for path in (db, db.with_name(db.name + "-wal")):
+        if path.exists():
+            channels[f"journal file {path.name}"] = path.read_bytes().decode("latin-1")
+    assert channels["status --json"] and "***" in channels["status --json"]
+    leaked = [name for name, text in channels.items() if planted in text]
+    assert not leaked, f"the secret is in: {leaked}"
+
+    password = f"pw-{uuid.uuid4().hex}"  # a URL's password: never printed, also not when it fails
+    outs = [
+        cli(
+            "queues",
+            CANVASFLOW_BROKER_URL=f"redis://:{password}@127.0.0.1:1/0",
+            CANVASFLOW_BROKER_TIMEOUT="1",
+        ),
+        cli("runs", "--json", CANVASFLOW_DATABASE_URL=f"postgresql://ops:{password}@127.0.0.1:1/x"),
+        cli("db", "current", CANVASFLOW_DATABASE_URL=f"postgresql://ops:{password}@127.0.0.1:1/x"),
+    ]
+    for out in outs:
+        assert out.returncode == 2 and "***" in out.stdout + out.stderr, (out.stdout, out.stderr)
+        assert password not in out.stdout + out.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 from celery.utils.serialization import UnpickleableExceptionWrapper
 
-from canvasflow.workflows.runtime import wire
+from canvasflow.workflows.runtime import secrets, wire
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
@@ -102,6 +103,11 @@ def send_step(
     header = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
+    shown = secrets.masked(rt.app.tasks.get(task or node.task), args, kwargs)
+    if shown is not None:  # what events, Flower and logs show of the call
+        node = replace(
+            node, options={**node.options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
+        )
     rt.app.send_task(
         task or node.task,
         args=args,
