@@ -5,7 +5,8 @@ and the worker goes on serving. Two places refuse:
 
 * the worker's consumer, before any task code (:class:`DeadLetters`, a consumer bootstep):
   a body that is not JSON, a content type other than JSON (pickle), an unknown task name,
-  a message that is not a Celery task message;
+  a message that is not a Celery task message, a JSON body Celery cannot take apart (which
+  would otherwise stop the consumer with "Unrecoverable error" and come back on restart);
 * a step's delivery (``workers.step`` and the executor): a ``canvasflow`` header without
   its fields, an unknown run id, a step id not in the run's graph, a generation from the future.
 
@@ -108,6 +109,15 @@ def _from_message(reason: str, message: Any) -> None:
     )
 
 
+def _drop(message: Any) -> None:
+    """Settle a refused message for good (rejected without requeue: the broker forgets it)."""
+    try:
+        if not message.acknowledged:
+            message.reject(requeue=False)
+    except Exception as exc:
+        log.error("refused message not settled", error=f"{type(exc).__name__}: {exc}")
+
+
 class DeadLetters(bootsteps.Step):
     """Consumer bootstep: every message the consumer refuses before any task runs is dead-lettered.
 
@@ -140,6 +150,25 @@ class DeadLetters(bootsteps.Step):
             _from_message(f"unknown task ({exc})", message)
             unknown_task(body, message, exc)
 
+        create = parent.create_task_handler
+
+        def create_task_handler(*args: Any, **kwargs: Any) -> Any:
+            handler = create(*args, **kwargs)
+
+            def on_task_received(message: Any) -> Any:
+                try:
+                    return handler(message)
+                except Exception as exc:  # Celery would stop the consumer: "Unrecoverable error"
+                    lost = (*getattr(parent, "connection_errors", ()), *getattr(parent, "channel_errors", ()))
+                    if lost and isinstance(exc, lost):
+                        raise  # the broker went away: Celery's reconnection handles it
+                    _from_message(f"malformed task message ({type(exc).__name__}: {exc})", message)
+                    _drop(message)
+                    return None
+
+            return on_task_received
+
+        parent.create_task_handler = create_task_handler
         parent.on_decode_error = on_decode_error
         parent.on_unknown_message = on_unknown_message
         parent.on_invalid_task = on_invalid_task
