@@ -96,6 +96,34 @@ def configure(celery: Celery, s: Settings) -> None:
         enable_utc=True,
     )
     celery.steps["consumer"].add(DeadLetters)
+    if s.security_key or s.security_certificate or s.security_cert_store:
+        sign_messages(celery, s)
+
+
+def sign_messages(celery: Celery, s: Settings) -> None:
+    """Sign every task message (Celery's ``auth`` serializer); accept only signed ones.
+
+    Results and events stay JSON (Flower reads events without the keys)."""
+    if not (s.security_key and s.security_certificate and s.security_cert_store):
+        raise SettingsError(
+            "message signing needs CANVASFLOW_SECURITY_KEY, CANVASFLOW_SECURITY_CERTIFICATE and "
+            "CANVASFLOW_SECURITY_CERT_STORE together (a private key, its certificate, a glob of trusted ones)"
+        )
+    celery.conf.update(
+        security_key=s.security_key,
+        security_certificate=s.security_certificate,
+        security_cert_store=s.security_cert_store,
+        security_digest="sha256",
+        task_serializer="auth",
+        accept_content=["auth"],
+    )
+    try:
+        celery.setup_security(allowed_serializers=["json", "application/json"], serializer="json")
+    except Exception as exc:  # ImportError (no cryptography), a file that is missing or not PEM
+        raise SettingsError(
+            f"message signing could not be set up ({type(exc).__name__}: {exc}): check the files named "
+            "by CANVASFLOW_SECURITY_KEY/CERTIFICATE/CERT_STORE and pip install 'canvasflow[signing]'"
+        ) from None
 
 
 def _merged(theirs: Iterable[Any] | None, ours: Iterable[Any]) -> list[Any]:
@@ -144,12 +172,18 @@ def adopt(celery: Celery, s: Settings) -> None:
         imports=_merged(conf.imports, worker_imports(s)),
     )
     celery.steps["consumer"].add(DeadLetters)
+    if s.security_key or s.security_certificate or s.security_cert_store:
+        sign_messages(celery, s)
 
 
 app = Celery("canvasflow")
 # a bad setting is not an import error: the CLI, or a worker's next get_settings(), reports it
+# (signing files that cannot be read are: a worker must not start without its keys)
+_settings: Settings | None = None
 with contextlib.suppress(SettingsError):
-    configure(app, get_settings())
+    _settings = get_settings()
+if _settings is not None:
+    configure(app, _settings)
 _adopted: list[Celery] = []  # the app init_app adopted, if any (a list: no `global` statement)
 
 

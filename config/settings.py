@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # seconds a blob (canvasflow.blobs) is kept; where: blob_url, else the state Redis
     blob_ttl: int = Field(default=7 * 86_400, ge=60)
     blob_url: str | None = None
+    # message signing (Celery's auth serializer; the [signing] extra): all three, or none
+    security_key: str | None = None
+    security_certificate: str | None = None
+    security_cert_store: str | None = None
 
     @property
     def redis_state_url(self) -> str:
