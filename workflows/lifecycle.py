@@ -292,6 +292,7 @@ def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise InputError(f"signal {name}: payload is not JSON ({exc})") from None
+    check_value(f"the payload of signal {name}", payload)
     record = get_record(run_id)
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")

@@ -32,3 +32,13 @@ def test_the_global_debug_flag_is_known_to_every_command() -> None:
     assert args.debug is True
     assert build_parser().parse_args(["--debug", "runs"]).debug is True
     assert build_parser().parse_args(["runs"]).debug is False
+
+
+def test_list_runs_refuses_an_unknown_status() -> None:
+    import pytest
+
+    from canvasflow.config.errors import InputError
+    from canvasflow.workflows import list_runs
+
+    with pytest.raises(InputError, match="unknown run status 'bogus': one of pending, running"):
+        list_runs(status="bogus")
