@@ -305,6 +305,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         autoscale=args.autoscale,
         max_tasks_per_child=args.max_tasks_per_child,
     )
+    cmd += [a for i, a in enumerate(args.celery_args or []) if not (i == 0 and a == "--")]
     modules = fleet_modules(caps, s, control=args.control, demo=args.demo)
     env = {"CANVASFLOW_WORKER_MODULES": json.dumps(modules)}
     if args.demo:  # the demo workflow's module must be found by clients and this worker alike
@@ -426,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-l", "--loglevel", default="INFO", help="celery worker --loglevel (default INFO)")
     sp.add_argument("--autoscale", help="celery worker --autoscale: max,min processes")
     sp.add_argument("--max-tasks-per-child", type=int, help="celery worker --max-tasks-per-child")
+    sp.add_argument(
+        "celery_args",
+        nargs=argparse.REMAINDER,
+        help="after --: any other `celery worker` options, as they are",
+    )
     sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sp = add("demo", cmd_demo, "run the demo workflow end to end")

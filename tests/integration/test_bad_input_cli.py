@@ -156,9 +156,13 @@ def test_worker_passes_celerys_options_through() -> None:
         "--max-tasks-per-child",
         "7",
         "--json",
+        "--",
+        "--without-heartbeat",
+        "--prefetch-multiplier=4",
     )
     assert out.returncode == 0, out.stderr
     cmd = json.loads(out.stdout)["command"]
     joined = " ".join(cmd)
+    assert cmd[-2:] == ["--without-heartbeat", "--prefetch-multiplier=4"]
     for expected in ("threads", "3", "DEBUG", "4,1", "7", "cap.demo"):
         assert expected in cmd or expected in joined, (expected, cmd)
