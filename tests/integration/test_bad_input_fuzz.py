@@ -68,7 +68,7 @@ def test_the_coordinator_task_refuses_or_starts(workflow: Any, inputs: Any, extr
 def test_start_input_refuses_or_starts(text: str, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     before = run_count()
     status = main(
-        ["--workflows", "tests.integration.badinput_steps", "start", name, "--input", text, "--json"]
+        ["start", name, "--input", text, "--json"]  # no --workflows: it would rewrite the session's env
     )
     out = capsys.readouterr().out
     data = json.loads(out)
