@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from canvasflow.workflows import (
         Run,
         Workflow,
+        blobs,
         cancel,
         compensate,
         get_run,
@@ -80,6 +81,7 @@ _EXPORTS = {
     "StateUnavailable": "canvasflow.config.errors",
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
+    "blobs": "canvasflow.workflows",
     "cancel": "canvasflow.workflows",
     "compensate": "canvasflow.workflows",
     "compensates": "canvasflow.compensation",
@@ -136,6 +138,7 @@ __all__ = [
     "StateUnavailable",
     "Workflow",
     "WorkflowNotFound",
+    "blobs",
     "cancel",
     "compensate",
     "compensates",

@@ -12,6 +12,7 @@ gets them as well; ``init_app`` hands them to an app already finalized.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Iterable
 from typing import Any
@@ -21,7 +22,8 @@ from celery import Celery, _state
 from celery.signals import setup_logging
 
 from canvasflow.config.brokers import broker_options
-from canvasflow.config.errors import BrokerUnavailable
+from canvasflow.config.deadletters import DeadLetters
+from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import declare_queues
 from canvasflow.config.settings import Settings, get_settings
@@ -81,6 +83,35 @@ def configure(celery: Celery, s: Settings) -> None:
         enable_utc=True,
     )
     celery.conf.update(broker_options(s))  # Redis- or RabbitMQ-only settings: config/brokers.py
+    celery.steps["consumer"].add(DeadLetters)
+    if s.security_key or s.security_certificate or s.security_cert_store:
+        sign_messages(celery, s)
+
+
+def sign_messages(celery: Celery, s: Settings) -> None:
+    """Sign every task message (Celery's ``auth`` serializer); accept only signed ones.
+
+    Results and events stay JSON (Flower reads events without the keys)."""
+    if not (s.security_key and s.security_certificate and s.security_cert_store):
+        raise SettingsError(
+            "message signing needs CANVASFLOW_SECURITY_KEY, CANVASFLOW_SECURITY_CERTIFICATE and "
+            "CANVASFLOW_SECURITY_CERT_STORE together (a private key, its certificate, a glob of trusted ones)"
+        )
+    celery.conf.update(
+        security_key=s.security_key,
+        security_certificate=s.security_certificate,
+        security_cert_store=s.security_cert_store,
+        security_digest="sha256",
+        task_serializer="auth",
+        accept_content=["auth"],
+    )
+    try:
+        celery.setup_security(allowed_serializers=["json", "application/json"], serializer="json")
+    except Exception as exc:  # ImportError (no cryptography), a file that is missing or not PEM
+        raise SettingsError(
+            f"message signing could not be set up ({type(exc).__name__}: {exc}): check the files named "
+            "by CANVASFLOW_SECURITY_KEY/CERTIFICATE/CERT_STORE and pip install 'canvasflow[signing]'"
+        ) from None
 
 
 def _merged(theirs: Iterable[Any] | None, ours: Iterable[Any]) -> list[Any]:
@@ -132,10 +163,19 @@ def adopt(celery: Celery, s: Settings) -> None:
         worker_send_task_events=True,
         imports=_merged(conf.imports, worker_imports(s)),
     )
+    celery.steps["consumer"].add(DeadLetters)
+    if s.security_key or s.security_certificate or s.security_cert_store:
+        sign_messages(celery, s)
 
 
 app = Celery("canvasflow")
-configure(app, get_settings())
+# a bad setting is not an import error: the CLI, or a worker's next get_settings(), reports it
+# (signing files that cannot be read are: a worker must not start without its keys)
+_settings: Settings | None = None
+with contextlib.suppress(SettingsError):
+    _settings = get_settings()
+if _settings is not None:
+    configure(app, _settings)
 _adopted: list[Celery] = []  # the app init_app adopted, if any (a list: no `global` statement)
 
 

@@ -15,7 +15,11 @@ docstring is its default message and says what to do about it::
      ├── RunStateError            the run is not in a state that allows the action
      ├── RoutingError             no queue can take a step's capability
      ├── DeadlineExceeded         a step or run passed one of its deadlines
-     └── CompensationError        a rollback could not finish
+     ├── CompensationError        a rollback could not finish
+     ├── StartRefused             a ``canvasflow.start`` message was refused (a task failure)
+     └── MessageRejected          a step message was malformed (dead-lettered)
+
+(``PayloadTooLarge`` is an InputError.)
 """
 
 from __future__ import annotations
@@ -83,3 +87,19 @@ class DeadlineExceeded(CanvasflowError):
 
 class CompensationError(CanvasflowError):
     """A rollback could not finish: see the recorded compensation errors, then retry them."""
+
+
+class PayloadTooLarge(InputError):
+    """A value is larger than CANVASFLOW_MAX_PAYLOAD_BYTES: pass it by reference (canvasflow.blobs)."""
+
+
+class StartRefused(CanvasflowError):
+    """canvasflow.start refused the message: fix the workflow name or inputs the reason names.
+
+    Raised by the ``canvasflow.start`` task so that the sender, the result backend and Flower
+    see a FAILURE with the reason; never retried (the same message would be refused again).
+    """
+
+
+class MessageRejected(CanvasflowError):
+    """A message on a canvasflow queue was malformed: it was dead-lettered (`canvasflow deadletters`)."""

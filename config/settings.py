@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from canvasflow.config.errors import SettingsError
 
@@ -75,6 +77,18 @@ class Settings(BaseSettings):
     # seconds a starting worker waits between attempts to reach its journal database
     startup_retry: float = Field(default=5.0, gt=0)
 
+    # the largest JSON inputs, step arguments or result canvasflow carries; larger: canvasflow.blobs
+    max_payload_bytes: int = Field(default=1_048_576, ge=1024)
+    # malformed messages kept in the dead-letter list (the oldest drop off)
+    deadletter_max: int = Field(default=1_000, ge=1)
+    # seconds a blob (canvasflow.blobs) is kept; where: blob_url, else the state Redis
+    blob_ttl: int = Field(default=7 * 86_400, ge=60)
+    blob_url: str | None = None
+    # message signing (Celery's auth serializer; the [signing] extra): all three, or none
+    security_key: str | None = None
+    security_certificate: str | None = None
+    security_cert_store: str | None = None
+
     @property
     def finished_state_ttl(self) -> int:
         return self.state_expires or self.result_expires
@@ -95,6 +109,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = [f"{_variable(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except SourceError as exc:  # a list or dict variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = _variable((field.group(1),)) if field else "a CANVASFLOW_* variable"
+        raise SettingsError(
+            f"invalid settings: {name} is not JSON; give a JSON list or object, e.g. {name}='[\"app.flows\"]'"
+        ) from None
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ through the workflow runtime. Without that header it behaves exactly like plain 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from celery import Task
@@ -73,7 +73,7 @@ class StepTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.request.get(HEADER) if self.request else None
-        if not ref:
+        if ref is None:  # plain Celery; a canvasflow header, even empty, is checked by run_step
             return self.run(*args, **kwargs)
         from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
 
@@ -95,6 +95,7 @@ def step(
     on_failure: str = "compensate",
     fallback: Any = None,
     writes: bool = False,
+    secret: bool | Sequence[str] = False,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
@@ -111,6 +112,7 @@ def step(
     on_failure: str = "compensate",
     fallback: Any = None,
     writes: bool = False,
+    secret: bool | Sequence[str] = False,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
@@ -122,7 +124,8 @@ def step(
     backoff) are spent: ``on_failure="compensate"`` (the default) fails the run and rolls
     back its completed steps; ``on_failure="continue"`` completes the step with
     ``fallback`` and the run goes on. ``writes=True`` marks a step with side effects:
-    ``canvasflow check`` names such steps that have no compensation.
+    ``canvasflow check`` names such steps that have no compensation. ``secret=["card"]``
+    (or ``True``: every argument) keeps those arguments out of events, logs and the journal.
     """
     if on_failure not in ("compensate", "continue"):
         raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
@@ -139,6 +142,7 @@ def step(
             on_failure_policy=on_failure,
             fallback=fallback,
             writes=writes,
+            secret_fields=True if secret is True else tuple(secret or ()),
             queue=options.pop("queue", queue_for(capability)),
             **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,

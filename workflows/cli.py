@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canvasflow.config.errors import CanvasflowError, InputError
+from canvasflow.config.errors import InputError
+from canvasflow.workflows.store.records import RUN_STATUSES
 
 
 def _load_json(text: str | None, what: str) -> Any:
@@ -364,6 +365,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         autoscale=args.autoscale,
         max_tasks_per_child=args.max_tasks_per_child,
     )
+    cmd += [a for i, a in enumerate(args.celery_args or []) if not (i == 0 and a == "--")]
     modules = fleet_modules(caps, s, control=args.control, demo=args.demo)
     env = {"CANVASFLOW_WORKER_MODULES": json.dumps(modules)}
     if args.demo:  # the demo workflow's module must be found by clients and this worker alike
@@ -373,6 +375,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0
     os.execve(cmd[0], cmd, {**os.environ, **env})
     return 0  # pragma: no cover
+
+
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    from canvasflow.config import deadletters
+
+    data = deadletters.recent(args.limit)
+    _emit(
+        args,
+        data,
+        lambda: (
+            "\n".join(
+                f"{d['at']}  {d.get('queue') or '-':<20} {d.get('task') or '-'}  {d['reason']}" for d in data
+            )
+            or "no dead letters"
+        ),
+    )
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -387,6 +406,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 WORKFLOWS_HELP = "workflow modules to import, a,b (overrides CANVASFLOW_WORKFLOW_MODULES)"
 APP_HELP = "your Celery app, as for celery -A (adopted with init_app); default canvasflow.app"
+DEBUG_HELP = "on an error, show the Python traceback instead of one line"
+RUN_HELP = "the run's id (see `canvasflow runs`)"
+WAIT_HELP = "wait until the run ends (or waits for a signal), then show it"
+TIMEOUT_HELP = "seconds --wait waits before giving up (exit 3); default 300"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workflows", help=WORKFLOWS_HELP)
     p.add_argument("-A", "--app", help=APP_HELP)
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -403,22 +427,25 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="machine-readable output")
         sp.add_argument("--workflows", default=argparse.SUPPRESS, help=WORKFLOWS_HELP)
         sp.add_argument("-A", "--app", default=argparse.SUPPRESS, help=APP_HELP)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         sp.set_defaults(fn=fn)
         return sp
 
     sp = add("start", cmd_start, "start a workflow by name")
-    sp.add_argument("name")
+    sp.add_argument("name", help="the workflow's name (see `canvasflow workflows`)")
     sp.add_argument("--input", help="inputs as a JSON object")
-    sp.add_argument("--version")
-    sp.add_argument("--wait", action="store_true", help="wait until the run ends")
-    sp.add_argument("--timeout", type=float, default=300)
+    sp.add_argument("--version", help="the workflow version to run (default: the newest)")
+    sp.add_argument("--wait", action="store_true", help=WAIT_HELP)
+    sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     sp.add_argument("--key", help="business key: a second start with it returns the first run")
     sp.add_argument("--tag", action="append", help="a tag to find the run by (repeatable)")
-    add("status", cmd_status, "a run and its steps").add_argument("run")
+    add("status", cmd_status, "a run and its steps").add_argument("run", help=RUN_HELP)
     sp = add("runs", cmd_runs, "list runs")
-    sp.add_argument("--status")
-    sp.add_argument("--workflow")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument(
+        "--status", choices=RUN_STATUSES, metavar="STATUS", help="in this state: " + ", ".join(RUN_STATUSES)
+    )
+    sp.add_argument("--workflow", help="runs of this workflow")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
     sp.add_argument("--key", help="the run started with this business key")
     sp.add_argument("--tag", action="append", help="runs carrying this tag (repeatable: all of them)")
     sp.add_argument("--since", help="created at or after: ISO timestamp or a time ago (30m, 2h, 7d)")
@@ -428,44 +455,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--for", dest="for_", type=float, help="seconds without progress (CANVASFLOW_STALLED_AFTER)"
     )
     sp = add("db", cmd_db, "the journal's schema: upgrade it, or show its revision")
-    sp.add_argument("action", choices=["upgrade", "current"])
+    sp.add_argument("action", choices=["upgrade", "current"], help="upgrade the tables, or show the revision")
     sp.add_argument("--revision", default="head", help="upgrade to this revision (default head)")
     add("recover", cmd_recover, "rebuild lost run state from the journal; bring the journal up to Redis")
     sp = add("resume", cmd_resume, "resume a failed, cancelled or stalled run")
-    sp.add_argument("run")
+    sp.add_argument("run", help=RUN_HELP)
     sp.add_argument(
         "--from",
         dest="from_step",
         metavar="STEP",
         help="run this step and everything downstream of it again (also of a succeeded run)",
     )
-    sp.add_argument("--wait", action="store_true")
-    sp.add_argument("--timeout", type=float, default=300)
+    sp.add_argument("--wait", action="store_true", help=WAIT_HELP)
+    sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     sp = add("cancel", cmd_cancel, "cancel a run")
-    sp.add_argument("run")
+    sp.add_argument("run", help=RUN_HELP)
     sp.add_argument(
         "--compensate",
         action="store_true",
         help="roll back: compensate every completed step, including running ones when they finish",
     )
     sp.add_argument("--wait", action="store_true", help="wait until the rollback ends")
-    sp.add_argument("--timeout", type=float, default=300)
+    sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     for name, fn, help_ in (
         ("undo", cmd_undo, "compensate every step of a succeeded or cancelled run"),
         ("compensate", cmd_compensate, "retry failed compensations of a run (of a cancelled one: undo it)"),
     ):
         sp = add(name, fn, help_)
-        sp.add_argument("run")
-        sp.add_argument("--wait", action="store_true")
-        sp.add_argument("--timeout", type=float, default=300)
+        sp.add_argument("run", help=RUN_HELP)
+        sp.add_argument("--wait", action="store_true", help=WAIT_HELP)
+        sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     add("check", cmd_check, "steps that write but have no compensation")
     sp = add("signal", cmd_signal, "send a signal to a waiting run")
-    sp.add_argument("run")
-    sp.add_argument("name")
+    sp.add_argument("run", help=RUN_HELP)
+    sp.add_argument("name", help="the signal's name: one the run waits for")
     sp.add_argument("--payload", help="payload as JSON")
     sp = add("graph", cmd_graph, "draw a workflow or a run")
     sp.add_argument("target", help="a run id or a workflow name")
-    sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="picture language")
     sp.add_argument("--input", help="inputs (for a workflow name)")
     add("workflows", cmd_workflows, "list registered workflows")
     add("queues", cmd_queues, "capabilities, their queues and depths")
@@ -474,13 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--control", action="store_true", help="also consume the control queues")
     sp.add_argument("--demo", action="store_true", help="also import the demo's steps and workflow")
     sp.add_argument("-n", "--hostname", help="node name (default <capability>@%%h)")
-    sp.add_argument("-c", "--concurrency", type=int)
-    sp.add_argument("-P", "--pool")
-    sp.add_argument("-l", "--loglevel", default="INFO")
-    sp.add_argument("--autoscale", help="max,min")
-    sp.add_argument("--max-tasks-per-child", type=int)
+    sp.add_argument("-c", "--concurrency", type=int, help="celery worker --concurrency: processes or threads")
+    sp.add_argument("-P", "--pool", help="celery worker --pool: prefork, threads, solo, gevent, eventlet")
+    sp.add_argument("-l", "--loglevel", default="INFO", help="celery worker --loglevel (default INFO)")
+    sp.add_argument("--autoscale", help="celery worker --autoscale: max,min processes")
+    sp.add_argument("--max-tasks-per-child", type=int, help="celery worker --max-tasks-per-child")
+    sp.add_argument(
+        "celery_args",
+        nargs=argparse.REMAINDER,
+        help="after --: any other `celery worker` options, as they are",
+    )
+    sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
-    sp.add_argument("--order-id", type=int, default=42)
+    sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
     return p
 
 
@@ -511,25 +545,45 @@ def use_app(target: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line (or JSON with --json), exit 2, a traceback only with --debug."""
     args = build_parser().parse_args(argv)
-    from canvasflow.config.logging import configure_logging
-    from canvasflow.config.settings import get_settings
-
     try:
+        from canvasflow.config.logging import configure_logging
+        from canvasflow.config.settings import get_settings
+
         find_modules_here(args.workflows)
         if args.app and args.command != "worker":  # the worker command passes it on to celery
             use_app(args.app)
         configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
-        return int(args.fn(args))
-    except CanvasflowError as exc:
-        if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+        status = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
+        return status
+    except BrokenPipeError:  # `canvasflow runs | head`: the reader left; nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
     except TimeoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        _error(args, str(exc), "TimeoutError")
         return 3
+    except Exception as exc:
+        if args.debug:
+            raise
+        from canvasflow.workflows.cli_errors import explain
+
+        told = explain(exc)
+        _error(args, told.message, told.kind)
+        return told.status
+
+
+def _error(args: argparse.Namespace, message: str, kind: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "type": kind}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from canvasflow.config.errors import InputError
 from canvasflow.workflows import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.store.records import TERMINAL, RunRecord, StepRecord
+from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def list_runs(
 ) -> list[RunRecord]:
     """Runs newest first (without their steps); every filter given must hold, each of ``tags``
     included; ``since``/``until`` bound the creation time (from included, until excluded)."""
+    if status is not None and status not in RUN_STATUSES:
+        raise InputError(f"unknown run status {status!r}: one of {', '.join(RUN_STATUSES)}")
     return runtime().store.list_runs(
         status=status, workflow=workflow, key=key, tags=tags, since=since, until=until, limit=limit
     )

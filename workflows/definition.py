@@ -214,12 +214,23 @@ def _import_workflow_module(module: str) -> None:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if not exc.name or not module.startswith(exc.name):
-            raise  # the module is there; something it imports is not
+            raise _broken(module, exc) from exc  # the module is there; something it imports is not
         raise SettingsError(
             f"workflow module {module!r} (CANVASFLOW_WORKFLOW_MODULES or --workflows) is not "
             "importable: run from the directory that holds it (the working directory is on "
             "sys.path) or put it on PYTHONPATH"
         ) from None
+    except SettingsError:
+        raise
+    except Exception as exc:
+        raise _broken(module, exc) from exc
+
+
+def _broken(module: str, exc: BaseException) -> SettingsError:
+    return SettingsError(
+        f"workflow module {module!r} named in CANVASFLOW_WORKFLOW_MODULES (or --workflows) failed to "
+        f"import: {type(exc).__name__}: {exc}; fix the module (--debug shows the traceback)"
+    )
 
 
 registry = WorkflowRegistry()

@@ -29,7 +29,9 @@ from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.secrets import for_journal
 from canvasflow.workflows.runtime.sweep import mark_active
+from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -56,6 +58,7 @@ def start_run(
     if key is not None and (held := rt.store.run_by_key(key)) is not None:
         return _holder(held, name, key)
     wf = registry.get(name, version)
+    check_value(f"the inputs of {name}", inputs)  # before validating: refuse a huge input cheaply
     values = wf.validate(inputs)
     graph = wf.compile(values)
     run_id = run_id or uuid.uuid4().hex
@@ -114,6 +117,7 @@ def _launch(
     _check_state(rt)
     _record_definition(rt, wf)
     graph_json = graph.to_json()
+    journal_graph, journal_inputs = for_journal(rt.app.tasks, graph_json, values)  # secrets masked
     rows = [
         {
             "step_id": n.id,
@@ -128,8 +132,8 @@ def _launch(
         run_id=run_id,
         workflow=wf.name,
         version=wf.version,
-        inputs=values,
-        graph=graph_json,
+        inputs=journal_inputs,
+        graph=journal_graph,
         steps=rows,
         parent_run_id=parent_run_id,
         parent_step=parent_step,
@@ -255,12 +259,18 @@ def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise InputError(f"signal {name}: payload is not JSON ({exc})") from None
+    check_value(f"the payload of signal {name}", payload)
     record = get_record(run_id)
     if record.status in TERMINAL:
         raise RunStateError(f"run {run_id} is {record.status}; it takes no more signals")
+    graph = StepGraph.from_json(record.graph)
+    awaited = sorted({str(n.spec.get("name")) for n in graph.steps.values() if n.kind == "signal"})
+    if name not in awaited:
+        raise InputError(
+            f"run {run_id} does not wait for a signal {name!r}; it waits for: {', '.join(awaited) or 'none'}"
+        )
     first = rt.store.put_signal(run_id, name, payload)
     _, stored = rt.store.get_signal(run_id, name)
-    graph = StepGraph.from_json(record.graph)
     states = rt.state.step_states(run_id)
     from canvasflow.workflows.runtime.special import deliver_signal
 

@@ -27,13 +27,22 @@ from celery.signals import (
 )
 
 from canvasflow.config.celery_app import START_TASK, current_app
-from canvasflow.config.errors import CanvasflowError, DefinitionError
-from canvasflow.config.settings import get_settings
+from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, SettingsError, StartRefused
+from canvasflow.config.settings import Settings, get_settings
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
 
 log = structlog.get_logger("canvasflow.worker")
+
+
+def _control_queue() -> str:
+    """The control queue; a bad setting is not an import error (the CLI names it; a worker fails
+    on its next get_settings())."""
+    try:
+        return get_settings().control_queue
+    except SettingsError:
+        return str(Settings.model_fields["control_queue"].default)
 
 
 @worker_init.connect
@@ -157,23 +166,42 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@shared_task(name=START_TASK, queue=get_settings().control_queue, acks_late=True)
+@shared_task(name=START_TASK, queue=_control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0)
 def start_workflow(
-    workflow: str,
-    inputs: dict[str, Any] | None = None,
-    version: str | None = None,
-    key: str | None = None,
-    tags: list[str] | None = None,
+    workflow: Any,
+    inputs: Any = None,
+    version: Any = None,
+    key: Any = None,
+    tags: Any = None,
 ) -> dict[str, Any]:
-    """Start ``workflow``; returns ``{"run_id": ...}``, or ``{"error": ..., "type": ...}`` when refused.
+    """Start ``workflow``; returns ``{"run_id": ...}``.
 
+    A refused message (unknown workflow, invalid inputs, arguments of the wrong type) fails the
+    task with :class:`StartRefused` and its reason: the sender's result, the result backend and
+    Flower show a FAILURE, the worker logs it at WARNING, and it is not retried.
     With ``key``, a redelivered or repeated message returns the run the key already has."""
     from canvasflow.workflows.lifecycle import start_run
 
     try:
+        _check_start_types(workflow, inputs, version, key, tags)
         return {"run_id": start_run(workflow, inputs or {}, version=version, key=key, tags=tags or ())}
     except CanvasflowError as exc:
-        return {"error": str(exc), "type": type(exc).__name__}
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("start refused", workflow=repr(workflow)[:200], reason=reason)
+        raise StartRefused(f"canvasflow.start refused: {reason}") from None
+
+
+def _check_start_types(workflow: Any, inputs: Any, version: Any, key: Any, tags: Any) -> None:
+    if not isinstance(workflow, str) or not workflow:
+        raise InputError(f"workflow must be a workflow name (a string), got {workflow!r:.200}")
+    if inputs is not None and not isinstance(inputs, dict):
+        raise InputError(f"inputs must be a JSON object, got {type(inputs).__name__}")
+    if version is not None and not isinstance(version, str):
+        raise InputError(f"version must be a string, got {version!r:.200}")
+    if key is not None and not isinstance(key, str):
+        raise InputError(f"key must be a string, got {key!r:.200}")
+    if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+        raise InputError(f"tags must be a list of strings, got {tags!r:.200}")
 
 
 @shared_task(name=ERRBACK_TASK)
@@ -220,7 +248,7 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=get_settings().control_queue)
+@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=_control_queue())
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

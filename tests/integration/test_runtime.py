@@ -111,10 +111,12 @@ def test_start_by_plain_celery_message_without_step_code(worker):
     from canvasflow.workflows.client import Run
 
     assert Run(record.id).wait(30).result == "order 3: total 54"
-    refused = app.send_task(
-        "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": "x"}}
-    ).get(timeout=30)
-    assert refused["type"] == "InputError" and "order_id" in refused["error"]
+    from canvasflow.config.errors import StartRefused
+
+    with pytest.raises(StartRefused, match=r"InputError: .*order_id"):
+        app.send_task(
+            "canvasflow.start", kwargs={"workflow": "order_total", "inputs": {"order_id": "x"}}
+        ).get(timeout=30)
 
 
 def test_failed_run_resumes_from_where_it_stopped(worker):

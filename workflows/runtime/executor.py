@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.utils.serialization import UnpickleableExceptionWrapper
 from sqlalchemy.exc import SQLAlchemyError
 
+from canvasflow.workflows.runtime import secrets, wire
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
@@ -52,9 +55,10 @@ def task_id_for(run_id: str, step_id: str, generation: int, chunk: int | None = 
 
 def encode_result(step_id: str, value: Any) -> str:
     try:
-        return json.dumps(value)
+        encoded = json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"step {step_id} returned a value that is not JSON: {exc}") from None
+    return wire.check_payload(f"the result of step {step_id}", encoded)
 
 
 # -- dispatch ------------------------------------------------------------------------
@@ -104,6 +108,11 @@ def send_step(
     header = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
+    shown = secrets.masked(rt.app.tasks.get(task or node.task), args, kwargs)
+    if shown is not None:  # what events, Flower and logs show of the call
+        node = replace(
+            node, options={**node.options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
+        )
     rt.app.send_task(
         task or node.task,
         args=args,
@@ -121,9 +130,13 @@ def send_step(
 def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     """Execute one delivery of a step (called by StepTask.__call__)."""
     rt = runtime()
+    problem = wire.header_problem(ref)
+    if problem:
+        wire.refuse(task, problem, ref, args, kwargs)
     run_id, step_id, gen = ref["run"], ref["step"], int(ref["gen"])
     chunk = ref.get("chunk")
     claim_id = step_id if chunk is None else f"{step_id}#{chunk}"
+    _check_target(rt, task, ref, args, kwargs)
     req = task.request
     info = {
         "worker": req.hostname,
@@ -134,6 +147,8 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     }
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
         claim = rt.state.claim(run_id, claim_id, gen, info)
+        if claim.outcome == "done" or claim.run_status == "stale":  # rare paths: worth a read
+            _check_generation(rt, task, ref, args, kwargs)
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
             if claim.run_status == "compensating":
@@ -189,6 +204,32 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         return result
 
 
+def _current_generation(rt: Runtime, run_id: str) -> int | None:
+    gen = rt.state.labels(run_id).get("gen")
+    if gen is not None:
+        return int(gen)
+    record = rt.store.get_run(run_id, with_steps=False)
+    return None if record is None else record.generation
+
+
+def _check_target(rt: Runtime, task: Task, ref: dict[str, Any], args: Any, kwargs: Any) -> None:
+    """Dead-letter a step message for an unknown run or a step id not in the run's graph."""
+    try:
+        graph = rt.graph(ref["run"], int(ref["gen"]))
+    except KeyError:
+        wire.refuse(task, f"unknown run id {ref['run']!r}", ref, args, kwargs)
+    if ref["step"] not in graph.steps and _current_generation(rt, ref["run"]) == int(ref["gen"]):
+        wire.refuse(task, f"step {ref['step']!r} is not in run {ref['run']}'s graph", ref, args, kwargs)
+
+
+def _check_generation(rt: Runtime, task: Task, ref: dict[str, Any], args: Any, kwargs: Any) -> None:
+    """A stale claim of a generation the run has not reached: a forged or corrupt message."""
+    current = _current_generation(rt, ref["run"])
+    if current is not None and int(ref["gen"]) > current:
+        reason = f"generation {ref['gen']} of run {ref['run']} is from the future (current {current})"
+        wire.refuse(task, reason, ref, args, kwargs)
+
+
 def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
     """Journal fields of the delivery that ran a step."""
     return {
@@ -214,11 +255,23 @@ def _fallback(
 
 
 def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
+    """The journal's view of an error: its own type and message, also when Celery could not
+    pickle it and handed over an ``UnpickleableExceptionWrapper`` instead."""
     retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
     if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):  # a step's start_to_close
         message = f"start_to_close: the step ran longer than its limit ({type(exc).__name__})"
         return {"type": "DeadlineExceeded", "message": message, "retryable": retryable}
-    return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}
+    if isinstance(exc, UnpickleableExceptionWrapper):
+        args = [str(a) for a in exc.exc_args or ()]
+        message = args[0] if len(args) == 1 else ", ".join(args) or (exc.text or "")
+        return {
+            "type": exc.exc_cls_name,
+            "module": exc.exc_module,
+            "message": message,
+            "retryable": retryable,
+        }
+    kind = type(exc)
+    return {"type": kind.__name__, "module": kind.__module__, "message": str(exc), "retryable": retryable}
 
 
 def complete(

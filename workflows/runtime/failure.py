@@ -24,6 +24,7 @@ from canvasflow.workflows.runtime.executor import HEADER, error_info
 from canvasflow.workflows.runtime.graph import StepGraph
 
 log = structlog.get_logger("canvasflow.failure")
+TRACEBACK_LIMIT = 8000  # characters of a failed step's traceback kept in its journal row (the end)
 
 
 def failure_status(graph: StepGraph) -> str:
@@ -70,14 +71,15 @@ def fail_step(
     unit = step_id if chunk is None else f"{step_id}#{chunk}"
     task = rt.app.tasks.get(getattr(request, "task", None) or "")
     error = {**error_info(exc, task), "step": unit}
+    step_error = {**error, "traceback": str(traceback)[-TRACEBACK_LIMIT:]} if traceback else error
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=unit):
         log.warning("step failed", error_type=error["type"], error=error["message"])
         target = failure_status(graph)
         won = chunk is not None and rt.state.fail(run_id, unit, target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.journal.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, error))
+        rt.journal.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, step_error))
         if chunk is not None:
-            rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=error)
+            rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=step_error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
             from canvasflow.compensation import rollback
