@@ -111,7 +111,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'canvasflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    package = importlib.import_module(module)
+    value = getattr(package, name, None)
+    if value is None:  # a submodule (``from canvasflow import blobs``)
+        value = importlib.import_module(f"{module}.{name}")
     globals()[name] = value
     return value
 

@@ -134,3 +134,12 @@ def set_for_process(**values: object) -> Settings:
         os.environ[ENV_PREFIX + name.upper()] = text
     get_settings.cache_clear()
     return get_settings()
+
+
+def control_queue() -> str:
+    """The control queue, for task declarations at import: a bad setting is not an import error
+    there (the CLI names it in one line; a worker fails on its next get_settings())."""
+    try:
+        return get_settings().control_queue
+    except SettingsError:
+        return str(Settings.model_fields["control_queue"].default)

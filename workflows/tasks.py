@@ -27,22 +27,13 @@ from celery.signals import (
 )
 
 from canvasflow.config.celery_app import START_TASK, current_app
-from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, SettingsError, StartRefused
-from canvasflow.config.settings import Settings, get_settings
+from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
+from canvasflow.config.settings import control_queue, get_settings
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
 
 log = structlog.get_logger("canvasflow.worker")
-
-
-def _control_queue() -> str:
-    """The control queue; a bad setting is not an import error (the CLI names it; a worker fails
-    on its next get_settings())."""
-    try:
-        return get_settings().control_queue
-    except SettingsError:
-        return str(Settings.model_fields["control_queue"].default)
 
 
 @worker_init.connect
@@ -166,7 +157,7 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@shared_task(name=START_TASK, queue=_control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0)
+@shared_task(name=START_TASK, queue=control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0)
 def start_workflow(
     workflow: Any,
     inputs: Any = None,
@@ -248,7 +239,7 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=_control_queue())
+@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=control_queue())
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

@@ -25,7 +25,7 @@ import structlog
 from celery import shared_task
 
 from canvasflow.config.errors import DeadlineExceeded
-from canvasflow.config.settings import get_settings
+from canvasflow.config.settings import control_queue
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.graph import StepGraph
 
@@ -146,7 +146,7 @@ def _expire_run(rt: Runtime, run_id: str, gen: int, exc: DeadlineExceeded) -> bo
     return True
 
 
-@shared_task(name=DEADLINE_TASK, queue=get_settings().control_queue, ignore_result=True, acks_late=True)
+@shared_task(name=DEADLINE_TASK, queue=control_queue(), ignore_result=True, acks_late=True)
 def deadline(run_id: str, gen: int, kind: str, seconds: float, step_id: str | None = None) -> bool:
     """A deadline's countdown ended: fail the step or run if it is still where it must not be."""
     return expire(runtime(), run_id, int(gen), kind, float(seconds), step_id)
