@@ -35,6 +35,8 @@ if TYPE_CHECKING:
         WorkflowNotFound,
     )
     from canvasflow.workers import step
+    from canvasflow.workers.engines import Engine, register_engine
+    from canvasflow.workers.routing.strategies import register_strategy
     from canvasflow.workflows import (
         Run,
         Workflow,
@@ -63,6 +65,7 @@ _EXPORTS = {
     "CanvasflowError": "canvasflow.config.errors",
     "CompensationError": "canvasflow.config.errors",
     "DefinitionError": "canvasflow.config.errors",
+    "Engine": "canvasflow.workers.engines",
     "ExecutionContext": "canvasflow.workflows.runtime.execution",
     "InputError": "canvasflow.config.errors",
     "NoContext": "canvasflow.workflows.runtime.execution",
@@ -85,6 +88,8 @@ _EXPORTS = {
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
     "pipeline": "canvasflow.workflows",
+    "register_engine": "canvasflow.workers.engines",
+    "register_strategy": "canvasflow.workers.routing.strategies",
     "result": "canvasflow.workflows",
     "resume": "canvasflow.workflows",
     "scatter_gather": "canvasflow.workflows",
@@ -115,6 +120,7 @@ __all__ = [
     "CanvasflowError",
     "CompensationError",
     "DefinitionError",
+    "Engine",
     "ExecutionContext",
     "InputError",
     "NoContext",
@@ -137,6 +143,8 @@ __all__ = [
     "list_runs",
     "map_reduce",
     "pipeline",
+    "register_engine",
+    "register_strategy",
     "result",
     "resume",
     "scatter_gather",

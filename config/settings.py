@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     # deliveries of one compensation attempt interrupted by crashes before it counts as failed
     compensation_max_deliveries: int = Field(default=5, ge=1)
 
+    # engines and routing (docs/routing.md): a JSON or TOML file of engines, the default strategy,
+    # seconds between a worker's engine heartbeats (gone after 3 missed), the router's cache of the live view
+    engines: str | None = None
+    route_strategy: str = "best_available"
+    engine_heartbeat_interval: float = Field(default=2.0, gt=0)
+    route_cache_ttl: float = Field(default=0.5, ge=0)
+    route_exploration: float = Field(default=0.05, ge=0, le=1)
+    max_fallbacks: int = Field(default=2, ge=0)
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

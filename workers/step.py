@@ -16,7 +16,6 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.config.queues import queue_for
 from canvasflow.workers.capabilities import registry
 
 P = ParamSpec("P")
@@ -66,6 +65,8 @@ class StepTask(Task):
     """Base class of every step task."""
 
     capability: str = "default"
+    route: str | None = None
+    requires: dict[str, Any] = {}
     abstract = True
     # on the task, not only the app: they hold on an adopted app whatever its own defaults
     acks_late = True
@@ -95,6 +96,8 @@ def step(
     on_failure: str = "compensate",
     fallback: Any = None,
     writes: bool = False,
+    route: str | None = None,
+    requires: dict[str, Any] | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
@@ -111,6 +114,8 @@ def step(
     on_failure: str = "compensate",
     fallback: Any = None,
     writes: bool = False,
+    route: str | None = None,
+    requires: dict[str, Any] | None = None,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
@@ -123,6 +128,11 @@ def step(
     back its completed steps; ``on_failure="continue"`` completes the step with
     ``fallback`` and the run goes on. ``writes=True`` marks a step with side effects:
     ``canvasflow check`` names such steps that have no compensation.
+
+    Routing (docs/routing.md): when ``capability`` has engines, the router picks one when
+    the step becomes ready, with strategy ``route`` (default: the workflow's, then the
+    settings') among the engines offering ``requires`` (e.g. ``{"gpu": 1}``). The queue is
+    chosen at publish time; a plain ``.delay()`` goes to ``cap.<capability>`` (``task_routes``).
     """
     if on_failure not in ("compensate", "continue"):
         raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
@@ -139,11 +149,12 @@ def step(
             on_failure_policy=on_failure,
             fallback=fallback,
             writes=writes,
-            queue=options.pop("queue", queue_for(capability)),
+            route=route,
+            requires=dict(requires or {}),
             **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,
         )
-        registry.register(task_name, capability)
+        registry.register(task_name, capability, strategy=route, requires=dict(requires or {}))
         return cast("TypedTask[P, R]", task)
 
     return decorate(fn) if fn is not None else decorate

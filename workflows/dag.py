@@ -23,7 +23,7 @@ from celery.canvas import Signature, maybe_signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
-from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS
+from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS, routing_options
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
 
@@ -169,6 +169,7 @@ class Dag:
             options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
+            options.update(routing_options(routed_by))
             nodes[sid] = StepNode(
                 id=sid,
                 task=sig.task,

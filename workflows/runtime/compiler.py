@@ -24,6 +24,7 @@ from celery import Celery
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 
 from canvasflow.config.errors import DefinitionError, InputError
+from canvasflow.config.queues import queue_for
 from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
 
 MAP_TASK = "canvasflow.map"
@@ -145,6 +146,7 @@ class CanvasCompiler:
             spec.setdefault("inputs", {})
         routed_by = spec["mapper"]["task"] if kind == "map" else name
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
+        options.update(routing_options(routed_by))
         self._check_task(name, kind)
         self.steps[step_id] = StepNode(
             id=step_id,
@@ -186,7 +188,8 @@ class CanvasCompiler:
 
     def _task_queue(self, name: str) -> str:
         task = self.app.tasks.get(name)
-        queue = getattr(task, "queue", None)
+        capability = getattr(task, "capability", None)  # a step's queue is its capability's
+        queue = queue_for(capability) if isinstance(capability, str) else getattr(task, "queue", None)
         return queue or self.app.conf.task_default_queue
 
     def _check_task(self, name: str, kind: str) -> None:
@@ -197,6 +200,14 @@ class CanvasCompiler:
         task = self.app.tasks.get(name)
         if task is not None and not isinstance(task, StepTask):
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
+
+
+def routing_options(task_name: str) -> dict[str, Any]:
+    """``{"routing": ...}`` for a step the router places when it becomes ready (docs/routing.md)."""
+    from canvasflow.workers.capabilities import registry
+
+    routing = registry.routing_of(task_name)
+    return {} if routing is None else {"routing": routing}
 
 
 def _chord_like(sig: Signature) -> bool:

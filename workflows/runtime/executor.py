@@ -24,6 +24,8 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
+from canvasflow.workers.routing.live import observe
+from canvasflow.workers.routing.router import route_step
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
@@ -95,10 +97,17 @@ def send_step(
     *,
     chunk: int | None = None,
     task: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> None:
-    header = {"run": run_id, "step": node.id, "gen": generation}
+    header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
+    options = node.options
+    if "routing" in options:  # the router picks the engine now, as the step becomes ready
+        route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
+        header["route"] = {**route, "tried": list(exclude)} if exclude else route
+        options = {k: v for k, v in options.items() if k != "routing"}
+        options["queue"] = route["queue"]
     rt.app.send_task(
         task or node.task,
         args=args,
@@ -108,7 +117,7 @@ def send_step(
         link_error=[rt.errback],
         ignore_result=True,
         add_to_parent=False,
-        **node.options,
+        **options,
     )
 
 
@@ -127,6 +136,8 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "pid": os.getpid(),
         "started_at": _now().isoformat(),
     }
+    if "route" in ref:
+        info["route"] = ref["route"]
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
         claim = rt.state.claim(run_id, claim_id, gen, info)
         if claim.outcome == "skip":
@@ -175,6 +186,8 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
             )
             return None
+        if "route" in ref:
+            _observe(rt, ref["route"], info)
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
         else:
@@ -182,6 +195,12 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
         return result
+
+
+def _observe(rt: Runtime, route: dict[str, Any], info: dict[str, Any]) -> None:
+    """Feed a routed step's duration to its engine's EWMA (performance_based reads it)."""
+    took = datetime.fromisoformat(info["finished_at"]) - datetime.fromisoformat(info["started_at"])
+    observe(rt.redis, rt.settings.key_prefix, route["engine"], took.total_seconds())
 
 
 def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
@@ -192,6 +211,7 @@ def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
         "queue": info["queue"],
         "task_id": info["task_id"],
         "started_at": datetime.fromisoformat(info["started_at"]),
+        "route": info.get("route"),
     }
 
 
@@ -252,6 +272,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: d
         finished_at=datetime.fromisoformat(finished) if finished else _now(),
         result=result,
         error=info.get("error"),
+        route=info.get("route"),
     )
 
 
