@@ -188,8 +188,10 @@ class CanvasCompiler:
 
     def _task_queue(self, name: str) -> str:
         task = self.app.tasks.get(name)
-        capability = getattr(task, "capability", None)  # a step's queue is its capability's
-        queue = queue_for(capability) if isinstance(capability, str) else getattr(task, "queue", None)
+        queue = getattr(task, "queue", None)
+        capability = getattr(task, "capability", None)  # else a step's queue is its capability's
+        if not queue and isinstance(capability, str):
+            queue = queue_for(capability)
         return queue or self.app.conf.task_default_queue
 
     def _check_task(self, name: str, kind: str) -> None:

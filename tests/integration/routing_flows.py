@@ -1,0 +1,79 @@
+"""Engines, routed steps and workflows of the routing tests (imported by their workers too)."""
+
+from __future__ import annotations
+
+import time
+
+from celery import chain, group
+
+from canvasflow import Engine, Workflow, context, register_engine, step, wait_signal
+
+ENGINES = [
+    Engine("a", "rlb"),
+    Engine("b", "rlb"),
+    Engine("primary", "rba", priority=10),
+    Engine("backup", "rba", priority=1),
+    Engine("gpu", "rres", priority=1, resources={"gpu": 1}),
+    Engine("cpu", "rres", priority=5, resources={"cpus": 4}),
+    Engine("fast", "rperf"),
+    Engine("slow", "rperf"),
+]
+for _engine in ENGINES:
+    register_engine(_engine)
+
+
+@step(name="rt.lb", capability="rlb", route="load_balanced")
+def lb(i: int) -> int:
+    return i
+
+
+@step(name="rt.ba", capability="rba", route="best_available")
+def ba(i: int) -> str | None:
+    return context().engine
+
+
+@step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
+def gpu_only(i: int) -> str | None:
+    return context().engine
+
+
+@step(name="rt.any_res", capability="rres", route="resource_aware")
+def any_res(i: int) -> str | None:
+    return context().engine
+
+
+@step(name="rt.perf", capability="rperf", route="performance_based")
+def perf(i: int) -> str | None:
+    engine = context().engine
+    time.sleep(0.1 if engine == "slow" else 0.02)  # the slow engine takes 5x as long
+    return engine
+
+
+@step(name="rt.nowhere", capability="rnowhere", route="load_balanced")
+def nowhere() -> None:
+    return None
+
+
+@step(name="rt.badstrategy", capability="rlb", route="fastest_please")
+def badstrategy() -> None:
+    return None
+
+
+@step(name="rt.tpu", capability="rres", requires={"tpu": 1})
+def tpu() -> None:
+    return None
+
+
+lb200 = Workflow("rt.lb200", "1", build=lambda: group(lb.si(i) for i in range(200)))
+ba_kill = Workflow(
+    "rt.ba_kill", "1", build=lambda: chain(ba.si(1), ba.si(2), wait_signal("go"), ba.si(3), ba.si(4))
+)
+resources = Workflow(
+    "rt.resources",
+    "1",
+    build=lambda: group(*(gpu_only.si(i) for i in range(8)), *(any_res.si(i) for i in range(8))),
+)
+perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in range(30)))
+to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
+bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())
+needs_tpu = Workflow("rt.tpu", "1", build=lambda: tpu.si())

@@ -1,0 +1,148 @@
+"""Engines and routing with real workers, one per engine (docs/routing.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from canvasflow import RoutingError, list_runs, signal, start
+from canvasflow.workers.routing.live import read_live
+from canvasflow.workflows.runtime.context import runtime
+from tests.integration import routing_flows  # noqa: F401  (engines and workflows of these tests)
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+
+def engine_env() -> dict[str, str]:
+    modules = [*json.loads(os.environ["CANVASFLOW_WORKFLOW_MODULES"]), "tests.integration.routing_flows"]
+    return {"CANVASFLOW_WORKFLOW_MODULES": json.dumps(modules), "CANVASFLOW_ENGINE_HEARTBEAT_INTERVAL": "0.5"}
+
+
+def queues(capability: str, engine: str) -> list[str]:
+    return [f"cap.{capability}.{engine}", f"cap.{capability}", "canvasflow", "canvasflow.control"]
+
+
+def live_engines() -> set[str]:
+    rt = runtime()
+    beats, _, _ = read_live(rt.redis, rt.settings.key_prefix, [])
+    return {b["engine"] for b in beats}
+
+
+def wait_live(expected: set[str], *, alive: bool = True, timeout: float = 20.0) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        live = live_engines()
+        if (expected <= live) if alive else not (expected & live):
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise AssertionError(f"engines {expected} still {'not ' if alive else ''}live: {live_engines()}")
+
+
+def engines_of(record, prefix: str = "") -> list[str]:  # type: ignore[no-untyped-def]
+    return [s.route["engine"] for s in record.steps if s.route and s.step_id.startswith(prefix)]
+
+
+def start_engines(factory, capability: str, *engines: str, concurrency: int = 2) -> dict:  # type: ignore[no-untyped-def]
+    workers = {
+        e: factory(queues=queues(capability, e), concurrency=concurrency, extra_env=engine_env())
+        for e in engines
+    }
+    wait_live({f"{capability}/{e}" for e in engines})
+    return workers
+
+
+def test_load_balanced_spreads_200_steps_over_two_engines(celery_worker_factory):
+    start_engines(celery_worker_factory, "rlb", "a", "b")
+    record = start("rt.lb200").wait(120)
+    assert record.status == "succeeded", record.error
+    counts = Counter(engines_of(record))
+    assert sum(counts.values()) == 200
+    assert counts["rlb/a"] >= 60 and counts["rlb/b"] >= 60, counts
+    # each step ran where it was routed, and the decision is journaled with it
+    for s in record.steps:
+        assert s.queue == s.route["queue"] and s.route["strategy"] == "load_balanced"
+
+
+def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
+    run = start("rt.ba_kill")
+    deadline = time.monotonic() + 30
+    while runtime().state.step_states(run.id).get("2.wait_signal") != "waiting":
+        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
+        time.sleep(0.1)
+    workers["primary"].kill_group()  # SIGKILL: no goodbye, its heartbeat just stops
+    gone_after = wait_live({"rba/primary"}, alive=False)
+    assert gone_after < 5  # three heartbeats of 0.5 s, then the next read drops it
+    signal(run.id, "go")
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert [record.step(s).result for s in ("0.ba", "1.ba", "3.ba", "4.ba")] == [
+        "primary",
+        "primary",
+        "backup",
+        "backup",
+    ]
+    assert record.step("3.ba").route["engine"] == "rba/backup"
+    assert "priority" in record.step("0.ba").route["reason"]
+
+
+def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
+    record = start("rt.resources").wait(60)
+    assert record.status == "succeeded", record.error
+    gpu_steps = [s for s in record.steps if s.task == "rt.gpu_only"]
+    assert len(gpu_steps) == 8 and {s.result for s in gpu_steps} == {"gpu"}
+    assert {s.route["engine"] for s in gpu_steps} == {"rres/gpu"}
+    before = len(list_runs(limit=1000))
+    workers["gpu"].kill_group()
+    wait_live({"rres/gpu"}, alive=False)
+    time.sleep(0.6)  # this process's cached view is read again
+    with pytest.raises(RoutingError, match=r"no live worker for capability 'rres' offering \{'gpu': 1\}"):
+        start("rt.resources")
+    assert len(list_runs(limit=1000)) == before  # nothing created, nothing enqueued
+
+
+def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):
+    start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
+    record = start("rt.perf30").wait(90)
+    assert record.status == "succeeded", record.error
+    after_warmup = [s.result for s in sorted(record.steps, key=lambda s: int(s.step_id.split(".")[0]))][8:]
+    assert after_warmup.count("fast") >= 0.8 * len(after_warmup), after_warmup
+    ewma = {row: v for row, v in read_live(runtime().redis, runtime().settings.key_prefix, [])[1].items()}
+    assert ewma["rperf/slow"] > 2 * ewma["rperf/fast"], ewma
+
+
+@pytest.mark.parametrize(
+    ("workflow", "message"),
+    [
+        ("rt.nowhere", "capability 'rnowhere' has no engine"),
+        ("rt.badstrategy", "unknown routing strategy 'fastest_please'"),
+        ("rt.tpu", r"requires \['tpu'\] but no engine of 'rres' declares them"),
+    ],
+)
+def test_unroutable_runs_are_refused_before_anything_is_enqueued(workflow: str, message: str):
+    before = len(list_runs(limit=1000))
+    with pytest.raises(RoutingError, match=message):
+        start(workflow)
+    assert len(list_runs(limit=1000)) == before
+
+
+def test_a_bad_engines_file_is_refused_naming_the_field(tmp_path):
+    bad = tmp_path / "engines.toml"
+    bad.write_text('[[engines]]\nname = "gpu"\ncapability = "ocr"\ncapacity = 0\n')
+    env = {**os.environ, "CANVASFLOW_ENGINES": str(bad)}
+    out = subprocess.run(
+        [sys.executable, "-m", "canvasflow.workflows.cli", "engines", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "engines.0.capacity" in out.stdout + out.stderr
