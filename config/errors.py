@@ -70,5 +70,10 @@ class RoutingError(CanvasflowError):
     """No queue can take this step: register a worker fleet for its capability."""
 
 
+class EngineError(CanvasflowError):
+    """The engine could not run this step (its backend is down or refused it): raise it from a step
+    so that canvasflow re-routes the step to the capability's next engine (up to MAX_FALLBACKS)."""
+
+
 class CompensationError(CanvasflowError):
     """A rollback could not finish: see the recorded compensation errors, then retry them."""

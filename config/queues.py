@@ -22,9 +22,7 @@ def declare_queues(default_queue: str, control_queue: str, capabilities: Iterabl
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in unique]
 
 
-def capability_route(
-    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
-) -> Any:
+def capability_route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> Any:
     """A task route: a step's plain ``.delay()`` goes to ``cap.<capability>``.
 
     canvasflow's runtime names the queue of each step it publishes itself (the router's choice)."""

@@ -6,7 +6,7 @@ import time
 
 from celery import chain, group
 
-from canvasflow import Engine, Workflow, context, register_engine, step, wait_signal
+from canvasflow import Engine, EngineError, Workflow, context, register_engine, step, wait_signal
 
 ENGINES = [
     Engine("a", "rlb"),
@@ -17,6 +17,8 @@ ENGINES = [
     Engine("cpu", "rres", priority=5, resources={"cpus": 4}),
     Engine("fast", "rperf"),
     Engine("slow", "rperf"),
+    Engine("flaky", "rfb", priority=10),
+    Engine("steady", "rfb", priority=1),
 ]
 for _engine in ENGINES:
     register_engine(_engine)
@@ -64,6 +66,19 @@ def tpu() -> None:
     return None
 
 
+@step(name="rt.fb", capability="rfb")
+def fb(i: int) -> str | None:
+    engine = context().engine
+    if engine == "flaky":
+        raise EngineError("the flaky engine's backend is down")
+    return engine
+
+
+@step(name="rt.fb_never", capability="rfb")
+def fb_never() -> None:
+    raise EngineError(f"engine {context().engine} is down too")
+
+
 lb200 = Workflow("rt.lb200", "1", build=lambda: group(lb.si(i) for i in range(200)))
 ba_kill = Workflow(
     "rt.ba_kill", "1", build=lambda: chain(ba.si(1), ba.si(2), wait_signal("go"), ba.si(3), ba.si(4))
@@ -77,3 +92,5 @@ perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in rang
 to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
 bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())
 needs_tpu = Workflow("rt.tpu", "1", build=lambda: tpu.si())
+fallback = Workflow("rt.fallback", "1", build=lambda: chain(fb.si(1), fb.si(2)))
+no_engine_left = Workflow("rt.no_engine_left", "1", build=lambda: chain(fb.si(1), fb_never.si()))

@@ -118,6 +118,26 @@ def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_fac
     assert ewma["rperf/slow"] > 2 * ewma["rperf/fast"], ewma
 
 
+def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
+    start_engines(celery_worker_factory, "rfb", "flaky", "steady")
+    record = start("rt.fallback").wait(60)
+    assert record.status == "succeeded", record.error
+    for sid in ("0.fb", "1.fb"):
+        s = record.step(sid)
+        assert (
+            s.result == "steady" and s.route["engine"] == "rfb/steady" and s.route["tried"] == ["rfb/flaky"]
+        )
+        assert s.attempts == 2
+    rerouted = [e for e in runtime().store.events(record.id) if e["event"] == "step.rerouted"]
+    assert len(rerouted) == 2 and {e["data"]["error"]["engine"] for e in rerouted} == {"rfb/flaky"}
+    assert all(e["data"]["worker"] for e in rerouted)
+    # when every engine failed it, the run fails (nothing to compensate here) with the last error
+    failed = start("rt.no_engine_left").wait(60)
+    assert failed.status == "failed" and failed.error["type"] == "EngineError"
+    assert "steady is down too" in failed.error["message"]
+    assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
+
+
 @pytest.mark.parametrize(
     ("workflow", "message"),
     [

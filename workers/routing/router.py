@@ -51,6 +51,16 @@ def decide(
     return _decision(choice.engine, name, choice.reason)
 
 
+def live_left(r: redis.Redis, s: Settings, routing: Mapping[str, Any], exclude: Collection[str]) -> bool:
+    """Whether an engine not tried yet, fitting the step and with a live worker, is left."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    requires = routing.get("requires") or {}
+    return any(
+        e.key not in exclude and e.satisfies(requires) and e.key in states and states[e.key].live
+        for e in registry.of(routing["capability"])
+    )
+
+
 def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:
     return {
         "engine": state.engine.key,
