@@ -33,6 +33,7 @@ from canvasflow.workflows.runtime.state import ACTIVE
 
 log = structlog.get_logger("canvasflow.executor")
 HEADER = "canvasflow"
+MEASURED = {"performance_based"}  # strategies that read the step durations of each engine
 
 
 class Deferred:
@@ -186,7 +187,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
             )
             return None
-        if "route" in ref:
+        if "route" in ref and ref["route"]["strategy"] in MEASURED:
             _observe(rt, ref["route"], info)
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
