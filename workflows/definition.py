@@ -38,6 +38,7 @@ class Workflow:
         returns: str | None = None,
         description: str = "",
         inflight: str = "wait",
+        route: str | None = None,
         register: bool = True,
     ) -> None:
         if (build is None) == (steps is None):
@@ -47,6 +48,7 @@ class Workflow:
         self.name = name
         self.version = str(version)
         self.inflight = inflight
+        self.route = route  # the routing strategy of its steps that name none (docs/routing.md)
         self.description = description or (inspect.getdoc(build) if build else "") or ""
         self.build = build
         self.dag = None
@@ -106,6 +108,10 @@ class Workflow:
                 canvas, current_app(), capabilities.queue_of, compensations.compensation_of
             )
         graph.options["inflight"] = self.inflight
+        if self.route:
+            for node in graph.steps.values():
+                if "routing" in node.options:
+                    node.options["routing"].setdefault("strategy", self.route)
         return graph
 
     # -- use --------------------------------------------------------------------------------
