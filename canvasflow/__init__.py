@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from canvasflow.workers import step
     from canvasflow.workers.engines import Engine, register_engine
+    from canvasflow.workers.routing.actions import action, execute_action, parallel_capability
     from canvasflow.workers.routing.strategies import register_strategy
     from canvasflow.workflows import (
         Run,
@@ -79,16 +80,19 @@ _EXPORTS = {
     "SettingsError": "canvasflow.config.errors",
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
+    "action": "canvasflow.workers.routing.actions",
     "cancel": "canvasflow.workflows",
     "compensate": "canvasflow.workflows",
     "compensates": "canvasflow.compensation",
     "context": "canvasflow.workflows.runtime.execution",
     "current_app": "canvasflow.config.celery_app",
+    "execute_action": "canvasflow.workers.routing.actions",
     "get_run": "canvasflow.workflows",
     "init_app": "canvasflow.config.celery_app",
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
+    "parallel_capability": "canvasflow.workers.routing.actions",
     "pipeline": "canvasflow.workflows",
     "register_engine": "canvasflow.workers.engines",
     "register_strategy": "canvasflow.workers.routing.strategies",
@@ -135,16 +139,19 @@ __all__ = [
     "SettingsError",
     "Workflow",
     "WorkflowNotFound",
+    "action",
     "cancel",
     "compensate",
     "compensates",
     "context",
     "current_app",
+    "execute_action",
     "get_run",
     "init_app",
     "input",
     "list_runs",
     "map_reduce",
+    "parallel_capability",
     "pipeline",
     "register_engine",
     "register_strategy",

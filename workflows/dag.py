@@ -168,8 +168,9 @@ class Dag:
                 kwargs = {}
             options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
+            if "queue" not in options:  # a step given its queue explicitly is not routed
+                options.update(routing_options(routed_by))
             options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
-            options.update(routing_options(routed_by))
             nodes[sid] = StepNode(
                 id=sid,
                 task=sig.task,

@@ -6,7 +6,18 @@ import time
 
 from celery import chain, group
 
-from canvasflow import Engine, EngineError, Workflow, context, register_engine, step, wait_signal
+from canvasflow import (
+    Engine,
+    EngineError,
+    Workflow,
+    action,
+    context,
+    execute_action,
+    parallel_capability,
+    register_engine,
+    step,
+    wait_signal,
+)
 
 ENGINES = [
     Engine("a", "rlb"),
@@ -19,6 +30,9 @@ ENGINES = [
     Engine("slow", "rperf"),
     Engine("flaky", "rfb", priority=10),
     Engine("steady", "rfb", priority=1),
+    Engine("e1", "rpar", priority=3),
+    Engine("e2", "rpar", priority=2),
+    Engine("e3", "rpar", priority=1),
 ]
 for _engine in ENGINES:
     register_engine(_engine)
@@ -79,6 +93,21 @@ def fb_never() -> None:
     raise EngineError(f"engine {context().engine} is down too")
 
 
+@action("rpar")
+def identify(payload: dict) -> dict:
+    return {"engine": context().engine, "n": payload["n"]}
+
+
+@action("rpar")
+def vote(payload: dict) -> str:
+    return "no" if context().engine == "e3" else "yes"
+
+
+@step(name="rt.count_engines", capability="rpar")
+def count_engines(by_engine: dict) -> list:
+    return sorted(by_engine)
+
+
 lb200 = Workflow("rt.lb200", "1", build=lambda: group(lb.si(i) for i in range(200)))
 ba_kill = Workflow(
     "rt.ba_kill", "1", build=lambda: chain(ba.si(1), ba.si(2), wait_signal("go"), ba.si(3), ba.si(4))
@@ -94,3 +123,13 @@ bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())
 needs_tpu = Workflow("rt.tpu", "1", build=lambda: tpu.si())
 fallback = Workflow("rt.fallback", "1", build=lambda: chain(fb.si(1), fb.si(2)))
 no_engine_left = Workflow("rt.no_engine_left", "1", build=lambda: chain(fb.si(1), fb_never.si()))
+par_all = Workflow("rt.par_all", "1", build=lambda: parallel_capability("rpar", "identify", {"n": 7}))
+par_majority = Workflow(
+    "rt.par_majority", "1", build=lambda: parallel_capability("rpar", "vote", {}, aggregate="majority")
+)
+par_custom = Workflow(
+    "rt.par_custom",
+    "1",
+    build=lambda: parallel_capability("rpar", "identify", {"n": 1}, aggregate=count_engines.s()),
+)
+act = Workflow("rt.act", "1", build=lambda: chain(execute_action("rpar", "identify", {"n": 2})))

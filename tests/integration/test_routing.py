@@ -138,6 +138,20 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
     assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
 
 
+def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory):
+    start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
+    everyone = start("rt.par_all").wait(60)
+    assert everyone.status == "succeeded", everyone.error
+    assert everyone.result == {f"rpar/{e}": {"engine": e, "n": 7} for e in ("e1", "e2", "e3")}
+    majority = start("rt.par_majority").wait(60)
+    assert (majority.status, majority.result) == ("succeeded", "yes"), majority.error
+    custom = start("rt.par_custom").wait(60)
+    assert (custom.status, custom.result) == ("succeeded", ["rpar/e1", "rpar/e2", "rpar/e3"]), custom.error
+    one = start("rt.act").wait(60)
+    assert one.status == "succeeded" and one.result == {"engine": "e1", "n": 2}  # best_available
+    assert one.steps[0].route["engine"] == "rpar/e1"
+
+
 @pytest.mark.parametrize(
     ("workflow", "message"),
     [

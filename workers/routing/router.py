@@ -16,7 +16,7 @@ import redis
 
 from canvasflow.config.errors import RoutingError
 from canvasflow.config.settings import Settings
-from canvasflow.workers.engines import registry
+from canvasflow.workers.engines import Engine, registry
 from canvasflow.workers.routing.live import view_for
 from canvasflow.workers.routing.snapshot import EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import strategy
@@ -59,6 +59,12 @@ def live_left(r: redis.Redis, s: Settings, routing: Mapping[str, Any], exclude: 
         e.key not in exclude and e.satisfies(requires) and e.key in states and states[e.key].live
         for e in registry.of(routing["capability"])
     )
+
+
+def live_engines(r: redis.Redis, s: Settings, capability: str) -> list[Engine]:
+    """The capability's engines with a live worker, highest priority first."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    return [e for e in registry.of(capability) if e.key in states and states[e.key].live]
 
 
 def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:

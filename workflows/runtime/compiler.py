@@ -145,8 +145,9 @@ class CanvasCompiler:
         if kind == "workflow":
             spec.setdefault("inputs", {})
         routed_by = spec["mapper"]["task"] if kind == "map" else name
+        if "queue" not in options:  # a step given its queue explicitly is not routed
+            options.update(routing_options(routed_by))
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
-        options.update(routing_options(routed_by))
         self._check_task(name, kind)
         self.steps[step_id] = StepNode(
             id=step_id,
