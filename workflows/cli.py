@@ -40,9 +40,11 @@ def _run_text(data: dict[str, Any]) -> str:
         lines.append(f"error: {json.dumps(data['error'])}")
     for s in data.get("steps", []):
         comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
+        route = s.get("route")
+        routed = f"  engine={route['engine']} ({route['strategy']}: {route['reason']})" if route else ""
         lines.append(
             f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
-            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}"
+            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}{routed}"
         )
     return "\n".join(lines)
 

@@ -13,8 +13,10 @@ from canvasflow import (
     action,
     context,
     execute_action,
+    input,
     parallel_capability,
     register_engine,
+    result,
     step,
     wait_signal,
 )
@@ -133,3 +135,12 @@ par_custom = Workflow(
     build=lambda: parallel_capability("rpar", "identify", {"n": 1}, aggregate=count_engines.s()),
 )
 act = Workflow("rt.act", "1", build=lambda: chain(execute_action("rpar", "identify", {"n": 2})))
+resources_dag = Workflow(
+    "rt.resources_dag",
+    "1",
+    steps={
+        "scan": gpu_only.s(input("page")),
+        "any": any_res.s(input("page")),
+        "again": gpu_only.s(result("any")),
+    },
+)

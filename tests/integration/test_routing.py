@@ -99,6 +99,10 @@ def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_fac
     gpu_steps = [s for s in record.steps if s.task == "rt.gpu_only"]
     assert len(gpu_steps) == 8 and {s.result for s in gpu_steps} == {"gpu"}
     assert {s.route["engine"] for s in gpu_steps} == {"rres/gpu"}
+    dag = start("rt.resources_dag", {"page": 1}).wait(60)  # the DAG form takes the same path
+    assert dag.status == "succeeded", dag.error
+    assert (dag.step("scan").result, dag.step("again").result) == ("gpu", "gpu")
+    assert dag.step("again").route["engine"] == "rres/gpu"
     before = len(list_runs(limit=1000))
     workers["gpu"].kill_group()
     wait_live({"rres/gpu"}, alive=False)
@@ -109,13 +113,20 @@ def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_fac
 
 
 def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):
-    start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
+    workers = start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
     record = start("rt.perf30").wait(90)
     assert record.status == "succeeded", record.error
     after_warmup = [s.result for s in sorted(record.steps, key=lambda s: int(s.step_id.split(".")[0]))][8:]
     assert after_warmup.count("fast") >= 0.8 * len(after_warmup), after_warmup
     ewma = {row: v for row, v in read_live(runtime().redis, runtime().settings.key_prefix, [])[1].items()}
     assert ewma["rperf/slow"] > 2 * ewma["rperf/fast"], ewma
+    # the fast engine's worker dies: the next runs go to the slow one and finish
+    workers["fast"].kill_group()
+    wait_live({"rperf/fast"}, alive=False)
+    time.sleep(0.6)  # this process's cached view is read again
+    after = start("rt.perf30").wait(90)
+    assert after.status == "succeeded", after.error
+    assert {s.result for s in after.steps} == {"slow"}
 
 
 def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
