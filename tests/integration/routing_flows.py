@@ -50,6 +50,12 @@ def ba(i: int) -> str | None:
     return context().engine
 
 
+@step(name="rt.ba_slow", capability="rba", route="best_available")
+def ba_slow(i: int) -> str | None:
+    time.sleep(1.0)
+    return context().engine
+
+
 @step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
 def gpu_only(i: int) -> str | None:
     return context().engine
@@ -144,3 +150,4 @@ resources_dag = Workflow(
         "again": gpu_only.s(result("any")),
     },
 )
+ba_slow_chain = Workflow("rt.ba_slow", "1", build=lambda: chain(ba_slow.si(i) for i in range(4)))

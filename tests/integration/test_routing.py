@@ -92,6 +92,25 @@ def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(cel
     assert "priority" in record.step("0.ba").route["reason"]
 
 
+def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
+    run = start("rt.ba_slow")
+    deadline = time.monotonic() + 30
+    while runtime().state.step_states(run.id).get("1.ba_slow") != "running":
+        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
+        time.sleep(0.05)
+    workers["primary"].kill_group()  # mid-step: the message goes back to cap.rba.primary, unread
+    record = run.wait(90)
+    assert record.status == "succeeded", record.error
+    assert [s.result for s in record.steps] == ["primary", "backup", "backup", "backup"]
+    assert record.step("1.ba_slow").attempts == 2
+    taken = record.step("1.ba_slow").route
+    assert (taken["engine"], taken["tried"]) == ("rba/backup", ["rba/primary"]) and "taken over" in taken[
+        "reason"
+    ]
+    assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
+
+
 def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
     record = start("rt.resources").wait(60)

@@ -20,7 +20,8 @@ from celery.signals import worker_ready, worker_shutdown
 
 from canvasflow.config.queues import CAPABILITY_PREFIX
 from canvasflow.config.settings import get_settings
-from canvasflow.workers.routing.live import beat_key, live_set
+from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.routing.live import beat_key, live_set, read_live
 
 log = structlog.get_logger("canvasflow.routing")
 ENGINE_QUEUE = re.compile(re.escape(CAPABILITY_PREFIX) + r"([a-z0-9][a-z0-9_-]*)\.([a-z0-9][a-z0-9_-]*)$")
@@ -33,10 +34,18 @@ def engines_in(queues: list[str]) -> list[str]:
 
 class Announcer:
     def __init__(
-        self, r: redis.Redis, prefix: str, hostname: str, engines: list[str], consumers: int, interval: float
+        self,
+        r: redis.Redis,
+        prefix: str,
+        hostname: str,
+        engines: list[str],
+        consumers: int,
+        interval: float,
+        broker: redis.Redis | None = None,
     ) -> None:
         self.r, self.prefix, self.hostname = r, prefix, hostname
         self.engines, self.consumers, self.interval = engines, consumers, interval
+        self.broker = broker  # a Redis broker: steps left on a dead engine's queue are taken over
         self._stop = threading.Event()
 
     def members(self) -> list[str]:
@@ -64,6 +73,8 @@ class Announcer:
         while not self._stop.is_set():
             try:
                 self.beat()
+                if self.broker is not None:
+                    take_over(self.broker, self.r, self.prefix, self.engines, self.hostname)
             except redis.RedisError as exc:
                 log.warning("engine heartbeat failed", error=str(exc))
             self._stop.wait(self.interval)
@@ -77,6 +88,65 @@ class Announcer:
             pass
 
 
+def take_over(
+    broker: redis.Redis, r: redis.Redis, prefix: str, mine: list[str], hostname: str, limit: int = 100
+) -> int:
+    """Move the steps queued on a dead engine of our capability to our engine's queue.
+
+    Only from an engine whose resources ours covers (so any step it could take, we can). Each
+    message is moved atomically to a staging list of this worker first (LMOVE: two workers never
+    both take one), then re-addressed (queue, route) and pushed to our queue while it leaves the
+    staging list, in one transaction; what a crash left staged is moved on the next beat. A step
+    a dead worker held comes back to its engine's queue after the visibility timeout and is
+    taken over then. Redis broker only."""
+    beats, _, _ = read_live(r, prefix, [])
+    live = {b.get("engine") for b in beats}
+    staging = f"{prefix}:eng:moving:{hostname}"
+    moved = 0
+    for key in mine:
+        me = registry.get(key)
+        if me is None:
+            continue
+        for left in broker.lrange(staging, 0, -1):
+            moved += _readdress(broker, staging, left, me, None)
+        for dead in registry.of(me.capability):
+            if dead.key in live or dead.key == key or not me.satisfies(dict(dead.resources)):
+                continue
+            taken = 0
+            while moved < limit and (got := broker.lmove(dead.queue, staging, "RIGHT", "LEFT")) is not None:
+                taken += _readdress(broker, staging, got, me, dead)
+                moved += 1
+            if taken:
+                log.warning(
+                    "took over steps queued on an engine with no live worker", engine=dead.key, moved=taken
+                )
+    return moved
+
+
+def _readdress(broker: redis.Redis, staging: str, raw: Any, me: Engine, dead: Engine | None) -> int:
+    """Point one staged message at our engine's queue (and its route at us), then move it there."""
+    message = json.loads(raw)
+    message.setdefault("properties", {}).setdefault("delivery_info", {}).update(
+        exchange=me.queue, routing_key=me.queue
+    )
+    ref = (message.get("headers") or {}).get("canvasflow") or {}
+    if ref.get("route"):
+        old = ref["route"]
+        reason = f"taken over from {dead.key if dead else old['engine']}: no live worker there"
+        ref["route"] = {
+            **old,
+            "engine": me.key,
+            "queue": me.queue,
+            "reason": reason,
+            "tried": [*old.get("tried", []), old["engine"]],
+        }
+    with broker.pipeline() as p:
+        p.lpush(me.queue, json.dumps(message))
+        p.lrem(staging, 1, raw)
+        p.execute()
+    return 1
+
+
 _announcer: list[Announcer] = []
 
 
@@ -88,8 +158,13 @@ def _start(sender: Any = None, **_: Any) -> None:
         return
     s = get_settings()
     r = redis.Redis.from_url(s.redis_state_url, socket_connect_timeout=s.broker_timeout)
+    broker = None
+    if s.broker_url.startswith(("redis://", "rediss://")):
+        broker = redis.Redis.from_url(s.broker_url, socket_connect_timeout=s.broker_timeout)
     consumers = int(getattr(getattr(sender, "controller", None), "concurrency", 1) or 1)
-    announcer = Announcer(r, s.key_prefix, sender.hostname, engines, consumers, s.engine_heartbeat_interval)
+    announcer = Announcer(
+        r, s.key_prefix, sender.hostname, engines, consumers, s.engine_heartbeat_interval, broker
+    )
     _announcer.append(announcer)
     threading.Thread(target=announcer.run, name="canvasflow-engines", daemon=True).start()
     log.info("serving engines", engines=engines, consumers=consumers)
