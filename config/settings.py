@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     route_cache_ttl: float = Field(default=0.5, ge=0)
     route_exploration: float = Field(default=0.05, ge=0, le=1)
     max_fallbacks: int = Field(default=2, ge=0)
+    # seconds a routed step may wait on its engine's queue before an idle worker of another engine takes it
+    route_timeout: float | None = Field(default=None, gt=0)
 
     @property
     def redis_state_url(self) -> str:

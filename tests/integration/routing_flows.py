@@ -32,6 +32,8 @@ ENGINES = [
     Engine("slow", "rperf"),
     Engine("flaky", "rfb", priority=10),
     Engine("steady", "rfb", priority=1),
+    Engine("busy", "rto", priority=10),
+    Engine("spare", "rto", priority=1),
     Engine("e1", "rpar", priority=3),
     Engine("e2", "rpar", priority=2),
     Engine("e3", "rpar", priority=1),
@@ -53,6 +55,12 @@ def ba(i: int) -> str | None:
 @step(name="rt.ba_slow", capability="rba", route="best_available")
 def ba_slow(i: int) -> str | None:
     time.sleep(1.0)
+    return context().engine
+
+
+@step(name="rt.rto", capability="rto", route="best_available")
+def rto(i: int) -> str | None:
+    time.sleep(1.5)
     return context().engine
 
 
@@ -151,3 +159,4 @@ resources_dag = Workflow(
     },
 )
 ba_slow_chain = Workflow("rt.ba_slow", "1", build=lambda: chain(ba_slow.si(i) for i in range(4)))
+rto_group = Workflow("rt.rto", "1", build=lambda: group(rto.si(i) for i in range(4)))

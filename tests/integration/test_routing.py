@@ -111,6 +111,19 @@ def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(
     assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
 
 
+def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_worker_factory):
+    env = {**engine_env(), "CANVASFLOW_ROUTE_TIMEOUT": "0.5"}
+    for engine in ("busy", "spare"):
+        celery_worker_factory(queues=queues("rto", engine), concurrency=1, extra_env=env)
+    wait_live({"rto/busy", "rto/spare"})
+    record = start("rt.rto").wait(60)
+    assert record.status == "succeeded", record.error
+    ran = Counter(s.result for s in record.steps)
+    assert ran["spare"] >= 1 and ran["busy"] >= 1, ran  # best_available sent all four to busy
+    stolen = [s.route for s in record.steps if s.result == "spare"]
+    assert all("route_timeout" in r["reason"] and r["tried"] == ["rto/busy"] for r in stolen), stolen
+
+
 def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
     record = start("rt.resources").wait(60)

@@ -46,7 +46,14 @@ class Announcer:
         self.r, self.prefix, self.hostname = r, prefix, hostname
         self.engines, self.consumers, self.interval = engines, consumers, interval
         self.broker = broker  # a Redis broker: steps left on a dead engine's queue are taken over
+        self.route_timeout: float | None = None
         self._stop = threading.Event()
+
+    def idle(self) -> bool:
+        """Fewer steps running here than this worker has consumers."""
+        from celery.worker import state
+
+        return len(state.active_requests) < self.consumers
 
     def members(self) -> list[str]:
         return [f"{e}/{self.hostname}" for e in self.engines]
@@ -74,7 +81,15 @@ class Announcer:
             try:
                 self.beat()
                 if self.broker is not None:
-                    take_over(self.broker, self.r, self.prefix, self.engines, self.hostname)
+                    take_over(
+                        self.broker,
+                        self.r,
+                        self.prefix,
+                        self.engines,
+                        self.hostname,
+                        route_timeout=self.route_timeout,
+                        idle=self.idle(),
+                    )
             except redis.RedisError as exc:
                 log.warning("engine heartbeat failed", error=str(exc))
             self._stop.wait(self.interval)
@@ -89,7 +104,14 @@ class Announcer:
 
 
 def take_over(
-    broker: redis.Redis, r: redis.Redis, prefix: str, mine: list[str], hostname: str, limit: int = 100
+    broker: redis.Redis,
+    r: redis.Redis,
+    prefix: str,
+    mine: list[str],
+    hostname: str,
+    limit: int = 100,
+    route_timeout: float | None = None,
+    idle: bool = False,
 ) -> int:
     """Move the steps queued on a dead engine of our capability to our engine's queue.
 
@@ -98,7 +120,8 @@ def take_over(
     both take one), then re-addressed (queue, route) and pushed to our queue while it leaves the
     staging list, in one transaction; what a crash left staged is moved on the next beat. A step
     a dead worker held comes back to its engine's queue after the visibility timeout and is
-    taken over then. Redis broker only."""
+    taken over then. With ``route_timeout``, an idle worker also takes the oldest step of a live
+    engine's queue once it waited longer than that (one per beat). Redis broker only."""
     beats, _, _ = read_live(r, prefix, [])
     live = {b.get("engine") for b in beats}
     staging = f"{prefix}:eng:moving:{hostname}"
@@ -108,13 +131,26 @@ def take_over(
         if me is None:
             continue
         for left in broker.lrange(staging, 0, -1):
-            moved += _readdress(broker, staging, left, me, None)
+            moved += _readdress(broker, staging, left, me, "taken over after a restart")
         for dead in registry.of(me.capability):
-            if dead.key in live or dead.key == key or not me.satisfies(dict(dead.resources)):
+            if dead.key == key or not me.satisfies(dict(dead.resources)):
+                continue
+            if dead.key in live:
+                if (
+                    route_timeout is not None
+                    and idle
+                    and _waited(broker.lindex(dead.queue, -1)) > route_timeout
+                ):
+                    got = broker.lmove(dead.queue, staging, "RIGHT", "LEFT")
+                    if got is not None:
+                        reason = f"queued on {dead.key} longer than route_timeout ({route_timeout:g}s)"
+                        moved += _readdress(broker, staging, got, me, reason)
+                        idle = False
                 continue
             taken = 0
+            reason = f"taken over from {dead.key}: no live worker there"
             while moved < limit and (got := broker.lmove(dead.queue, staging, "RIGHT", "LEFT")) is not None:
-                taken += _readdress(broker, staging, got, me, dead)
+                taken += _readdress(broker, staging, got, me, reason)
                 moved += 1
             if taken:
                 log.warning(
@@ -123,7 +159,18 @@ def take_over(
     return moved
 
 
-def _readdress(broker: redis.Redis, staging: str, raw: Any, me: Engine, dead: Engine | None) -> int:
+def _waited(raw: Any) -> float:
+    """Seconds since the router published this message (0 when it was not routed)."""
+    if raw is None:
+        return 0.0
+    try:
+        at = json.loads(raw)["headers"]["canvasflow"]["route"]["at"]
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+    return time.time() - float(at)
+
+
+def _readdress(broker: redis.Redis, staging: str, raw: Any, me: Engine, reason: str) -> int:
     """Point one staged message at our engine's queue (and its route at us), then move it there."""
     message = json.loads(raw)
     message.setdefault("properties", {}).setdefault("delivery_info", {}).update(
@@ -132,13 +179,13 @@ def _readdress(broker: redis.Redis, staging: str, raw: Any, me: Engine, dead: En
     ref = (message.get("headers") or {}).get("canvasflow") or {}
     if ref.get("route"):
         old = ref["route"]
-        reason = f"taken over from {dead.key if dead else old['engine']}: no live worker there"
         ref["route"] = {
             **old,
             "engine": me.key,
             "queue": me.queue,
             "reason": reason,
             "tried": [*old.get("tried", []), old["engine"]],
+            "at": round(time.time(), 3),
         }
     with broker.pipeline() as p:
         p.lpush(me.queue, json.dumps(message))
@@ -165,6 +212,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     announcer = Announcer(
         r, s.key_prefix, sender.hostname, engines, consumers, s.engine_heartbeat_interval, broker
     )
+    announcer.route_timeout = s.route_timeout
     _announcer.append(announcer)
     threading.Thread(target=announcer.run, name="canvasflow-engines", daemon=True).start()
     log.info("serving engines", engines=engines, consumers=consumers)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +107,7 @@ def send_step(
     options = node.options
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
         route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
+        route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
         header["route"] = {**route, "tried": list(exclude)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
         options["queue"] = route["queue"]
