@@ -20,6 +20,7 @@ from canvasflow import (
     step,
     wait_signal,
 )
+from canvasflow.workers.demo import add
 
 ENGINES = [
     Engine("a", "rlb"),
@@ -32,6 +33,8 @@ ENGINES = [
     Engine("slow", "rperf"),
     Engine("flaky", "rfb", priority=10),
     Engine("steady", "rfb", priority=1),
+    Engine("native", "rwf", priority=1),
+    Engine("viawf", "rwf", priority=10, workflow="rt.wf_engine"),
     Engine("busy", "rto", priority=10),
     Engine("spare", "rto", priority=1),
     Engine("e1", "rpar", priority=3),
@@ -62,6 +65,11 @@ def ba_slow(i: int) -> str | None:
 def rto(i: int) -> str | None:
     time.sleep(1.5)
     return context().engine
+
+
+@step(name="rt.wf_step", capability="rwf")
+def wf_step(n: int) -> int:
+    return n + 1
 
 
 @step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
@@ -160,3 +168,5 @@ resources_dag = Workflow(
 )
 ba_slow_chain = Workflow("rt.ba_slow", "1", build=lambda: chain(ba_slow.si(i) for i in range(4)))
 rto_group = Workflow("rt.rto", "1", build=lambda: group(rto.si(i) for i in range(4)))
+wf_engine = Workflow("rt.wf_engine", "1", build=lambda n: add.s(n, 100))
+via_workflow = Workflow("rt.via_workflow", "1", build=lambda: chain(wf_step.si(n=5), add.s(1)))

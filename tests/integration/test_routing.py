@@ -124,6 +124,18 @@ def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_work
     assert all("route_timeout" in r["reason"] and r["tried"] == ["rto/busy"] for r in stolen), stolen
 
 
+def test_a_workflow_registered_as_an_engine_runs_the_step_as_a_child_run(celery_worker_factory):
+    celery_worker_factory(queues=[*queues("rwf", "native"), "cap.demo"], extra_env=engine_env())
+    wait_live({"rwf/native"})
+    record = start("rt.via_workflow").wait(60)
+    assert record.status == "succeeded", record.error
+    assert record.result == 5 + 100 + 1  # the workflow engine (priority 10) added 100, not 1
+    step = record.step("0.wf_step")
+    assert (step.route["engine"], step.route["workflow"]) == ("rwf/viawf", "rt.wf_engine")
+    children = [r for r in list_runs(workflow="rt.wf_engine", limit=50) if r.parent_run_id == record.id]
+    assert len(children) == 1 and children[0].status == "succeeded"
+
+
 def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
     record = start("rt.resources").wait(60)

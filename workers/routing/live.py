@@ -97,6 +97,9 @@ class LiveView:
         queues = [e.queue for e in engines] if self.depths else []
         beats, ewma, depths = read_live(self.r, self.prefix, queues)
         states = {e.key: EngineState(e, ewma_ms=ewma.get(e.key)) for e in engines}
+        for e in engines:
+            if e.workflow:  # a workflow engine runs as child runs on the control workers: always there
+                states[e.key].workers = states[e.key].consumers = 1
         for engine, depth in zip(engines, depths, strict=False):
             states[engine.key].queued = depth
         for beat in beats:

@@ -68,12 +68,15 @@ def live_engines(r: redis.Redis, s: Settings, capability: str) -> list[Engine]:
 
 
 def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:
-    return {
+    decision = {
         "engine": state.engine.key,
         "queue": state.engine.queue,
         "strategy": strategy_name,
         "reason": reason,
     }
+    if state.engine.workflow:  # the step runs as a child run of this workflow
+        decision["workflow"] = state.engine.workflow
+    return decision
 
 
 def route_step(
@@ -139,3 +142,18 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
             )
     if problems:
         raise RoutingError("the run was refused: " + "; ".join(problems))
+
+
+def workflow_inputs(args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A step's arguments as the inputs of the workflow engine that runs it: its keyword
+    arguments, a dict positional argument merged in, other positional ones under ``args``."""
+    inputs = dict(kwargs)
+    rest = []
+    for arg in args:
+        if isinstance(arg, dict):
+            inputs.update(arg)
+        else:
+            rest.append(arg)
+    if rest:
+        inputs["args"] = rest
+    return inputs

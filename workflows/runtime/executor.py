@@ -26,7 +26,8 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from canvasflow.workers.routing.live import observe
-from canvasflow.workers.routing.router import route_step
+from canvasflow.workers.routing.router import route_step, workflow_inputs
+from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
@@ -111,6 +112,12 @@ def send_step(
         header["route"] = {**route, "tried": list(exclude)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
         options["queue"] = route["queue"]
+        if route.get("workflow") and chunk is None:  # a workflow engine: the step runs as its child run
+            task, kwargs = (
+                WORKFLOW_TASK,
+                {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
+            )
+            args, options["queue"] = [], rt.settings.control_queue
     rt.app.send_task(
         task or node.task,
         args=args,
@@ -243,6 +250,10 @@ def complete(
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
         info = {"finished_at": _now().isoformat()}
+        claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
+        route = json.loads(claimed).get("route") if claimed else None
+        if route:  # a step a workflow engine ran: keep the router's decision
+            info["route"] = route
     done = rt.state.complete(
         run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
     )
