@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.workers.capabilities import registry
+from canvasflow.workers.routing.hybrid import add_implementation, engines_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,6 +99,7 @@ def step(
     writes: bool = False,
     route: str | None = None,
     requires: dict[str, Any] | None = None,
+    engine: str | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
@@ -116,6 +118,7 @@ def step(
     writes: bool = False,
     route: str | None = None,
     requires: dict[str, Any] | None = None,
+    engine: str | None = None,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
@@ -131,7 +134,8 @@ def step(
 
     Routing (docs/routing.md): when ``capability`` has engines, the router picks one when
     the step becomes ready, with strategy ``route`` (default: the workflow's, then the
-    settings') among the engines offering ``requires`` (e.g. ``{"gpu": 1}``). The queue is
+    settings') among the engines offering ``requires`` (e.g. ``{"gpu": 1}``). With ``engine=``,
+    ``fn`` is that engine's implementation of the step: declare one per engine under one name. The queue is
     chosen at publish time; a plain ``.delay()`` goes to ``cap.<capability>`` (``task_routes``).
     """
     if on_failure not in ("compensate", "continue"):
@@ -141,8 +145,11 @@ def step(
         task_name = name or f"{func.__module__}.{func.__name__}"
         if task_name.startswith("__main__."):
             raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
+        body: Callable[..., Any] = func
+        if engine is not None:  # one implementation of a hybrid step (workers/routing/hybrid.py)
+            body, _ = add_implementation(task_name, engine, func)
         task = current_app().task(
-            func,
+            body,
             name=task_name,
             base=StepTask,
             capability=capability,
@@ -154,7 +161,13 @@ def step(
             **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,
         )
-        registry.register(task_name, capability, strategy=route, requires=dict(requires or {}))
+        registry.register(
+            task_name,
+            capability,
+            strategy=route,
+            requires=dict(requires or {}),
+            engines=engines_of(task_name) if engine is not None else None,
+        )
         return cast("TypedTask[P, R]", task)
 
     return decorate(fn) if fn is not None else decorate

@@ -33,6 +33,9 @@ ENGINES = [
     Engine("slow", "rperf"),
     Engine("flaky", "rfb", priority=10),
     Engine("steady", "rfb", priority=1),
+    Engine("gpu", "rhy", priority=5),
+    Engine("cpu", "rhy", priority=1),
+    Engine("nocode", "rhy", priority=10),
     Engine("native", "rwf", priority=1),
     Engine("viawf", "rwf", priority=10, workflow="rt.wf_engine"),
     Engine("busy", "rto", priority=10),
@@ -70,6 +73,16 @@ def rto(i: int) -> str | None:
 @step(name="rt.wf_step", capability="rwf")
 def wf_step(n: int) -> int:
     return n + 1
+
+
+@step(name="rt.hybrid", capability="rhy", engine="gpu", route="load_balanced")
+def hybrid_gpu(x: int) -> str:
+    return f"gpu-impl:{x}:{context().engine}"
+
+
+@step(name="rt.hybrid", capability="rhy", engine="cpu", route="load_balanced")
+def hybrid_cpu(x: int) -> str:
+    return f"cpu-impl:{x}:{context().engine}"
 
 
 @step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
@@ -170,3 +183,4 @@ ba_slow_chain = Workflow("rt.ba_slow", "1", build=lambda: chain(ba_slow.si(i) fo
 rto_group = Workflow("rt.rto", "1", build=lambda: group(rto.si(i) for i in range(4)))
 wf_engine = Workflow("rt.wf_engine", "1", build=lambda n: add.s(n, 100))
 via_workflow = Workflow("rt.via_workflow", "1", build=lambda: chain(wf_step.si(n=5), add.s(1)))
+hybrid = Workflow("rt.hybrid", "1", build=lambda: group(hybrid_gpu.si(i) for i in range(8)))

@@ -136,6 +136,15 @@ def test_a_workflow_registered_as_an_engine_runs_the_step_as_a_child_run(celery_
     assert len(children) == 1 and children[0].status == "succeeded"
 
 
+def test_a_hybrid_step_runs_each_engines_own_implementation(celery_worker_factory):
+    start_engines(celery_worker_factory, "rhy", "gpu", "cpu", "nocode", concurrency=1)
+    record = start("rt.hybrid").wait(60)
+    assert record.status == "succeeded", record.error
+    impls = {s.result.split(":")[0] + ":" + s.result.split(":")[2] for s in record.steps}
+    assert impls == {"gpu-impl:gpu", "cpu-impl:cpu"}  # each engine ran its own; nocode none
+    assert "rhy/nocode" not in {s.route["engine"] for s in record.steps}
+
+
 def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
     record = start("rt.resources").wait(60)

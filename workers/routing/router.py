@@ -39,7 +39,12 @@ def decide(
     name = routing.get("strategy") or default_strategy
     requires = routing.get("requires") or {}
     choose = strategy(name)
-    fit = [states[e.key] for e in registry.of(cap) if e.key in states and e.satisfies(requires)]
+    only = routing.get("engines")  # a hybrid step: the engines that have an implementation
+    fit = [
+        states[e.key]
+        for e in registry.of(cap)
+        if e.key in states and e.satisfies(requires) and (not only or e.name in only)
+    ]
     if not fit:
         raise RoutingError(f"step {step_id}: no engine of capability {cap!r} offers {requires}: declare one")
     live = [c for c in fit if c.live and c.engine.key not in exclude]
@@ -130,11 +135,11 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
             continue
         view = view or view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
         states = view.states()
-        live = [
-            e for e in engines if e.satisfies(requires) and states.get(e.key, None) and states[e.key].live
-        ]
+        only = routing.get("engines")  # a hybrid step: the engines that have an implementation
+        fitting = [e for e in engines if e.satisfies(requires) and (not only or e.name in only)]
+        live = [e for e in fitting if e.key in states and states[e.key].live]
         if not live:
-            fits = [e.name for e in engines if e.satisfies(requires)] or ["(none fits)"]
+            fits = [e.name for e in fitting] or ["(none fits)"]
             problems.append(
                 f"step {step_id}: no live worker for capability {cap!r}"
                 + (f" offering {dict(requires)}" if requires else "")
