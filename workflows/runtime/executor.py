@@ -250,10 +250,12 @@ def complete(
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
         info = {"finished_at": _now().isoformat()}
-        claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
-        route = json.loads(claimed).get("route") if claimed else None
-        if route:  # a step a workflow engine ran: keep the router's decision
-            info["route"] = route
+        node = graph.steps.get(step_id)
+        if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
+            claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
+            route = json.loads(claimed).get("route") if claimed else None
+            if route:
+                info["route"] = route
     done = rt.state.complete(
         run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
     )
