@@ -231,6 +231,35 @@ def test_unroutable_runs_are_refused_before_anything_is_enqueued(workflow: str, 
     assert len(list_runs(limit=1000)) == before
 
 
+def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_factory, capsys):
+    from structlog.testing import capture_logs
+
+    from canvasflow.workers.routing.announce import Announcer
+    from canvasflow.workers.routing.live import LiveView
+    from canvasflow.workflows.cli import main
+
+    w = celery_worker_factory(queues=queues("rlb", "a"), concurrency=2, extra_env=engine_env())
+    wait_live({"rlb/a"})
+    rt = runtime()
+    stray = Announcer(rt.redis, rt.settings.key_prefix, "stray@host", ["rlb/zzz"], 1, 5.0)
+    stray.beat()  # a worker serving an engine nobody declared
+    try:
+        with capture_logs() as logs:
+            states = LiveView(rt.redis, rt.settings.key_prefix, 0.0, False).states()
+        assert "rlb/zzz" not in states and states["rlb/a"].consumers == 2
+        assert any("not registered" in entry["event"] and entry["engine"] == "rlb/zzz" for entry in logs)
+        assert main(["engines", "--json"]) == 0
+        rows = {
+            r.get("capability", "") + "/" + str(r["name"]): r for r in json.loads(capsys.readouterr().out)
+        }
+        a = rows["rlb/a"]
+        assert a["live"] and a["consumers"] == 2 and a["queue"] == "cap.rlb.a" and a["depth"] == 0
+        assert [x["worker"] for x in a["workers"]] == [w.hostname]
+        assert not rows["rlb/b"]["live"] and rows["/rlb/zzz"]["unregistered"]
+    finally:
+        stray.stop()
+
+
 def test_a_bad_engines_file_is_refused_naming_the_field(tmp_path):
     bad = tmp_path / "engines.toml"
     bad.write_text('[[engines]]\nname = "gpu"\ncapability = "ocr"\ncapacity = 0\n')
