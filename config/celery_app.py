@@ -25,7 +25,7 @@ from canvasflow.config.brokers import broker_options
 from canvasflow.config.deadletters import DeadLetters
 from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
-from canvasflow.config.queues import declare_queues
+from canvasflow.config.queues import capability_route, declare_queues
 from canvasflow.config.settings import Settings, get_settings
 
 # canvasflow's own Celery tasks, imported by every worker
@@ -71,7 +71,7 @@ def configure(celery: Celery, s: Settings) -> None:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         task_default_queue=s.default_queue,
         task_queues=declare_queues(s.default_queue, s.control_queue, s.capabilities),
-        task_routes=routes(s),
+        task_routes=[routes(s), capability_route],
         task_create_missing_queues=True,
         task_track_started=True,
         task_send_sent_event=True,
@@ -156,7 +156,11 @@ def adopt(celery: Celery, s: Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_transport_options={**ours_transport, **(conf.broker_transport_options or {})},
         task_queues=[*theirs, *ours],
-        task_routes=[*route_list, *([] if routes(s) in route_list else [routes(s)])],  # once
+        task_routes=[  # once each
+            *route_list,
+            *([] if routes(s) in route_list else [routes(s)]),
+            *([] if capability_route in route_list else [capability_route]),
+        ],
         task_create_missing_queues=True,
         task_track_started=True,
         task_send_sent_event=True,

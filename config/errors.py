@@ -85,6 +85,11 @@ class DeadlineExceeded(CanvasflowError):
     response timeout): it failed and its run rolled back; raise the limit or fix what held it."""
 
 
+class EngineError(CanvasflowError):
+    """The engine could not run this step (its backend is down or refused it): raise it from a step
+    so that canvasflow re-routes the step to the capability's next engine (up to MAX_FALLBACKS)."""
+
+
 class CompensationError(CanvasflowError):
     """A rollback could not finish: see the recorded compensation errors, then retry them."""
 

@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     def finished_state_ttl(self) -> int:
         return self.state_expires or self.result_expires
 
+    # engines and routing (docs/routing.md): a JSON or TOML file of engines, the default strategy,
+    # seconds between a worker's engine heartbeats (gone after 3 missed), the router's cache of the live view
+    engines: str | None = None
+    route_strategy: str = "best_available"
+    engine_heartbeat_interval: float = Field(default=2.0, gt=0)
+    route_cache_ttl: float = Field(default=0.5, ge=0)
+    route_exploration: float = Field(default=0.05, ge=0, le=1)
+    max_fallbacks: int = Field(default=2, ge=0)
+    # seconds a routed step may wait on its engine's queue before an idle worker of another engine takes it
+    route_timeout: float | None = Field(default=None, gt=0)
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

@@ -82,6 +82,23 @@ def capability_queues(capabilities: Sequence[str]) -> list[str]:
     return [queue_for(c) for c in capabilities]
 
 
+def engine_queues(capabilities: Sequence[str], engine: str) -> list[str]:
+    """The engine's queue of each capability, then the shared ``cap.<capability>`` queues.
+
+    An engine no capability declares is refused (its heartbeats would be ignored)."""
+    from canvasflow.config.errors import InputError
+    from canvasflow.workers.engines import registry
+
+    missing = [c for c in capabilities if registry.get(f"{c}/{engine}") is None]
+    if missing:
+        declared = {c: [e.name for e in registry.of(c)] for c in missing}
+        raise InputError(
+            f"engine {engine!r} is not declared for {missing} (declared: {declared}): "
+            "add it to CANVASFLOW_ENGINES or declare Engine(...) in code"
+        )
+    return [f"{queue_for(c)}.{engine}" for c in capabilities] + capability_queues(capabilities)
+
+
 def spawn_worker(
     queues: Sequence[str],
     *,

@@ -16,8 +16,8 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.config.queues import queue_for
 from canvasflow.workers.capabilities import registry
+from canvasflow.workers.routing.hybrid import add_implementation, engines_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,6 +66,8 @@ class StepTask(Task):
     """Base class of every step task."""
 
     capability: str = "default"
+    route: str | None = None
+    requires: dict[str, Any] = {}
     abstract = True
     # on the task, not only the app: they hold on an adopted app whatever its own defaults
     acks_late = True
@@ -96,6 +98,9 @@ def step(
     fallback: Any = None,
     writes: bool = False,
     secret: bool | Sequence[str] = False,
+    route: str | None = None,
+    requires: dict[str, Any] | None = None,
+    engine: str | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
@@ -113,6 +118,9 @@ def step(
     fallback: Any = None,
     writes: bool = False,
     secret: bool | Sequence[str] = False,
+    route: str | None = None,
+    requires: dict[str, Any] | None = None,
+    engine: str | None = None,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
@@ -126,6 +134,12 @@ def step(
     ``fallback`` and the run goes on. ``writes=True`` marks a step with side effects:
     ``canvasflow check`` names such steps that have no compensation. ``secret=["card"]``
     (or ``True``: every argument) keeps those arguments out of events, logs and the journal.
+
+    Routing (docs/routing.md): when ``capability`` has engines, the router picks one when
+    the step becomes ready, with strategy ``route`` (default: the workflow's, then the
+    settings') among the engines offering ``requires`` (e.g. ``{"gpu": 1}``). With ``engine=``,
+    ``fn`` is that engine's implementation of the step: declare one per engine under one name. The queue is
+    chosen at publish time; a plain ``.delay()`` goes to ``cap.<capability>`` (``task_routes``).
     """
     if on_failure not in ("compensate", "continue"):
         raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
@@ -134,8 +148,11 @@ def step(
         task_name = name or f"{func.__module__}.{func.__name__}"
         if task_name.startswith("__main__."):
             raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
+        body: Callable[..., Any] = func
+        if engine is not None:  # one implementation of a hybrid step (workers/routing/hybrid.py)
+            body, _ = add_implementation(task_name, engine, func)
         task = current_app().task(
-            func,
+            body,
             name=task_name,
             base=StepTask,
             capability=capability,
@@ -143,11 +160,18 @@ def step(
             fallback=fallback,
             writes=writes,
             secret_fields=True if secret is True else tuple(secret or ()),
-            queue=options.pop("queue", queue_for(capability)),
+            route=route,
+            requires=dict(requires or {}),
             **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,
         )
-        registry.register(task_name, capability)
+        registry.register(
+            task_name,
+            capability,
+            strategy=route,
+            requires=dict(requires or {}),
+            engines=engines_of(task_name) if engine is not None else None,
+        )
         return cast("TypedTask[P, R]", task)
 
     return decorate(fn) if fn is not None else decorate

@@ -41,9 +41,11 @@ def _run_text(data: dict[str, Any]) -> str:
         lines.append(f"error: {json.dumps(data['error'])}")
     for s in data.get("steps", []):
         comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
+        route = s.get("route")
+        routed = f"  engine={route['engine']} ({route['strategy']}: {route['reason']})" if route else ""
         lines.append(
             f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
-            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}"
+            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}{routed}"
         )
     return "\n".join(lines)
 
@@ -346,20 +348,29 @@ def cmd_queues(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Exec ``celery worker`` for the capabilities, named ``<capability>@%h``, importing what they need."""
     from canvasflow.config.settings import get_settings
-    from canvasflow.workers.fleet import capability_queues, default_hostname, fleet_modules, worker_command
+    from canvasflow.workers.fleet import (
+        capability_queues,
+        default_hostname,
+        engine_queues,
+        fleet_modules,
+        worker_command,
+    )
 
     s = get_settings()
     caps = [c for given in args.capability for c in given.split(",") if c]
     if not caps and not args.control:
         raise InputError("give the fleet's --capability (one or more), or --control, or both")
-    queues = capability_queues(caps)
+    if args.engine and not caps:
+        raise InputError("--engine needs the --capability it serves")
+    queues = engine_queues(caps, args.engine) if args.engine else capability_queues(caps)
     if args.control:
         queues += [s.default_queue, s.control_queue]
     cmd = worker_command(
         queues,
         app=args.app or "canvasflow.app",
         concurrency=args.concurrency,
-        hostname=args.hostname or default_hostname(caps or ["control"]),
+        hostname=args.hostname
+        or default_hostname([f"{c}.{args.engine}" if args.engine else c for c in caps] or ["control"]),
         pool=args.pool,
         loglevel=args.loglevel,
         autoscale=args.autoscale,
@@ -391,6 +402,21 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
             or "no dead letters"
         ),
     )
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    """Declared engines with their live workers, consumers, queue depth and in-flight steps."""
+    from canvasflow.config.celery_app import check_broker, current_app
+    from canvasflow.workers.routing.report import engines_report, report_text
+    from canvasflow.workflows import registry as workflows
+    from canvasflow.workflows.runtime.context import runtime
+
+    workflows.load()
+    check_broker()
+    rt = runtime()
+    rows = engines_report(rt.redis, rt.settings, current_app())
+    _emit(args, rows, lambda: report_text(rows))
     return 0
 
 
@@ -496,8 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", help="inputs (for a workflow name)")
     add("workflows", cmd_workflows, "list registered workflows")
     add("queues", cmd_queues, "capabilities, their queues and depths")
+    add("engines", cmd_engines, "engines, their live workers, consumers, queue depth, in-flight steps")
     sp = add("worker", cmd_worker, "run a worker for capabilities (Celery's worker options pass through)")
     sp.add_argument("--capability", action="append", default=[], help="repeat, or a,b")
+    sp.add_argument("--engine", help="serve this engine of the capability (cap.<capability>.<engine> too)")
     sp.add_argument("--control", action="store_true", help="also consume the control queues")
     sp.add_argument("--demo", action="store_true", help="also import the demo's steps and workflow")
     sp.add_argument("-n", "--hostname", help="node name (default <capability>@%%h)")

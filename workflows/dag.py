@@ -23,7 +23,12 @@ from celery.canvas import Signature, maybe_signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
-from canvasflow.workflows.runtime.compiler import PASSED_OPTIONS, SPECIAL_KINDS, step_deadlines
+from canvasflow.workflows.runtime.compiler import (
+    PASSED_OPTIONS,
+    SPECIAL_KINDS,
+    routing_options,
+    step_deadlines,
+)
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
 
@@ -170,6 +175,8 @@ class Dag:
                 kwargs = {}
             options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
+            if "queue" not in options:  # a step given its queue explicitly is not routed
+                options.update(routing_options(routed_by))
             options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
             if found := step_deadlines(current_app(), sig, sid, options, problems):
                 deadlines[sid] = found

@@ -39,6 +39,7 @@ class Workflow:
         description: str = "",
         inflight: str = "wait",
         timeout: float | None = None,
+        route: str | None = None,
         register: bool = True,
     ) -> None:
         if (build is None) == (steps is None):
@@ -55,6 +56,7 @@ class Workflow:
         self.version = str(version)
         self.inflight = inflight
         self.timeout = float(timeout) if timeout is not None else None
+        self.route = route  # the routing strategy of its steps that name none (docs/routing.md)
         self.description = description or (inspect.getdoc(build) if build else "") or ""
         self.build = build
         self.dag = None
@@ -116,6 +118,10 @@ class Workflow:
         graph.options["inflight"] = self.inflight
         if self.timeout is not None:
             graph.options["timeout"] = self.timeout  # the run fails (and rolls back) after it
+        if self.route:
+            for node in graph.steps.values():
+                if "routing" in node.options:
+                    node.options["routing"].setdefault("strategy", self.route)
         return graph
 
     # -- use --------------------------------------------------------------------------------

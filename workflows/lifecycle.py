@@ -61,8 +61,18 @@ def start_run(
     check_value(f"the inputs of {name}", inputs)  # before validating: refuse a huge input cheaply
     values = wf.validate(inputs)
     graph = wf.compile(values)
+    _check_routes(rt, graph)
     run_id = run_id or uuid.uuid4().hex
     return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+
+
+def _check_routes(rt: Runtime, graph: StepGraph) -> None:
+    """Refuse, before anything is created, routed steps that no live engine can take."""
+    routed = [(sid, n.options["routing"]) for sid, n in graph.steps.items() if "routing" in n.options]
+    if routed:
+        from canvasflow.workers.routing.router import preflight
+
+        preflight(rt.redis, rt.settings, routed)
 
 
 def _holder(held: RunRecord, name: str, key: str) -> str:

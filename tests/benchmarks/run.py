@@ -6,6 +6,9 @@ same Redis broker and result backend; raw Celery keeps its normal result backend
 1. chain of 10 / 100 no-op steps      target: canvasflow <= 1.3x raw ``chain``
 2. group of 1,000 no-op steps         target: canvasflow <= 1.2x raw ``group``
 3. map_reduce over 10,000 items       target: canvasflow >= 5x faster than raw ``chord``
+5. chain of 10 routed (best_available / load_balanced) against the same chain unrouted,
+   one worker serving both engines and the plain queue (target <= 1.1x), and the median
+   cost of one routing decision in this process (target < 0.5 ms)
 4. chain of 10 with the journal on PostgreSQL (when 127.0.0.1:5432 answers): a second
    worker, same settings, journals to PostgreSQL; raw, canvasflow/SQLite and
    canvasflow/PostgreSQL alternate.
@@ -48,7 +51,13 @@ QUEUES = "cap.bench,canvasflow,canvasflow.control"
 CONCURRENCY = 2
 SIGNAL_TIMEOUT = 300.0
 NOTES = "## Notes"  # this heading and what follows it survive a rewrite of the doc
-LABELS = {"raw": "raw celery", "cf": "canvasflow", "cf_pg": "canvasflow/pg"}
+LABELS = {
+    "raw": "raw celery",
+    "cf": "canvasflow",
+    "cf_pg": "canvasflow/pg",
+    "plain": "unrouted",
+    "routed": "routed",
+}
 
 
 # -- infrastructure (nothing from config/ may be imported before the environment is set) ------
@@ -351,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        default="chain,group,map,saga,pg",
-        help="comma-separated subset of: chain, group, map, saga, pg (default: all)",
+        default="chain,group,map,saga,pg,routed",
+        help="comma-separated subset of: chain, group, map, saga, pg, routed (default: all)",
     )
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL journal run")
     ap.add_argument("--no-doc", action="store_true", help=f"do not rewrite {DOC.relative_to(ROOT)}")
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: list[Scenario] = []
     b = Bench(workdir)
     try:
-        b.add_worker(env, "sqlite")
+        b.add_worker(env, "sqlite", QUEUES + ("," + steps.ROUTED_QUEUES if "routed" in only else ""))
         print(f"worker ready ({b.workers[0].log}); {time.monotonic() - began:.1f}s", flush=True)
         if args.profile:
             from tests.benchmarks.timers import profile_pass
@@ -516,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                     },
                 )
             )
+        if "routed" in only:
+            scenarios += routed_scenarios(b, reps_chain)
         if "pg" in only:
             if postgres_answers(PG_URL):
                 scenarios.append(postgres_scenario(b, env, reps_chain, steps))
@@ -540,6 +551,48 @@ def main(argv: list[str] | None = None) -> int:
     if missed:
         print(f"target missed: {', '.join(missed)}")
     return 1 if missed and args.strict else 0
+
+
+def routed_scenarios(b: Bench, reps: int) -> list[Scenario]:
+    """Routed chains of 10 against the unrouted one, alternating; then one decision's cost.
+
+    In the table the "raw celery" column is the unrouted canvasflow chain of this scenario."""
+    out = []
+    for strategy in ("best_available", "load_balanced"):
+        sc = Scenario(
+            f"routed_{strategy}",
+            f"chain of 10 routed ({strategy}) vs unrouted canvasflow",
+            "<= 1.1x unrouted",
+            lambda r, c: c <= 1.1 * r,
+        )
+        plain = lambda: b.cf("bench.chain", {"n": 10})  # noqa: E731
+        routed = lambda s=strategy: b.cf("bench.routed_chain", {"n": 10, "strategy": s})  # noqa: E731
+        alternate(
+            b, sc, reps, sides={"plain": plain, "routed": routed}, warm={"plain": plain, "routed": routed}
+        )
+        sc.samples["raw"], sc.samples["cf"] = sc.samples.pop("plain"), sc.samples.pop("routed")
+        out.append(sc)
+    median_ms = routing_decision_ms()
+    print(
+        f"  one routing decision (route_step, cached live view): median {median_ms:.4f} ms (target < 0.5 ms)"
+    )
+    return out
+
+
+def routing_decision_ms(n: int = 20_000) -> float:
+    """Median of ``route_step`` for a load_balanced step of ``benchr`` with the live view cached."""
+    from canvasflow.workers.routing.router import route_step
+    from canvasflow.workflows.runtime.context import runtime
+
+    rt = runtime()
+    routing = {"capability": "benchr", "strategy": "load_balanced"}
+    route_step(rt.redis, rt.settings, "s", routing)  # the read of the live view, then cache hits
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        route_step(rt.redis, rt.settings, "s", routing)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
 
 
 def raw_chord(steps: Any, n: int, token: str) -> Any:

@@ -14,7 +14,9 @@ and the bench BLPOPs it, so both sides are timed the same way and neither is slo
   step stores when it failed; the compensation of the first step (the last to run) pushes
   when it finished, so the bench times failure -> ninth compensation done
 
-All run on capability ``bench`` (queue ``cap.bench``).
+All run on capability ``bench`` (queue ``cap.bench``). The routed chain's links
+(``bench.rnoop_*``/``bench.rfinish_*``) run on capability ``benchr``, whose two engines
+``e1`` (priority 10) and ``e2`` are served by the same worker as ``cap.bench``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from celery import chain, group
 from celery.signals import worker_process_init
 
 from canvasflow.compensation import compensates
+from canvasflow.workers.engines import Engine, register_engine
 from canvasflow.workers.step import step
 from canvasflow.workflows import Workflow, map_reduce
 
@@ -131,6 +134,36 @@ def saga_fail(*_: Any, token: str) -> None:
     raise RuntimeError("the last step of the saga fails on purpose")
 
 
+ROUTED_QUEUES = "cap.benchr.e1,cap.benchr.e2"
+register_engine(Engine("e1", "benchr", priority=10))
+register_engine(Engine("e2", "benchr", priority=1))
+
+
+@step(name="bench.rnoop_ba", capability="benchr", route="best_available")
+def rnoop_ba(*_: Any, **__: Any) -> None:
+    return None
+
+
+@step(name="bench.rfinish_ba", capability="benchr", route="best_available")
+def rfinish_ba(*_: Any, token: str) -> None:
+    push_done(token)
+
+
+@step(name="bench.rnoop_lb", capability="benchr", route="load_balanced")
+def rnoop_lb(*_: Any, **__: Any) -> None:
+    return None
+
+
+@step(name="bench.rfinish_lb", capability="benchr", route="load_balanced")
+def rfinish_lb(*_: Any, token: str) -> None:
+    push_done(token)
+
+
+def _routed_chain(n: int, token: str, strategy: str) -> Any:
+    link, last = (rnoop_ba, rfinish_ba) if strategy == "best_available" else (rnoop_lb, rfinish_lb)
+    return chain(*(link.s() for _ in range(n - 1)), last.s(token=token))
+
+
 # -- the same shapes as canvas (raw Celery runs these directly) ---------------------------
 def chain_canvas(n: int, token: str, queue: str | None = None) -> Any:
     links = [*(noop.s() for _ in range(n - 1)), finish.s(token=token)]
@@ -170,6 +203,7 @@ SAGA = Workflow("bench.saga", "1", build=_saga)
 CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
 GROUP = Workflow("bench.group", "1", build=_group)
 MAP_REDUCE = Workflow("bench.map_reduce", "1", build=_map_reduce)
+ROUTED_CHAIN = Workflow("bench.routed_chain", "1", build=_routed_chain)
 
 
 # -- optional profiling of the worker side (the bench's --profile pass) --------------------

@@ -103,7 +103,7 @@ def test_adopt_keeps_the_apps_broker_routes_and_queues() -> None:
     )
     assert theirs.conf.task_acks_late is False  # its other tasks keep their policy
     adopt(theirs, load_settings(capabilities=["payments"]))  # again: nothing doubles
-    assert len(theirs.conf.task_routes) == 2 and len(theirs.conf.task_queues) == 3
+    assert len(theirs.conf.task_routes) == 3 and len(theirs.conf.task_queues) == 3
     assert RUNTIME_MODULES[0] in theirs.conf.imports
 
 

@@ -24,6 +24,7 @@ from celery import Celery
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 
 from canvasflow.config.errors import DefinitionError, InputError
+from canvasflow.config.queues import queue_for
 from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
 
 MAP_TASK = "canvasflow.map"
@@ -148,6 +149,8 @@ class CanvasCompiler:
         if kind == "workflow":
             spec.setdefault("inputs", {})
         routed_by = spec["mapper"]["task"] if kind == "map" else name
+        if "queue" not in options:  # a step given its queue explicitly is not routed
+            options.update(routing_options(routed_by))
         options.setdefault("queue", self.queue_of(routed_by) or self._task_queue(routed_by))
         self._check_task(name, kind)
         self._deadlines(sig, step_id, options)
@@ -197,6 +200,9 @@ class CanvasCompiler:
     def _task_queue(self, name: str) -> str:
         task = self.app.tasks.get(name)
         queue = getattr(task, "queue", None)
+        capability = getattr(task, "capability", None)  # else a step's queue is its capability's
+        if not queue and isinstance(capability, str):
+            queue = queue_for(capability)
         return queue or self.app.conf.task_default_queue
 
     def _check_task(self, name: str, kind: str) -> None:
@@ -229,6 +235,14 @@ def step_deadlines(
         options.setdefault("soft_time_limit", found["start_to_close"])
         options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
     return found
+
+
+def routing_options(task_name: str) -> dict[str, Any]:
+    """``{"routing": ...}`` for a step the router places when it becomes ready (docs/routing.md)."""
+    from canvasflow.workers.capabilities import registry
+
+    routing = registry.routing_of(task_name)
+    return {} if routing is None else {"routing": routing}
 
 
 def _chord_like(sig: Signature) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,10 @@ from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded, TimeLimitExc
 from celery.utils.serialization import UnpickleableExceptionWrapper
 from sqlalchemy.exc import SQLAlchemyError
 
+from canvasflow.workers.routing.live import observe
+from canvasflow.workers.routing.router import route_step, workflow_inputs
 from canvasflow.workflows.runtime import secrets, wire
+from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
@@ -35,6 +38,7 @@ from canvasflow.workflows.runtime.state import ACTIVE
 
 log = structlog.get_logger("canvasflow.executor")
 HEADER = "canvasflow"
+MEASURED = {"performance_based"}  # strategies that read the step durations of each engine
 
 
 class Deferred:
@@ -104,15 +108,27 @@ def send_step(
     *,
     chunk: int | None = None,
     task: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> None:
-    header = {"run": run_id, "step": node.id, "gen": generation}
+    header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
+    options = node.options
+    if "routing" in options:  # the router picks the engine now, as the step becomes ready
+        route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
+        route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
+        header["route"] = {**route, "tried": list(exclude)} if exclude else route
+        options = {k: v for k, v in options.items() if k != "routing"}
+        options["queue"] = route["queue"]
+        if route.get("workflow") and chunk is None:  # a workflow engine: the step runs as its child run
+            task, kwargs = (
+                WORKFLOW_TASK,
+                {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
+            )
+            args, options["queue"] = [], rt.settings.control_queue
     shown = secrets.masked(rt.app.tasks.get(task or node.task), args, kwargs)
     if shown is not None:  # what events, Flower and logs show of the call
-        node = replace(
-            node, options={**node.options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
-        )
+        options = {**options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
     rt.app.send_task(
         task or node.task,
         args=args,
@@ -122,7 +138,7 @@ def send_step(
         link_error=[rt.errback],
         ignore_result=True,
         add_to_parent=False,
-        **node.options,
+        **options,
     )
 
 
@@ -145,6 +161,8 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "pid": os.getpid(),
         "started_at": _now().isoformat(),
     }
+    if "route" in ref:
+        info["route"] = ref["route"]
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
         claim = rt.state.claim(run_id, claim_id, gen, info)
         if claim.outcome == "done" or claim.run_status == "stale":  # rare paths: worth a read
@@ -195,6 +213,8 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
             )
             return None
+        if "route" in ref and ref["route"]["strategy"] in MEASURED:
+            _observe(rt, ref["route"], info)
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info)
         else:
@@ -230,6 +250,12 @@ def _check_generation(rt: Runtime, task: Task, ref: dict[str, Any], args: Any, k
         wire.refuse(task, reason, ref, args, kwargs)
 
 
+def _observe(rt: Runtime, route: dict[str, Any], info: dict[str, Any]) -> None:
+    """Feed a routed step's duration to its engine's EWMA (performance_based reads it)."""
+    took = datetime.fromisoformat(info["finished_at"]) - datetime.fromisoformat(info["started_at"])
+    observe(rt.redis, rt.settings.key_prefix, route["engine"], took.total_seconds())
+
+
 def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
     """Journal fields of the delivery that ran a step."""
     return {
@@ -238,6 +264,7 @@ def _delivery(info: dict[str, Any], attempt: int) -> dict[str, Any]:
         "queue": info["queue"],
         "task_id": info["task_id"],
         "started_at": datetime.fromisoformat(info["started_at"]),
+        "route": info.get("route"),
     }
 
 
@@ -281,6 +308,12 @@ def complete(
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
         info = {"finished_at": _now().isoformat()}
+        node = graph.steps.get(step_id)
+        if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
+            claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
+            route = json.loads(claimed).get("route") if claimed else None
+            if route:
+                info["route"] = route
     done = rt.state.complete(
         run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
     )
@@ -316,6 +349,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: d
         finished_at=datetime.fromisoformat(finished) if finished else _now(),
         result=result,
         error=info.get("error"),
+        route=info.get("route"),
     )
 
 

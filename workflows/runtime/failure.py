@@ -44,6 +44,11 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     if not ref:
         return
     rt = runtime()
+    if "route" in ref:  # an engine-level error goes to the next engine first (docs/routing.md)
+        from canvasflow.workflows.runtime.reroute import reroute
+
+        if reroute(rt, ref, exc, getattr(request, "hostname", None)):
+            return
     fail_step(
         rt,
         ref["run"],
@@ -119,7 +124,7 @@ def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -
     attempts = rt.state.attempts(run_id).get(unit)
     if attempts:
         fields["attempts"] = attempts
-    for key in ("worker", "queue", "task_id"):
+    for key in ("worker", "queue", "task_id", "route"):
         if meta.get(key):
             fields[key] = meta[key]
     if meta.get("started_at"):

@@ -157,7 +157,7 @@ def sync_steps(rt: Any, run_id: str) -> None:
         row: dict[str, Any] = {"step_id": sid, "status": states[sid], "attempts": attempts.get(sid, 1)}
         if sid in results:
             row["result"] = results[sid]
-        for key in ("worker", "queue", "task_id", "error"):
+        for key in ("worker", "queue", "task_id", "error", "route"):
             if meta.get(key):
                 row[key] = meta[key]
         for key in ("started_at", "finished_at"):

@@ -38,6 +38,8 @@ class StepRecord:
     compensation: str | None = None
     compensation_status: str | None = None
     compensation_error: Any = None
+    # the router's decision: {"engine", "queue", "strategy", "reason"} (and "tried" after a fallback)
+    route: Any = None
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)

@@ -104,6 +104,8 @@ def prepare(conn: Connection, names: JournalNames) -> None:
     if revision is None:  # tables without any record of their revision: tell by their columns
         columns = {c["name"] for c in inspect(conn).get_columns(names.table("runs"), schema=names.schema)}
         revision = "0002" if "run_key" in columns else "0001"
+        steps = {c["name"] for c in inspect(conn).get_columns(names.table("steps"), schema=names.schema)}
+        revision = "0003" if "route" in steps else revision
     MigrationContext.configure(conn, opts=context_options(names)).stamp(script(), revision)
 
 

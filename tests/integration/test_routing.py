@@ -1,0 +1,275 @@
+"""Engines and routing with real workers, one per engine (docs/routing.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from canvasflow import RoutingError, list_runs, signal, start
+from canvasflow.workers.routing.live import read_live
+from canvasflow.workflows.runtime.context import runtime
+from tests.integration import routing_flows  # noqa: F401  (engines and workflows of these tests)
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+
+def engine_env() -> dict[str, str]:
+    modules = [*json.loads(os.environ["CANVASFLOW_WORKFLOW_MODULES"]), "tests.integration.routing_flows"]
+    return {"CANVASFLOW_WORKFLOW_MODULES": json.dumps(modules), "CANVASFLOW_ENGINE_HEARTBEAT_INTERVAL": "0.5"}
+
+
+def queues(capability: str, engine: str) -> list[str]:
+    return [f"cap.{capability}.{engine}", f"cap.{capability}", "canvasflow", "canvasflow.control"]
+
+
+def live_engines() -> set[str]:
+    rt = runtime()
+    beats, _, _ = read_live(rt.redis, rt.settings.key_prefix, [])
+    return {b["engine"] for b in beats}
+
+
+def wait_live(expected: set[str], *, alive: bool = True, timeout: float = 20.0) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        live = live_engines()
+        if (expected <= live) if alive else not (expected & live):
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise AssertionError(f"engines {expected} still {'not ' if alive else ''}live: {live_engines()}")
+
+
+def engines_of(record, prefix: str = "") -> list[str]:  # type: ignore[no-untyped-def]
+    return [s.route["engine"] for s in record.steps if s.route and s.step_id.startswith(prefix)]
+
+
+def start_engines(factory, capability: str, *engines: str, concurrency: int = 2) -> dict:  # type: ignore[no-untyped-def]
+    workers = {
+        e: factory(queues=queues(capability, e), concurrency=concurrency, extra_env=engine_env())
+        for e in engines
+    }
+    wait_live({f"{capability}/{e}" for e in engines})
+    return workers
+
+
+def test_load_balanced_spreads_200_steps_over_two_engines(celery_worker_factory):
+    start_engines(celery_worker_factory, "rlb", "a", "b")
+    record = start("rt.lb200").wait(120)
+    assert record.status == "succeeded", record.error
+    counts = Counter(engines_of(record))
+    assert sum(counts.values()) == 200
+    assert counts["rlb/a"] >= 60 and counts["rlb/b"] >= 60, counts
+    # each step ran where it was routed, and the decision is journaled with it
+    for s in record.steps:
+        assert s.queue == s.route["queue"] and s.route["strategy"] == "load_balanced"
+
+
+def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
+    run = start("rt.ba_kill")
+    deadline = time.monotonic() + 30
+    while runtime().state.step_states(run.id).get("2.wait_signal") != "waiting":
+        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
+        time.sleep(0.1)
+    workers["primary"].kill_group()  # SIGKILL: no goodbye, its heartbeat just stops
+    gone_after = wait_live({"rba/primary"}, alive=False)
+    assert gone_after < 5  # three heartbeats of 0.5 s, then the next read drops it
+    signal(run.id, "go")
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert [record.step(s).result for s in ("0.ba", "1.ba", "3.ba", "4.ba")] == [
+        "primary",
+        "primary",
+        "backup",
+        "backup",
+    ]
+    assert record.step("3.ba").route["engine"] == "rba/backup"
+    assert "priority" in record.step("0.ba").route["reason"]
+
+
+def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
+    run = start("rt.ba_slow")
+    deadline = time.monotonic() + 30
+    while runtime().state.step_states(run.id).get("1.ba_slow") != "running":
+        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
+        time.sleep(0.05)
+    workers["primary"].kill_group()  # mid-step: the message goes back to cap.rba.primary, unread
+    record = run.wait(90)
+    assert record.status == "succeeded", record.error
+    assert [s.result for s in record.steps] == ["primary", "backup", "backup", "backup"]
+    assert record.step("1.ba_slow").attempts == 2
+    taken = record.step("1.ba_slow").route
+    assert (taken["engine"], taken["tried"]) == ("rba/backup", ["rba/primary"]) and "taken over" in taken[
+        "reason"
+    ]
+    assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
+
+
+def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_worker_factory):
+    env = {**engine_env(), "CANVASFLOW_ROUTE_TIMEOUT": "0.5"}
+    for engine in ("busy", "spare"):
+        celery_worker_factory(queues=queues("rto", engine), concurrency=1, extra_env=env)
+    wait_live({"rto/busy", "rto/spare"})
+    record = start("rt.rto").wait(60)
+    assert record.status == "succeeded", record.error
+    ran = Counter(s.result for s in record.steps)
+    assert ran["spare"] >= 1 and ran["busy"] >= 1, ran  # best_available sent all four to busy
+    stolen = [s.route for s in record.steps if s.result == "spare"]
+    assert all("route_timeout" in r["reason"] and r["tried"] == ["rto/busy"] for r in stolen), stolen
+
+
+def test_a_workflow_registered_as_an_engine_runs_the_step_as_a_child_run(celery_worker_factory):
+    celery_worker_factory(queues=[*queues("rwf", "native"), "cap.demo"], extra_env=engine_env())
+    wait_live({"rwf/native"})
+    record = start("rt.via_workflow").wait(60)
+    assert record.status == "succeeded", record.error
+    assert record.result == 5 + 100 + 1  # the workflow engine (priority 10) added 100, not 1
+    step = record.step("0.wf_step")
+    assert (step.route["engine"], step.route["workflow"]) == ("rwf/viawf", "rt.wf_engine")
+    children = [r for r in list_runs(workflow="rt.wf_engine", limit=50) if r.parent_run_id == record.id]
+    assert len(children) == 1 and children[0].status == "succeeded"
+
+
+def test_a_hybrid_step_runs_each_engines_own_implementation(celery_worker_factory):
+    start_engines(celery_worker_factory, "rhy", "gpu", "cpu", "nocode", concurrency=1)
+    record = start("rt.hybrid").wait(60)
+    assert record.status == "succeeded", record.error
+    impls = {s.result.split(":")[0] + ":" + s.result.split(":")[2] for s in record.steps}
+    assert impls == {"gpu-impl:gpu", "cpu-impl:cpu"}  # each engine ran its own; nocode none
+    assert "rhy/nocode" not in {s.route["engine"] for s in record.steps}
+
+
+def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rres", "gpu", "cpu")
+    record = start("rt.resources").wait(60)
+    assert record.status == "succeeded", record.error
+    gpu_steps = [s for s in record.steps if s.task == "rt.gpu_only"]
+    assert len(gpu_steps) == 8 and {s.result for s in gpu_steps} == {"gpu"}
+    assert {s.route["engine"] for s in gpu_steps} == {"rres/gpu"}
+    dag = start("rt.resources_dag", {"page": 1}).wait(60)  # the DAG form takes the same path
+    assert dag.status == "succeeded", dag.error
+    assert (dag.step("scan").result, dag.step("again").result) == ("gpu", "gpu")
+    assert dag.step("again").route["engine"] == "rres/gpu"
+    before = len(list_runs(limit=1000))
+    workers["gpu"].kill_group()
+    wait_live({"rres/gpu"}, alive=False)
+    time.sleep(0.6)  # this process's cached view is read again
+    with pytest.raises(RoutingError, match=r"no live worker for capability 'rres' offering \{'gpu': 1\}"):
+        start("rt.resources")
+    assert len(list_runs(limit=1000)) == before  # nothing created, nothing enqueued
+
+
+def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
+    record = start("rt.perf30").wait(90)
+    assert record.status == "succeeded", record.error
+    after_warmup = [s.result for s in sorted(record.steps, key=lambda s: int(s.step_id.split(".")[0]))][8:]
+    assert after_warmup.count("fast") >= 0.8 * len(after_warmup), after_warmup
+    ewma = {row: v for row, v in read_live(runtime().redis, runtime().settings.key_prefix, [])[1].items()}
+    assert ewma["rperf/slow"] > 2 * ewma["rperf/fast"], ewma
+    # the fast engine's worker dies: the next runs go to the slow one and finish
+    workers["fast"].kill_group()
+    wait_live({"rperf/fast"}, alive=False)
+    time.sleep(0.6)  # this process's cached view is read again
+    after = start("rt.perf30").wait(90)
+    assert after.status == "succeeded", after.error
+    assert {s.result for s in after.steps} == {"slow"}
+
+
+def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
+    start_engines(celery_worker_factory, "rfb", "flaky", "steady")
+    record = start("rt.fallback").wait(60)
+    assert record.status == "succeeded", record.error
+    for sid in ("0.fb", "1.fb"):
+        s = record.step(sid)
+        assert (
+            s.result == "steady" and s.route["engine"] == "rfb/steady" and s.route["tried"] == ["rfb/flaky"]
+        )
+        assert s.attempts == 2
+    rerouted = [e for e in runtime().store.events(record.id) if e["event"] == "step.rerouted"]
+    assert len(rerouted) == 2 and {e["data"]["error"]["engine"] for e in rerouted} == {"rfb/flaky"}
+    assert all(e["data"]["worker"] for e in rerouted)
+    # when every engine failed it, the run fails (nothing to compensate here) with the last error
+    failed = start("rt.no_engine_left").wait(60)
+    assert failed.status == "failed" and failed.error["type"] == "EngineError"
+    assert "steady is down too" in failed.error["message"]
+    assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
+
+
+def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory):
+    start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
+    everyone = start("rt.par_all").wait(60)
+    assert everyone.status == "succeeded", everyone.error
+    assert everyone.result == {f"rpar/{e}": {"engine": e, "n": 7} for e in ("e1", "e2", "e3")}
+    majority = start("rt.par_majority").wait(60)
+    assert (majority.status, majority.result) == ("succeeded", "yes"), majority.error
+    custom = start("rt.par_custom").wait(60)
+    assert (custom.status, custom.result) == ("succeeded", ["rpar/e1", "rpar/e2", "rpar/e3"]), custom.error
+    one = start("rt.act").wait(60)
+    assert one.status == "succeeded" and one.result == {"engine": "e1", "n": 2}  # best_available
+    assert one.steps[0].route["engine"] == "rpar/e1"
+
+
+@pytest.mark.parametrize(
+    ("workflow", "message"),
+    [
+        ("rt.nowhere", "capability 'rnowhere' has no engine"),
+        ("rt.badstrategy", "unknown routing strategy 'fastest_please'"),
+        ("rt.tpu", r"requires \['tpu'\] but no engine of 'rres' declares them"),
+    ],
+)
+def test_unroutable_runs_are_refused_before_anything_is_enqueued(workflow: str, message: str):
+    before = len(list_runs(limit=1000))
+    with pytest.raises(RoutingError, match=message):
+        start(workflow)
+    assert len(list_runs(limit=1000)) == before
+
+
+def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_factory, capsys):
+    from structlog.testing import capture_logs
+
+    from canvasflow.workers.routing.announce import Announcer
+    from canvasflow.workers.routing.live import LiveView
+    from canvasflow.workflows.cli import main
+
+    w = celery_worker_factory(queues=queues("rlb", "a"), concurrency=2, extra_env=engine_env())
+    wait_live({"rlb/a"})
+    rt = runtime()
+    stray = Announcer(rt.redis, rt.settings.key_prefix, "stray@host", ["rlb/zzz"], 1, 5.0)
+    stray.beat()  # a worker serving an engine nobody declared
+    try:
+        with capture_logs() as logs:
+            states = LiveView(rt.redis, rt.settings.key_prefix, 0.0, False).states()
+        assert "rlb/zzz" not in states and states["rlb/a"].consumers == 2
+        assert any("not registered" in entry["event"] and entry["engine"] == "rlb/zzz" for entry in logs)
+        assert main(["engines", "--json"]) == 0
+        rows = {
+            r.get("capability", "") + "/" + str(r["name"]): r for r in json.loads(capsys.readouterr().out)
+        }
+        a = rows["rlb/a"]
+        assert a["live"] and a["consumers"] == 2 and a["queue"] == "cap.rlb.a" and a["depth"] == 0
+        assert [x["worker"] for x in a["workers"]] == [w.hostname]
+        assert not rows["rlb/b"]["live"] and rows["/rlb/zzz"]["unregistered"]
+    finally:
+        stray.stop()
+
+
+def test_a_bad_engines_file_is_refused_naming_the_field(tmp_path):
+    bad = tmp_path / "engines.toml"
+    bad.write_text('[[engines]]\nname = "gpu"\ncapability = "ocr"\ncapacity = 0\n')
+    env = {**os.environ, "CANVASFLOW_ENGINES": str(bad)}
+    out = subprocess.run(
+        [sys.executable, "-m", "canvasflow.workflows.cli", "engines", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "engines.0.capacity" in out.stdout + out.stderr

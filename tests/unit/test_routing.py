@@ -1,0 +1,158 @@
+"""Engines, strategies and the router's decision, on snapshots of the live view (no Redis)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from canvasflow import Engine, register_strategy
+from canvasflow.config.errors import DefinitionError, RoutingError, SettingsError
+from canvasflow.workers.engines import EngineRegistry, load_engines_file, registry
+from canvasflow.workers.routing.announce import engines_in
+from canvasflow.workers.routing.router import decide
+from canvasflow.workers.routing.snapshot import Choice, EngineState, StepNeeds
+from canvasflow.workers.routing.strategies import (
+    best_available,
+    load_balanced,
+    performance_based,
+    resource_aware,
+    strategy,
+)
+
+GPU = Engine("gpu", "uocr", priority=10, resources={"gpu": 1, "memory_gb": 16}, capacity=4)
+CPU = Engine("cpu", "uocr", priority=1, resources={"memory_gb": 8})
+NEEDS = StepNeeds("s", "uocr")
+
+
+@pytest.fixture
+def declared() -> Iterator[None]:
+    registry.register(GPU)
+    registry.register(CPU)
+    yield
+    registry.unregister(GPU.key)
+    registry.unregister(CPU.key)
+
+
+def state(engine: Engine, **kw: object) -> EngineState:
+    return EngineState(engine, **{"workers": 1, "consumers": 1, **kw})  # type: ignore[arg-type]
+
+
+def test_engine_queue_key_and_resources() -> None:
+    assert GPU.queue == "cap.uocr.gpu" and GPU.key == "uocr/gpu"
+    assert GPU.satisfies({"gpu": 1, "memory_gb": 12}) and not CPU.satisfies({"gpu": 1})
+    assert not CPU.satisfies({"memory_gb": 16})
+    assert Engine("eu", "pay", resources={"region": "eu"}).satisfies({"region": "eu"})
+
+
+def test_an_engine_declared_twice_differently_is_refused() -> None:
+    reg = EngineRegistry()
+    reg.register(GPU)
+    reg.register(Engine("gpu", "uocr", priority=10, resources={"gpu": 1, "memory_gb": 16}, capacity=4))
+    with pytest.raises(DefinitionError, match="declared twice"):
+        reg.register(Engine("gpu", "uocr", priority=3))
+
+
+def test_engines_file_json_and_toml(tmp_path) -> None:
+    j = tmp_path / "engines.json"
+    j.write_text(json.dumps({"engines": [{"name": "gpu", "capability": "ocr", "priority": 5}]}))
+    assert load_engines_file(str(j))[0].queue == "cap.ocr.gpu"
+    t = tmp_path / "engines.toml"
+    t.write_text('[[engines]]\nname = "cpu"\ncapability = "ocr"\nresources = { cpus = 8 }\n')
+    assert load_engines_file(str(t))[0].resources == {"cpus": 8}
+
+
+def test_a_bad_engines_file_names_the_field(tmp_path) -> None:
+    bad = tmp_path / "engines.json"
+    bad.write_text(json.dumps([{"name": "gpu", "capability": "ocr", "priority": "high"}]))
+    with pytest.raises(SettingsError, match=r"engines\.0\.priority"):
+        load_engines_file(str(bad))
+    bad.write_text(json.dumps([{"name": "gpu", "capability": "ocr", "capcity": 3}]))
+    with pytest.raises(SettingsError, match=r"engines\.0\.capcity"):
+        load_engines_file(str(bad))
+    bad.write_text("{not json")
+    with pytest.raises(SettingsError, match="not valid JSON"):
+        load_engines_file(str(bad))
+
+
+def test_best_available_takes_the_highest_priority() -> None:
+    choice = best_available.choose([state(CPU), state(GPU)], NEEDS)
+    assert choice is not None and choice.engine.engine is GPU
+
+
+def test_load_balanced_takes_the_least_load_per_consumer() -> None:
+    busy, idle = state(GPU, queued=6, consumers=2), state(CPU, queued=1, inflight=1)
+    choice = load_balanced.choose([busy, idle], NEEDS)
+    assert choice is not None and choice.engine is idle and "least loaded" in choice.reason
+    more = state(GPU, queued=6, consumers=4)  # 1.5 per consumer beats 2
+    choice = load_balanced.choose([more, idle], NEEDS)
+    assert choice is not None and choice.engine is more
+
+
+def test_resource_aware_keeps_engines_that_offer_what_the_step_requires() -> None:
+    needs = StepNeeds("s", "uocr", {"gpu": 1})
+    choice = resource_aware.choose([state(CPU), state(GPU, queued=50)], needs)
+    assert choice is not None and choice.engine.engine is GPU
+    assert resource_aware.choose([state(CPU)], needs) is None
+
+
+def test_performance_based_prefers_the_fastest_and_explores_sometimes() -> None:
+    fast, slow = state(GPU, ewma_ms=10.0), state(CPU, ewma_ms=50.0)
+    picks = [
+        performance_based.choose([slow, fast], StepNeeds("s", "uocr", draw=i / 100, exploration=0.05))
+        for i in range(100)
+    ]
+    engines = [p.engine.engine.name for p in picks if p is not None]
+    assert engines.count("gpu") == 95 and engines.count("cpu") == 5
+    fresh = performance_based.choose([fast, state(CPU)], NEEDS)  # unmeasured: tried first
+    assert fresh is not None and fresh.engine.engine is CPU and fresh.reason == "not measured yet"
+
+
+def test_decide_skips_dead_and_tried_engines_and_waits_when_none_is_live(declared: None) -> None:
+    states = {GPU.key: state(GPU, workers=0, consumers=0), CPU.key: state(CPU)}
+    routing = {"capability": "uocr"}
+    d = decide(states, "s", routing, "best_available")
+    assert d["engine"] == "uocr/cpu" and d["queue"] == "cap.uocr.cpu" and d["strategy"] == "best_available"
+    states[GPU.key] = state(GPU)
+    assert decide(states, "s", routing, "best_available")["engine"] == "uocr/gpu"
+    assert decide(states, "s", routing, "best_available", exclude={"uocr/gpu"})["engine"] == "uocr/cpu"
+    states[GPU.key] = state(GPU, workers=0)
+    gpu_only = decide(states, "s", {**routing, "requires": {"gpu": 1}}, "load_balanced")
+    assert gpu_only["engine"] == "uocr/gpu" and "no live worker" in gpu_only["reason"]
+    with pytest.raises(RoutingError, match="no engine of capability 'uocr' offers"):
+        decide(states, "s", {**routing, "requires": {"gpu": 4}}, "best_available")
+
+
+def test_unknown_and_custom_strategies(declared: None) -> None:
+    with pytest.raises(RoutingError, match="unknown routing strategy 'fastest'"):
+        strategy("fastest")
+
+    def last_by_name(candidates: Sequence[EngineState], needs: StepNeeds) -> Choice | None:
+        pick = max(candidates, key=lambda c: c.engine.name, default=None)
+        return None if pick is None else Choice(pick, "last by name")
+
+    register_strategy("last_by_name", last_by_name)
+    states = {GPU.key: state(GPU), CPU.key: state(CPU)}
+    d = decide(states, "s", {"capability": "uocr", "strategy": "last_by_name"}, "best_available")
+    assert (d["engine"], d["reason"]) == ("uocr/gpu", "last by name")
+    with pytest.raises(RoutingError, match="registered already"):
+        register_strategy("last_by_name", best_available.choose)
+
+
+def test_engine_queues_are_recognised_from_a_workers_queues() -> None:
+    assert engines_in(["cap.ocr.gpu", "cap.ocr", "canvasflow", "cap.pay.stripe-eu"]) == [
+        "ocr/gpu",
+        "pay/stripe-eu",
+    ]
+
+
+def test_a_routing_decision_is_cheap(declared: None) -> None:
+    states = {GPU.key: state(GPU), CPU.key: state(CPU)}
+    routing = {"capability": "uocr", "strategy": "load_balanced"}
+    n = 2000
+    began = time.perf_counter()
+    for _ in range(n):
+        decide(states, "s", routing, "best_available")
+    assert (time.perf_counter() - began) / n < 0.002  # a loose bound; the bench measures the median

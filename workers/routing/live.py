@@ -1,0 +1,148 @@
+"""The live view of the engines, read from Redis and cached for a short time per process.
+
+Workers write one key per (engine, worker) with an expiry (see ``announce``) and add it to a
+set; one script call reads every live entry, drops the expired ones from the set, and returns
+the engines' duration EWMAs and (with a Redis broker on the same server) their queue depths.
+Between reads the view counts this process's own sends, so a burst of ready steps spreads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+import structlog
+
+from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.routing.snapshot import EngineState
+
+log = structlog.get_logger("canvasflow.routing")
+
+EWMA_ALPHA = 0.3
+
+_READ = """
+local out = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. m)
+  if v then table.insert(out, v) else redis.call('SREM', KEYS[1], m) end
+end
+local depths = {}
+for i = 2, #ARGV do table.insert(depths, redis.call('LLEN', ARGV[i])) end
+return {out, redis.call('HGETALL', KEYS[2]), depths}
+"""
+
+_OBSERVE = """
+local v = tonumber(ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then v = tonumber(old) * (1 - tonumber(ARGV[3])) + v * tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(v))
+return tostring(v)
+"""
+
+
+def live_set(prefix: str) -> str:
+    return f"{prefix}:eng:live"
+
+
+def beat_key(prefix: str, member: str) -> str:
+    return f"{prefix}:eng:hb:{member}"
+
+
+def ewma_key(prefix: str) -> str:
+    return f"{prefix}:eng:ewma"
+
+
+def read_live(
+    r: redis.Redis, prefix: str, depth_queues: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, float], list[int]]:
+    """Every live heartbeat, the EWMA per engine key, and the depth of each queue in ``depth_queues``."""
+    beats, ewma, depths = r.eval(
+        _READ, 2, live_set(prefix), ewma_key(prefix), beat_key(prefix, ""), *depth_queues
+    )
+    pairs = dict(zip(ewma[::2], ewma[1::2], strict=True))
+    return (
+        [json.loads(b) for b in beats],
+        {k.decode(): float(v) for k, v in pairs.items()},
+        [int(d) for d in depths],
+    )
+
+
+def observe(r: redis.Redis, prefix: str, engine_key: str, seconds: float) -> None:
+    """Fold one step duration into the engine's EWMA (called by the worker when a routed step completes)."""
+    r.eval(_OBSERVE, 1, ewma_key(prefix), engine_key, str(seconds * 1000.0), str(EWMA_ALPHA))
+
+
+class LiveView:
+    """The engines of each capability as last read, plus the sends made since."""
+
+    def __init__(self, r: redis.Redis, prefix: str, ttl: float, depths: bool) -> None:
+        self.r, self.prefix, self.ttl, self.depths = r, prefix, ttl, depths
+        self._states: dict[str, EngineState] = {}
+        self._read_at = -1e9
+        self._ignored: set[str] = set()
+
+    def states(self, now: float | None = None) -> dict[str, EngineState]:
+        now = time.monotonic() if now is None else now
+        if now - self._read_at > self.ttl:
+            self.refresh()
+            self._read_at = now
+        return self._states
+
+    def refresh(self) -> None:
+        engines = registry.all()
+        queues = [e.queue for e in engines] if self.depths else []
+        beats, ewma, depths = read_live(self.r, self.prefix, queues)
+        states = {e.key: EngineState(e, ewma_ms=ewma.get(e.key)) for e in engines}
+        for e in engines:
+            if e.workflow:  # a workflow engine runs as child runs on the control workers: always there
+                states[e.key].workers = states[e.key].consumers = 1
+        for engine, depth in zip(engines, depths, strict=False):
+            states[engine.key].queued = depth
+        for beat in beats:
+            state = states.get(beat.get("engine", ""))
+            if state is None:
+                self._ignore(beat)
+                continue
+            state.workers += 1
+            state.consumers += int(beat.get("consumers", 0))
+            state.inflight += int(beat.get("inflight", 0))
+        self._states = states
+
+    def _ignore(self, beat: dict[str, Any]) -> None:
+        member = f"{beat.get('engine')}@{beat.get('worker')}"
+        if member not in self._ignored:
+            self._ignored.add(member)
+            log.warning(
+                "heartbeat from an engine that is not registered: ignored (declare it in CANVASFLOW_ENGINES)",
+                engine=beat.get("engine"),
+                worker=beat.get("worker"),
+            )
+
+    def sent(self, engine_key: str) -> None:
+        """Count a step this process just published to the engine until the next read."""
+        state = self._states.get(engine_key)
+        if state is not None:
+            state.queued += 1
+
+    def copy(self) -> dict[str, EngineState]:
+        return {k: replace(v) for k, v in self.states().items()}
+
+
+_views: dict[tuple[int, str], LiveView] = {}
+
+
+def view_for(r: redis.Redis, prefix: str, ttl: float, depths: bool) -> LiveView:
+    """This process's view (a forked child builds its own)."""
+    key = (os.getpid(), prefix)
+    found = _views.get(key)
+    if found is None or found.r is not r:
+        found = _views[key] = LiveView(r, prefix, ttl, depths)
+    return found
+
+
+def engine_of(key: str) -> Engine | None:
+    return registry.get(key)

@@ -1,0 +1,164 @@
+"""The router: when a step becomes ready, pick the engine (and so the queue) that runs it.
+
+A routed step carries ``routing = {"capability", "strategy", "requires"}`` in its graph node
+(set by the compiler for a capability that has engines, or a step given ``route=``/``requires=``).
+:func:`decide` is pure (a snapshot in, a decision out); :func:`route_step` feeds it this
+process's cached live view. :func:`preflight` refuses a run whose routed steps cannot run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import redis
+
+from canvasflow.config.errors import RoutingError
+from canvasflow.config.settings import Settings
+from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.routing.live import view_for
+from canvasflow.workers.routing.snapshot import EngineState, StepNeeds
+from canvasflow.workers.routing.strategies import strategy
+
+Decision = dict[str, Any]
+
+
+def decide(
+    states: Mapping[str, EngineState],
+    step_id: str,
+    routing: Mapping[str, Any],
+    default_strategy: str,
+    *,
+    exclude: Collection[str] = (),
+    draw: float = 1.0,
+    exploration: float = 0.0,
+) -> Decision:
+    """The engine for one step: a strategy's choice among the live engines that fit, else a wait."""
+    cap = routing["capability"]
+    name = routing.get("strategy") or default_strategy
+    requires = routing.get("requires") or {}
+    choose = strategy(name)
+    only = routing.get("engines")  # a hybrid step: the engines that have an implementation
+    fit = [
+        states[e.key]
+        for e in registry.of(cap)
+        if e.key in states and e.satisfies(requires) and (not only or e.name in only)
+    ]
+    if not fit:
+        raise RoutingError(f"step {step_id}: no engine of capability {cap!r} offers {requires}: declare one")
+    live = [c for c in fit if c.live and c.engine.key not in exclude]
+    choice = choose(live, StepNeeds(step_id, cap, requires, draw, exploration)) if live else None
+    if choice is None:
+        untried = [c for c in fit if c.engine.key not in exclude] or fit
+        waits = untried[0]
+        return _decision(waits, name, f"no live worker fits: waiting on {waits.engine.key}")
+    return _decision(choice.engine, name, choice.reason)
+
+
+def live_left(r: redis.Redis, s: Settings, routing: Mapping[str, Any], exclude: Collection[str]) -> bool:
+    """Whether an engine not tried yet, fitting the step and with a live worker, is left."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    requires = routing.get("requires") or {}
+    return any(
+        e.key not in exclude and e.satisfies(requires) and e.key in states and states[e.key].live
+        for e in registry.of(routing["capability"])
+    )
+
+
+def live_engines(r: redis.Redis, s: Settings, capability: str) -> list[Engine]:
+    """The capability's engines with a live worker, highest priority first."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    return [e for e in registry.of(capability) if e.key in states and states[e.key].live]
+
+
+def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:
+    decision = {
+        "engine": state.engine.key,
+        "queue": state.engine.queue,
+        "strategy": strategy_name,
+        "reason": reason,
+    }
+    if state.engine.workflow:  # the step runs as a child run of this workflow
+        decision["workflow"] = state.engine.workflow
+    return decision
+
+
+def route_step(
+    r: redis.Redis, s: Settings, step_id: str, routing: Mapping[str, Any], exclude: Collection[str] = ()
+) -> Decision:
+    """Decide with this process's live view (read again after ``route_cache_ttl``) and count the send."""
+    view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
+    decision = decide(
+        view.states(),
+        step_id,
+        routing,
+        s.route_strategy,
+        exclude=exclude,
+        draw=random.random(),
+        exploration=s.route_exploration,
+    )
+    view.sent(decision["engine"])
+    return decision
+
+
+def _depths(s: Settings) -> bool:
+    """Queue depths come from the broker when it is the Redis server holding the state."""
+    return s.broker_url.startswith("redis") and s.broker_url == s.redis_state_url
+
+
+def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Refuse (before anything is created) steps whose routing names what does not exist or cannot run."""
+    problems: list[str] = []
+    view = None
+    for step_id, routing in routed:
+        cap, requires = routing["capability"], routing.get("requires") or {}
+        try:
+            strategy(routing.get("strategy") or s.route_strategy)
+        except RoutingError as exc:
+            problems.append(f"step {step_id}: {exc}")
+            continue
+        engines = registry.of(cap)
+        if not engines:
+            problems.append(
+                f"step {step_id}: capability {cap!r} has no engine: declare one (CANVASFLOW_ENGINES) "
+                "or drop route=/requires= to use the plain cap.<capability> queue"
+            )
+            continue
+        declared = {k for e in engines for k in e.resources}
+        unknown = sorted(set(requires) - declared)
+        if unknown:
+            problems.append(
+                f"step {step_id}: requires {unknown} but no engine of {cap!r} declares them "
+                f"(declared: {sorted(declared)})"
+            )
+            continue
+        view = view or view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
+        states = view.states()
+        only = routing.get("engines")  # a hybrid step: the engines that have an implementation
+        fitting = [e for e in engines if e.satisfies(requires) and (not only or e.name in only)]
+        live = [e for e in fitting if e.key in states and states[e.key].live]
+        if not live:
+            fits = [e.name for e in fitting] or ["(none fits)"]
+            problems.append(
+                f"step {step_id}: no live worker for capability {cap!r}"
+                + (f" offering {dict(requires)}" if requires else "")
+                + f": start one, e.g. `canvasflow worker --capability {cap} --engine {fits[0]}`"
+            )
+    if problems:
+        raise RoutingError("the run was refused: " + "; ".join(problems))
+
+
+def workflow_inputs(args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A step's arguments as the inputs of the workflow engine that runs it: its keyword
+    arguments, a dict positional argument merged in, other positional ones under ``args``."""
+    inputs = dict(kwargs)
+    rest = []
+    for arg in args:
+        if isinstance(arg, dict):
+            inputs.update(arg)
+        else:
+            rest.append(arg)
+    if rest:
+        inputs["args"] = rest
+    return inputs
