@@ -66,7 +66,10 @@ def test_resume_from_refuses_what_it_does_not_support(worker):
     ok = run_saga(lambda: chain(s("a"), s("b")))
     with pytest.raises(ResumeRefused, match=r"no step 'nope'.*0\.act, 1\.act"):
         resume(ok.id, from_step="nope")
-    with pytest.raises(ResumeRefused, match="only failed or cancelled runs can be resumed, and succeeded"):
+    with pytest.raises(
+        ResumeRefused,
+        match="only failed or cancelled runs \\(or stalled ones\\) can be resumed, and succeeded",
+    ):
         resume(ok.id)  # a succeeded run has nothing left to do: say which step to redo
     rolled_back = run_saga(lambda: chain(s("x"), s("y", fail=True)))
     assert rolled_back.status == "compensated"
