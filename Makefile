@@ -7,6 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CAP    ?= demo
 PYTEST_ARGS ?=
+# test modules run in parallel, whole files per process (each process is its own harness
+# session: its own Redis database, key prefix, journal and RabbitMQ vhost); most tests wait
+# on real workers and timeouts, so 3 processes fit 2 cores
+PYTEST_WORKERS ?= 3
 
 .PHONY: install demo test test-unit test-integration bench worker flower lint clean
 
@@ -23,7 +27,7 @@ demo: install
 	$(BIN)/canvasflow demo
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
