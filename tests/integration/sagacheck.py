@@ -64,3 +64,17 @@ def assert_rolled_back(record: RunRecord, log: str) -> list[str]:
         if label not in done:
             assert s.status != "succeeded"
     return undone
+
+
+def finished(run_id: str, timeout: float = 60) -> RunRecord:
+    """The run once terminal (``Run.wait`` also returns while it waits for a signal)."""
+    import time
+
+    from canvasflow.workflows import get_run
+    from canvasflow.workflows.store.records import TERMINAL
+
+    deadline = time.monotonic() + timeout
+    while (record := get_run(run_id)).status not in TERMINAL:
+        assert time.monotonic() < deadline, f"run {run_id} still {record.status}"
+        time.sleep(0.1)
+    return record

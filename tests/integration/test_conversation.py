@@ -3,7 +3,6 @@ and ``send_signal`` as a step, so two runs converse; a signal sent twice is appl
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -12,20 +11,10 @@ from celery import chain
 from canvasflow.config.errors import RunStateError
 from canvasflow.workflows import Workflow, get_run, send_signal, signal, start, wait_for_response
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.store.records import TERMINAL, RunRecord
 from tests.integration.saga import effects, field, whoami
-from tests.integration.sagacheck import assert_rolled_back, new_log, step_of
+from tests.integration.sagacheck import assert_rolled_back, finished, new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
-
-
-def finished(run_id: str, timeout: float = 60) -> RunRecord:
-    """The run once terminal (``Run.wait`` also returns while it waits for a signal)."""
-    deadline = time.monotonic() + timeout
-    while (record := get_run(run_id)).status not in TERMINAL:
-        assert time.monotonic() < deadline, f"run {run_id} still {record.status}"
-        time.sleep(0.1)
-    return record
 
 
 def workflow(build, **options) -> Workflow:

@@ -13,19 +13,11 @@ from celery import chain
 from canvasflow.config.errors import DefinitionError
 from canvasflow.workflows import Workflow, get_run, start
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.store.records import TERMINAL, RunRecord
+from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import act, bounded, effects
-from tests.integration.sagacheck import assert_rolled_back, new_log, step_of
+from tests.integration.sagacheck import assert_rolled_back, finished, new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
-
-
-def finished(run_id: str, timeout: float = 60) -> RunRecord:
-    deadline = time.monotonic() + timeout
-    while (record := get_run(run_id)).status not in TERMINAL:
-        assert time.monotonic() < deadline, f"run {run_id} still {record.status}"
-        time.sleep(0.1)
-    return record
 
 
 def run(build, **options) -> RunRecord:
