@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # seconds a routed step may wait on its engine's queue before an idle worker of another engine takes it
     route_timeout: float | None = Field(default=None, gt=0)
 
+    # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
+    middleware: list[str] = Field(default_factory=list)
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend
