@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # on real workers and timeouts, so 3 processes fit 2 cores
 PYTEST_WORKERS ?= 3
 
-.PHONY: install demo test test-unit test-integration bench worker flower lint clean
+.PHONY: install demo test test-unit test-integration bench worker flower ui lint clean
 
 install: $(STAMP)
 
@@ -42,8 +42,16 @@ bench: install
 worker: install
 	$(BIN)/canvasflow worker --capability $(CAP) --control $(if $(filter demo,$(CAP)),--demo)
 
+# Flower on 127.0.0.1:5555 with persistent state (CANVASFLOW_FLOWER_DB); basic auth from
+# CANVASFLOW_FLOWER_BASIC_AUTH=user:password (required beyond localhost: FLOWER_HOST=0.0.0.0)
+FLOWER_HOST ?= 127.0.0.1
 flower: install
-	FLOWER_UNAUTHENTICATED_API=true $(BIN)/celery -A canvasflow.app flower --address=127.0.0.1 --port=5555
+	$(BIN)/canvasflow flower --host $(FLOWER_HOST)
+
+# the web console on http://127.0.0.1:8077 (docs/console.md); UI_HOST=0.0.0.0 needs CANVASFLOW_UI_* credentials
+UI_HOST ?= 127.0.0.1
+ui: install
+	$(BIN)/canvasflow ui --host $(UI_HOST)
 
 lint: install
 	$(BIN)/ruff check canvasflow config workers workflows compensation tests

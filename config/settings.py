@@ -107,6 +107,19 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # web console and Flower (docs/console.md): the console's address and credentials (basic auth
+    # and/or a bearer token; required when bound beyond localhost), runs per page, Flower's URL for
+    # links; `canvasflow flower`'s user:password[,user:password] and its persistent state file
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8077, ge=1, le=65535)
+    ui_username: str | None = None
+    ui_password: str | None = None
+    ui_token: str | None = None
+    ui_page_size: int = Field(default=50, ge=1, le=1000)
+    flower_url: str | None = None
+    flower_basic_auth: str | None = None
+    flower_db: str = "var/flower.db"
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

@@ -11,10 +11,10 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canvasflow.config.errors import InputError
+from canvasflow.workflows.reports import parse_when, run_json, run_text, runs_json
 from canvasflow.workflows.store.records import RUN_STATUSES
 
 
@@ -31,25 +31,6 @@ def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text())
 
 
-def _run_text(data: dict[str, Any]) -> str:
-    lines = [f"run {data['id']}  {data['workflow']} v{data['version']}  {data['status']}"]
-    if data.get("key") or data.get("tags"):
-        lines.append(f"key: {data.get('key') or '-'}  tags: {', '.join(data.get('tags') or []) or '-'}")
-    if data.get("result") is not None:
-        lines.append(f"result: {json.dumps(data['result'])}")
-    if data.get("error"):
-        lines.append(f"error: {json.dumps(data['error'])}")
-    for s in data.get("steps", []):
-        comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
-        route = s.get("route")
-        routed = f"  engine={route['engine']} ({route['strategy']}: {route['reason']})" if route else ""
-        lines.append(
-            f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
-            f"attempts={s['attempts']} {s.get('worker') or ''}{comp}{routed}"
-        )
-    return "\n".join(lines)
-
-
 # -- commands ----------------------------------------------------------------------------
 def cmd_start(args: argparse.Namespace) -> int:
     from canvasflow.workflows import start
@@ -58,15 +39,17 @@ def cmd_start(args: argparse.Namespace) -> int:
         args.name, _load_json(args.input, "--input"), version=args.version, key=args.key, tags=args.tag or ()
     )
     record = run.wait(args.timeout) if args.wait else run.record
-    _emit(args, record.to_json(), lambda: _run_text(record.to_json()))
+    data = run_json(record)
+    _emit(args, data, lambda: run_text(data, record.graph))
     return 0 if not args.wait or record.status in ("succeeded", "waiting") else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from canvasflow.workflows import get_run
 
-    data = get_run(args.run).to_json()
-    _emit(args, data, lambda: _run_text(data))
+    record = get_run(args.run)
+    data = run_json(record)
+    _emit(args, data, lambda: run_text(data, record.graph))
     return 0
 
 
@@ -81,12 +64,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         args.limit,
         key=args.key,
         tags=args.tag or (),
-        since=_when(args.since, "--since"),
-        until=_when(args.until, "--until"),
+        since=parse_when(args.since, "--since"),
+        until=parse_when(args.until, "--until"),
     )
-    runs = [r.to_json() for r in records]
-    for r in runs:
-        r.pop("steps", None)
+    runs = runs_json(records)
     _emit(
         args,
         runs,
@@ -100,25 +81,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         ),
     )
     return 0
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _when(text: str | None, what: str) -> datetime | None:
-    """An ISO timestamp (UTC unless it says otherwise), or a time ago: ``30m``, ``2h``, ``7d``."""
-    if text is None:
-        return None
-    text = text.strip()
-    if len(text) > 1 and text[-1] in _UNITS and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(
-            f"{what} {text!r} is neither an ISO timestamp (2026-05-01T12:00) nor a time ago (30m, 2h, 7d)"
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -211,8 +173,8 @@ def _show(args: argparse.Namespace, run: Any) -> Any:
     from canvasflow.workflows import get_run
 
     record = run.wait(args.timeout) if getattr(args, "wait", False) else get_run(run.id)
-    data = record.to_json()
-    _emit(args, data, lambda: _run_text(data))
+    data = run_json(record)
+    _emit(args, data, lambda: run_text(data, record.graph))
     return record
 
 
@@ -541,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    from canvasflow.workflows.cli_ui import register as register_ui
+
+    register_ui(add)
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
     return p

@@ -1,0 +1,90 @@
+"""The console's JSON API: the same data as the CLI's ``--json`` (``workflows/reports.py``).
+
+GET  /api/runs                  ``canvasflow runs --json`` (filters as the runs page; header
+                                ``X-Next-Before``: the cursor of the next page)
+GET  /api/runs/{id}             ``canvasflow status RUN --json`` (with ``tree``)
+GET  /api/runs/{id}/events      the run's events in the order they happened
+POST /api/runs/{id}/{action}    resume | cancel | signal | compensate; a JSON body
+                                (``{"compensate": true}``, ``{"name": ..., "payload": ...}``);
+                                answers the run as ``status --json`` does
+Errors: ``{"error", "type"}`` with 400, 404, 409, 415 or 503.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from canvasflow.workflows.console.actions import http_error, perform
+from canvasflow.workflows.console.auth import cross_origin
+from canvasflow.workflows.console.queries import RunFilters, run_view, runs_page
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, default=str)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(exc: BaseException) -> Response:
+    status, message, kind = http_error(exc)
+    return JSONResponse({"error": message, "type": kind}, status_code=status)
+
+
+class Api:
+    def __init__(self, flower_url: str | None, page_size: int) -> None:
+        self.flower_url, self.page_size = flower_url, page_size
+
+    async def runs(self, request: Request) -> Response:
+        try:
+            filters = RunFilters.from_query(request.query_params)
+            limit = int(request.query_params.get("limit") or self.page_size)
+            page = await run_in_threadpool(runs_page, filters, max(1, min(limit, 1000)))
+        except ValueError:
+            return JSONResponse({"error": "limit must be a whole number", "type": "InputError"}, 400)
+        except Exception as exc:
+            return _error(exc)
+        return _json(page.runs, headers={"X-Next-Before": page.next_before} if page.next_before else None)
+
+    async def _view(self, request: Request, part: str) -> Response:
+        try:
+            view = await run_in_threadpool(run_view, request.path_params["run_id"], self.flower_url)
+        except Exception as exc:
+            return _error(exc)
+        return _json(view.data if part == "run" else view.events)
+
+    async def run(self, request: Request) -> Response:
+        return await self._view(request, "run")
+
+    async def events(self, request: Request) -> Response:
+        return await self._view(request, "events")
+
+    async def act(self, request: Request) -> Response:
+        run_id, name = request.path_params["run_id"], request.path_params["action"]
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse(
+                {
+                    "error": "send the action's fields as a JSON object (Content-Type: application/json)",
+                    "type": "UnsupportedMediaType",
+                },
+                415,
+            )
+        why = cross_origin(request)
+        if why:
+            return JSONResponse({"error": f"refused: {why}", "type": "Forbidden"}, 403)
+        raw = await request.body()
+        try:
+            fields = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            return JSONResponse({"error": f"the body is not JSON ({exc})", "type": "InputError"}, 400)
+        if not isinstance(fields, dict):
+            return JSONResponse({"error": "the body must be a JSON object", "type": "InputError"}, 400)
+        try:
+            await run_in_threadpool(perform, name, run_id, fields)
+            view = await run_in_threadpool(run_view, run_id, self.flower_url)
+        except Exception as exc:
+            return _error(exc)
+        return _json(view.data)
