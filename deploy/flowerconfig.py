@@ -55,14 +55,22 @@ address = _env("ADDRESS", "0.0.0.0")
 # (probes and Prometheus); every page and /api/* needs them.
 if _os.environ.get("FLOWER_BASIC_AUTH") is not None:
     basic_auth = _credentials(_os.environ["FLOWER_BASIC_AUTH"])
+elif address not in ("127.0.0.1", "localhost", "::1"):
+    raise SystemExit(
+        f"flowerconfig: refusing to serve Flower on {address} without authentication: set "
+        "FLOWER_BASIC_AUTH=user:password, or FLOWER_ADDRESS=127.0.0.1"
+    )
 
 # -- state --------------------------------------------------------------------------------
-# Flower builds its view from the workers' task events. Not persistent: a restarted Flower
-# starts empty and fills up again from new events; the durable record of every run and
-# step is canvasflow's journal (`canvasflow runs`, `canvasflow status RUN`), not Flower.
-# (FLOWER_PERSISTENT=true needs a writable FLOWER_DB path, e.g. on a volume.)
-persistent = _flag("PERSISTENT", False)
-db = _env("DB", "/tmp/flower.db")
+# Flower builds its view from the workers' task events. Persistent by default: the state is
+# saved to FLOWER_DB every FLOWER_STATE_SAVE_INTERVAL ms (and when Flower stops) and loaded
+# at start, so a restarted Flower still shows the tasks it saw. Put FLOWER_DB on a volume
+# (docker-compose: flower-state; Kubernetes: the canvasflow-flower-state claim). The durable
+# record of every run and step is still canvasflow's journal (`canvasflow status RUN`).
+# Task ids name the run and the step: <run id>-<step id>-g<generation> (chunks: -c<i>).
+persistent = _flag("PERSISTENT", True)
+db = _env("DB", "/data/flower.db")
+state_save_interval = int(_env("STATE_SAVE_INTERVAL", "60000"))
 
 # Every canvasflow step is its own Celery task, so a busy system produces many tasks:
 # keep the newest N in memory (Flower's default is 100000, a lot of RAM for one pod).

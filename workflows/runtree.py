@@ -174,32 +174,40 @@ def step_details(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
     return "  ".join(parts)
 
 
-_LABELS = {"header": "header", "body": "body", "link": "link (callback)", "dag": "dag"}
+_LABELS = {"body": "body", "link": "link (callback)"}
+
+
+def _part_label(node: TreeNode) -> str:
+    n = len(node.children)
+    if node.kind == "chain":
+        return f"chain ({n} parts)"
+    if node.kind in ("group", "dag"):
+        return f"{node.kind} ({n} members)" if node.kind == "group" else f"dag ({n} steps)"
+    if node.kind == "header":
+        return f"header ({n} members)"
+    return _LABELS.get(node.kind, node.kind)
 
 
 def tree_lines(tree: TreeNode, steps: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The tree drawn with box characters, one line a node; step lines aligned on their details."""
-    rows: list[tuple[str, str]] = []
-
-    def label(node: TreeNode) -> tuple[str, str]:
-        if node.step_id is not None:
-            step = steps.get(node.step_id)
-            if step is None:
-                return node.step_id, "pending"
-            return f"{node.step_id}  {step.get('task', '')}", step_details(step, steps)
-        if node.kind in ("chain", "group"):
-            return f"{node.kind} ({len(node.children)} parts)" if node.kind == "chain" else (
-                f"group ({len(node.children)} members)"
-            ), ""
-        return _LABELS.get(node.kind, node.kind), ""
+    """The tree drawn with box characters, one line a node; tasks and details in aligned columns."""
+    rows: list[tuple[str, str, str]] = []  # (tree and step id, task, details)
 
     def walk(node: TreeNode, lead: str, last: bool, top: bool) -> None:
-        name, details = label(node)
-        rows.append((name if top else f"{lead}{'└─ ' if last else '├─ '}{name}", details))
+        if node.step_id is not None:
+            step = steps.get(node.step_id)
+            name, task = node.step_id, str((step or {}).get("task", ""))
+            details = step_details(step, steps) if step is not None else "pending"
+        else:
+            name, task, details = _part_label(node), "", ""
+        rows.append((name if top else f"{lead}{'└─ ' if last else '├─ '}{name}", task, details))
         inner = lead if top else lead + ("   " if last else "│  ")
         for i, child in enumerate(node.children):
             walk(child, inner, i == len(node.children) - 1, False)
 
     walk(tree, "", True, True)
-    width = max(len(name) for name, _ in rows)
-    return [f"{name:<{width}}  {details}".rstrip() if details else name for name, details in rows]
+    width = max(len(name) for name, task, _ in rows if task) if any(t for _, t, _ in rows) else 0
+    tasks = max((len(task) for _, task, _ in rows), default=0)
+    return [
+        f"{name:<{width}}  {task:<{tasks}}  {details}".rstrip() if details else name
+        for name, task, details in rows
+    ]

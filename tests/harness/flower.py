@@ -10,7 +10,9 @@ says that worker went offline. Flower's event state keeps it as an offline worke
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,13 +30,24 @@ class FlowerNotReady(RuntimeError):
     """Flower died, or did not answer HTTP or see events in time (the message carries its log)."""
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+Auth = tuple[str, str] | None
+
+
+def _request(url: str, auth: Auth) -> urllib.request.Request:
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    return urllib.request.Request(url, headers=headers)
+
+
+def http_ok(url: str, timeout: float = 2.0, auth: Auth = None) -> bool:
+    with urllib.request.urlopen(_request(url, auth), timeout=timeout) as response:
         return response.status == 200
 
 
-def get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, timeout: float = 2.0, auth: Auth = None) -> Any:
+    """GET ``url`` as JSON (with basic auth ``(user, password)`` when given)."""
+    with urllib.request.urlopen(_request(url, auth), timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -52,6 +65,7 @@ class FlowerProcess(CeleryProcess):
     """``celery flower`` listening on ``url``."""
 
     url: str = ""
+    auth: Auth = None  # the (user, password) it was started with, if any
 
     def _fail(self, why: str) -> FlowerNotReady:
         return FlowerNotReady(f"flower at {self.url} {why}; log {self.log_path}:\n{self.log_tail()}")
@@ -74,7 +88,7 @@ class FlowerProcess(CeleryProcess):
 
         def probe_seen() -> bool:
             _send_probe("worker-heartbeat")
-            listed = get_json(f"{self.url}/workers?json=1")["data"]
+            listed = get_json(f"{self.url}/workers?json=1", auth=self.auth)["data"]
             return any(w.get("hostname") == PROBE_HOSTNAME for w in listed)
 
         self._wait("receive a probe event", probe_seen, deadline)
@@ -94,3 +108,19 @@ def spawn_flower(*, port: int, log_dir: Path, cwd: Path, env: Mapping[str, str])
         env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
     )
     return FlowerProcess(base.name, base.process, base.log_path, f"http://127.0.0.1:{port}")
+
+
+def spawn_canvasflow_flower(
+    *, port: int, log_dir: Path, cwd: Path, env: Mapping[str, str], auth: Auth = None
+) -> FlowerProcess:
+    """``canvasflow flower`` on 127.0.0.1:``port`` (basic auth and persistent state from the
+    ``CANVASFLOW_FLOWER_*`` settings in ``env``; ``auth`` is what readiness logs in with)."""
+    base = CeleryProcess.spawn(
+        f"flower-{port}",
+        ["flower", "--host", "127.0.0.1", "--port", str(port)],
+        log_path=log_dir / f"flower-{port}.log",
+        cwd=cwd,
+        env=env,
+        program=[sys.executable, "-m", "canvasflow.workflows.cli"],
+    )
+    return FlowerProcess(base.name, base.process, base.log_path, f"http://127.0.0.1:{port}", auth)

@@ -30,14 +30,22 @@ class CeleryProcess:
 
     @classmethod
     def spawn(
-        cls, name: str, args: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, str]
+        cls,
+        name: str,
+        args: Sequence[str],
+        *,
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        program: Sequence[str] | None = None,
     ) -> CeleryProcess:
+        """Start ``celery -A canvasflow.app ARGS`` (or ``PROGRAM ARGS``: a command that execs celery)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         from canvasflow.workers.fleet import CELERY
 
         with open(log_path, "ab") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
-                [*CELERY, *args],
+                [*(program or CELERY), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

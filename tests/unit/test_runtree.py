@@ -118,7 +118,7 @@ def test_the_text_shows_duration_queue_worker_attempts_error_and_compensation():
     assert "error: RuntimeError: boom second line" in failing
     # the header members are indented under the chord's header, deeper than the chain's parts
     assert failing.index("1.h1.mul") > first.index("0.add")
-    header = next(line for line in text if line.rstrip().endswith("header"))
+    header = next(line for line in text if "header (2 members)" in line)
     assert failing.index("1.h1.mul") > header.index("header")
     # step details start in one column
     starts = {line.index(st) for line in text for st in ("compensated ", "failed ", "skipped ") if st in line}
