@@ -167,3 +167,15 @@ def test_runs_list_filters_by_workflow_status_and_time_and_pages(worker, console
     assert [r["id"] for r in only_failed.json()] == [failed.id]
     assert http(f"{console}/api/runs?{urlencode({'since': 'yesterday'})}", headers=BEARER).status == 400
     assert http(f"{console}/api/runs?{urlencode({'until': '2000-01-01'})}", headers=BEARER).json() == []
+
+
+def test_child_runs_are_linked_both_ways(worker, console):
+    parent = start("tests.parent").wait(60)
+    assert parent.status == "succeeded"
+    (child,) = runtime().store.children(parent.id)
+    page = http(f"{console}/runs/{parent.id}", headers=AUTH)
+    assert f'href="/runs/{child.id}"' in page.body and "Child runs" in page.body
+    back = http(f"{console}/runs/{child.id}", headers=AUTH)
+    assert f'href="/runs/{parent.id}"' in back.body
+    nodes = dict(re.findall(r'data-step="([^"]+)" data-status="([^"]+)"', page.body.split("</svg>")[0]))
+    assert set(nodes.values()) == {"succeeded"} and len(nodes) == len(parent.steps)
