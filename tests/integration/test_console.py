@@ -72,6 +72,8 @@ def test_a_compensated_run_page_and_api_match_the_cli(worker, console, capsys):
     nodes = dict(re.findall(r'data-step="([^"]+)" data-status="([^"]+)"', page.body.split("</svg>")[0]))
     assert nodes == {"0.book": "compensated", "1.book": "failed"}
     assert "RuntimeError: charge failed" in page.body
+    traceback = page.body.split("<summary>traceback</summary>", 1)[1].split("</pre>", 1)[0]
+    assert "console_flows.py" in traceback and "raise RuntimeError" in traceback  # where it failed
     first = record.step("0.book")
     assert f'href="http://flower.example:5555/task/{first.task_id}"' in page.body
     assert first.task_id == f"{record.id}-0.book-g1"  # Flower shows the run and the step in the id
