@@ -115,6 +115,31 @@ def chunk_counts(steps: Mapping[str, Mapping[str, Any]], step_id: str) -> dict[s
     return counts
 
 
+def map_summary(steps: Mapping[str, Mapping[str, Any]], step_id: str) -> dict[str, Any]:
+    """A map step's span over its chunks: first start, last finish, queue and workers."""
+    chunks = [s for sid, s in steps.items() if sid.startswith(f"{step_id}#")]
+    starts = [t for t in (_when(c.get("started_at")) for c in chunks) if t is not None]
+    ends = [t for t in (_when(c.get("finished_at")) for c in chunks) if t is not None]
+    workers = sorted({c["worker"] for c in chunks if c.get("worker")})
+    queues = sorted({c["queue"] for c in chunks if c.get("queue")})
+    return {
+        "started_at": min(starts) if starts else None,
+        "finished_at": max(ends) if ends and len(ends) == len(chunks) else None,
+        "queue": ", ".join(queues) or None,
+        "worker": workers[0] if len(workers) == 1 else (f"{len(workers)} workers" if workers else None),
+    }
+
+
+def with_chunks(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The step, a map step's missing timing, queue and worker filled in from its chunks."""
+    out = dict(step)
+    if step.get("kind") == "map":
+        for key, value in map_summary(steps, step["step_id"]).items():
+            if not out.get(key):
+                out[key] = value
+    return out
+
+
 def duration_ms(step: Mapping[str, Any]) -> float | None:
     """Milliseconds from start to finish, or None until both are known."""
     start, end = _when(step.get("started_at")), _when(step.get("finished_at"))
@@ -151,6 +176,7 @@ def error_text(error: Any, width: int = 90) -> str:
 
 def step_details(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> str:
     """One step's line after its id: status, duration, queue, worker, attempts, and the rest."""
+    step = with_chunks(step, steps)
     parts = [f"{step['status']:<12}", f"{_duration_text(duration_ms(step)):>9}"]
     if step.get("kind") == "map":
         c = chunk_counts(steps, step["step_id"])

@@ -75,9 +75,18 @@ def test_a_map_step_is_one_line_with_its_chunk_counts():
     steps = {
         "0.echo": {"step_id": "0.echo", "task": "demo.echo", "status": "succeeded", "attempts": 1},
         "1.map": {"step_id": "1.map", "task": "canvasflow.map", "kind": "map", "status": "failed"},
-        "1.map#0": {"step_id": "1.map#0", "kind": "chunk", "status": "succeeded"},
-        "1.map#1": {"step_id": "1.map#1", "kind": "chunk", "status": "succeeded"},
-        "1.map#2": {"step_id": "1.map#2", "kind": "chunk", "status": "failed"},
+        **{
+            f"1.map#{i}": {
+                "step_id": f"1.map#{i}",
+                "kind": "chunk",
+                "status": "failed" if i == 2 else "succeeded",
+                "queue": "cap.demo",
+                "worker": f"w{i % 2}@host",
+                "started_at": f"2026-05-01T12:00:0{i}+00:00",
+                "finished_at": f"2026-05-01T12:00:0{i}.500000+00:00",
+            }
+            for i in range(3)
+        },
         "2.xsum": {"step_id": "2.xsum", "task": "demo.xsum", "status": "skipped"},
     }
     assert chunk_counts(steps, "1.map") == {"total": 3, "succeeded": 2, "failed": 1}
@@ -85,6 +94,8 @@ def test_a_map_step_is_one_line_with_its_chunk_counts():
     assert len(lines) == 4  # the chain and its three steps: no line per chunk
     (map_line,) = [line for line in lines if "1.map" in line]
     assert "chunks 2/3 done, 1 failed" in map_line and "#" not in map_line
+    # its span over the chunks: first start to last finish, their queue, how many workers
+    assert "2500.0 ms" in map_line and "cap.demo" in map_line and "2 workers" in map_line
 
 
 def test_the_text_shows_duration_queue_worker_attempts_error_and_compensation():

@@ -14,7 +14,7 @@ from typing import Any
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.reports import parse_when, run_json, runs_json
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.runtree import TreeNode, canvas_tree, chunk_counts, duration_ms
+from canvasflow.workflows.runtree import TreeNode, canvas_tree, chunk_counts, duration_ms, with_chunks
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL
 
 
@@ -137,7 +137,7 @@ def _rows(
     node: TreeNode, depth: int, steps: Mapping[str, dict[str, Any]], flower: str | None, out: list[Row]
 ) -> None:
     if node.step_id is not None:
-        step = steps.get(node.step_id) or {"step_id": node.step_id, "status": "pending", "task": ""}
+        step = with_chunks(steps.get(node.step_id) or {"step_id": node.step_id, "status": "pending"}, steps)
         link = f"{flower.rstrip('/')}/task/{step['task_id']}" if flower and step.get("task_id") else None
         counts = chunk_counts(steps, node.step_id) if step.get("kind") == "map" else {}
         out.append(Row(depth, node.step_id, step, counts, duration_ms(step), link))
@@ -158,4 +158,5 @@ def _events(run_id: str) -> tuple[list[dict[str, Any]], str]:
         return [e if isinstance(e, dict) else dict(getattr(e, "__dict__", {})) for e in found], "history"
     from canvasflow.workflows.runtime.context import runtime
 
-    return runtime().store.events(run_id), "journal events"
+    events = runtime().store.events(run_id)  # by when each happened (batched writes land later)
+    return sorted(events, key=lambda e: e["at"]), "journal events"
