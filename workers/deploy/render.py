@@ -181,12 +181,13 @@ def render(
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": t.namespace,
-        "resources": sorted(files),
+        "resources": sorted(n for n in files if n != "secret.example.yaml"),  # never over a real Secret
         "images": [{"name": t.image.rsplit(":", 1)[0], "newTag": t.image.rsplit(":", 1)[-1]}],
     }
     files["kustomization.yaml"] = _file(
         [
-            "kubectl apply -k deploy/k8s. keda-*.yaml need KEDA; secret.example.yaml is placeholders.",
+            "kubectl apply -k deploy/k8s, once the Secret exists (its keys: secret.example.yaml, not listed",
+            "here so that applying never overwrites the real one). keda-*.yaml need KEDA.",
             "Tune per fleet (replicas, resources) in an overlay of your own that patches these files.",
         ],
         [kustomization],
