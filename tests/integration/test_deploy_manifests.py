@@ -151,6 +151,19 @@ def test_the_rabbitmq_rendering_validates_too(tmp_path):
         kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
 
 
+def test_the_image_copies_the_package_and_every_folder_it_links_in():
+    """The Dockerfile installs the package from what it copied: canvasflow/ and the folders its
+    subpackages link to (without canvasflow/ the wheel would be empty and the build fail)."""
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line and "--chown" not in line
+    }
+    links = {p.resolve().name for p in (ROOT / "canvasflow").iterdir() if p.is_symlink()}
+    assert links == {"config", "workers", "workflows", "compensation"}
+    assert {"canvasflow", "pyproject.toml", *links} <= copied
+
+
 def _compose_errors(doc: dict[str, Any]) -> list[str]:
     # the Compose specification's schema, as vendored by check-jsonschema (vendor.compose-spec)
     schema = json.loads(
