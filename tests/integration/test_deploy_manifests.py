@@ -176,6 +176,9 @@ def _compose_errors(doc: dict[str, Any]) -> list[str]:
 def test_the_compose_file_validates_against_the_compose_specification():
     doc = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
     assert _compose_errors(doc) == []
-    assert {"redis", "postgres", "worker-demo", "worker-control", "flower"} <= set(doc["services"])
+    services = doc["services"]
+    assert {"redis", "postgres", "db-upgrade", "worker-demo", "worker-control", "flower"} <= set(services)
+    engines = {n: s["command"] for n, s in services.items() if "--engine" in s.get("command", [])}
+    assert set(engines) == {"worker-ocr-gpu", "worker-ocr-cpu"}  # one service per engine
     doc["services"]["worker-demo"]["stop_grace_perod"] = "5m"
     assert any("stop_grace_perod" in e for e in _compose_errors(doc))
