@@ -26,6 +26,7 @@ from tests.integration.sagacheck import new_log, step_of
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults, pytest.mark.usefixtures("broker")]
 
 STEP_SECONDS = 4.0
+EAGER_SWEEP = {"CANVASFLOW_SWEEP_INTERVAL": "0.5", "CANVASFLOW_HEARTBEAT_INTERVAL": "0.5"}
 
 
 def _exit_code(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -62,8 +63,9 @@ def test_sigterm_during_a_step_lets_it_finish_and_the_run_completes_elsewhere(ce
     wait_for(lambda: running_step(run.id, "1.act"), timeout=60)
     leaving.kill(signal.SIGTERM)  # the main process only, as the kubelet does to PID 1
     termed = time.monotonic()
-    # the replacement pod is already up while the old one drains (maxUnavailable: 0)
-    arriving = celery_worker_factory(queues=QUEUES, concurrency=1)
+    # the replacement pod is already up while the old one drains (maxUnavailable: 0), and its
+    # recovery sweep runs every half second: it must leave the draining worker's step alone
+    arriving = celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=EAGER_SWEEP)
 
     code = _exit_code(leaving.process, timeout=60)
     stopped_after = time.monotonic() - termed
