@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # deploy render (docs/operations.md): the longest a step may run when it declares no time_limit,
+    # and what terminationGracePeriodSeconds adds to a fleet's longest step for the warm shutdown
+    deploy_step_seconds: int = Field(default=600, ge=1)
+    deploy_grace_margin: int = Field(default=30, ge=0)
+
     # web console and Flower (docs/console.md): the console's address and credentials (basic auth
     # and/or a bearer token; required when bound beyond localhost), runs per page, Flower's URL for
     # links; `canvasflow flower`'s user:password[,user:password] and its persistent state file

@@ -508,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_ui(add)
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
+    from canvasflow.workflows.cli_deploy import add_commands as add_deploy_commands
+
+    add_deploy_commands(add)
     return p
 
 
