@@ -155,7 +155,7 @@ def _events(run_id: str) -> tuple[list[dict[str, Any]], str]:
     history = getattr(api, "history", None)
     if callable(history):
         found = history(run_id)
-        return [e if isinstance(e, dict) else dict(getattr(e, "__dict__", {})) for e in found], "history"
+        return [e.to_json() if hasattr(e, "to_json") else dict(e) for e in found], "history"
     from canvasflow.workflows.runtime.context import runtime
 
     events = runtime().store.events(run_id)  # by when each happened (batched writes land later)
