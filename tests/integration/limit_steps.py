@@ -83,3 +83,20 @@ def exclusive(account: str, *, probe: str, label: str, sleep: float) -> Any:
     time.sleep(sleep)
     _probe(probe, "end", label)
     return label
+
+
+@step(
+    name="limits.flaky",
+    capability=CAPABILITY,
+    limits=Limit(rate="1/s", name="tests.flaky"),
+    retries=2,
+    retry_backoff=False,
+    default_retry_delay=0,
+)
+def flaky(*, probe: str) -> int:
+    """Fails its first two attempts (retried at once by Celery), then succeeds."""
+    _probe(probe, "start", "flaky")
+    attempt = len(probe_events(probe))
+    if attempt < 3:
+        raise RuntimeError(f"attempt {attempt} fails on purpose")
+    return attempt

@@ -3,16 +3,19 @@ set of concurrency slots; a limited step waits without a worker process and is n
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 import uuid
 from datetime import datetime
 
 import pytest
 from celery import group
 
-from canvasflow.workflows import Workflow, start
+from canvasflow.workers.limits import LimitStore, limit_base
+from canvasflow.workflows import Workflow, get_run, start
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration.limit_steps import CAPABILITY, call, charge, max_overlap, spans
+from tests.integration.limit_steps import CAPABILITY, call, charge, flaky, max_overlap, probe_events, spans
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -31,7 +34,13 @@ def test_a_rate_holds_across_two_workers(celery_worker_factory):
     wf = Workflow(
         f"t.limits.rate.{uuid.uuid4().hex[:6]}", "1", build=lambda: group(charge.s(i) for i in range(60))
     )
-    record = start(wf.name).wait(120)
+    run = start(wf.name)
+    time.sleep(3)  # a few seconds in: most steps wait for their turn, the run is running
+    during = get_run(run.id)
+    waiting = [s for s in during.steps if s.status == "limited"]
+    assert during.status == "running" and len(waiting) >= 20
+    assert all(s.attempts == 0 for s in waiting)  # not claimed: no attempt used
+    record = run.wait(120)
     assert record.status == "succeeded", record.error
     assert record.result == list(range(60))
 
@@ -76,3 +85,21 @@ def test_concurrency_per_key_holds_across_two_workers(celery_worker_factory):
     assert overall > 2  # the limit is per customer: both customers' calls ran side by side
     assert all(s.attempts == 1 and s.status == "succeeded" for s in record.steps)
     assert runtime().redis.keys(f"{runtime().settings.key_prefix}:limit:{{limits.call|*}}:slots") == []
+
+
+def test_a_retry_is_an_attempt_and_asks_the_limit_again(celery_worker_factory):
+    """Celery's retries of a limited step each wait for a turn of the rate (1/s here), even when the
+    first delivery had booked its turn while waiting: a booked turn is spent once."""
+    two_workers(celery_worker_factory)
+    rt = runtime()
+    LimitStore(rt.redis).acquire(limit_base(rt.settings.key_prefix, "tests.flaky"), per_second=1.0)
+    probe = f"limits-probe:{uuid.uuid4().hex}"
+    wf = Workflow(f"t.limits.retry.{uuid.uuid4().hex[:6]}", "1", build=lambda: flaky.s(probe=probe))
+    record = start(wf.name).wait(60)
+    assert record.status == "succeeded", record.error
+    (only,) = record.steps
+    assert only.attempts == 3 and record.result == 3
+    starts = [at for _, _, at in probe_events(probe)]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(starts)]
+    print(f"\nattempts started {gaps} s apart (rate 1/s, retries without delay)")
+    assert all(g >= 0.8 for g in gaps)

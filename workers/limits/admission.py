@@ -101,6 +101,9 @@ def admitted(task: Task, ref: Any, args: tuple, kwargs: dict) -> Iterator[None]:
         for base in held:
             keeper.release(base, holder)
         _defer(rt, task, ref, args, kwargs, min(max(waits), horizon), paid, ticket)
+    custom = getattr(task.request, "headers", None)
+    if isinstance(custom, dict):  # spent: a Celery retry of this delivery asks the limits afresh
+        custom.pop(LIMITS_HEADER, None)
     try:
         yield
     finally:
