@@ -100,3 +100,12 @@ def flaky(*, probe: str) -> int:
     if attempt < 3:
         raise RuntimeError(f"attempt {attempt} fails on purpose")
     return attempt
+
+
+@step(
+    name="limits.by_customer",
+    capability=CAPABILITY,
+    limits=Limit(concurrency=1, key=lambda order, **_: order["customer"]),
+)
+def by_customer(order: dict[str, Any]) -> str:
+    return str(order["id"])

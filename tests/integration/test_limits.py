@@ -15,7 +15,16 @@ from celery import group
 from canvasflow.workers.limits import LimitStore, limit_base
 from canvasflow.workflows import Workflow, get_run, start
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration.limit_steps import CAPABILITY, call, charge, flaky, max_overlap, probe_events, spans
+from tests.integration.limit_steps import (
+    CAPABILITY,
+    by_customer,
+    call,
+    charge,
+    flaky,
+    max_overlap,
+    probe_events,
+    spans,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -103,3 +112,14 @@ def test_a_retry_is_an_attempt_and_asks_the_limit_again(celery_worker_factory):
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(starts)]
     print(f"\nattempts started {gaps} s apart (rate 1/s, retries without delay)")
     assert all(g >= 0.8 for g in gaps)
+
+
+def test_a_key_function_that_fails_fails_the_step_saying_so(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=MODULES)
+    wf = Workflow(f"t.limits.badkey.{uuid.uuid4().hex[:6]}", "1", build=lambda: by_customer.s({"id": 7}))
+    record = start(wf.name).wait(60)
+    assert record.status == "failed"
+    error = record.steps[0].error
+    assert error["type"] == "DefinitionError"
+    assert "limit 'limits.by_customer': its key function failed" in error["message"]
+    assert "KeyError" in error["message"]

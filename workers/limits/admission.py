@@ -26,6 +26,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore
 
+from canvasflow.config.errors import DefinitionError
 from canvasflow.workers.limits.spec import Limit, capability_limits
 from canvasflow.workers.limits.store import ADMITTED, BOOKED, LeaseKeeper, LimitStore, limit_base
 
@@ -117,13 +118,22 @@ def _checkable(rt: Any, ref: Any) -> bool:
     from canvasflow.workflows.runtime import wire
     from canvasflow.workflows.runtime.state import ACTIVE
 
-    if ref.get("chunk") is not None or wire.header_problem(ref):
+    if wire.header_problem(ref) or ref.get("chunk") is not None:
         return False
     return rt.state.status(ref["run"]) in ACTIVE
 
 
 def _key_of(limit: Limit, args: tuple, kwargs: dict) -> Any:
-    return None if limit.key is None else limit.key(*args, **kwargs)
+    """The key value of this delivery; a key function that fails fails the step, saying so."""
+    if limit.key is None:
+        return None
+    try:
+        return limit.key(*args, **kwargs)
+    except Exception as exc:
+        raise DefinitionError(
+            f"limit {limit.name!r}: its key function failed on the step's arguments "
+            f"({type(exc).__name__}: {exc}); make key= accept them as the step does"
+        ) from exc
 
 
 def _max_wait(settings: Any) -> float:
