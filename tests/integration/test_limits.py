@@ -26,7 +26,7 @@ from tests.integration.limit_steps import (
     spans,
 )
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]
 
 QUEUES = [f"cap.{CAPABILITY}", "canvasflow", "canvasflow.control"]
 MODULES = {
