@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # deploy render (docs/operations.md): the longest a step may run when it declares no time_limit,
+    # and what terminationGracePeriodSeconds adds to a fleet's longest step for the warm shutdown
+    deploy_step_seconds: int = Field(default=600, ge=1)
+    deploy_grace_margin: int = Field(default=30, ge=0)
+
     # limits, retention, schedules (docs/limits.md, docs/retention-and-schedules.md): limits per
     # capability, held across every worker ({"payments": {"rate": "5/s", "concurrency": 10}});
     # a dead process's concurrency slot frees after limit_lease_ttl s; a limited step sleeps at most
