@@ -53,6 +53,14 @@ def _probe(probe: str, event: str, label: str) -> None:
     _redis().rpush(probe, json.dumps([event, label, time.time()]))
 
 
+def _busy(probe: str, label: str, sleep: float) -> str:
+    """Sleep ``sleep`` seconds between a ``start`` and an ``end`` probe of ``label``."""
+    _probe(probe, "start", label)
+    time.sleep(sleep)
+    _probe(probe, "end", label)
+    return label
+
+
 @step(name="limits.charge", capability=CAPABILITY, limits=Limit(rate="5/s", name="tests.gateway"))
 def charge(i: int) -> int:
     """At most 5 a second across every worker."""
@@ -66,10 +74,7 @@ def charge(i: int) -> int:
 )
 def call(customer: str, *, probe: str, sleep: float) -> str:
     """At most 2 at once per customer across every worker."""
-    _probe(probe, "start", customer)
-    time.sleep(sleep)
-    _probe(probe, "end", customer)
-    return customer
+    return _busy(probe, customer, sleep)
 
 
 @step(
@@ -79,10 +84,7 @@ def call(customer: str, *, probe: str, sleep: float) -> str:
 )
 def exclusive(account: str, *, probe: str, label: str, sleep: float) -> Any:
     """One at a time per account."""
-    _probe(probe, "start", label)
-    time.sleep(sleep)
-    _probe(probe, "end", label)
-    return label
+    return _busy(probe, label, sleep)
 
 
 @step(
