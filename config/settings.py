@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     deploy_step_seconds: int = Field(default=600, ge=1)
     deploy_grace_margin: int = Field(default=30, ge=0)
 
+    # limits, retention, schedules (docs/limits.md, docs/retention-and-schedules.md): limits per
+    # capability, held across every worker ({"payments": {"rate": "5/s", "concurrency": 10}});
+    # a dead process's concurrency slot frees after limit_lease_ttl s; a limited step sleeps at most
+    # limit_max_wait s before it looks again; the schedules `canvasflow schedule` writes and beat reads
+    capability_limits: dict[str, dict[str, str | int]] = Field(default_factory=dict)
+    limit_lease_ttl: float = Field(default=30.0, ge=1)
+    limit_max_wait: float = Field(default=5.0, gt=0)
+    schedules_file: str = "canvasflow-schedules.json"
+
     # web console and Flower (docs/console.md): the console's address and credentials (basic auth
     # and/or a bearer token; required when bound beyond localhost), runs per page, Flower's URL for
     # links; `canvasflow flower`'s user:password[,user:password] and its persistent state file

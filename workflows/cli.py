@@ -17,6 +17,8 @@ from canvasflow.config.errors import InputError
 from canvasflow.workflows.reports import parse_when, run_json, run_text, runs_json
 from canvasflow.workflows.store.records import RUN_STATUSES
 
+_when = parse_when  # the CLI's time parser, now in workflows/reports.py (cli_prune imports this name)
+
 
 def _load_json(text: str | None, what: str) -> Any:
     if text is None:
@@ -511,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     from canvasflow.workflows.cli_deploy import add_commands as add_deploy_commands
 
     add_deploy_commands(add)
+    from canvasflow.workflows import cli_prune, cli_schedule
+
+    cli_prune.register(add)  # retention and schedules: commands of their own modules
+    cli_schedule.register(add)
     return p
 
 

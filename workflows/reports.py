@@ -63,7 +63,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_when(text: str | None, what: str) -> datetime | None:
     """An ISO timestamp (UTC unless it says otherwise), or a time ago: ``30m``, ``2h``, ``7d``."""
-    if text is None or not text.strip():
+    if text is None:
         return None
     text = text.strip()
     if len(text) > 1 and text[-1] in _UNITS and text[:-1].isdigit():

@@ -55,7 +55,7 @@ def runs_page(filters: RunFilters, page_size: int) -> RunsPage:
     """One page of runs, newest first, and the cursor of the next page (None on the last)."""
     from canvasflow.workflows import list_runs
 
-    until = parse_when(filters.until, "until")
+    until = parse_when(filters.until or None, "until")
     before = _cursor(filters.before)
     if before is not None and (until is None or before < until):
         until = before
@@ -63,7 +63,7 @@ def runs_page(filters: RunFilters, page_size: int) -> RunsPage:
         filters.status or None,
         filters.workflow or None,
         page_size + 1,
-        since=parse_when(filters.since, "since"),
+        since=parse_when(filters.since or None, "since"),
         until=until,
     )
     more = len(records) > page_size
