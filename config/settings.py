@@ -8,11 +8,12 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from canvasflow.config.errors import SettingsError
+from canvasflow.config.redis_clients import url_problem
 
 ENV_PREFIX = "CANVASFLOW_"
 
@@ -106,6 +107,16 @@ class Settings(BaseSettings):
 
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
+
+    # Redis Cluster for run state (docs/redis-cluster.md): STATE_URL and BLOB_URL may be
+    # redis+cluster://host:port[,host:port...]/0; a malformed URL is refused here, not at first use
+    @field_validator("state_url", "blob_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        problem = None if value is None else url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @property
     def redis_state_url(self) -> str:
