@@ -37,6 +37,13 @@ The broker dimension
     started, its tests fail saying so; leaving ``amqp`` out of the selection is reported in the
     header and the summary. Nothing passes silently.
 
+The state dimension
+    ``--state=cluster`` (or ``$CANVASFLOW_TEST_STATE=cluster``) keeps the whole session's run
+    state (``CANVASFLOW_STATE_URL``) on a local Redis Cluster of three primaries the session
+    starts on first use (:mod:`tests.harness.redis_cluster`); broker, results and journal stay.
+    Without it, ``cluster_state`` (:mod:`tests.harness.cluster_state`) does the same for one
+    module (tests/integration/test_state_cluster.py). See docs/redis-cluster.md.
+
 Tests marked ``redis`` get ``redis_url`` without asking. When a test fails, the logs of
 the workers and Flower it used (the part written during the test) are added to its report.
 The work directory (SQLite file, logs) is removed at the end, unless the session failed
