@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
+
+from canvasflow.config.errors import SettingsError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SERVER_SCHEMES = ("redis", "rediss", "unix")
@@ -72,7 +74,7 @@ def url_problem(url: str) -> str | None:
         return f"a cluster URL names its seed nodes as host:port[,host:port...]: {exc}"
     if parts.path not in ("", "/", "/0"):
         return f"a Redis Cluster has database 0 only (the URL's path is {parts.path!r}): end it with /0"
-    if "db=" in parts.query and "db=0" not in parts.query:
+    if any(db != "0" for db in parse_qs(parts.query).get("db", [])):
         return "a Redis Cluster has database 0 only: drop db= from the URL"
     return None
 
@@ -88,11 +90,12 @@ def state_client(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     problem = url_problem(url)
     if problem:
-        raise ValueError(f"CANVASFLOW_STATE_URL: {problem}")
+        raise SettingsError(f"invalid Redis URL: {problem}")
     parts = urlsplit(url)
     userinfo, _, _ = parts.netloc.rpartition("@")
     (host, port), *others = _seeds(parts)
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 host keeps its brackets
+    netloc = f"{userinfo}@{address}" if userinfo else address
     plain = urlunsplit((CLUSTER_SCHEMES[_scheme(url)], netloc, "/0", parts.query, ""))
     nodes = [ClusterNode(h, p) for h, p in others]
     try:

@@ -8,6 +8,9 @@ sits in one slot, and runs spread over the primaries.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -139,3 +142,14 @@ def test_a_run_waits_for_a_signal(worker):
     assert record.result == [{"by": "ops"}]
     waited = get_run(started.id).step("1.wait_signal")
     assert waited.status == "succeeded" and waited.result == {"by": "ops"}
+
+
+def test_the_cli_refuses_a_malformed_cluster_url_in_one_line():
+    env = {**os.environ, "CANVASFLOW_STATE_URL": "redis+cluster://127.0.0.1:7000/3"}
+    command = [sys.executable, "-m", "canvasflow.workflows.cli", "runs"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: invalid settings: CANVASFLOW_STATE_URL: Value error, a Redis Cluster has database 0 only "
+        "(the URL's path is '/3'): end it with /0 (got 'redis+cluster://127.0.0.1:7000/3')"
+    ]

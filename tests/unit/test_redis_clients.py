@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
         "redis+cluster://127.0.0.1:7000/0",
         "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000",
         "rediss+cluster://user:secret@redis.internal:6380/",
+        "redis+cluster://[::1]:7000/0",
         "redis://127.0.0.1:6379/3",
         "unix:///run/redis.sock?db=2",
     ],
