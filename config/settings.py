@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    @property
+    def redis_state_url(self) -> str:
+        return self.state_url or self.result_backend
+
     # Redis Cluster for run state (docs/redis-cluster.md): STATE_URL and BLOB_URL may be
     # redis+cluster://host:port[,host:port...]/0; a malformed URL is refused here, not at first use
     @field_validator("state_url", "blob_url")
@@ -117,10 +121,6 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value
-
-    @property
-    def redis_state_url(self) -> str:
-        return self.state_url or self.result_backend
 
 
 def _variable(loc: tuple[object, ...]) -> str:
