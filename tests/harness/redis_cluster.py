@@ -44,10 +44,13 @@ def cluster_ports(count: int = NODES) -> list[int]:
     import port_for
 
     chosen: list[int] = []
+    taken: set[int] = set()  # the chosen ports and their bus ports: none may be another's
     while len(chosen) < count:
         port = port_for.select_random()
-        if port < 55_000 and port not in chosen and _free(port) and _free(port + 10_000):
+        bus = port + 10_000
+        if port < 55_000 and not {port, bus} & taken and _free(port) and _free(bus):
             chosen.append(port)
+            taken |= {port, bus}
     return chosen
 
 
