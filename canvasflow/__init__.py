@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from canvasflow.workers import step
     from canvasflow.workers.engines import Engine, register_engine
+    from canvasflow.workers.limits import Limit
     from canvasflow.workers.routing.actions import action, execute_action, parallel_capability
     from canvasflow.workers.routing.strategies import register_strategy
     from canvasflow.workflows import (
@@ -77,6 +78,7 @@ _EXPORTS = {
     "EngineError": "canvasflow.config.errors",
     "ExecutionContext": "canvasflow.workflows.runtime.execution",
     "InputError": "canvasflow.config.errors",
+    "Limit": "canvasflow.workers.limits",
     "NoContext": "canvasflow.workflows.runtime.execution",
     "ResumeRefused": "canvasflow.config.errors",
     "RoutingError": "canvasflow.config.errors",
@@ -144,6 +146,7 @@ __all__ = [
     "EngineError",
     "ExecutionContext",
     "InputError",
+    "Limit",
     "NoContext",
     "ResumeRefused",
     "RoutingError",

@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # deploy render (docs/operations.md): the longest a step may run when it declares no time_limit,
+    # and what terminationGracePeriodSeconds adds to a fleet's longest step for the warm shutdown
+    deploy_step_seconds: int = Field(default=600, ge=1)
+    deploy_grace_margin: int = Field(default=30, ge=0)
+
+    # limits, retention, schedules (docs/limits.md, docs/retention-and-schedules.md): limits per
+    # capability, held across every worker ({"payments": {"rate": "5/s", "concurrency": 10}});
+    # a dead process's concurrency slot frees after limit_lease_ttl s; a limited step sleeps at most
+    # limit_max_wait s before it looks again; the schedules `canvasflow schedule` writes and beat reads
+    capability_limits: dict[str, dict[str, str | int]] = Field(default_factory=dict)
+    limit_lease_ttl: float = Field(default=30.0, ge=1)
+    limit_max_wait: float = Field(default=5.0, gt=0)
+    schedules_file: str = "canvasflow-schedules.json"
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

@@ -96,17 +96,27 @@ def beats(rt: HasRedis) -> dict[str, Beat]:
         if value is None:
             gone.append(name)
             continue
-        data = json.loads(value)
-        out[name] = Beat(
-            name,
-            int(data["pid"]),
-            frozenset(int(p) for p in data.get("pids", [data["pid"]])),
-            float(data["at"]),
-            frozenset(data.get("tasks", [])),
-        )
+        out[name] = _parse(name, value)
     if gone:  # a day without a beat: forget the name
         rt.redis.zremrangebyscore(_index(prefix), "-inf", time.time() - 86_400)
     return out
+
+
+def _parse(name: str, value: bytes | str) -> Beat:
+    data = json.loads(value)
+    return Beat(
+        name,
+        int(data["pid"]),
+        frozenset(int(p) for p in data.get("pids", [data["pid"]])),
+        float(data["at"]),
+        frozenset(data.get("tasks", [])),
+    )
+
+
+def read_beat(client: redis.Redis, prefix: str, hostname: str) -> Beat | None:
+    """One node's heartbeat, None when it has expired (or never was): one GET, for probes."""
+    value = client.get(_key(prefix, hostname))
+    return None if value is None else _parse(hostname, value)
 
 
 def live_workers(rt: HasRedis) -> set[str]:

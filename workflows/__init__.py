@@ -3,6 +3,7 @@
 from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
 """
 
+from canvasflow.workflows import schedule_beat as _schedule_beat  # noqa: F401  (canvasflow.start_scheduled)
 from canvasflow.workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
 from canvasflow.workflows.client import (
     Run,

@@ -543,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
+    from canvasflow.workflows.cli_deploy import add_commands as add_deploy_commands
+
+    add_deploy_commands(add)
+    from canvasflow.workflows import cli_prune, cli_schedule
+
+    cli_prune.register(add)  # retention and schedules: commands of their own modules
+    cli_schedule.register(add)
     return p
 
 
