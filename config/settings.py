@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # telemetry built-ins (docs/observability.md): Prometheus metrics (prometheus-client's multiprocess
+    # directory, default <tmp>/canvasflow-metrics-<key prefix>; a worker's own /metrics port), traces, events
+    metrics: bool = False
+    metrics_dir: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    tracing: Literal["none", "console", "otlp"] = "none"  # otlp: the SDK's OTEL_EXPORTER_OTLP_* variables
+    events: bool = False  # every run and step event appended to the Redis stream <key prefix>:events
+    events_maxlen: int = Field(default=100_000, ge=100)  # about this many events are kept (XADD MAXLEN ~)
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

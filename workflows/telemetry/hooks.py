@@ -174,6 +174,10 @@ def _load_from_settings() -> None:
 
     for spec in getattr(get_settings(), "middleware", []) or []:
         add_middleware(_build(spec))
+    from canvasflow.workflows.telemetry.builtin import from_settings  # metrics, tracing, events
+
+    for builtin in from_settings(get_settings(), _user):
+        add_middleware(builtin)
 
 
 def _build(spec: str) -> Middleware:

@@ -1,0 +1,35 @@
+"""The built-in middleware the settings switch on: metrics, traces, the event stream.
+
+``CANVASFLOW_METRICS=true``, ``CANVASFLOW_TRACING=console|otlp`` and ``CANVASFLOW_EVENTS=true``
+each add one middleware in every process, after those ``CANVASFLOW_MIDDLEWARE`` lists (a class
+listed there as well is not added twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from canvasflow.config.settings import Settings
+from canvasflow.workflows.telemetry.hooks import Middleware
+
+
+def from_settings(s: Settings, present: Iterable[Middleware] = ()) -> list[Middleware]:
+    """The built-ins ``s`` enables that are not already among ``present``."""
+    have = {type(m) for m in present}
+    out: list[Middleware] = []
+    if s.metrics:
+        from canvasflow.workflows.telemetry.metrics import Metrics
+
+        if Metrics not in have:
+            out.append(Metrics())
+    if s.events:
+        from canvasflow.workflows.telemetry.events import EventStream
+
+        if EventStream not in have:
+            out.append(EventStream())
+    if s.tracing != "none":
+        from canvasflow.workflows.telemetry.tracing import Tracing
+
+        if not any(issubclass(t, Tracing) for t in have):
+            out.append(Tracing())
+    return out

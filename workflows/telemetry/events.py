@@ -1,0 +1,159 @@
+"""The event stream: every run, step, route and compensation event appended to one Redis stream.
+
+The stream is ``<key prefix>:events`` on the state Redis, capped at about
+``CANVASFLOW_EVENTS_MAXLEN`` entries (``XADD ... MAXLEN ~ N``: Redis trims whole nodes, so a
+few more may stay). Each entry has three fields: ``hook`` (``run_start``, ``step_success``, ...),
+``run_id``, and ``event``: the event as JSON (None fields left out; a progress event adds
+``done``, ``total``, ``note``). Stream ids are Redis's arrival order, which for one run is the
+order things happened: a step is dispatched before it starts, completes before its successors
+are dispatched.
+
+Enabled by ``CANVASFLOW_EVENTS=true`` (or listing ``canvasflow.workflows.telemetry.events:EventStream``
+in ``CANVASFLOW_MIDDLEWARE``); read with :func:`read` and :func:`follow`, or
+``canvasflow events [--follow] [--run RUN] [--json]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any
+
+import redis
+
+from canvasflow.workflows.telemetry.hooks import (
+    CompensationEvent,
+    Middleware,
+    RouteEvent,
+    RunEvent,
+    StepEvent,
+)
+
+PAGE = 1_000
+_SKIP = {"carrier"}  # a dispatch's header carrier is for tracing, not for readers
+_FIELDS = {
+    cls: tuple(f.name for f in fields(cls) if f.name not in _SKIP)
+    for cls in (RunEvent, StepEvent, RouteEvent, CompensationEvent)
+}
+
+
+def stream_key(prefix: str) -> str:
+    return f"{prefix}:events"
+
+
+def _payload(event: Any, extra: dict[str, Any] | None = None) -> str:
+    data = {name: value for name in _FIELDS[type(event)] if (value := getattr(event, name)) is not None}
+    if extra:
+        data.update(extra)
+    return json.dumps(data, default=str, separators=(",", ":"))
+
+
+class EventStream(Middleware):
+    """Appends each event to the stream; a Redis error is logged by the hook runner, never raised."""
+
+    def __init__(
+        self, client: redis.Redis | None = None, prefix: str | None = None, maxlen: int | None = None
+    ) -> None:
+        from canvasflow.config.settings import get_settings
+
+        s = get_settings()
+        self._client = client
+        self.key = stream_key(prefix or s.key_prefix)
+        self.maxlen = maxlen or s.events_maxlen
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is not None:
+            return self._client
+        from canvasflow.workflows.runtime.context import runtime
+
+        return runtime().redis  # this process's state Redis (a forked child builds its own)
+
+    def _add(self, hook: str, event: Any, extra: dict[str, Any] | None = None) -> None:
+        entry = {"hook": hook, "run_id": event.run_id, "event": _payload(event, extra)}
+        self.client.xadd(self.key, entry, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+
+    def on_run_start(self, event: RunEvent) -> None:
+        self._add("run_start", event)
+
+    def on_run_finish(self, event: RunEvent) -> None:
+        self._add("run_finish", event)
+
+    def on_step_dispatch(self, event: StepEvent) -> None:
+        self._add("step_dispatch", event)
+
+    def on_route(self, event: RouteEvent) -> None:
+        self._add("route", event)
+
+    def on_step_start(self, event: StepEvent) -> None:
+        self._add("step_start", event)
+
+    def on_step_success(self, event: StepEvent) -> None:
+        self._add("step_success", event)
+
+    def on_step_failure(self, event: StepEvent) -> None:
+        self._add("step_failure", event)
+
+    def on_step_retry(self, event: StepEvent) -> None:
+        self._add("step_retry", event)
+
+    def on_step_progress(self, event: StepEvent, done: float, total: float | None, note: str | None) -> None:
+        self._add("step_progress", event, {"done": done, "total": total, "note": note})
+
+    def on_compensation_start(self, event: CompensationEvent) -> None:
+        self._add("compensation_start", event)
+
+    def on_compensation_success(self, event: CompensationEvent) -> None:
+        self._add("compensation_success", event)
+
+    def on_compensation_failure(self, event: CompensationEvent) -> None:
+        self._add("compensation_failure", event)
+
+
+# -- reading -------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(entry_id: Any, raw: dict[Any, Any]) -> dict[str, Any]:
+    got = {_text(k): _text(v) for k, v in raw.items()}
+    return {"id": _text(entry_id), "hook": got.get("hook", ""), **json.loads(got.get("event") or "{}")}
+
+
+def read(
+    client: redis.Redis, prefix: str, *, run: str | None = None, last: int | None = 50
+) -> list[dict[str, Any]]:
+    """Events in the order they were appended: of one run (all the stream holds), or the ``last`` few."""
+    key = stream_key(prefix)
+    if run is None and last:
+        newest: Any = client.xrevrange(key, count=last)
+        return [_entry(i, raw) for i, raw in reversed(newest)]
+    out: list[dict[str, Any]] = []
+    start = "-"
+    while True:
+        page: Any = client.xrange(key, min=start, count=PAGE)
+        events = [_entry(i, raw) for i, raw in page]
+        out += [e for e in events if run is None or e["run_id"] == run]
+        if len(page) < PAGE:
+            return out[-last:] if last else out
+        start = "(" + _text(page[-1][0])
+
+
+def follow(
+    client: redis.Redis, prefix: str, *, run: str | None = None, after: str = "$", block_ms: int = 1_000
+) -> Iterator[dict[str, Any]]:
+    """Events appended after ``after`` (a stream id; ``$``: from now), as they come, forever."""
+    key = stream_key(prefix)
+    cursor = after
+    if after == "$":  # pin "now" to an id: a bare "$" on every read would miss what came in between
+        last_one: Any = client.xrevrange(key, count=1)
+        cursor = _text(last_one[0][0]) if last_one else "0-0"
+    while True:
+        got: Any = client.xread({key: cursor}, count=PAGE, block=block_ms)
+        for _stream, entries in got or []:
+            for entry_id, raw in entries:
+                cursor = _text(entry_id)
+                event = _entry(entry_id, raw)
+                if run is None or event["run_id"] == run:
+                    yield event
