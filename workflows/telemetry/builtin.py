@@ -18,18 +18,18 @@ def from_settings(s: Settings, present: Iterable[Middleware] = ()) -> list[Middl
     have = {type(m) for m in present}
     out: list[Middleware] = []
     if s.metrics:
-        from canvasflow.workflows.telemetry.metrics import Metrics
+        from canvasflow.workflows.telemetry.metrics import Metrics, metrics_dir
 
         if Metrics not in have:
-            out.append(Metrics())
+            out.append(Metrics(metrics_dir(s)))
     if s.events:
         from canvasflow.workflows.telemetry.events import EventStream
 
         if EventStream not in have:
-            out.append(EventStream())
+            out.append(EventStream(prefix=s.key_prefix, maxlen=s.events_maxlen))
     if s.tracing != "none":
         from canvasflow.workflows.telemetry.tracing import Tracing
 
         if not any(issubclass(t, Tracing) for t in have):
-            out.append(Tracing())
+            out.append(Tracing(exporter=s.tracing))
     return out
