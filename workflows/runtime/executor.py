@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import secrets, wire
+from canvasflow.workflows.runtime import events, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
@@ -114,8 +115,11 @@ def send_step(
     if chunk is not None:
         header["chunk"] = chunk
     options = node.options
+    route: dict[str, Any] | None = None
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
+        began = time.perf_counter()
         route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
+        events.routed(run_id, node.id, options["routing"], route, time.perf_counter() - began, exclude)
         route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
         header["route"] = {**route, "tried": list(exclude)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
@@ -126,15 +130,20 @@ def send_step(
                 {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
             )
             args, options["queue"] = [], rt.settings.control_queue
-    shown = secrets.masked(rt.app.tasks.get(task or node.task), args, kwargs)
+    name = task or node.task
+    shown = secrets.masked(rt.app.tasks.get(name), args, kwargs)
     if shown is not None:  # what events, Flower and logs show of the call
         options = {**options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
+    headers: dict[str, Any] = {HEADER: header}
+    carrier = events.step_dispatched(rt, run_id, node, chunk, name, generation, options.get("queue"), route)
+    if carrier:  # e.g. a W3C traceparent: the worker's step events hand it back
+        headers[events.CARRIER_HEADER] = carrier
     rt.app.send_task(
-        task or node.task,
+        name,
         args=args,
         kwargs=kwargs,
         task_id=task_id_for(run_id, node.id, generation, chunk),
-        headers={HEADER: header},
+        headers=headers,
         link_error=[rt.errback],
         ignore_result=True,
         add_to_parent=False,
@@ -192,13 +201,20 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             info["worker"],
             _rt=rt,
         )
+        delivery = events.Delivery(
+            run_id, claim_id, task, gen, claim.attempt, info, getattr(req, events.CARRIER_HEADER, None)
+        )
+        events.step_started(delivery)
+        began = time.perf_counter()
         try:
             with executing(ctx):
                 result = task.run(*args, **kwargs)
+            took = time.perf_counter() - began
             info["finished_at"] = _now().isoformat()
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
-        except Retry:
+        except Retry as retry:
             rt.state.mark_retrying(run_id, claim_id)
+            events.step_retried(delivery, began, retry)
             raise
         except Exception as exc:
             partial = getattr(exc, "canvasflow_partial", None)
@@ -208,6 +224,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 raise  # the link_error errback journals it (failure.fail_step), once
             result = _fallback(rt, task, run_id, claim_id, exc, info)
             encoded = encode_result(claim_id, result)
+            took = time.perf_counter() - began
         if result is DEFERRED:
             rt.store.record_step(
                 run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
@@ -215,12 +232,13 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             return None
         if "route" in ref and ref["route"]["strategy"] in MEASURED:
             _observe(rt, ref["route"], info)
+        announce = events.success_announcer(delivery, took)
         if chunk is None:
-            complete(rt, run_id, step_id, gen, result, encoded, info)
+            complete(rt, run_id, step_id, gen, result, encoded, info, stored=announce)
         else:
             from canvasflow.workflows.runtime import special
 
-            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
+            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info, announce)
         return result
 
 
@@ -302,9 +320,19 @@ def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
 
 
 def complete(
-    rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, encoded: str, info: dict[str, Any] | None
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    gen: int,
+    result: Any,
+    encoded: str,
+    info: dict[str, Any] | None,
+    *,
+    stored: Callable[[], None] | None = None,
 ) -> None:
-    """Journal a step's result and move the run forward; a second completion changes nothing."""
+    """Journal a step's result and move the run forward; a second completion changes nothing.
+
+    ``stored`` is called once the first completion is stored, before successors are dispatched."""
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
         info = {"finished_at": _now().isoformat()}
@@ -319,6 +347,8 @@ def complete(
     )
     if not done.first:
         return
+    if stored is not None:
+        stored()
     if done.ready:
         dispatch(rt, run_id, gen, graph, done.ready, {step_id: result})
     journal_success(rt, run_id, step_id, result, info)
@@ -362,6 +392,7 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     sync_steps(rt, run_id)
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
+        events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.finished_state_ttl)
         from canvasflow.workflows.runtime import special
