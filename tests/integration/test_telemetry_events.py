@@ -117,3 +117,27 @@ def test_the_cli_prints_a_run_and_follows_new_events(stream: EventStream) -> Non
     finally:
         follower.terminate()
         follower.wait(10)
+
+
+def test_inside_a_task_events_wait_for_the_next_dispatch_or_the_tasks_end(stream: EventStream) -> None:
+    from celery.signals import task_postrun, task_prerun
+
+    run = uuid.uuid4().hex
+    rt = runtime()
+
+    def held() -> list[tuple[str, str | None]]:
+        return [
+            (e["hook"], e.get("step_id")) for e in read(rt.redis, rt.settings.key_prefix, run=run, last=None)
+        ]
+
+    task_prerun.send(sender=None, task_id="t1", task=None)
+    emit("on_step_start", StepEvent(run, "0.a", "t.a"))
+    emit("on_step_success", StepEvent(run, "0.a", "t.a", duration=0.01))
+    assert held() == []  # held by this process
+    emit("on_step_dispatch", StepEvent(run, "1.b", "t.b"))  # written before the message would be
+    assert held() == [("step_start", "0.a"), ("step_success", "0.a"), ("step_dispatch", "1.b")]
+    emit("on_step_start", StepEvent(run, "0.a", "t.a", attempt=2))
+    task_postrun.send(sender=None, task_id="t1", task=None)
+    assert held()[-1] == ("step_start", "0.a")
+    emit("on_step_start", StepEvent(run, "2.c", "t.c"))  # outside a task: at once
+    assert held()[-1] == ("step_start", "2.c")

@@ -21,6 +21,7 @@ from dataclasses import fields
 from typing import Any
 
 import redis
+import structlog
 
 from canvasflow.workflows.telemetry.hooks import (
     CompensationEvent,
@@ -31,6 +32,8 @@ from canvasflow.workflows.telemetry.hooks import (
 )
 
 PAGE = 1_000
+BATCH = 64  # events a task holds at most before writing them
+log = structlog.get_logger("canvasflow.telemetry")
 _SKIP = {"carrier"}  # a dispatch's header carrier is for tracing, not for readers
 _FIELDS = {
     cls: tuple(f.name for f in fields(cls) if f.name not in _SKIP)
@@ -50,17 +53,31 @@ def _payload(event: Any, extra: dict[str, Any] | None = None) -> str:
 
 
 class EventStream(Middleware):
-    """Appends each event to the stream; a Redis error is logged by the hook runner, never raised."""
+    """Appends each event to the stream; a Redis error is logged by the hook runner, never raised.
+
+    Inside a task, events are written in batches: held until the task publishes a step (the
+    batch goes out, in one pipelined round trip, *before* the message, so a step's dispatch is
+    always in the stream before its start), until the task ends, or until ``BATCH`` are held.
+    A chain step's start, success and its successor's dispatch thus cost one round trip. Outside
+    a task (a client's ``start()``) each event is written at once. A process killed mid-task
+    loses the events it held.
+    """
 
     def __init__(
         self, client: redis.Redis | None = None, prefix: str | None = None, maxlen: int | None = None
     ) -> None:
+        from celery.signals import task_postrun, task_prerun
+
         from canvasflow.config.settings import get_settings
 
         s = get_settings()
         self._client = client
         self.key = stream_key(prefix or s.key_prefix)
         self.maxlen = maxlen or s.events_maxlen
+        self._held: list[dict[str, str]] = []
+        self._in_task = False
+        task_prerun.connect(self._task_began, weak=False)
+        task_postrun.connect(self._task_ended, weak=False)
 
     @property
     def client(self) -> redis.Redis:
@@ -70,18 +87,39 @@ class EventStream(Middleware):
 
         return runtime().redis  # this process's state Redis (a forked child builds its own)
 
-    def _add(self, hook: str, event: Any, extra: dict[str, Any] | None = None) -> None:
-        entry = {"hook": hook, "run_id": event.run_id, "event": _payload(event, extra)}
-        self.client.xadd(self.key, entry, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+    def _task_began(self, **_: Any) -> None:
+        self._in_task = True
+
+    def _task_ended(self, **_: Any) -> None:
+        self._in_task = False
+        try:
+            self.flush()
+        except Exception:
+            log.exception("event stream: could not write the task's events")
+
+    def flush(self) -> None:
+        """Write the held events, in order, in one round trip."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        pipe = self.client.pipeline(transaction=False)
+        for entry in held:
+            pipe.xadd(self.key, entry, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
+
+    def _add(self, hook: str, event: Any, extra: dict[str, Any] | None = None, *, now: bool = False) -> None:
+        self._held.append({"hook": hook, "run_id": event.run_id, "event": _payload(event, extra)})
+        if now or not self._in_task or len(self._held) >= BATCH:
+            self.flush()
 
     def on_run_start(self, event: RunEvent) -> None:
         self._add("run_start", event)
 
     def on_run_finish(self, event: RunEvent) -> None:
-        self._add("run_finish", event)
+        self._add("run_finish", event, now=True)
 
     def on_step_dispatch(self, event: StepEvent) -> None:
-        self._add("step_dispatch", event)
+        self._add("step_dispatch", event, now=True)  # before the message: dispatch precedes start
 
     def on_route(self, event: RouteEvent) -> None:
         self._add("route", event)
