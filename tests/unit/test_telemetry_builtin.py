@@ -33,3 +33,25 @@ def test_a_bad_tracing_value_names_the_variable() -> None:
 
     with pytest.raises(SettingsError, match="CANVASFLOW_TRACING"):
         load_settings(tracing="jaeger")
+
+
+def test_tracing_without_opentelemetry_installed_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from canvasflow.config.errors import SettingsError
+
+    monkeypatch.setitem(sys.modules, "canvasflow.workflows.telemetry.tracing", None)  # import fails
+    with pytest.raises(SettingsError, match=r"pip install 'canvasflow\[otel\]'"):
+        from_settings(load_settings(tracing="otlp"))
+
+
+def test_worker_metrics_port_turns_metrics_on_for_the_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from canvasflow.workflows.cli import main
+
+    assert main(["worker", "--capability", "demo", "--metrics-port", "9808", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)["env"]
+    assert env["CANVASFLOW_METRICS"] == "true" and env["CANVASFLOW_METRICS_PORT"] == "9808"

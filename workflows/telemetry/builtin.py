@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import Settings
 from canvasflow.workflows.telemetry.hooks import Middleware
 
@@ -28,8 +29,14 @@ def from_settings(s: Settings, present: Iterable[Middleware] = ()) -> list[Middl
         if EventStream not in have:
             out.append(EventStream(prefix=s.key_prefix, maxlen=s.events_maxlen))
     if s.tracing != "none":
-        from canvasflow.workflows.telemetry.tracing import Tracing
+        try:
+            from canvasflow.workflows.telemetry.tracing import Tracing
 
-        if not any(issubclass(t, Tracing) for t in have):
-            out.append(Tracing(exporter=s.tracing))
+            if not any(issubclass(t, Tracing) for t in have):
+                out.append(Tracing(exporter=s.tracing))
+        except ImportError as exc:
+            raise SettingsError(
+                f"CANVASFLOW_TRACING={s.tracing} needs OpenTelemetry ({exc}): "
+                "pip install 'canvasflow[otel]', or set CANVASFLOW_TRACING=none"
+            ) from None
     return out
