@@ -120,3 +120,15 @@ def test_a_step_without_a_carrier_still_has_the_run_span_as_parent(spans: InMemo
     emit("on_step_success", StepEvent("run-y", "0.a", "t", at=1.5, duration=0.5))
     (span,) = spans.get_finished_spans()
     assert span.parent.span_id == run_span_context("run-y").span_id
+
+
+def test_a_span_still_open_when_its_task_ends_is_ended_with_it(spans: InMemorySpanExporter) -> None:
+    from celery.signals import task_postrun
+    from opentelemetry import trace
+
+    emit("on_step_start", StepEvent("run-w", "0.wait", "t", at=1.0))  # a step that now waits for a signal
+    assert trace.get_current_span().get_span_context().trace_id == run_span_context("run-w").trace_id
+    task_postrun.send(sender=None)
+    (span,) = spans.get_finished_spans()
+    assert span.name == "step 0.wait" and span.attributes["canvasflow.unfinished"] is True
+    assert trace.get_current_span().get_span_context().trace_id != run_span_context("run-w").trace_id

@@ -117,12 +117,23 @@ class Tracing(Middleware):
         self._open: dict[tuple[str, str], tuple[Any, object]] = {}
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(self.provider)  # step code's own spans land in the same place
-        from celery.signals import worker_process_shutdown
+        from celery.signals import task_postrun, worker_process_shutdown
 
         worker_process_shutdown.connect(self._flush, weak=False)
+        task_postrun.connect(self._task_ended, weak=False)
 
     def _flush(self, **_: Any) -> None:
         self.provider.force_flush(5_000)
+
+    def _task_ended(self, **_: Any) -> None:
+        """A span still open when its task ends (a step now waiting for a signal) ends with it."""
+        for key in list(self._open):
+            span, token = self._open.pop(key)
+            span.set_attribute(ATTR + "unfinished", True)
+            span.end()
+            if token is not None:
+                with contextlib.suppress(Exception):
+                    otel_context.detach(token)  # type: ignore[arg-type]
 
     # -- runs ------------------------------------------------------------------------------
     def on_run_finish(self, event: RunEvent) -> None:
