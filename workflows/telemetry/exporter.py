@@ -76,16 +76,19 @@ class LiveCollector(Collector):
         from canvasflow.config.brokers import queue_stats
         from canvasflow.config.celery_app import current_app
         from canvasflow.config.queues import queue_for
+        from canvasflow.workers.engines import registry as engines
 
-        caps = self.capabilities()
-        stats = queue_stats(current_app(), [queue_for(c) for c in caps], timeout=self.timeout)
+        # each capability's shared queue, then each declared engine's own queue
+        queues = [(c, queue_for(c)) for c in self.capabilities()]
+        queues += [(e.capability, e.queue) for e in engines.all()]
+        stats = queue_stats(current_app(), [q for _, q in queues], timeout=self.timeout)
         depth = GaugeMetricFamily(
             "canvasflow_queue_depth", "Messages waiting on a capability queue", labels=["capability", "queue"]
         )
         consumers = GaugeMetricFamily(
             "canvasflow_queue_consumers", "Consumers of a capability queue", labels=["capability", "queue"]
         )
-        for cap, q in zip(caps, stats, strict=True):
+        for (cap, _), q in zip(queues, stats, strict=True):
             depth.add_metric([cap, q.queue], q.depth)
             consumers.add_metric([cap, q.queue], q.consumers)
         return [depth, consumers]
