@@ -30,9 +30,13 @@ def stream() -> Iterator[EventStream]:
 
 def emit_run(run_id: str, steps: tuple[str, ...] = ("0.a", "1.b")) -> None:
     emit("on_run_start", RunEvent(run_id, "wf", "1"))
-    for step in steps:
-        emit("on_step_dispatch", StepEvent(run_id, step, "t." + step[2:], queue="cap.demo"))
-        emit("on_step_start", StepEvent(run_id, step, "t." + step[2:], worker="w@h"))
+    for step in steps:  # outside a task, as a client: the dispatch travels in the carrier
+        dispatched = StepEvent(run_id, step, "t." + step[2:], queue="cap.demo")
+        emit("on_step_dispatch", dispatched)
+        emit(
+            "on_step_start",
+            StepEvent(run_id, step, "t." + step[2:], worker="w@h", carrier=dispatched.carrier),
+        )
         emit("on_step_success", StepEvent(run_id, step, "t." + step[2:], duration=0.01, worker="w@h"))
     emit("on_run_finish", RunEvent(run_id, "wf", "1", status="succeeded", duration=0.5))
 
@@ -141,3 +145,12 @@ def test_inside_a_task_events_wait_for_the_next_dispatch_or_the_tasks_end(stream
     assert held()[-1] == ("step_start", "0.a")
     emit("on_step_start", StepEvent(run, "2.c", "t.c"))  # outside a task: at once
     assert held()[-1] == ("step_start", "2.c")
+    dispatched = StepEvent(run, "3.d", "t.d", at=123.0)
+    emit("on_step_dispatch", dispatched)  # outside a task: carried to the worker, not written here
+    assert held()[-1] == ("step_start", "2.c")
+    task_prerun.send(sender=None, task_id="t2", task=None)
+    emit("on_step_start", StepEvent(run, "3.d", "t.d", carrier=dict(dispatched.carrier)))
+    task_postrun.send(sender=None, task_id="t2", task=None)
+    assert held()[-2:] == [("step_dispatch", "3.d"), ("step_start", "3.d")]
+    dispatch = read(rt.redis, rt.settings.key_prefix, run=run, last=None)[-2]
+    assert dispatch["at"] == 123.0  # the dispatch's own time

@@ -16,6 +16,7 @@ in ``CANVASFLOW_MIDDLEWARE``); read with :func:`read` and :func:`follow`, or
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -33,6 +34,7 @@ from canvasflow.workflows.telemetry.hooks import (
 
 PAGE = 1_000
 BATCH = 64  # events a task holds at most before writing them
+CARRIED = "canvasflow_dispatch_event"  # a client's dispatch event, in the step message's carrier
 log = structlog.get_logger("canvasflow.telemetry")
 _SKIP = {"carrier"}  # a dispatch's header carrier is for tracing, not for readers
 _FIELDS = {
@@ -55,12 +57,19 @@ def _payload(event: Any, extra: dict[str, Any] | None = None) -> str:
 class EventStream(Middleware):
     """Appends each event to the stream; a Redis error is logged by the hook runner, never raised.
 
-    Inside a task, events are written in batches: held until the task publishes a step (the
-    batch goes out, in one pipelined round trip, *before* the message, so a step's dispatch is
-    always in the stream before its start), until the task ends, or until ``BATCH`` are held.
-    A chain step's start, success and its successor's dispatch thus cost one round trip. Outside
-    a task (a client's ``start()``) each event is written at once. A process killed mid-task
-    loses the events it held.
+    What a hook costs is a few microseconds and, per task, one pipelined round trip to Redis:
+
+    * inside a task (a worker running a step or a compensation) events are held and written
+      together, in order: just *before* the task publishes a step (so a step's dispatch is in the
+      stream before its start), when the task ends, or once ``BATCH`` are held. A chain step's
+      start, success and its successor's dispatch go out in one round trip;
+    * outside a task (a client's ``start()``, the recovery sweep) a step's dispatch event is not
+      written there: it travels in the step message's carrier and the worker that starts the step
+      writes it just before the start (the first attempt's). A group of 1,000 started by a client
+      costs the client no round trip for them; the event keeps its own time (``at``), but shows up
+      in the stream when a worker picks the step up. Other events outside a task are written at once.
+
+    A process killed mid-task loses the events it held.
     """
 
     def __init__(
@@ -74,8 +83,7 @@ class EventStream(Middleware):
         self._client = client
         self.key = stream_key(prefix or s.key_prefix)
         self.maxlen = maxlen or s.events_maxlen
-        self._held: list[dict[str, str]] = []
-        self._in_task = False
+        self._local = threading.local()  # held events and "in a task", per thread (-P threads)
         task_prerun.connect(self._task_began, weak=False)
         task_postrun.connect(self._task_ended, weak=False)
 
@@ -87,11 +95,18 @@ class EventStream(Middleware):
 
         return runtime().redis  # this process's state Redis (a forked child builds its own)
 
+    @property
+    def _held(self) -> list[dict[str, str]]:
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = []
+        return held
+
     def _task_began(self, **_: Any) -> None:
-        self._in_task = True
+        self._local.in_task = True
 
     def _task_ended(self, **_: Any) -> None:
-        self._in_task = False
+        self._local.in_task = False
         try:
             self.flush()
         except Exception:
@@ -99,18 +114,23 @@ class EventStream(Middleware):
 
     def flush(self) -> None:
         """Write the held events, in order, in one round trip."""
-        if not self._held:
+        held = self._held
+        if not held:
             return
-        held, self._held = self._held, []
+        self._local.held = []
         pipe = self.client.pipeline(transaction=False)
         for entry in held:
             pipe.xadd(self.key, entry, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.execute()
 
-    def _add(self, hook: str, event: Any, extra: dict[str, Any] | None = None, *, now: bool = False) -> None:
-        self._held.append({"hook": hook, "run_id": event.run_id, "event": _payload(event, extra)})
-        if now or not self._in_task or len(self._held) >= BATCH:
+    def _hold(self, hook: str, run_id: str, payload: str, *, now: bool = False) -> None:
+        held = self._held
+        held.append({"hook": hook, "run_id": run_id, "event": payload})
+        if now or not getattr(self._local, "in_task", False) or len(held) >= BATCH:
             self.flush()
+
+    def _add(self, hook: str, event: Any, extra: dict[str, Any] | None = None, *, now: bool = False) -> None:
+        self._hold(hook, event.run_id, _payload(event, extra), now=now)
 
     def on_run_start(self, event: RunEvent) -> None:
         self._add("run_start", event)
@@ -119,12 +139,18 @@ class EventStream(Middleware):
         self._add("run_finish", event, now=True)
 
     def on_step_dispatch(self, event: StepEvent) -> None:
-        self._add("step_dispatch", event, now=True)  # before the message: dispatch precedes start
+        if getattr(self._local, "in_task", False):
+            self._add("step_dispatch", event, now=True)  # before the message: dispatch precedes start
+        else:
+            event.carrier[CARRIED] = _payload(event)  # the worker writes it before the start
 
     def on_route(self, event: RouteEvent) -> None:
         self._add("route", event)
 
     def on_step_start(self, event: StepEvent) -> None:
+        carried = event.carrier.get(CARRIED)
+        if carried and event.attempt == 1:  # dispatched outside a task (see the class docstring)
+            self._hold("step_dispatch", event.run_id, carried)
         self._add("step_start", event)
 
     def on_step_success(self, event: StepEvent) -> None:
