@@ -3,6 +3,7 @@
 from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
 """
 
+from canvasflow.compensation import subscriber as _rollback  # noqa: F401  (the rollback listens to the runtime)
 from canvasflow.workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
 from canvasflow.workflows.client import (
     Run,

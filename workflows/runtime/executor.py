@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import events, secrets, wire
+from canvasflow.workflows.runtime import control, events, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
@@ -179,9 +179,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
             if claim.run_status == "compensating":
-                from canvasflow.compensation import rollback
-
-                rollback.step_settled(rt, run_id)
+                control.step_settled(rt, run_id)
             raise Ignore()
         if claim.outcome == "done":
             log.info("duplicate delivery of a completed step")
@@ -290,12 +288,10 @@ def _fallback(
     rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException, info: dict[str, Any]
 ) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
-    from canvasflow.compensation.rollback import mark_not_needed
-
     log.warning("step failed; continuing with its fallback", error=str(exc))
     info["finished_at"] = _now().isoformat()
     info["error"] = {**error_info(exc, task), "fallback": True}
-    mark_not_needed(rt, run_id, step_id)
+    control.step_fallback(rt, run_id, step_id)
     return getattr(task, "fallback", None)
 
 
@@ -358,9 +354,7 @@ def complete(
         except SQLAlchemyError as exc:  # Redis says succeeded; the sweep brings SQL along (recovery)
             log.warning("run finished; its journal lags until the database answers", error=str(exc)[:200])
     elif done.run_status not in ACTIVE:
-        from canvasflow.compensation import rollback
-
-        rollback.late_completion(rt, run_id, step_id, done.run_status)
+        control.late_completion(rt, run_id, step_id, done.run_status)
 
 
 def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
@@ -409,9 +403,7 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
     if status in ACTIVE:
         dispatch(rt, run_id, gen, graph, stuck)
     elif status == "compensating":  # the first delivery may have died before moving the rollback on
-        from canvasflow.compensation import rollback
-
-        rollback.step_settled(rt, run_id)
+        control.step_settled(rt, run_id)
     record = rt.store.get_run(run_id)
     if record is None:
         return
