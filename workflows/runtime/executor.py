@@ -169,6 +169,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "task_id": req.id,
         "pid": os.getpid(),
         "started_at": _now().isoformat(),
+        "gen": gen,
     }
     if "route" in ref:
         info["route"] = ref["route"]
@@ -198,6 +199,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             info["queue"],
             info["worker"],
             _rt=rt,
+            task=task.name,
         )
         delivery = events.Delivery(
             run_id, claim_id, task, gen, claim.attempt, info, getattr(req, events.CARRIER_HEADER, None)
@@ -212,6 +214,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
         except Retry as retry:
             rt.state.mark_retrying(run_id, claim_id)
+            _journal_retry(rt, delivery, retry)
             events.step_retried(delivery, began, retry)
             raise
         except Exception as exc:
@@ -238,6 +241,22 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info, announce)
         return result
+
+
+def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None:
+    """An attempt that will be retried: an event only (the step's row keeps its state)."""
+    exc = retry.exc if isinstance(retry.exc, BaseException) else retry
+    info = delivery.info
+    data = {
+        "generation": delivery.generation,
+        "attempts": delivery.attempt,
+        "worker": info.get("worker"),
+        "queue": info.get("queue"),
+        "started_at": info.get("started_at"),
+        "finished_at": _now().isoformat(),
+        "error": {**error_info(exc, delivery.task), "traceback": events.traceback_text(exc)},
+    }
+    rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
 
 
 def _current_generation(rt: Runtime, run_id: str) -> int | None:
@@ -331,7 +350,7 @@ def complete(
     ``stored`` is called once the first completion is stored, before successors are dispatched."""
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
-        info = {"finished_at": _now().isoformat()}
+        info = {"finished_at": _now().isoformat(), "gen": gen}
         node = graph.steps.get(step_id)
         if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
             claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
@@ -374,6 +393,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: d
         result=result,
         error=info.get("error"),
         route=info.get("route"),
+        event_data={"generation": info["gen"]} if info.get("gen") else None,
     )
 
 

@@ -131,6 +131,8 @@ def _failed_fields(
     attempts = rt.state.attempts(run_id).get(unit)
     if attempts:
         fields["attempts"] = attempts
+    if meta.get("gen"):
+        fields["event_data"] = {"generation": meta["gen"]}
     for key in ("worker", "queue", "task_id", "route"):
         if meta.get(key):
             fields[key] = meta[key]
