@@ -45,8 +45,9 @@ def report(ctx: ExecutionContext, done: float, total: float | None = None, note:
     if note is not None and not isinstance(note, str):
         raise InputError(f"progress: note must be a string, got {type(note).__name__}")
     value = {"done": done, "total": total, "note": note[:NOTE_LIMIT] if note else None, "at": time.time()}
-    rt = ctx._runtime
-    rt.redis.hset(rt.state.key(ctx.run_id, PART), ctx.step_id, json.dumps(value))
+    if not ctx.compensation:  # a compensation's progress goes to the middleware only
+        rt = ctx._runtime
+        rt.redis.hset(rt.state.key(ctx.run_id, PART), ctx.step_id, json.dumps(value))
     if events.listening("on_step_progress"):
         info = {"queue": ctx.queue, "worker": ctx.worker}
         delivery = events.Delivery(ctx.run_id, ctx.step_id, ctx.task, ctx.generation, ctx.attempt, info)
