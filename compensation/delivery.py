@@ -66,6 +66,7 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             req.hostname,
             compensation=True,
             _rt=rt,
+            task=task.name,
         )
         said = partial(
             events.compensation,

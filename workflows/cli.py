@@ -542,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="after --: any other `celery worker` options, as they are",
     )
+    from canvasflow.workflows.cli_history import register as add_history
+
+    add_history(add, RUN_HELP)
     sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sp = add("demo", cmd_demo, "run the demo workflow end to end")

@@ -134,6 +134,8 @@ def restart(
         todo=len(todo),
         from_step=from_step,
     )
+    resumed = {"generation": gen, "kept": sorted(completed), "from_step": from_step}
+    rt.store.record_event(run_id, None, "run.resumed", resumed)
     events.run_started(run_id, record.workflow, record.version, gen, record.parent_run_id)
     _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
     return True

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import events, secrets, wire
+from canvasflow.workflows.runtime import control, events, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
@@ -169,6 +169,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "task_id": req.id,
         "pid": os.getpid(),
         "started_at": _now().isoformat(),
+        "gen": gen,
     }
     if "route" in ref:
         info["route"] = ref["route"]
@@ -179,9 +180,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
             if claim.run_status == "compensating":
-                from canvasflow.compensation import rollback
-
-                rollback.step_settled(rt, run_id)
+                control.step_settled(rt, run_id)
             raise Ignore()
         if claim.outcome == "done":
             log.info("duplicate delivery of a completed step")
@@ -200,6 +199,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             info["queue"],
             info["worker"],
             _rt=rt,
+            task=task.name,
         )
         delivery = events.Delivery(
             run_id, claim_id, task, gen, claim.attempt, info, getattr(req, events.CARRIER_HEADER, None)
@@ -214,6 +214,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
         except Retry as retry:
             rt.state.mark_retrying(run_id, claim_id)
+            _journal_retry(rt, delivery, retry)
             events.step_retried(delivery, began, retry)
             raise
         except Exception as exc:
@@ -240,6 +241,22 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
 
             special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info, announce)
         return result
+
+
+def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None:
+    """An attempt that will be retried: an event only (the step's row keeps its state)."""
+    exc = retry.exc if isinstance(retry.exc, BaseException) else retry
+    info = delivery.info
+    data = {
+        "generation": delivery.generation,
+        "attempts": delivery.attempt,
+        "worker": info.get("worker"),
+        "queue": info.get("queue"),
+        "started_at": info.get("started_at"),
+        "finished_at": _now().isoformat(),
+        "error": {**error_info(exc, delivery.task), "traceback": events.traceback_text(exc)},
+    }
+    rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
 
 
 def _current_generation(rt: Runtime, run_id: str) -> int | None:
@@ -290,12 +307,10 @@ def _fallback(
     rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException, info: dict[str, Any]
 ) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
-    from canvasflow.compensation.rollback import mark_not_needed
-
     log.warning("step failed; continuing with its fallback", error=str(exc))
     info["finished_at"] = _now().isoformat()
     info["error"] = {**error_info(exc, task), "fallback": True}
-    mark_not_needed(rt, run_id, step_id)
+    control.step_fallback(rt, run_id, step_id)
     return getattr(task, "fallback", None)
 
 
@@ -335,7 +350,7 @@ def complete(
     ``stored`` is called once the first completion is stored, before successors are dispatched."""
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
-        info = {"finished_at": _now().isoformat()}
+        info = {"finished_at": _now().isoformat(), "gen": gen}
         node = graph.steps.get(step_id)
         if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
             claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
@@ -358,9 +373,7 @@ def complete(
         except SQLAlchemyError as exc:  # Redis says succeeded; the sweep brings SQL along (recovery)
             log.warning("run finished; its journal lags until the database answers", error=str(exc)[:200])
     elif done.run_status not in ACTIVE:
-        from canvasflow.compensation import rollback
-
-        rollback.late_completion(rt, run_id, step_id, done.run_status)
+        control.late_completion(rt, run_id, step_id, done.run_status)
 
 
 def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
@@ -380,6 +393,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: d
         result=result,
         error=info.get("error"),
         route=info.get("route"),
+        event_data={"generation": info["gen"]} if info.get("gen") else None,
     )
 
 
@@ -409,9 +423,7 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
     if status in ACTIVE:
         dispatch(rt, run_id, gen, graph, stuck)
     elif status == "compensating":  # the first delivery may have died before moving the rollback on
-        from canvasflow.compensation import rollback
-
-        rollback.step_settled(rt, run_id)
+        control.step_settled(rt, run_id)
     record = rt.store.get_run(run_id)
     if record is None:
         return

@@ -19,7 +19,7 @@ import structlog
 from celery.utils.functional import arity_greater
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.executor import HEADER, error_info
 from canvasflow.workflows.runtime.graph import StepGraph
@@ -95,9 +95,7 @@ def fail_step(
             rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=step_error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
-            from canvasflow.compensation import rollback
-
-            rollback.step_settled(rt, run_id)
+            control.step_settled(rt, run_id)
             return
         # Redis decided; the journal follows (a racing sibling's rollback may close it first)
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
@@ -113,9 +111,7 @@ def fail_step(
         except (SQLAlchemyError, OSError) as exc:  # the rollback goes on; the sweep reconciles SQL
             log.warning("journal unreachable; the run's status is written when it is back", error=str(exc))
         if target == "compensating":
-            from canvasflow.compensation import rollback
-
-            rollback.begin(rt, run_id, gen)
+            control.rollback_needed(rt, run_id, gen)
         else:
             close_failed(rt, run_id, error)
 
@@ -135,6 +131,8 @@ def _failed_fields(
     attempts = rt.state.attempts(run_id).get(unit)
     if attempts:
         fields["attempts"] = attempts
+    if meta.get("gen"):
+        fields["event_data"] = {"generation": meta["gen"]}
     for key in ("worker", "queue", "task_id", "route"):
         if meta.get(key):
             fields[key] = meta[key]
