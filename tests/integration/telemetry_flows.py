@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import redis
 from celery import chain, chord
 
+from canvasflow.config.settings import get_settings
 from canvasflow.workers.demo import add, sleep, xsum
+from canvasflow.workers.step import step
 from canvasflow.workflows import Workflow
+from canvasflow.workflows.runtime.execution import context
 from tests.integration.saga import act
 
 MODULE = __name__
@@ -17,3 +23,17 @@ tel_saga = Workflow(
     "1",
     build=lambda log: chain(act.s(label="a", log=log), act.s(label="b", log=log, fail=True)),
 )
+
+
+@step(name="tel.halfway", capability="demo")
+def halfway(gate: str) -> str:
+    """Report 3 of 4 pages, then wait (at most a minute) until the test opens ``gate``."""
+    context().progress(3, 4, note="pages")
+    r = redis.Redis.from_url(get_settings().redis_state_url)
+    deadline = time.monotonic() + 60
+    while not r.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "done"
+
+
+tel_progress = Workflow("tel.progress", "1", build=lambda gate: halfway.s(gate))

@@ -237,3 +237,30 @@ def test_the_event_stream_of_a_run_in_order(celery_worker_factory: Any) -> None:
     assert starts == sorted(step_ids), hooks  # a chain: one after the other, in graph order
     success = next(e for e in events if e["hook"] == "step_success" and e["task"] == "demo.sleep")
     assert success["duration"] >= 0.06 and success["worker"]
+
+
+def test_a_running_steps_progress_is_a_live_gauge(celery_worker_factory: Any) -> None:
+    from prometheus_client import generate_latest
+
+    from canvasflow.config.settings import get_settings
+    from canvasflow.workflows.telemetry.exporter import build_registry
+
+    celery_worker_factory(extra_env={"CANVASFLOW_WORKFLOW_MODULES": MODULES})
+    gate = f"tel:gate:{uuid.uuid4().hex}"
+    run = start("tel.progress", {"gate": gate})
+    registry = build_registry(get_settings())
+    key = (
+        "canvasflow_step_progress",
+        (("run_id", run.id), ("step_id", "halfway"), ("workflow", "tel.progress")),
+    )
+    deadline = time.monotonic() + 60
+    while True:  # the live gauges are cached for 5 s: poll until the report is seen
+        got = samples(generate_latest(registry).decode())
+        if key in got or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got[key] == 0.75  # 3 of 4 pages
+    runtime().redis.set(gate, "1", ex=60)
+    assert run.wait(60).status == "succeeded"
+    time.sleep(5.5)  # past the cache
+    assert key not in samples(generate_latest(registry).decode())  # a finished step has no series

@@ -33,6 +33,7 @@ from canvasflow.workflows.telemetry.metrics import metrics_dir, use_directory
 
 log = structlog.get_logger("canvasflow.telemetry")
 STALLED_LIMIT = 1_000  # runs looked at for stalled ones in one scrape
+PROGRESS_LIMIT = 1_000  # running runs whose steps' progress one scrape shows
 
 
 class LiveCollector(Collector):
@@ -126,7 +127,7 @@ class LiveCollector(Collector):
             by_workflow[record.workflow] = by_workflow.get(record.workflow, 0) + 1
         for workflow, count in sorted(by_workflow.items()):
             stalled.add_metric([workflow], count)
-        return [active, stalled]
+        return [active, stalled, _progress(rt)]
 
 
 def build_registry(settings: Settings, *, live: bool = True) -> CollectorRegistry:
@@ -143,3 +144,41 @@ def serve(settings: Settings, port: int, address: str = "0.0.0.0", *, live: bool
     server, _thread = start_http_server(port, address, registry=build_registry(settings, live=live))
     log.info("metrics: serving /metrics", port=server.server_port, directory=str(metrics_dir(settings)))
     return server
+
+
+def _progress(rt: Any) -> GaugeMetricFamily:
+    """The last progress report of each running step (``context().progress``): done / total.
+
+    One series per running step that reported progress (gone when it finishes), for at most
+    ``PROGRESS_LIMIT`` running runs: one SQL query, then one pipelined Redis round trip."""
+    import json
+
+    from sqlalchemy import select
+
+    from canvasflow.workflows.runtime.progress import PART
+    from canvasflow.workflows.runtime.state import as_text
+
+    runs = rt.store.t.runs
+    query = select(runs.c.id, runs.c.workflow).where(runs.c.status == "running").limit(PROGRESS_LIMIT)
+    with rt.store.engine.connect() as conn:
+        rows = list(conn.execute(query))
+    gauge = GaugeMetricFamily(
+        "canvasflow_step_progress",
+        "Running steps' last reported progress: done / total (done when no total was given)",
+        labels=["workflow", "run_id", "step_id"],
+    )
+    pipe = rt.redis.pipeline(transaction=False)
+    for run_id, _workflow in rows:
+        pipe.hgetall(rt.state.key(run_id, PART))
+        pipe.hgetall(rt.state.key(run_id, "st"))
+    replies = pipe.execute() if rows else []
+    for i, (run_id, workflow) in enumerate(rows):
+        reports, states = replies[2 * i], replies[2 * i + 1]
+        running = {as_text(k) for k, v in states.items() if as_text(v) == "running"}
+        for raw_step, raw in reports.items():
+            step_id = as_text(raw_step)
+            if step_id in running:
+                report = json.loads(raw)
+                done, total = float(report.get("done") or 0), report.get("total")
+                gauge.add_metric([workflow, run_id, step_id], done / total if total else done)
+    return gauge
