@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     limit_lease_ttl: float = Field(default=30.0, ge=1)
     limit_max_wait: float = Field(default=5.0, gt=0)
     schedules_file: str = "canvasflow-schedules.json"
+    # telemetry built-ins (docs/observability.md): Prometheus metrics (prometheus-client's multiprocess
+    # directory, default <tmp>/canvasflow-metrics-<key prefix>; a worker's own /metrics port), traces, events
+    metrics: bool = False
+    metrics_dir: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    tracing: Literal["none", "console", "otlp"] = "none"  # otlp: the SDK's OTEL_EXPORTER_OTLP_* variables
+    events: bool = False  # every run and step event appended to the Redis stream <key prefix>:events
+    events_maxlen: int = Field(default=100_000, ge=100)  # about this many events are kept (XADD MAXLEN ~)
 
     @property
     def redis_state_url(self) -> str:
