@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-import redis
 from celery import chain, chord
 
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.demo import add, sleep, xsum
 from canvasflow.workers.step import step
@@ -29,7 +29,7 @@ tel_saga = Workflow(
 def halfway(gate: str) -> str:
     """Report 3 of 4 pages, then wait (at most a minute) until the test opens ``gate``."""
     context().progress(3, 4, note="pages")
-    r = redis.Redis.from_url(get_settings().redis_state_url)
+    r = state_client(get_settings().redis_state_url)
     deadline = time.monotonic() + 60
     while not r.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.telemetry.hooks import HOOKS, Middleware
 
@@ -20,7 +21,7 @@ def _key() -> str:
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_state_url, decode_responses=True)
+    return state_client(get_settings().redis_state_url, decode_responses=True)
 
 
 def recorded(run_id: str) -> list[dict[str, Any]]:

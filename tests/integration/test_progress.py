@@ -10,9 +10,9 @@ import time
 import uuid
 
 import pytest
-import redis
 from celery import chain
 
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows import Workflow, get_run, map_reduce, start
 from tests.integration.observed_steps import gate_key, pages
@@ -39,7 +39,7 @@ def test_progress_while_the_step_runs_and_after(celery_worker_factory):
     gate = uuid.uuid4().hex[:8]
     wf = Workflow(f"t.progress.{gate}", "1", build=lambda: chain(pages.s(10, gate)))
     run = start(wf.name)
-    r = redis.Redis.from_url(get_settings().redis_state_url)
+    r = state_client(get_settings().redis_state_url)
     _until("the step to report", lambda: r.exists(gate_key(f"{gate}:reported")))
 
     running = get_run(run.id)
