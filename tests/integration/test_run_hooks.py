@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -14,6 +15,14 @@ from tests.integration.telemetry_probe import Recorder, recorded
 from tests.integration.test_progress import MODULES, PROBE
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+
+def run_hooks(run_id: str) -> list[tuple[str, int, str]]:
+    return [
+        (r["hook"], r["event"]["generation"], r["event"]["status"])
+        for r in recorded(run_id)
+        if r["hook"] in ("on_run_start", "on_run_finish")
+    ]
 
 
 def test_each_generation_starts_and_finishes_once(celery_worker_factory):
@@ -29,17 +38,17 @@ def test_each_generation_starts_and_finishes_once(celery_worker_factory):
         assert done.status == "succeeded"
     finally:
         remove_middleware(here)
-    runs = [
-        (r["hook"], r["event"]["generation"], r["event"]["status"])
-        for r in recorded(done.id)
-        if r["hook"] in ("on_run_start", "on_run_finish")
-    ]
-    assert runs == [
+    expected = [
         ("on_run_start", 1, "running"),
         ("on_run_finish", 1, "failed"),
         ("on_run_start", 2, "running"),
         ("on_run_finish", 2, "succeeded"),
     ]
+    # the journal says succeeded a moment before the worker's on_run_finish is recorded: wait for it
+    deadline = time.monotonic() + 15
+    while (runs := run_hooks(done.id)) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs == expected
     finish = [r["event"] for r in recorded(done.id) if r["hook"] == "on_run_finish"]
     assert finish[0]["error"]["type"] == "RuntimeError" and finish[0]["workflow"] == wf.name
     assert finish[1]["error"] is None and finish[1]["duration"] >= finish[0]["duration"]
