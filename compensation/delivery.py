@@ -19,11 +19,12 @@ from celery import Task
 from celery.exceptions import Retry
 
 from canvasflow.compensation.claims import CompClaim
-from canvasflow.compensation.decorator import COMP_HEADER
+from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.leases import holder_dead, holder_id
 from canvasflow.compensation.rollback import comp_key, finish_unit, progress, rollback_tools
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.errors import traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, undo_key
 
 log = structlog.get_logger("canvasflow.compensation")
@@ -103,7 +104,7 @@ def _error(exc: BaseException | None) -> dict[str, Any]:
     """A compensation's error: type, message and traceback."""
     if exc is None:
         return {"type": "Retry", "message": "retried"}
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": events.traceback_text(exc)}
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": traceback_text(exc)}
 
 
 def _claim(

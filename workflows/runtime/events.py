@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from traceback import format_exception
 from typing import Any
 
 from celery.exceptions import Retry
 
 from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.graph import StepNode
 from canvasflow.workflows.telemetry.hooks import (
     CompensationEvent,
@@ -31,7 +31,7 @@ from canvasflow.workflows.telemetry.hooks import (
 )
 
 CARRIER_HEADER = "canvasflow_carrier"  # the dispatch event's carrier, sent with the step message
-CREATED = "created"  # the run's meta field: wall-clock time the run (or its generation) started
+CREATED = "created"  # the run's meta field: when the run was created (unix time; kept by a resume)
 
 
 def _num(value: Any) -> float | None:
@@ -190,8 +190,6 @@ def step_retried(delivery: Delivery, began: float, retry: Retry) -> None:
     """The body failed and Celery will run it again (autoretry or ``self.retry``)."""
     if not listening("on_step_retry"):
         return
-    from canvasflow.workflows.runtime.executor import error_info
-
     exc = retry.exc if isinstance(retry.exc, BaseException) else retry
     error = {**error_info(exc, delivery.task), "traceback": traceback_text(exc)}
     when = retry.when
@@ -200,11 +198,6 @@ def step_retried(delivery: Delivery, began: float, retry: Retry) -> None:
     )
     event = delivery.event(duration=time.perf_counter() - began, error=error, retry_in=retry_in)
     emit("on_step_retry", event)
-
-
-def traceback_text(exc: BaseException, limit: int = 8000) -> str:
-    """The formatted traceback of ``exc`` (its last ``limit`` characters)."""
-    return "".join(format_exception(exc))[-limit:]
 
 
 def step_failed(rt: Runtime, delivery: Delivery, error: dict[str, Any]) -> None:

@@ -24,8 +24,7 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.utils.serialization import UnpickleableExceptionWrapper
+from celery.exceptions import Ignore, Retry
 from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
@@ -33,6 +32,7 @@ from canvasflow.workers.routing.router import route_step, workflow_inputs
 from canvasflow.workflows.runtime import control, events, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.state import ACTIVE
@@ -254,7 +254,7 @@ def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None
         "queue": info.get("queue"),
         "started_at": info.get("started_at"),
         "finished_at": _now().isoformat(),
-        "error": {**error_info(exc, delivery.task), "traceback": events.traceback_text(exc)},
+        "error": {**error_info(exc, delivery.task), "traceback": traceback_text(exc)},
     }
     rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
 
@@ -312,26 +312,6 @@ def _fallback(
     info["error"] = {**error_info(exc, task), "fallback": True}
     control.step_fallback(rt, run_id, step_id)
     return getattr(task, "fallback", None)
-
-
-def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
-    """The journal's view of an error: its own type and message, also when Celery could not
-    pickle it and handed over an ``UnpickleableExceptionWrapper`` instead."""
-    retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
-    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):  # a step's start_to_close
-        message = f"start_to_close: the step ran longer than its limit ({type(exc).__name__})"
-        return {"type": "DeadlineExceeded", "message": message, "retryable": retryable}
-    if isinstance(exc, UnpickleableExceptionWrapper):
-        args = [str(a) for a in exc.exc_args or ()]
-        message = args[0] if len(args) == 1 else ", ".join(args) or (exc.text or "")
-        return {
-            "type": exc.exc_cls_name,
-            "module": exc.exc_module,
-            "message": message,
-            "retryable": retryable,
-        }
-    kind = type(exc)
-    return {"type": kind.__name__, "module": kind.__module__, "message": str(exc), "retryable": retryable}
 
 
 def complete(

@@ -21,11 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.executor import HEADER, error_info
+from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
+from canvasflow.workflows.runtime.executor import HEADER
 from canvasflow.workflows.runtime.graph import StepGraph
 
 log = structlog.get_logger("canvasflow.failure")
-TRACEBACK_LIMIT = 8000  # characters of a failed step's traceback kept in its journal row (the end)
 
 
 def failure_status(graph: StepGraph) -> str:
