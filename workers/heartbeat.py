@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import redis
 import structlog
 
+from canvasflow.config.redis_clients import get_many
+
 log = structlog.get_logger("canvasflow.heartbeat")
 
 
@@ -87,7 +89,7 @@ def beats(rt: HasRedis) -> dict[str, Beat]:
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in rt.redis.zrange(_index(prefix), 0, -1)]
     if not names:
         return {}
-    raw = rt.redis.mget([_key(prefix, n) for n in names])
+    raw = get_many(rt.redis, [_key(prefix, n) for n in names])  # on a cluster: one GET per slot
     out: dict[str, Beat] = {}
     gone = []
     for name, value in zip(names, raw, strict=True):

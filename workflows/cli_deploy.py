@@ -76,8 +76,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_worker_probe(args: argparse.Namespace) -> int:
     """Exit 0 while this pod's worker node beats (``<name>@<hostname>``), 1 otherwise."""
-    import redis
-
+    from canvasflow.config.redis_clients import state_client
     from canvasflow.config.settings import get_settings
     from canvasflow.workers.heartbeat import read_beat
     from canvasflow.workflows.cli import _emit
@@ -87,7 +86,7 @@ def cmd_worker_probe(args: argparse.Namespace) -> int:
     s = get_settings()
     node = args.node or f"{args.name}@{socket.gethostname()}"
     max_age = args.max_age or s.heartbeat_ttl
-    client = redis.Redis.from_url(s.redis_state_url, socket_timeout=5, socket_connect_timeout=5)
+    client = state_client(s.redis_state_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         beat = read_beat(client, s.key_prefix, node)
     finally:

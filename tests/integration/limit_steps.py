@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.limits import Limit
 from canvasflow.workers.step import step
@@ -19,7 +20,7 @@ CAPABILITY = "limits"
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_state_url, decode_responses=True)
+    return state_client(get_settings().redis_state_url, decode_responses=True)
 
 
 def probe_events(probe: str) -> list[tuple[str, str, float]]:

@@ -19,6 +19,7 @@ import structlog
 from celery.signals import worker_ready, worker_shutdown
 
 from canvasflow.config.queues import CAPABILITY_PREFIX
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.engines import Engine, registry
 from canvasflow.workers.routing.live import beat_key, live_set, read_live
@@ -204,7 +205,7 @@ def _start(sender: Any = None, **_: Any) -> None:
     if not engines:
         return
     s = get_settings()
-    r = redis.Redis.from_url(s.redis_state_url, socket_connect_timeout=s.broker_timeout)
+    r = state_client(s.redis_state_url, socket_connect_timeout=s.broker_timeout)
     broker = None
     if s.broker_url.startswith(("redis://", "rediss://")):
         broker = redis.Redis.from_url(s.broker_url, socket_connect_timeout=s.broker_timeout)

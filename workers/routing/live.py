@@ -1,7 +1,7 @@
 """The live view of the engines, read from Redis and cached for a short time per process.
 
 Workers write one key per (engine, worker) with an expiry (see ``announce``) and add it to a
-set; one script call reads every live entry, drops the expired ones from the set, and returns
+set; a read fetches every live entry, drops the expired ones from the set, and returns
 the engines' duration EWMAs and (with a Redis broker on the same server) their queue depths.
 Between reads the view counts this process's own sends, so a burst of ready steps spreads.
 """
@@ -17,23 +17,13 @@ from typing import Any
 import redis
 import structlog
 
+from canvasflow.config.redis_clients import get_many
 from canvasflow.workers.engines import Engine, registry
 from canvasflow.workers.routing.snapshot import EngineState
 
 log = structlog.get_logger("canvasflow.routing")
 
 EWMA_ALPHA = 0.3
-
-_READ = """
-local out = {}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('GET', ARGV[1] .. m)
-  if v then table.insert(out, v) else redis.call('SREM', KEYS[1], m) end
-end
-local depths = {}
-for i = 2, #ARGV do table.insert(depths, redis.call('LLEN', ARGV[i])) end
-return {out, redis.call('HGETALL', KEYS[2]), depths}
-"""
 
 _OBSERVE = """
 local v = tonumber(ARGV[2])
@@ -59,14 +49,24 @@ def ewma_key(prefix: str) -> str:
 def read_live(
     r: redis.Redis, prefix: str, depth_queues: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, float], list[int]]:
-    """Every live heartbeat, the EWMA per engine key, and the depth of each queue in ``depth_queues``."""
-    beats, ewma, depths = r.eval(
-        _READ, 2, live_set(prefix), ewma_key(prefix), beat_key(prefix, ""), *depth_queues
-    )
-    pairs = dict(zip(ewma[::2], ewma[1::2], strict=True))
+    """Every live heartbeat, the EWMA per engine key, and the depth of each queue in ``depth_queues``.
+
+    Two round trips (the set and the EWMAs, then the members' keys), no script: a member's key
+    is known only once the set is read, and a script may touch only the keys it is given (on a
+    Redis Cluster the keys sit on several primaries). Members whose key expired leave the set."""
+    p = r.pipeline(transaction=False)
+    p.smembers(live_set(prefix))
+    p.hgetall(ewma_key(prefix))
+    for queue in depth_queues:
+        p.llen(queue)
+    members, ewma, *depths = p.execute()
+    names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+    raw = get_many(r, [beat_key(prefix, m) for m in names])
+    if gone := [m for m, v in zip(names, raw, strict=True) if v is None]:
+        r.srem(live_set(prefix), *gone)
     return (
-        [json.loads(b) for b in beats],
-        {k.decode(): float(v) for k, v in pairs.items()},
+        [json.loads(b) for b in raw if b is not None],
+        {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in ewma.items()},
         [int(d) for d in depths],
     )
 
