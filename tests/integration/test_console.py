@@ -79,8 +79,9 @@ def test_a_compensated_run_page_and_api_match_the_cli(worker, console, capsys):
     assert first.task_id == f"{record.id}-0.book-g1"  # Flower shows the run and the step in the id
     assert 'id="action-resume"' not in page.body  # a compensated run is not resumable
     events = http(f"{console}/api/runs/{record.id}/events", headers=BEARER).json()
-    assert events[0]["event"] == "run.created" or events[0]["at"] <= events[-1]["at"]
-    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+    assert main(["history", record.id, "--json"]) == 0
+    assert events == json.loads(capsys.readouterr().out)  # the same as `canvasflow history --json`
+    assert events[0]["event"] == "run.created" and events[-1]["event"] == "run.compensated"
     assert main(["status", record.id]) == 0
     text = capsys.readouterr().out
     assert "chain (2 parts)" in text and "comp=compensated" in text and "error: RuntimeError" in text

@@ -110,6 +110,15 @@ def test_console_in_a_browser(worker, console, browser):
     assert node(page, "0.book") == ("node status-succeeded", STATUS_COLORS["succeeded"])
     assert node(page, "1.book") == ("node status-succeeded", STATUS_COLORS["succeeded"])
     assert "Resumed" in page.inner_text(".flash")
+    # every attempt is kept (canvasflow.history): the first one failed, with its traceback
+    tries = page.locator("table.attempts tr.attempt")
+    assert [tries.nth(i).get_attribute("class") for i in range(tries.count())] == [
+        "attempt status-failed",
+        "attempt status-succeeded",
+    ]
+    assert "raise RuntimeError" in (tries.nth(0).locator("pre").text_content() or "")  # in a closed <details>
+    events = page.locator("table.events tr.event td:nth-child(3)").all_inner_texts()
+    assert events[0] == "run.created" and events[-1] == "run.succeeded" and "run.resumed" in events
     shot = ARTIFACTS / "run-resumed.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
