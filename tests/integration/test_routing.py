@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from canvasflow import RoutingError, list_runs, signal, start
 from canvasflow.workers.routing.live import read_live
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration import routing_flows  # noqa: F401  (engines and workflows of these tests)
+from tests.integration import routing_flows
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -214,6 +215,54 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     one = start("rt.act").wait(60)
     assert one.status == "succeeded" and one.result == {"engine": "e1", "n": 2}  # best_available
     assert one.steps[0].route["engine"] == "rpar/e1"
+
+
+def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
+    tag = uuid.uuid4().hex
+    began = time.monotonic()
+    record = start("rt.par_first", {"tag": tag}).wait(60)
+    took = time.monotonic() - began
+    assert record.status == "succeeded", record.error
+    assert record.result == {"engine": "e1"}  # the fast engine's result
+    assert took < routing_flows.RACE_DELAY["e3"], took  # nobody waited for the slow engine
+    revoked = {"revoked": True, "winner": "rpar/e1"}  # what the losers' steps completed with
+    won = {"won": True, "engine": "rpar/e1", "result": {"engine": "e1"}}
+    members = [s.result for s in record.steps if s.task == "canvasflow.action.rpar"]
+    assert sorted(members, key=json.dumps) == sorted([won, revoked, revoked], key=json.dumps)
+    r = runtime().redis
+    # the slow engine had started its step; it was terminated, so it never finishes
+    assert r.get(routing_flows.race_mark(tag, "e3", "started"))
+    deadline = began + routing_flows.RACE_DELAY["e3"] + 2.0
+    while time.monotonic() < deadline:
+        assert not r.get(routing_flows.race_mark(tag, "e3", "finished")), "the revoked step ran to completion"
+        assert not r.get(routing_flows.race_mark(tag, "e2", "finished")), "the revoked step ran to completion"
+        time.sleep(0.2)
+    assert "Terminating" in workers["e3"].read_log() or "revoked" in workers["e3"].read_log()
+    # a member that fails does not win; when every member failed the run fails with each error
+    failed = start("rt.par_first_fails").wait(60)
+    assert failed.status == "failed" and failed.error["type"] == "EngineError", failed.error
+    assert all(
+        f"rpar/{e}: EngineError: engine {e} cannot do it" in failed.error["message"]
+        for e in ("e1", "e2", "e3")
+    )
+
+
+def test_parallel_capability_in_the_dag_form_with_each_aggregate(celery_worker_factory):
+    start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=2)
+    tag = uuid.uuid4().hex
+    record = start("rt.par_dag", {"tag": tag}).wait(60)
+    assert record.status == "succeeded", record.error
+    assert record.result == {
+        "all": {f"rpar/{e}": {"engine": e, "n": 9} for e in ("e1", "e2", "e3")},  # the seed's payload
+        "majority": "yes",
+        "custom": ["rpar/e1", "rpar/e2", "rpar/e3"],
+        "first": {"engine": "e1"},
+    }
+    ids = {s.step_id for s in record.steps}
+    assert {"all.e1", "all.e2", "all.e3", "custom.all", "first.e3"} <= ids
+    assert record.step("first.e3").result == {"revoked": True, "winner": "rpar/e1"}
+    assert record.step("all.e2").queue == "cap.rpar.e2"
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNod
 MAP_TASK = "canvasflow.map"
 SIGNAL_TASK = "canvasflow.wait_signal"
 WORKFLOW_TASK = "canvasflow.subworkflow"
+PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded by workers.routing.parallel
 SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
 STEP_DEADLINES = ("schedule_to_start", "start_to_close")
@@ -76,6 +77,10 @@ class CanvasCompiler:
         return sig
 
     def _part(self, sig: Signature, flow: _Flow, path: str) -> tuple[_Flow, list[str]]:
+        if sig.task == PARALLEL_TASK:  # parallel_capability: one member per live engine, now
+            from canvasflow.workers.routing.parallel import expand
+
+            sig = self._sig(expand(sig))
         if isinstance(sig, _chain):
             out, steps = self._chain(sig, flow, path)
         elif isinstance(sig, _chord):
