@@ -203,7 +203,9 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
     assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
 
 
-def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory):
+def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory, capsys):
+    from canvasflow.workflows.cli import main
+
     start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
     everyone = start("rt.par_all").wait(60)
     assert everyone.status == "succeeded", everyone.error
@@ -215,6 +217,21 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     one = start("rt.act").wait(60)
     assert one.status == "succeeded" and one.result == {"engine": "e1", "n": 2}  # best_available
     assert one.steps[0].route["engine"] == "rpar/e1"
+    # the decision is drawn by `canvasflow graph RUN` and shown by `status --json`
+    for fmt in ("mermaid", "dot"):
+        assert main(["graph", one.id, "--format", fmt]) == 0
+        drawn = capsys.readouterr().out
+        assert "engine rpar/e1 on cap.rpar.e1" in drawn and "best_available: highest priority (3)" in drawn
+    assert main(["status", one.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["steps"][0]["route"]
+    assert (shown["engine"], shown["queue"], shown["strategy"]) == (
+        "rpar/e1",
+        "cap.rpar.e1",
+        "best_available",
+    )
+    assert shown["reason"].startswith("highest priority")
+    assert main(["status", one.id]) == 0
+    assert "engine=rpar/e1 (best_available: highest priority (3)" in capsys.readouterr().out
 
 
 def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery_worker_factory):

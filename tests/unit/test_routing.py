@@ -156,3 +156,26 @@ def test_a_routing_decision_is_cheap(declared: None) -> None:
     for _ in range(n):
         decide(states, "s", routing, "best_available")
     assert (time.perf_counter() - began) / n < 0.002  # a loose bound; the bench measures the median
+
+
+def test_graph_pictures_show_each_steps_route() -> None:
+    from canvasflow.workflows.pictures import dot, mermaid
+    from canvasflow.workflows.runtime.graph import StepGraph, StepNode, lit
+
+    graph = StepGraph({"a": StepNode("a", "ocr.read"), "b": StepNode("b", "ocr.read", deps=["a"])}, lit(None))
+    routes = {
+        "b": {
+            "engine": "ocr/gpu",
+            "queue": "cap.ocr.gpu",
+            "strategy": "load_balanced",
+            "reason": "least loaded (0 queued)",
+            "tried": ["ocr/cpu"],
+        }
+    }
+    drawn = mermaid(graph, {"a": "succeeded", "b": "running"}, routes)
+    assert 's1["b<br/>ocr.read<br/>[running]<br/>engine ocr/gpu on cap.ocr.gpu' in drawn
+    assert "load_balanced: least loaded (0 queued)<br/>tried ocr/cpu" in drawn
+    assert "engine" not in drawn.splitlines()[1]  # step a was not routed
+    assert "engine ocr/gpu on cap.ocr.gpu\\nload_balanced: least loaded (0 queued)" in dot(
+        graph, routes=routes
+    )
