@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         return self.state_expires or self.result_expires
 
     # engines and routing (docs/routing.md): a JSON or TOML file of engines, the default strategy,
-    # seconds between a worker's engine heartbeats (gone after 3 missed), the router's cache of the live view
+    # the heartbeat interval of a node serving an engine (gone after 3 missed), the router's cache of the view
     engines: str | None = None
     route_strategy: str = "best_available"
     engine_heartbeat_interval: float = Field(default=2.0, gt=0)

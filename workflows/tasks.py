@@ -95,19 +95,22 @@ def _start_liveness(sender: Any = None, **_: Any) -> None:
     """Heartbeats from every worker node; the recovery sweep on those consuming the control queue."""
     if _threads:
         return  # a reconnect fires this again
+    from canvasflow.workers.engines import engines_in
     from canvasflow.workers.heartbeat import HeartbeatThread
+    from canvasflow.workers.routing.takeover import after_beat
     from canvasflow.workflows.runtime.context import runtime
     from canvasflow.workflows.runtime.sweep import SweepThread
 
     rt = runtime()
     hostname = getattr(sender, "hostname", None) or "unknown"
-    _threads.append(HeartbeatThread(rt, hostname, sender))
+    engines = engines_in([q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])])
+    _threads.append(HeartbeatThread(rt, hostname, sender, after_beat(rt, hostname, engines)))
     consumed = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])}
     if rt.settings.control_queue in consumed:
         _threads.append(SweepThread(rt, hostname))
     for t in _threads:
         t.start()
-    log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1)
+    log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1, engines=engines)
 
 
 @worker_shutdown.connect

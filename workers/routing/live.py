@@ -1,9 +1,10 @@
 """The live view of the engines, read from Redis and cached for a short time per process.
 
-Workers write one key per (engine, worker) with an expiry (see ``announce``) and add it to a
-set; one script call reads every live entry, drops the expired ones from the set, and returns
-the engines' duration EWMAs and (with a Redis broker on the same server) their queue depths.
-Between reads the view counts this process's own sends, so a burst of ready steps spreads.
+Each worker node's heartbeat (:mod:`canvasflow.workers.heartbeat`, one key per node with an
+expiry) names the engines it serves, its consumers and in-flight steps; one script call reads
+the beats of the nodes that serve an engine, the engines' duration EWMAs and (with a Redis
+broker on the same server) their queue depths. Between reads the view counts this process's
+own sends, so a burst of ready steps spreads.
 """
 
 from __future__ import annotations
@@ -18,22 +19,30 @@ import redis
 import structlog
 
 from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.heartbeat import beat_key, workers_index
 from canvasflow.workers.routing.snapshot import EngineState
 
 log = structlog.get_logger("canvasflow.routing")
 
 EWMA_ALPHA = 0.3
 
+# the nodes that beat within the last ARGV[2] seconds and serve an engine: only their small part
 _READ = """
 local out = {}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('GET', ARGV[1] .. m)
-  if v then table.insert(out, v) else redis.call('SREM', KEYS[1], m) end
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
+  local v = redis.call('GET', ARGV[1] .. name)
+  if v then
+    local b = cjson.decode(v)
+    if type(b.engines) == 'table' and #b.engines > 0 then
+      table.insert(out, cjson.encode({b.hostname, b.engines, b.consumers or 0, b.inflight or 0, b.at or 0}))
+    end
+  end
 end
 local depths = {}
-for i = 2, #ARGV do table.insert(depths, redis.call('LLEN', ARGV[i])) end
+for i = 3, #ARGV do table.insert(depths, redis.call('LLEN', ARGV[i])) end
 return {out, redis.call('HGETALL', KEYS[2]), depths}
 """
+SEEN_WITHIN_S = 600.0  # nodes whose last beat is older are not even looked at
 
 _OBSERVE = """
 local v = tonumber(ARGV[2])
@@ -44,14 +53,6 @@ return tostring(v)
 """
 
 
-def live_set(prefix: str) -> str:
-    return f"{prefix}:eng:live"
-
-
-def beat_key(prefix: str, member: str) -> str:
-    return f"{prefix}:eng:hb:{member}"
-
-
 def ewma_key(prefix: str) -> str:
     return f"{prefix}:eng:ewma"
 
@@ -59,16 +60,24 @@ def ewma_key(prefix: str) -> str:
 def read_live(
     r: redis.Redis, prefix: str, depth_queues: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, float], list[int]]:
-    """Every live heartbeat, the EWMA per engine key, and the depth of each queue in ``depth_queues``."""
-    beats, ewma, depths = r.eval(
-        _READ, 2, live_set(prefix), ewma_key(prefix), beat_key(prefix, ""), *depth_queues
+    """One entry per live (engine, worker), the EWMA per engine key, and the depth of each queue
+    in ``depth_queues``. An entry: ``{"engine", "worker", "consumers", "inflight", "at"}``."""
+    nodes, ewma, depths = r.eval(
+        _READ,
+        2,
+        workers_index(prefix),
+        ewma_key(prefix),
+        beat_key(prefix, ""),
+        str(time.time() - SEEN_WITHIN_S),
+        *depth_queues,
     )
+    beats = [
+        {"engine": engine, "worker": host, "consumers": consumers, "inflight": inflight, "at": at}
+        for host, engines, consumers, inflight, at in (json.loads(n) for n in nodes)
+        for engine in engines
+    ]
     pairs = dict(zip(ewma[::2], ewma[1::2], strict=True))
-    return (
-        [json.loads(b) for b in beats],
-        {k.decode(): float(v) for k, v in pairs.items()},
-        [int(d) for d in depths],
-    )
+    return beats, {k.decode(): float(v) for k, v in pairs.items()}, [int(d) for d in depths]
 
 
 def observe(r: redis.Redis, prefix: str, engine_key: str, seconds: float) -> None:

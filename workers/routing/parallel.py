@@ -136,7 +136,7 @@ def _finish_siblings(rt: Any, run_id: str, gen: int, siblings: list[str], winner
 
 
 def _engine_of(queue: str | None) -> str | None:
-    from canvasflow.workers.routing.announce import engines_in
+    from canvasflow.workers.engines import engines_in
 
     found = engines_in([queue]) if queue else []
     return found[0] if found else None
