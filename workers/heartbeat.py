@@ -108,7 +108,7 @@ def write_beat(
             "pid": pids[0],
             "pids": pids,
             "at": now,
-            "engines": list(serving.engines),
+            "engines": list(serving.engines),  # the live view skips '"engines": []' unread
             "queues": list(serving.queues),
             "consumers": serving.consumers,
             "inflight": serving.inflight,

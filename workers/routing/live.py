@@ -31,7 +31,7 @@ _READ = """
 local out = {}
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
   local v = redis.call('GET', ARGV[1] .. name)
-  if v then
+  if v and not string.find(v, '"engines": []', 1, true) then  -- only engine nodes are decoded
     local b = cjson.decode(v)
     if type(b.engines) == 'table' and #b.engines > 0 then
       table.insert(out, cjson.encode({b.hostname, b.engines, b.consumers or 0, b.inflight or 0, b.at or 0}))
