@@ -29,6 +29,7 @@ from canvasflow.workflows.runtime.compiler import (
     SPECIAL_KINDS,
     routing_options,
     step_deadlines,
+    task_queue,
 )
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
@@ -188,7 +189,7 @@ class Dag:
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             if "queue" not in options:  # a step given its queue explicitly is not routed
                 options.update(routing_options(routed_by))
-            options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
+            options.setdefault("queue", queue_of(routed_by) or task_queue(current_app(), routed_by))
             if found := step_deadlines(current_app(), sig, sid, options, problems):
                 deadlines[sid] = found
             return StepNode(

@@ -28,7 +28,7 @@ from celery.signals import (
 
 from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
-from canvasflow.config.settings import control_queue, get_settings
+from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
@@ -160,7 +160,7 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@shared_task(name=START_TASK, queue=control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0)
+@shared_task(name=START_TASK, acks_late=True, throws=(StartRefused,), max_retries=0)
 def start_workflow(
     workflow: Any,
     inputs: Any = None,
@@ -242,7 +242,7 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=control_queue())
+@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True)
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

@@ -178,3 +178,42 @@ def test_graph_pictures_show_each_steps_route() -> None:
     assert "engine ocr/gpu on cap.ocr.gpu\\nload_balanced: least loaded (0 queued)" in dot(
         graph, routes=routes
     )
+
+
+def test_steps_set_no_task_attribute_celery_deprecates() -> None:
+    """Celery warns (CDeprecationWarning, removed in 6.0) for a task class carrying ``queue``,
+    ``exchange``, ``routing_key``...: steps leave queues to the router and ``task_routes``."""
+    import warnings
+
+    from celery.exceptions import CDeprecationWarning
+
+    from canvasflow import step
+    from canvasflow.config.celery_app import current_app
+    from canvasflow.workers.step import StepTask
+    from tests.integration import routing_flows  # noqa: F401  (routed, hybrid and action steps)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        @step(name="unit.routed_fresh", capability="uocr", route="load_balanced", requires={"gpu": 1})
+        def fresh(x: int) -> int:  # registered and bound (for the first time) here
+            return x
+
+        @current_app().task(name="unit.plain_with_queue", queue="cap.uocr")
+        def old_style() -> None:  # what steps did before: Celery warns
+            return None
+
+    warned = [str(w.message) for w in caught if issubclass(w.category, CDeprecationWarning)]
+    assert len(warned) == 1 and "'queue' task attribute" in warned[0], warned
+    deprecated = ("queue", "exchange", "exchange_type", "routing_key", "delivery_mode")
+    steps = [t for t in current_app().tasks.values() if isinstance(t, StepTask)]
+    assert len(steps) > 10
+    assert not [(t.name, a) for t in steps for a in deprecated if a in type(t).__dict__]
+    # canvasflow's own control tasks reach the control queue through task_routes instead
+    from canvasflow.config.settings import get_settings
+    from canvasflow.workflows.runtime.compiler import task_queue
+
+    control = get_settings().control_queue
+    for name in ("canvasflow.subworkflow", "canvasflow.send_signal", "canvasflow.start"):
+        assert task_queue(current_app(), name) == control
+        assert current_app().amqp.router.route({}, name)["queue"].name == control

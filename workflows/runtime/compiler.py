@@ -203,12 +203,7 @@ class CanvasCompiler:
         return lit(value)
 
     def _task_queue(self, name: str) -> str:
-        task = self.app.tasks.get(name)
-        queue = getattr(task, "queue", None)
-        capability = getattr(task, "capability", None)  # else a step's queue is its capability's
-        if not queue and isinstance(capability, str):
-            queue = queue_for(capability)
-        return queue or self.app.conf.task_default_queue
+        return task_queue(self.app, name)
 
     def _check_task(self, name: str, kind: str) -> None:
         if kind != "task":
@@ -240,6 +235,22 @@ def step_deadlines(
         options.setdefault("soft_time_limit", found["start_to_close"])
         options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
     return found
+
+
+def task_queue(app: Celery, name: str) -> str:
+    """Where a step of task ``name`` goes unrouted: its ``queue`` attribute (a plain Celery task
+    declared so), else the app's ``task_routes`` (canvasflow's control tasks, the app's own), else
+    its capability's queue, else the default queue."""
+    task = app.tasks.get(name)
+    queue = getattr(task, "queue", None)
+    if not queue:
+        route = app.amqp.router.lookup_route(name, (), {}, {}, task)
+        found = route.get("queue") if isinstance(route, dict) else route
+        queue = getattr(found, "name", found)
+    capability = getattr(task, "capability", None)  # else a step's queue is its capability's
+    if not queue and isinstance(capability, str):
+        queue = queue_for(capability)
+    return str(queue or app.conf.task_default_queue)
 
 
 def routing_options(task_name: str) -> dict[str, Any]:
