@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # routing with no live engine that fits a step (docs/routing.md): refuse the run at start, or start
+    # it and let the step wait on the queue of the best declared engine that fits
+    route_when_none_live: Literal["refuse", "wait"] = "refuse"
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

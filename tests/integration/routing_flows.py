@@ -179,6 +179,7 @@ resources = Workflow(
     "1",
     build=lambda: group(*(gpu_only.si(i) for i in range(8)), *(any_res.si(i) for i in range(8))),
 )
+gpu_alone = Workflow("rt.gpu_alone", "1", build=lambda: gpu_only.si(0))
 perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in range(30)))
 to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
 bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())

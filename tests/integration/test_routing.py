@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from canvasflow import RoutingError, list_runs, signal, start
+from canvasflow import RoutingError, current_app, list_runs, signal, start
+from canvasflow.config.brokers import queue_stats
 from canvasflow.workers.routing.live import read_live
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration import routing_flows
@@ -136,6 +137,24 @@ def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_fac
     with pytest.raises(RoutingError, match=r"no live worker for capability 'rres' offering \{'gpu': 1\}"):
         start("rt.resources")
     assert len(list_runs(limit=1000)) == before  # nothing created, nothing enqueued
+
+
+def test_with_route_when_none_live_wait_a_gpu_step_waits_for_a_gpu_worker(celery_worker_factory, monkeypatch):
+    start_engines(celery_worker_factory, "rres", "cpu")
+    rt = runtime()
+    with pytest.raises(RoutingError, match="CANVASFLOW_ROUTE_WHEN_NONE_LIVE=wait"):
+        start("rt.gpu_alone")  # refused by default: no live engine offers gpu=1
+    monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"route_when_none_live": "wait"}))
+    run = start("rt.gpu_alone")
+    time.sleep(1.5)  # the cpu engine's worker beats (and could take over) meanwhile: it must not
+    assert "gpu_only" not in runtime().state.step_states(run.id)  # not claimed by anyone
+    depth = {q.queue: q.depth for q in queue_stats(current_app(), ["cap.rres.gpu", "cap.rres.cpu"])}
+    assert depth == {"cap.rres.gpu": 1, "cap.rres.cpu": 0}  # waiting on the gpu engine's queue
+    start_engines(celery_worker_factory, "rres", "gpu")
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    step = record.step("gpu_only")
+    assert step.result == "gpu" and step.route["reason"] == "no live worker fits: waiting on rres/gpu"
 
 
 def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):

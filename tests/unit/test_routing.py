@@ -217,3 +217,17 @@ def test_steps_set_no_task_attribute_celery_deprecates() -> None:
     for name in ("canvasflow.subworkflow", "canvasflow.send_signal", "canvasflow.start"):
         assert task_queue(current_app(), name) == control
         assert current_app().amqp.router.route({}, name)["queue"].name == control
+
+
+def test_worker_command_of_an_engine(declared: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from canvasflow.workflows.cli import main
+
+    assert main(["worker", "--capability", "uocr", "--engine", "gpu", "-c", "3", "--json"]) == 0
+    cmd = json.loads(capsys.readouterr().out)["command"]
+    assert cmd[cmd.index("-Q") + 1] == "cap.uocr.gpu,cap.uocr"  # its engine's queue and the shared one
+    assert cmd[cmd.index("-c") + 1] == "3" and cmd[cmd.index("-n") + 1] == "uocr.gpu@%h"
+    assert main(["worker", "--capability", "uocr", "--engine", "tpu", "--json"]) == 2
+    assert (
+        "engine 'tpu' is not declared for ['uocr'] (declared: {'uocr': ['gpu', 'cpu']})"
+        in capsys.readouterr().out
+    )
