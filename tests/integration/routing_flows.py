@@ -43,6 +43,8 @@ ENGINES = [
     Engine("e1", "rpar", priority=3),
     Engine("e2", "rpar", priority=2),
     Engine("e3", "rpar", priority=1),
+    Engine("gpu", "rwait", priority=1, resources={"gpu": 1}),
+    Engine("cpu", "rwait", priority=5, resources={"cpus": 4}),
 ]
 for _engine in ENGINES:
     register_engine(_engine)
@@ -87,6 +89,11 @@ def hybrid_cpu(x: int) -> str:
 
 @step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
 def gpu_only(i: int) -> str | None:
+    return context().engine
+
+
+@step(name="rt.wait_gpu", capability="rwait", route="resource_aware", requires={"gpu": 1})
+def wait_gpu(i: int) -> str | None:
     return context().engine
 
 
@@ -179,7 +186,7 @@ resources = Workflow(
     "1",
     build=lambda: group(*(gpu_only.si(i) for i in range(8)), *(any_res.si(i) for i in range(8))),
 )
-gpu_alone = Workflow("rt.gpu_alone", "1", build=lambda: gpu_only.si(0))
+gpu_alone = Workflow("rt.gpu_alone", "1", build=lambda: wait_gpu.si(0))
 perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in range(30)))
 to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
 bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())

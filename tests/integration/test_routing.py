@@ -140,21 +140,25 @@ def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_fac
 
 
 def test_with_route_when_none_live_wait_a_gpu_step_waits_for_a_gpu_worker(celery_worker_factory, monkeypatch):
-    start_engines(celery_worker_factory, "rres", "cpu")
+    # the cpu worker also runs the recovery sweep, eager here: a step waiting on an engine's
+    # queue is not lost, it must not be published again
+    eager = {"CANVASFLOW_SWEEP_INTERVAL": "0.5", "CANVASFLOW_QUEUED_GRACE": "1"}
+    celery_worker_factory(queues=queues("rwait", "cpu"), extra_env={**engine_env(), **eager})
+    wait_live({"rwait/cpu"})
     rt = runtime()
     with pytest.raises(RoutingError, match="CANVASFLOW_ROUTE_WHEN_NONE_LIVE=wait"):
         start("rt.gpu_alone")  # refused by default: no live engine offers gpu=1
     monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"route_when_none_live": "wait"}))
     run = start("rt.gpu_alone")
-    time.sleep(1.5)  # the cpu engine's worker beats (and could take over) meanwhile: it must not
-    assert "gpu_only" not in runtime().state.step_states(run.id)  # not claimed by anyone
-    depth = {q.queue: q.depth for q in queue_stats(current_app(), ["cap.rres.gpu", "cap.rres.cpu"])}
-    assert depth == {"cap.rres.gpu": 1, "cap.rres.cpu": 0}  # waiting on the gpu engine's queue
-    start_engines(celery_worker_factory, "rres", "gpu")
+    time.sleep(4.0)  # the cpu engine's worker beats and sweeps meanwhile: it takes nothing over
+    assert "wait_gpu" not in runtime().state.step_states(run.id)  # not claimed by anyone
+    depth = {q.queue: q.depth for q in queue_stats(current_app(), ["cap.rwait.gpu", "cap.rwait.cpu"])}
+    assert depth == {"cap.rwait.gpu": 1, "cap.rwait.cpu": 0}  # waiting on the gpu engine's queue
+    start_engines(celery_worker_factory, "rwait", "gpu")
     record = run.wait(60)
     assert record.status == "succeeded", record.error
-    step = record.step("gpu_only")
-    assert step.result == "gpu" and step.route["reason"] == "no live worker fits: waiting on rres/gpu"
+    step = record.step("wait_gpu")
+    assert step.result == "gpu" and step.route["reason"] == "no live worker fits: waiting on rwait/gpu"
 
 
 def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):

@@ -170,7 +170,7 @@ class AmqpMover:
         from kombu.exceptions import ChannelError
 
         moved = 0
-        with self.app.connection_for_write() as conn:
+        with self.app.pool.acquire(block=True) as conn:  # pooled: no new connection every beat
             channel = conn.channel()
             try:
                 while moved < limit:
