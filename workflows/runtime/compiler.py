@@ -239,11 +239,13 @@ def step_deadlines(
 
 def task_queue(app: Celery, name: str) -> str:
     """Where a step of task ``name`` goes unrouted: its ``queue`` attribute (a plain Celery task
-    declared so), else the app's ``task_routes`` (canvasflow's control tasks, the app's own), else
-    its capability's queue, else the default queue."""
+    declared so), the control queue for canvasflow's control tasks (through ``task_routes``),
+    else its capability's queue, else the default queue."""
+    from canvasflow.config.celery_app import CONTROL_TASKS
+
     task = app.tasks.get(name)
     queue = getattr(task, "queue", None)
-    if not queue:
+    if not queue and name in CONTROL_TASKS:
         route = app.amqp.router.lookup_route(name, (), {}, {}, task)
         found = route.get("queue") if isinstance(route, dict) else route
         queue = getattr(found, "name", found)
