@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # on real workers and timeouts, so 3 processes fit 2 cores
 PYTEST_WORKERS ?= 3
 
-.PHONY: install demo test test-unit test-integration bench worker flower lint clean
+.PHONY: install demo test test-unit test-integration bench worker flower lint clean deploy-render
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ worker: install
 
 flower: install
 	FLOWER_UNAUTHENTICATED_API=true $(BIN)/celery -A canvasflow.app flower --address=127.0.0.1 --port=5555
+
+# deploy/k8s from the demo's steps and deploy/engines.toml (tests/integration/test_deploy_manifests.py
+# fails when the committed files differ); the session's other CANVASFLOW_* variables are left out
+deploy-render: install
+	env $$(env | sed -n 's/^\(CANVASFLOW_[A-Z_]*\)=.*/-u \1/p') CANVASFLOW_ENGINES=deploy/engines.toml \
+		$(BIN)/canvasflow --workflows canvasflow.workflows.demo deploy render
 
 lint: install
 	$(BIN)/ruff check canvasflow config workers workflows compensation tests

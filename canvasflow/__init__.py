@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from canvasflow.workers import step
     from canvasflow.workers.engines import Engine, register_engine
+    from canvasflow.workers.limits import Limit
     from canvasflow.workers.routing.actions import action, execute_action
     from canvasflow.workers.routing.parallel import parallel_capability
     from canvasflow.workers.routing.strategies import register_strategy
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         cancel,
         compensate,
         get_run,
+        history,
         input,
         list_runs,
         map_reduce,
@@ -78,6 +80,7 @@ _EXPORTS = {
     "EngineError": "canvasflow.config.errors",
     "ExecutionContext": "canvasflow.workflows.runtime.execution",
     "InputError": "canvasflow.config.errors",
+    "Limit": "canvasflow.workers.limits",
     "NoContext": "canvasflow.workflows.runtime.execution",
     "ResumeRefused": "canvasflow.config.errors",
     "RoutingError": "canvasflow.config.errors",
@@ -97,6 +100,7 @@ _EXPORTS = {
     "current_app": "canvasflow.config.celery_app",
     "execute_action": "canvasflow.workers.routing.actions",
     "get_run": "canvasflow.workflows",
+    "history": "canvasflow.workflows",
     "init_app": "canvasflow.config.celery_app",
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
@@ -145,6 +149,7 @@ __all__ = [
     "EngineError",
     "ExecutionContext",
     "InputError",
+    "Limit",
     "NoContext",
     "ResumeRefused",
     "RoutingError",
@@ -164,6 +169,7 @@ __all__ = [
     "current_app",
     "execute_action",
     "get_run",
+    "history",
     "init_app",
     "input",
     "list_runs",

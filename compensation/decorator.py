@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Task
 
+from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.registry import registry
 from canvasflow.config.celery_app import current_app
 from canvasflow.workers.step import TypedTask, autoretry
@@ -25,7 +26,6 @@ from canvasflow.workers.step import TypedTask, autoretry
 P = ParamSpec("P")
 R = TypeVar("R")
 
-COMP_HEADER = "canvasflow_comp"
 
 
 class CompensationTask(Task):

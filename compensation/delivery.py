@@ -10,6 +10,8 @@ compensation instead of running it again.
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 import structlog
@@ -17,10 +19,12 @@ from celery import Task
 from celery.exceptions import Retry
 
 from canvasflow.compensation.claims import CompClaim
-from canvasflow.compensation.decorator import COMP_HEADER
+from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.leases import holder_dead, holder_id
 from canvasflow.compensation.rollback import comp_key, finish_unit, progress, rollback_tools
+from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.errors import traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, undo_key
 
 log = structlog.get_logger("canvasflow.compensation")
@@ -63,22 +67,44 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             req.hostname,
             compensation=True,
             _rt=rt,
+            task=task.name,
         )
+        said = partial(
+            events.compensation,
+            run_id=run_id,
+            unit=unit,
+            task=task.name,
+            attempt=(req.retries or 0) + 1,
+            key=ctx.idempotency_key,
+            worker=req.hostname,
+        )
+        said("on_compensation_start")
+        began = time.perf_counter()
         with rollback_tools(rt).leases.hold(rt.state.key(run_id, f"complease:{unit}"), me):
             try:
                 with executing(ctx):
                     out = task.run(*args, **kwargs)
-            except Retry:  # its retry message is on the broker already: not stranded
+            except Retry as retry:  # its retry message is on the broker already: not stranded
                 rt.redis.hset(comp_key(rt, run_id), unit, "retrying")
                 rt.journal.record_step(run_id, unit, "compensation.retry")
+                said("on_compensation_failure", duration=time.perf_counter() - began, error=_error(retry.exc))
                 raise
             except Exception as exc:
-                error = {"type": type(exc).__name__, "message": str(exc), "attempts": (req.retries or 0) + 1}
+                error = {**_error(exc), "attempts": (req.retries or 0) + 1}
+                said("on_compensation_failure", duration=time.perf_counter() - began, error=error)
                 finish_unit(rt, run_id, unit, gen, "compensation_failed", error=error)
                 raise
             # inside the lease: a unit running without one is taken for interrupted
+            said("on_compensation_success", duration=time.perf_counter() - began)
             finish_unit(rt, run_id, unit, gen, "compensated")
         return out
+
+
+def _error(exc: BaseException | None) -> dict[str, Any]:
+    """A compensation's error: type, message and traceback."""
+    if exc is None:
+        return {"type": "Retry", "message": "retried"}
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": traceback_text(exc)}
 
 
 def _claim(

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from canvasflow.compensation.claims import RollbackClaims, parse_stamp
-from canvasflow.compensation.decorator import COMP_HEADER
+from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.leases import Leases, holder_dead, holder_id
 from canvasflow.compensation.planner import node_of, plan
 from canvasflow.workflows.runtime.context import Runtime

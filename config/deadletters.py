@@ -34,9 +34,9 @@ BODY_LIMIT = 2048
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    import redis
+    from canvasflow.config.redis_clients import state_client
 
-    return redis.Redis.from_url(url)
+    return state_client(url)
 
 
 def list_key() -> str:

@@ -8,11 +8,12 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from canvasflow.config.errors import SettingsError
+from canvasflow.config.redis_clients import url_problem
 
 ENV_PREFIX = "CANVASFLOW_"
 
@@ -107,6 +108,28 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # deploy render (docs/operations.md): the longest a step may run when it declares no time_limit,
+    # and what terminationGracePeriodSeconds adds to a fleet's longest step for the warm shutdown
+    deploy_step_seconds: int = Field(default=600, ge=1)
+    deploy_grace_margin: int = Field(default=30, ge=0)
+
+    # limits, retention, schedules (docs/limits.md, docs/retention-and-schedules.md): limits per
+    # capability, held across every worker ({"payments": {"rate": "5/s", "concurrency": 10}});
+    # a dead process's concurrency slot frees after limit_lease_ttl s; a limited step sleeps at most
+    # limit_max_wait s before it looks again; the schedules `canvasflow schedule` writes and beat reads
+    capability_limits: dict[str, dict[str, str | int]] = Field(default_factory=dict)
+    limit_lease_ttl: float = Field(default=30.0, ge=1)
+    limit_max_wait: float = Field(default=5.0, gt=0)
+    schedules_file: str = "canvasflow-schedules.json"
+    # telemetry built-ins (docs/observability.md): Prometheus metrics (prometheus-client's multiprocess
+    # directory, default <tmp>/canvasflow-metrics-<key prefix>; a worker's own /metrics port), traces, events
+    metrics: bool = False
+    metrics_dir: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    tracing: Literal["none", "console", "otlp"] = "none"  # otlp: the SDK's OTEL_EXPORTER_OTLP_* variables
+    events: bool = False  # every run and step event appended to the Redis stream <key prefix>:events
+    events_maxlen: int = Field(default=100_000, ge=100)  # about this many events are kept (XADD MAXLEN ~)
+
     # routing with no live engine that fits a step (docs/routing.md): refuse the run at start, or start
     # it and let the step wait on the queue of the best declared engine that fits
     route_when_none_live: Literal["refuse", "wait"] = "refuse"
@@ -114,6 +137,16 @@ class Settings(BaseSettings):
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend
+
+    # Redis Cluster for run state (docs/redis-cluster.md): STATE_URL and BLOB_URL may be
+    # redis+cluster://host:port[,host:port...]/0; a malformed URL is refused here, not at first use
+    @field_validator("state_url", "blob_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        problem = None if value is None else url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 def _variable(loc: tuple[object, ...]) -> str:

@@ -87,21 +87,19 @@ def gate(value: object, name: str) -> object:
 
     Lets a demo or test make a run fail, open the gate, and resume it.
     """
-    import redis
-
+    from canvasflow.config.redis_clients import state_client
     from canvasflow.config.settings import get_settings
 
     s = get_settings()
-    client = redis.Redis.from_url(s.redis_state_url)
+    client = state_client(s.redis_state_url)
     if not client.exists(f"{s.key_prefix}:gate:{name}"):
         raise RuntimeError(f"gate {name} is closed")
     return value
 
 
 def open_gate(name: str) -> None:
-    import redis
-
+    from canvasflow.config.redis_clients import state_client
     from canvasflow.config.settings import get_settings
 
     s = get_settings()
-    redis.Redis.from_url(s.redis_state_url).set(f"{s.key_prefix}:gate:{name}", 1, ex=3600)
+    state_client(s.redis_state_url).set(f"{s.key_prefix}:gate:{name}", 1, ex=3600)

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 import redis
 import structlog
 
+from canvasflow.config.redis_clients import get_many
+
 log = structlog.get_logger("canvasflow.heartbeat")
 
 
@@ -138,24 +140,34 @@ def beats(rt: HasRedis) -> dict[str, Beat]:
     ]
     if not names:
         return {}
-    raw = rt.redis.mget([beat_key(prefix, n) for n in names])
+    raw = get_many(rt.redis, [beat_key(prefix, n) for n in names])  # on a cluster: one GET per slot
     out: dict[str, Beat] = {}
     gone = []
     for name, value in zip(names, raw, strict=True):
         if value is None:
             gone.append(name)
             continue
-        data = json.loads(value)
-        out[name] = Beat(
-            name,
-            int(data["pid"]),
-            frozenset(int(p) for p in data.get("pids", [data["pid"]])),
-            float(data["at"]),
-            frozenset(data.get("tasks", [])),
-        )
+        out[name] = _parse(name, value)
     if gone:  # a day without a beat: forget the name
         rt.redis.zremrangebyscore(workers_index(prefix), "-inf", time.time() - 86_400)
     return out
+
+
+def _parse(name: str, value: bytes | str) -> Beat:
+    data = json.loads(value)
+    return Beat(
+        name,
+        int(data["pid"]),
+        frozenset(int(p) for p in data.get("pids", [data["pid"]])),
+        float(data["at"]),
+        frozenset(data.get("tasks", [])),
+    )
+
+
+def read_beat(client: redis.Redis, prefix: str, hostname: str) -> Beat | None:
+    """One node's heartbeat, None when it has expired (or never was): one GET, for probes."""
+    value = client.get(beat_key(prefix, hostname))
+    return None if value is None else _parse(hostname, value)
 
 
 def live_workers(rt: HasRedis) -> set[str]:

@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.workers.capabilities import registry
+from canvasflow.workers.limits.spec import Limit, as_limits
 from canvasflow.workers.routing.hybrid import add_implementation, engines_of
 
 P = ParamSpec("P")
@@ -68,6 +69,7 @@ class StepTask(Task):
     capability: str = "default"
     route: str | None = None
     requires: dict[str, Any] = {}
+    limits: tuple[Limit, ...] = ()
     abstract = True
     # on the task, not only the app: they hold on an adopted app whatever its own defaults
     acks_late = True
@@ -77,9 +79,11 @@ class StepTask(Task):
         ref = self.request.get(HEADER) if self.request else None
         if ref is None:  # plain Celery; a canvasflow header, even empty, is checked by run_step
             return self.run(*args, **kwargs)
+        from canvasflow.workers.limits.admission import admitted
         from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
 
-        return run_step(self, ref, args, kwargs)
+        with admitted(self, ref, args, kwargs):  # a limited step is published again for later
+            return run_step(self, ref, args, kwargs)
 
 
 @overload
@@ -101,6 +105,7 @@ def step(
     route: str | None = None,
     requires: dict[str, Any] | None = None,
     engine: str | None = None,
+    limits: Limit | Sequence[Limit] | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TypedTask[P, R]]: ...
 
@@ -121,6 +126,7 @@ def step(
     route: str | None = None,
     requires: dict[str, Any] | None = None,
     engine: str | None = None,
+    limits: Limit | Sequence[Limit] | None = None,
     **options: Any,
 ) -> Any:
     """Turn ``fn`` into a step task routed to ``cap.<capability>``.
@@ -140,6 +146,10 @@ def step(
     settings') among the engines offering ``requires`` (e.g. ``{"gpu": 1}``). With ``engine=``,
     ``fn`` is that engine's implementation of the step: declare one per engine under one name. The queue is
     chosen at publish time; a plain ``.delay()`` goes to ``cap.<capability>`` (``task_routes``).
+
+    Limits (docs/limits.md): ``limits=Limit(rate="5/s", concurrency=10, key=...)`` (or a list)
+    hold across every worker; a step over its limit waits without holding a worker process.
+    (Celery's own ``rate_limit=`` still passes through, and holds per worker process only.)
     """
     if on_failure not in ("compensate", "continue"):
         raise ValueError(f"on_failure must be 'compensate' or 'continue', not {on_failure!r}")
@@ -162,6 +172,7 @@ def step(
             secret_fields=True if secret is True else tuple(secret or ()),
             route=route,
             requires=dict(requires or {}),
+            limits=as_limits(limits, task_name),
             **autoretry(retries, retry_on, retry_backoff, retry_backoff_max),
             **options,
         )

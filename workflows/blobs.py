@@ -33,9 +33,9 @@ PREFIX = "blob:"
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    import redis
+    from canvasflow.config.redis_clients import state_client
 
-    return redis.Redis.from_url(url)
+    return state_client(url)
 
 
 def _store() -> tuple[Any, str]:

@@ -381,6 +381,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cmd += [a for i, a in enumerate(args.celery_args or []) if not (i == 0 and a == "--")]
     modules = fleet_modules(caps, s, control=args.control, demo=args.demo)
     env = {"CANVASFLOW_WORKER_MODULES": json.dumps(modules)}
+    if args.metrics_port:
+        env.update(CANVASFLOW_METRICS="true", CANVASFLOW_METRICS_PORT=str(args.metrics_port))
     if args.demo:  # the demo workflow's module must be found by clients and this worker alike
         env["CANVASFLOW_WORKFLOW_MODULES"] = json.dumps(list(dict.fromkeys([*s.workflow_modules, *modules])))
     if args.json:
@@ -536,15 +538,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-l", "--loglevel", default="INFO", help="celery worker --loglevel (default INFO)")
     sp.add_argument("--autoscale", help="celery worker --autoscale: max,min processes")
     sp.add_argument("--max-tasks-per-child", type=int, help="celery worker --max-tasks-per-child")
+    sp.add_argument("--metrics-port", type=int, help="serve /metrics on this port (CANVASFLOW_METRICS on)")
     sp.add_argument(
         "celery_args",
         nargs=argparse.REMAINDER,
         help="after --: any other `celery worker` options, as they are",
     )
+    from canvasflow.workflows.cli_history import register as add_history
+
+    add_history(add, RUN_HELP)
     sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
+    from canvasflow.workflows.cli_deploy import add_commands as add_deploy_commands
+
+    add_deploy_commands(add)
+    from canvasflow.workflows import cli_prune, cli_schedule
+
+    cli_prune.register(add)  # retention and schedules: commands of their own modules
+    cli_schedule.register(add)
+    from canvasflow.workflows import cli_events, cli_metrics  # telemetry (docs/observability.md)
+
+    cli_metrics.register(add)
+    cli_events.register(add)
     return p
 
 

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from canvasflow.config.errors import InputError
 from canvasflow.workflows import lifecycle, resumption, rollbacks
+from canvasflow.workflows.history import attempt_logs, run_history
+from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
 
@@ -77,8 +81,29 @@ def start(
 def get_run(run_id: str) -> RunRecord:
     """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
     record = lifecycle.get_record(run_id)
-    if record.status in TERMINAL:
-        return record
+    if record.status not in TERMINAL:
+        _live(record)
+    _observed(record)
+    return record
+
+
+def _observed(record: RunRecord) -> None:
+    """Each step's attempts (from the journal's events) and its last reported progress."""
+    rt = runtime()
+    logs = attempt_logs(run_history(rt, record.id))
+    try:
+        maps = [s.step_id for s in record.steps if s.kind == "map"]
+        reported = progress.read(rt, record.id, maps)
+    except (redis.RedisError, OSError):  # the state Redis is down: the journal alone tells
+        reported = {}
+    for step in record.steps:
+        step.attempt_log = logs.get(step.step_id, [])
+        step.progress = reported.get(step.step_id)
+
+
+def _live(record: RunRecord) -> None:
+    """Live step states from Redis fill in what the journal of an active run lacks yet."""
+    run_id = record.id
     rt = runtime()
     states, info, attempts = (
         rt.state.step_states(run_id),
@@ -104,7 +129,6 @@ def get_run(run_id: str) -> RunRecord:
         live_comp = comp_states(rt, run_id)
         for step in record.steps:
             step.compensation_status = live_comp.get(step.step_id, step.compensation_status)
-    return record
 
 
 def list_runs(

@@ -40,7 +40,8 @@ from canvasflow.compensation.rollback import CHUNK_COMP_TASK
 from canvasflow.config.celery_app import app
 from canvasflow.workflows.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import CHUNK_TASK
-from canvasflow.workflows.runtime.executor import encode_result, error_info
+from canvasflow.workflows.runtime.errors import error_info
+from canvasflow.workflows.runtime.executor import encode_result
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.outcome import rollback_status

@@ -9,6 +9,7 @@ raise a CanvasflowError saying what to do.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,9 @@ from canvasflow.config.errors import (
     StateUnavailable,
 )
 from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.secrets import for_journal
@@ -163,13 +166,14 @@ def _launch(
             pending=pending,
             completed={},
             left=len(graph.steps),
-            labels=run_labels(wf.name, wf.version, parent_run_id, parent_step),
+            labels={**run_labels(wf.name, wf.version, parent_run_id, parent_step), CREATED: str(time.time())},
         )
         mark_active(rt, run_id)
     except (redis.RedisError, OSError) as exc:
         _forget(rt, run_id)  # went down between the check and here: leave no orphan
         raise _state_down(rt, exc) from None
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
+    events.run_started(run_id, wf.name, wf.version, 1, parent_run_id)
     _go(rt, run_id, 1, graph, graph.roots())
     return run_id
 
@@ -236,6 +240,7 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
 
         skip_unrun(rt, run_id)
         rt.store.transition_run(run_id, ("running",), "failed", error=error)
+        events.run_finished(rt, run_id, "failed", error)
         raise BrokerUnavailable(
             f"broker {url} did not take the run's first steps ({exc}); the run {run_id} is "
             "recorded as failed: start the broker, then `canvasflow resume` it"

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import structlog
 
+from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.runtime.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs, has_state
@@ -145,6 +146,7 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
     elif redis_status == "cancelled":
         sync_steps(rt, run_id)
         if rt.store.transition_run(run_id, running, "cancelled"):
+            events.run_finished(rt, run_id, "cancelled")
             rt.state.notify_finished(run_id)
             rt.state.expire(run_id, rt.settings.finished_state_ttl)
     elif redis_status == "compensating":

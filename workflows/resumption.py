@@ -8,13 +8,16 @@ generation are skipped at their claim.
 from __future__ import annotations
 
 import json
+import time
 
 import structlog
 
 from canvasflow.config.errors import ResumeRefused
 from canvasflow.workflows.definition import registry
 from canvasflow.workflows.lifecycle import _go, get_record, run_labels
+from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.sweep import mark_active
 from canvasflow.workflows.store.records import RESUMABLE, RunRecord
@@ -117,7 +120,10 @@ def restart(
         pending=pending,
         completed={k: json.dumps(v) for k, v in completed.items()},
         left=len(todo),
-        labels=run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
+        labels={
+            **run_labels(record.workflow, record.version, record.parent_run_id, record.parent_step),
+            CREATED: str(record.created_at.timestamp()) if record.created_at else str(time.time()),
+        },
     )
     mark_active(rt, run_id)
     log.info(
@@ -128,6 +134,9 @@ def restart(
         todo=len(todo),
         from_step=from_step,
     )
+    resumed = {"generation": gen, "kept": sorted(completed), "from_step": from_step}
+    rt.store.record_event(run_id, None, "run.resumed", resumed)
+    events.run_started(run_id, record.workflow, record.version, gen, record.parent_run_id)
     _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
     return True
 

@@ -15,6 +15,7 @@ import structlog
 
 from canvasflow.config.errors import RunStateError
 from canvasflow.workflows.lifecycle import get_record, run_labels
+from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
@@ -58,6 +59,7 @@ def cancel(run_id: str, *, compensate: bool = False) -> RunRecord:
         skip_unrun(rt, run_id)
         if not rt.store.transition_run(run_id, active, "cancelled", error=CANCELLED):
             raise RunStateError(f"run {run_id} changed state while cancelling; look at it again")
+        events.run_finished(rt, run_id, "cancelled", CANCELLED)
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.finished_state_ttl)
     for child in rt.store.children(run_id):

@@ -132,8 +132,8 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
     import redis
     from celery.worker import state as worker_state
 
-    from canvasflow.compensation import rollback
     from canvasflow.workflows.runtime.context import runtime
+    from canvasflow.workflows.runtime.control import step_settled
     from canvasflow.workflows.runtime.failure import step_ref
 
     ref = step_ref(request)
@@ -146,7 +146,7 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
     try:
         rt.state.mark_revoked(ref["run"], unit)
-        rollback.step_settled(rt, ref["run"])
+        step_settled(rt, ref["run"])
     except (redis.RedisError, OSError) as exc:
         log.warning("revoked step not recorded: state Redis unreachable", error=str(exc), **ref)
 

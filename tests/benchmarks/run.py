@@ -9,6 +9,8 @@ same Redis broker and result backend; raw Celery keeps its normal result backend
 5. chain of 10 routed (best_available / load_balanced) against the same chain unrouted,
    one worker serving both engines and the plain queue (target <= 1.1x), and the median
    cost of one routing decision in this process (target < 0.5 ms)
+6. chain of 10 and group of 1,000 with the metrics and event-stream middleware on, against
+   the same workflows with them off (target <= 1.1x; tests/benchmarks/telemetry.py)
 4. chain of 10 with the journal on PostgreSQL (when 127.0.0.1:5432 answers): a second
    worker, same settings, journals to PostgreSQL; raw, canvasflow/SQLite and
    canvasflow/PostgreSQL alternate.
@@ -57,6 +59,8 @@ LABELS = {
     "cf_pg": "canvasflow/pg",
     "plain": "unrouted",
     "routed": "routed",
+    "off": "telemetry off",
+    "on": "telemetry on",
 }
 
 
@@ -360,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        default="chain,group,map,saga,pg,routed",
-        help="comma-separated subset of: chain, group, map, saga, pg, routed (default: all)",
+        default="chain,group,map,saga,pg,routed,telemetry",
+        help="comma-separated subset of: chain, group, map, saga, pg, routed, telemetry (default: all)",
     )
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL journal run")
     ap.add_argument("--no-doc", action="store_true", help=f"do not rewrite {DOC.relative_to(ROOT)}")
@@ -527,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "routed" in only:
             scenarios += routed_scenarios(b, reps_chain)
+        if "telemetry" in only:  # metrics + events on vs off: tests/benchmarks/telemetry.py
+            from tests.benchmarks.telemetry import telemetry_scenarios
+
+            scenarios += telemetry_scenarios(b, env, workdir, reps_chain, reps_group)
         if "pg" in only:
             if postgres_answers(PG_URL):
                 scenarios.append(postgres_scenario(b, env, reps_chain, steps))

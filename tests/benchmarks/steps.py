@@ -35,6 +35,7 @@ from canvasflow.workers.step import step
 from canvasflow.workflows import Workflow, map_reduce
 
 PG_QUEUE = "cap.bench.pg"  # served by the bench's second worker, journaling to PostgreSQL
+TEL_QUEUE = "cap.bench.tel"  # served by a worker with metrics and the event stream on
 _clients: dict[int, redis.Redis] = {}
 
 
@@ -172,8 +173,9 @@ def chain_canvas(n: int, token: str, queue: str | None = None) -> Any:
     return chain(*links)
 
 
-def group_canvas(n: int, token: str) -> Any:
-    return group(count.s(token, n) for _ in range(n))
+def group_canvas(n: int, token: str, queue: str | None = None) -> Any:
+    members = (count.s(token, n) for _ in range(n))
+    return group(m.set(queue=queue) for m in members) if queue else group(members)
 
 
 # -- canvasflow workflows ---------------------------------------------------------------
@@ -190,6 +192,15 @@ def _group(n: int, token: str) -> Any:
     return group_canvas(n, token)
 
 
+def _chain_tel(n: int, token: str) -> Any:
+    """The chain on the queue of the worker with telemetry (metrics, events) on."""
+    return chain_canvas(n, token, queue=TEL_QUEUE)
+
+
+def _group_tel(n: int, token: str) -> Any:
+    return group_canvas(n, token, queue=TEL_QUEUE)
+
+
 def _map_reduce(n: int, token: str, chunk_size: int = 100) -> Any:
     return map_reduce(double.s(), reduce.s(token=token), items_from=items.s(n), chunk_size=chunk_size)
 
@@ -204,6 +215,8 @@ CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
 GROUP = Workflow("bench.group", "1", build=_group)
 MAP_REDUCE = Workflow("bench.map_reduce", "1", build=_map_reduce)
 ROUTED_CHAIN = Workflow("bench.routed_chain", "1", build=_routed_chain)
+CHAIN_TEL = Workflow("bench.chain_tel", "1", build=_chain_tel)
+GROUP_TEL = Workflow("bench.group_tel", "1", build=_group_tel)
 
 
 # -- optional profiling of the worker side (the bench's --profile pass) --------------------

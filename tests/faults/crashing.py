@@ -20,13 +20,14 @@ from typing import Any
 import redis
 
 from canvasflow.compensation import compensates, rollback
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import step
 from canvasflow.workflows.runtime.execution import context
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_state_url, decode_responses=True)
+    return state_client(get_settings().redis_state_url, decode_responses=True)
 
 
 def _die() -> None:

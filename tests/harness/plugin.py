@@ -37,6 +37,13 @@ The broker dimension
     started, its tests fail saying so; leaving ``amqp`` out of the selection is reported in the
     header and the summary. Nothing passes silently.
 
+The state dimension
+    ``--state=cluster`` (or ``$CANVASFLOW_TEST_STATE=cluster``) keeps the whole session's run
+    state (``CANVASFLOW_STATE_URL``) on a local Redis Cluster of three primaries the session
+    starts on first use (:mod:`tests.harness.redis_cluster`); broker, results and journal stay.
+    Without it, ``cluster_state`` (:mod:`tests.harness.cluster_state`) does the same for one
+    module (tests/integration/test_state_cluster.py). See docs/redis-cluster.md.
+
 Tests marked ``redis`` get ``redis_url`` without asking. When a test fails, the logs of
 the workers and Flower it used (the part written during the test) are added to its report.
 The work directory (SQLite file, logs) is removed at the end, unless the session failed
@@ -62,10 +69,12 @@ import pytest
 
 from tests.harness.flower import spawn_flower
 from tests.harness.rabbitmq import RabbitTarget, RabbitUnavailable, plan_rabbit
+from tests.harness.redis_cluster import LocalCluster, plan_cluster
 from tests.harness.redis_server import RedisTarget, RedisUnavailable, plan_redis
 from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
 
-pytest_plugins = ["tests.harness.postgres"]  # postgres_server / postgres_url, for `postgres` tests
+# postgres_server / postgres_url for `postgres` tests; redis_cluster / cluster_state (Redis Cluster)
+pytest_plugins = ["tests.harness.postgres", "tests.harness.cluster_state"]
 
 ROOT = Path(__file__).resolve().parents[2]
 # the demo's modules are imported only where asked for: the tests use them, so the workers load them
@@ -78,6 +87,8 @@ BROKERS = ("redis", "amqp")
 ENV_BROKERS = "CANVASFLOW_TEST_BROKERS"
 BROKER_ENV = "CANVASFLOW_BROKER_URL"
 DESELECTED = pytest.StashKey[int]()
+STATES = ("redis", "cluster")  # where the session keeps run state (--state / $CANVASFLOW_TEST_STATE)
+ENV_STATE = "CANVASFLOW_TEST_STATE"
 
 
 @dataclass(frozen=True)
@@ -99,9 +110,10 @@ class HarnessSession:
     env: dict[str, str]
     saved_env: dict[str, str | None] = field(default_factory=dict)
     keep_workdir: bool = False
+    cluster: LocalCluster | None = None  # a local Redis Cluster, planned when first needed
 
     @classmethod
-    def open(cls) -> HarnessSession:
+    def open(cls, state: str = "redis") -> HarnessSession:
         token = uuid.uuid4().hex[:10]
         workdir = Path(tempfile.mkdtemp(prefix=f"canvasflow-test-{token}-"))
         key_prefix = f"cftest-{token}"
@@ -119,7 +131,20 @@ class HarnessSession:
             "CANVASFLOW_UNACKED_RESTORE_INTERVAL": "1",
             "CANVASFLOW_WORKFLOW_MODULES": json.dumps(modules),
         }
-        return cls(workdir, key_prefix, target, plan_rabbit(owner=key_prefix), env)
+        session = cls(workdir, key_prefix, target, plan_rabbit(owner=key_prefix), env)
+        if state == "cluster":  # run state on a Redis Cluster; broker and results stay on `target`
+            env["CANVASFLOW_STATE_URL"] = session.local_cluster().url
+        return session
+
+    def local_cluster(self) -> LocalCluster:
+        """The session's Redis Cluster (not started: ``ensure_running()`` does that)."""
+        if self.cluster is None:
+            self.cluster = plan_cluster(self.workdir / "cluster")
+        return self.cluster
+
+    @property
+    def state(self) -> str:
+        return "cluster" if self.env["CANVASFLOW_STATE_URL"].startswith("redis+cluster") else "redis"
 
     @property
     def log_dir(self) -> Path:
@@ -141,6 +166,8 @@ class HarnessSession:
         environment, tidy up."""
         self.redis.close()
         self.rabbit.close()
+        if self.cluster is not None:
+            self.cluster.stop()
         for name, value in self.saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -173,7 +200,7 @@ def _reload_settings() -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    session = HarnessSession.open()
+    session = HarnessSession.open(selected_state(early_config))
     session.apply()
     early_config.stash[SESSION] = session
     early_config.add_cleanup(session.close)
@@ -186,6 +213,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"comma-separated brokers the `broker` tests run on: {', '.join(BROKERS)} "
         f"(default: ${ENV_BROKERS}, else all)",
     )
+    parser.addoption(
+        "--state",
+        dest="canvasflow_state",
+        default=None,
+        choices=STATES,
+        help=f"where runs keep their hot state: redis (the session's database) or cluster (a local "
+        f"3-primary Redis Cluster the session starts) (default: ${ENV_STATE}, else redis)",
+    )
+
+
+def selected_state(config: pytest.Config) -> str:
+    chosen = getattr(config.known_args_namespace, "canvasflow_state", None)
+    raw = chosen or os.environ.get(ENV_STATE) or "redis"
+    if raw not in STATES:
+        raise pytest.UsageError(f"unknown state {raw!r} in --state/{ENV_STATE}: use {STATES}")
+    return str(raw)
 
 
 def selected_brokers(config: pytest.Config) -> list[str]:
@@ -216,10 +259,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         how = f"nothing answered at {s.redis.source}: will start {s.redis.server.binary} on first use"
     else:
         how = f"a database claimed on {s.redis.source}"
-    return [
+    lines = [
         f"canvasflow harness: redis {s.redis.url} ({how}), key prefix {s.key_prefix}, workdir {s.workdir}",
         _brokers_line(config),
     ]
+    if s.state == "cluster":
+        url = s.env["CANVASFLOW_STATE_URL"]
+        lines.append(f"canvasflow harness: run state on a local Redis Cluster {url}")
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -296,7 +343,10 @@ def canvasflow_session(pytestconfig: pytest.Config) -> HarnessSession:
 def redis_url(canvasflow_session: HarnessSession) -> str:
     """A Redis URL (the session's own database) that answers PING."""
     try:
-        return canvasflow_session.redis.ensure_running()
+        url = canvasflow_session.redis.ensure_running()
+        if canvasflow_session.state == "cluster":  # --state=cluster: the run state's cluster too
+            canvasflow_session.local_cluster().ensure_running()
+        return url
     except RedisUnavailable as exc:
         why = str(exc)
     pytest.fail(f"canvasflow tests need Redis: {why}", pytrace=False)

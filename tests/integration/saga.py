@@ -10,12 +10,13 @@ import redis
 
 from canvasflow.compensation import compensates
 from canvasflow.config.celery_app import app
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import step
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_state_url, decode_responses=True)
+    return state_client(get_settings().redis_state_url, decode_responses=True)
 
 
 def effects(log: str) -> list[str]:

@@ -1,10 +1,10 @@
 """The live view of the engines, read from Redis and cached for a short time per process.
 
 Each worker node's heartbeat (:mod:`canvasflow.workers.heartbeat`, one key per node with an
-expiry) names the engines it serves, its consumers and in-flight steps; one script call reads
-the beats of the nodes that serve an engine, the engines' duration EWMAs and (with a Redis
-broker on the same server) their queue depths. Between reads the view counts this process's
-own sends, so a burst of ready steps spreads.
+expiry) names the engines it serves, its consumers and in-flight steps; a read fetches the
+beats of the recently seen nodes (keeping those that serve an engine), the engines' duration
+EWMAs and (with a Redis broker on the same server) their queue depths. Between reads the view
+counts this process's own sends, so a burst of ready steps spreads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import structlog
 
+from canvasflow.config.redis_clients import get_many
 from canvasflow.workers.engines import Engine, registry
 from canvasflow.workers.heartbeat import beat_key, workers_index
 from canvasflow.workers.routing.snapshot import EngineState
@@ -26,23 +27,8 @@ log = structlog.get_logger("canvasflow.routing")
 
 EWMA_ALPHA = 0.3
 
-# the nodes that beat within the last ARGV[2] seconds and serve an engine: only their small part
-_READ = """
-local out = {}
-for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
-  local v = redis.call('GET', ARGV[1] .. name)
-  if v and not string.find(v, '"engines": []', 1, true) then  -- only engine nodes are decoded
-    local b = cjson.decode(v)
-    if type(b.engines) == 'table' and #b.engines > 0 then
-      table.insert(out, cjson.encode({b.hostname, b.engines, b.consumers or 0, b.inflight or 0, b.at or 0}))
-    end
-  end
-end
-local depths = {}
-for i = 3, #ARGV do table.insert(depths, redis.call('LLEN', ARGV[i])) end
-return {out, redis.call('HGETALL', KEYS[2]), depths}
-"""
 SEEN_WITHIN_S = 600.0  # nodes whose last beat is older are not even looked at
+_NO_ENGINES = b'"engines": []'  # a node serving no engine: its beat is not decoded
 
 _OBSERVE = """
 local v = tonumber(ARGV[2])
@@ -61,23 +47,40 @@ def read_live(
     r: redis.Redis, prefix: str, depth_queues: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, float], list[int]]:
     """One entry per live (engine, worker), the EWMA per engine key, and the depth of each queue
-    in ``depth_queues``. An entry: ``{"engine", "worker", "consumers", "inflight", "at"}``."""
-    nodes, ewma, depths = r.eval(
-        _READ,
-        2,
-        workers_index(prefix),
-        ewma_key(prefix),
-        beat_key(prefix, ""),
-        str(time.time() - SEEN_WITHIN_S),
-        *depth_queues,
-    )
+    in ``depth_queues``. An entry: ``{"engine", "worker", "consumers", "inflight", "at"}``.
+
+    Two round trips (the node index, the EWMAs and depths; then the nodes' beats), no script: a
+    node's key is known only once the index is read, and a script may touch only the keys it is
+    given (on a Redis Cluster the keys sit on several primaries)."""
+    p = r.pipeline(transaction=False)
+    p.zrangebyscore(workers_index(prefix), time.time() - SEEN_WITHIN_S, "+inf")
+    p.hgetall(ewma_key(prefix))
+    for queue in depth_queues:
+        p.llen(queue)
+    names, ewma, *depths = p.execute()
+    hosts = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    raw = get_many(r, [beat_key(prefix, h) for h in hosts])
+    nodes = [json.loads(v) for v in raw if v is not None and _NO_ENGINES not in _bytes(v)]
     beats = [
-        {"engine": engine, "worker": host, "consumers": consumers, "inflight": inflight, "at": at}
-        for host, engines, consumers, inflight, at in (json.loads(n) for n in nodes)
-        for engine in engines
+        {
+            "engine": engine,
+            "worker": node["hostname"],
+            "consumers": node.get("consumers", 0),
+            "inflight": node.get("inflight", 0),
+            "at": node.get("at", 0),
+        }
+        for node in nodes
+        for engine in node.get("engines") or []
     ]
-    pairs = dict(zip(ewma[::2], ewma[1::2], strict=True))
-    return beats, {k.decode(): float(v) for k, v in pairs.items()}, [int(d) for d in depths]
+    return (
+        beats,
+        {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in ewma.items()},
+        [int(d) for d in depths],
+    )
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def observe(r: redis.Redis, prefix: str, engine_key: str, seconds: float) -> None:

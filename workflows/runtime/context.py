@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 from canvasflow.config.celery_app import current_app
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import Settings, get_settings
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import JournalWriter
@@ -33,7 +34,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
+        return state_client(
             self.settings.redis_state_url,
             socket_connect_timeout=self.settings.broker_timeout,
             health_check_interval=30,

@@ -138,9 +138,9 @@ def _expire_run(rt: Runtime, run_id: str, gen: int, exc: DeadlineExceeded) -> bo
         skip_unrun(rt, run_id)
     rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
     if target == "compensating":
-        from canvasflow.compensation import rollback
+        from canvasflow.workflows.runtime.control import rollback_needed
 
-        rollback.begin(rt, run_id, gen)
+        rollback_needed(rt, run_id, gen)
     else:
         close_failed(rt, run_id, error)
     return True

@@ -8,6 +8,7 @@ Inside a step body or a compensation that canvasflow dispatched::
     ctx.run_id, ctx.step_id, ctx.generation, ctx.attempt
     ctx.idempotency_key        # same across redeliveries and retries of one logical attempt
     ctx.workflow, ctx.version, ctx.queue, ctx.worker
+    ctx.progress(3, 10, note="pages")   # a step's progress: get_run(id).steps[i].progress
     ctx.lineage                # [(run_id, step_id), ...] from the root run down to this step
     ctx.metadata["carrier"] = "dhl"   # a small run-level map every step of the run can read
 
@@ -66,6 +67,14 @@ class ExecutionContext:
     worker: str | None = None
     compensation: bool = False
     _rt: Runtime | None = field(default=None, repr=False, compare=False)
+    task: str | None = None  # the step's (or compensation's) task name
+
+    def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
+        """Report how far the step got (``done`` of ``total``, a short ``note``): kept in the
+        run's state, shown by ``get_run(id).steps[i].progress`` and ``canvasflow status``."""
+        from canvasflow.workflows.runtime.progress import report
+
+        report(self, done, total, note)
 
     @cached_property
     def _labels(self) -> dict[str, str]:

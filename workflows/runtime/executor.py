@@ -18,20 +18,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.utils.serialization import UnpickleableExceptionWrapper
+from celery.exceptions import Ignore, Retry
 from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import secrets, wire
+from canvasflow.workflows.runtime import control, events, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.state import ACTIVE
@@ -114,8 +115,11 @@ def send_step(
     if chunk is not None:
         header["chunk"] = chunk
     options = node.options
+    route: dict[str, Any] | None = None
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
+        began = time.perf_counter()
         route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
+        events.routed(run_id, node.id, options["routing"], route, time.perf_counter() - began, exclude)
         route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
         header["route"] = {**route, "tried": list(exclude)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
@@ -126,15 +130,20 @@ def send_step(
                 {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
             )
             args, options["queue"] = [], rt.settings.control_queue
-    shown = secrets.masked(rt.app.tasks.get(task or node.task), args, kwargs)
+    name = task or node.task
+    shown = secrets.masked(rt.app.tasks.get(name), args, kwargs)
     if shown is not None:  # what events, Flower and logs show of the call
         options = {**options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
+    headers: dict[str, Any] = {HEADER: header}
+    carrier = events.step_dispatched(rt, run_id, node, chunk, name, generation, options.get("queue"), route)
+    if carrier:  # e.g. a W3C traceparent: the worker's step events hand it back
+        headers[events.CARRIER_HEADER] = carrier
     rt.app.send_task(
-        task or node.task,
+        name,
         args=args,
         kwargs=kwargs,
         task_id=task_id_for(run_id, node.id, generation, chunk),
-        headers={HEADER: header},
+        headers=headers,
         link_error=[rt.errback],
         ignore_result=True,
         add_to_parent=False,
@@ -160,6 +169,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "task_id": req.id,
         "pid": os.getpid(),
         "started_at": _now().isoformat(),
+        "gen": gen,
     }
     if "route" in ref:
         info["route"] = ref["route"]
@@ -170,9 +180,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if claim.outcome == "skip":
             log.info("step skipped", reason=claim.run_status)
             if claim.run_status == "compensating":
-                from canvasflow.compensation import rollback
-
-                rollback.step_settled(rt, run_id)
+                control.step_settled(rt, run_id)
             raise Ignore()
         if claim.outcome == "done":
             log.info("duplicate delivery of a completed step")
@@ -191,14 +199,23 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             info["queue"],
             info["worker"],
             _rt=rt,
+            task=task.name,
         )
+        delivery = events.Delivery(
+            run_id, claim_id, task, gen, claim.attempt, info, getattr(req, events.CARRIER_HEADER, None)
+        )
+        events.step_started(delivery)
+        began = time.perf_counter()
         try:
             with executing(ctx):
                 result = task.run(*args, **kwargs)
+            took = time.perf_counter() - began
             info["finished_at"] = _now().isoformat()
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
-        except Retry:
+        except Retry as retry:
             rt.state.mark_retrying(run_id, claim_id)
+            _journal_retry(rt, delivery, retry)
+            events.step_retried(delivery, began, retry)
             raise
         except Exception as exc:
             partial = getattr(exc, "canvasflow_partial", None)
@@ -208,6 +225,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
                 raise  # the link_error errback journals it (failure.fail_step), once
             result = _fallback(rt, task, run_id, claim_id, exc, info)
             encoded = encode_result(claim_id, result)
+            took = time.perf_counter() - began
         if result is DEFERRED:
             rt.store.record_step(
                 run_id, step_id, "step.waiting", status="waiting", **_delivery(info, claim.attempt)
@@ -215,13 +233,30 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
             return None
         if "route" in ref and ref["route"]["strategy"] in MEASURED:
             _observe(rt, ref["route"], info)
+        announce = events.success_announcer(delivery, took)
         if chunk is None:
-            complete(rt, run_id, step_id, gen, result, encoded, info)
+            complete(rt, run_id, step_id, gen, result, encoded, info, stored=announce)
         else:
             from canvasflow.workflows.runtime import special
 
-            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info)
+            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info, announce)
         return result
+
+
+def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None:
+    """An attempt that will be retried: an event only (the step's row keeps its state)."""
+    exc = retry.exc if isinstance(retry.exc, BaseException) else retry
+    info = delivery.info
+    data = {
+        "generation": delivery.generation,
+        "attempts": delivery.attempt,
+        "worker": info.get("worker"),
+        "queue": info.get("queue"),
+        "started_at": info.get("started_at"),
+        "finished_at": _now().isoformat(),
+        "error": {**error_info(exc, delivery.task), "traceback": traceback_text(exc)},
+    }
+    rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
 
 
 def _current_generation(rt: Runtime, run_id: str) -> int | None:
@@ -272,42 +307,30 @@ def _fallback(
     rt: Runtime, task: Task, run_id: str, step_id: str, exc: BaseException, info: dict[str, Any]
 ) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
-    from canvasflow.compensation.rollback import mark_not_needed
-
     log.warning("step failed; continuing with its fallback", error=str(exc))
     info["finished_at"] = _now().isoformat()
     info["error"] = {**error_info(exc, task), "fallback": True}
-    mark_not_needed(rt, run_id, step_id)
+    control.step_fallback(rt, run_id, step_id)
     return getattr(task, "fallback", None)
 
 
-def error_info(exc: BaseException, task: Task | None = None) -> dict[str, Any]:
-    """The journal's view of an error: its own type and message, also when Celery could not
-    pickle it and handed over an ``UnpickleableExceptionWrapper`` instead."""
-    retryable = bool(task is not None and isinstance(exc, tuple(getattr(task, "autoretry_for", ()))))
-    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):  # a step's start_to_close
-        message = f"start_to_close: the step ran longer than its limit ({type(exc).__name__})"
-        return {"type": "DeadlineExceeded", "message": message, "retryable": retryable}
-    if isinstance(exc, UnpickleableExceptionWrapper):
-        args = [str(a) for a in exc.exc_args or ()]
-        message = args[0] if len(args) == 1 else ", ".join(args) or (exc.text or "")
-        return {
-            "type": exc.exc_cls_name,
-            "module": exc.exc_module,
-            "message": message,
-            "retryable": retryable,
-        }
-    kind = type(exc)
-    return {"type": kind.__name__, "module": kind.__module__, "message": str(exc), "retryable": retryable}
-
-
 def complete(
-    rt: Runtime, run_id: str, step_id: str, gen: int, result: Any, encoded: str, info: dict[str, Any] | None
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    gen: int,
+    result: Any,
+    encoded: str,
+    info: dict[str, Any] | None,
+    *,
+    stored: Callable[[], None] | None = None,
 ) -> None:
-    """Journal a step's result and move the run forward; a second completion changes nothing."""
+    """Journal a step's result and move the run forward; a second completion changes nothing.
+
+    ``stored`` is called once the first completion is stored, before successors are dispatched."""
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
-        info = {"finished_at": _now().isoformat()}
+        info = {"finished_at": _now().isoformat(), "gen": gen}
         node = graph.steps.get(step_id)
         if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
             claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)
@@ -319,6 +342,8 @@ def complete(
     )
     if not done.first:
         return
+    if stored is not None:
+        stored()
     if done.ready:
         dispatch(rt, run_id, gen, graph, done.ready, {step_id: result})
     journal_success(rt, run_id, step_id, result, info)
@@ -328,9 +353,7 @@ def complete(
         except SQLAlchemyError as exc:  # Redis says succeeded; the sweep brings SQL along (recovery)
             log.warning("run finished; its journal lags until the database answers", error=str(exc)[:200])
     elif done.run_status not in ACTIVE:
-        from canvasflow.compensation import rollback
-
-        rollback.late_completion(rt, run_id, step_id, done.run_status)
+        control.late_completion(rt, run_id, step_id, done.run_status)
 
 
 def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
@@ -350,6 +373,7 @@ def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: d
         result=result,
         error=info.get("error"),
         route=info.get("route"),
+        event_data={"generation": info["gen"]} if info.get("gen") else None,
     )
 
 
@@ -362,6 +386,7 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     sync_steps(rt, run_id)
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
+        events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.finished_state_ttl)
         from canvasflow.workflows.runtime import special
@@ -378,9 +403,7 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
     if status in ACTIVE:
         dispatch(rt, run_id, gen, graph, stuck)
     elif status == "compensating":  # the first delivery may have died before moving the rollback on
-        from canvasflow.compensation import rollback
-
-        rollback.step_settled(rt, run_id)
+        control.step_settled(rt, run_id)
     record = rt.store.get_run(run_id)
     if record is None:
         return

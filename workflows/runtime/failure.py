@@ -19,12 +19,13 @@ import structlog
 from celery.utils.functional import arity_greater
 from sqlalchemy.exc import SQLAlchemyError
 
+from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.executor import HEADER, error_info
+from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
+from canvasflow.workflows.runtime.executor import HEADER
 from canvasflow.workflows.runtime.graph import StepGraph
 
 log = structlog.get_logger("canvasflow.failure")
-TRACEBACK_LIMIT = 8000  # characters of a failed step's traceback kept in its journal row (the end)
 
 
 def failure_status(graph: StepGraph) -> str:
@@ -82,14 +83,19 @@ def fail_step(
         target = failure_status(graph)
         won = chunk is not None and rt.state.fail(run_id, unit, target)
         won = rt.state.fail(run_id, step_id, target) or won
-        rt.journal.record_step(run_id, unit, "step.failed", **_failed_fields(rt, run_id, unit, step_error))
+        fields, meta = _failed_fields(rt, run_id, unit, step_error)
+        rt.journal.record_step(run_id, unit, "step.failed", **fields)
+        carrier = getattr(request, events.CARRIER_HEADER, None) if request is not None else None
+        attempt = int(meta.get("attempt") or 1)
+        delivery = events.Delivery(
+            run_id, unit, task or graph.steps[step_id].task, gen, attempt, meta, carrier
+        )
+        events.step_failed(rt, delivery, step_error)
         if chunk is not None:
             rt.journal.record_step(run_id, step_id, "step.failed", status="failed", error=step_error)
         _call_errbacks(rt, run_id, graph, step_id, request, exc, traceback)
         if not won:
-            from canvasflow.compensation import rollback
-
-            rollback.step_settled(rt, run_id)
+            control.step_settled(rt, run_id)
             return
         # Redis decided; the journal follows (a racing sibling's rollback may close it first)
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
@@ -105,15 +111,16 @@ def fail_step(
         except (SQLAlchemyError, OSError) as exc:  # the rollback goes on; the sweep reconciles SQL
             log.warning("journal unreachable; the run's status is written when it is back", error=str(exc))
         if target == "compensating":
-            from canvasflow.compensation import rollback
-
-            rollback.begin(rt, run_id, gen)
+            control.rollback_needed(rt, run_id, gen)
         else:
             close_failed(rt, run_id, error)
 
 
-def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -> dict[str, Any]:
-    """The journal fields of a failed step: its last delivery (from its claim) and the error."""
+def _failed_fields(
+    rt: Runtime, run_id: str, unit: str, error: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The journal fields of a failed step (its last delivery, from its claim, and the error),
+    and that claim's info."""
     meta = rt.state.step_info(run_id).get(unit, {})
     finished = datetime.now(UTC)
     fields: dict[str, Any] = {"status": "failed", "finished_at": finished, "error": error}
@@ -124,16 +131,20 @@ def _failed_fields(rt: Runtime, run_id: str, unit: str, error: dict[str, Any]) -
     attempts = rt.state.attempts(run_id).get(unit)
     if attempts:
         fields["attempts"] = attempts
+    if meta.get("gen"):
+        fields["event_data"] = {"generation": meta["gen"]}
     for key in ("worker", "queue", "task_id", "route"):
         if meta.get(key):
             fields[key] = meta[key]
     if meta.get("started_at"):
         fields["started_at"] = datetime.fromisoformat(meta["started_at"])
-    return fields
+    return fields, meta
 
 
 def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:
-    """The run ended failed: wake waiters and fail the parent step of a child run."""
+    """The run ended failed (or after its rollback): wake waiters and fail the parent step of a
+    child run."""
+    events.run_finished(rt, run_id, error=error if error.get("type") else None)
     rt.state.notify_finished(run_id)
     rt.state.expire(run_id, rt.settings.finished_state_ttl)
     record = rt.store.get_run(run_id, with_steps=False)

@@ -163,6 +163,8 @@ def sync_steps(rt: Any, run_id: str) -> None:
         for key in ("started_at", "finished_at"):
             if meta.get(key):
                 row[key] = datetime.fromisoformat(meta[key])
+        if meta.get("gen"):
+            row["event_data"] = {"generation": meta["gen"]}
         rows.append(row)
     rt.store.record_steps(run_id, rows, "step.synced")
 

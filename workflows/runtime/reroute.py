@@ -15,7 +15,8 @@ import structlog
 from canvasflow.config.errors import EngineError
 from canvasflow.workers.routing.router import live_left
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import error_info, send_step
+from canvasflow.workflows.runtime.errors import error_info
+from canvasflow.workflows.runtime.executor import send_step
 from canvasflow.workflows.runtime.graph import resolve
 from canvasflow.workflows.runtime.state import ACTIVE
 

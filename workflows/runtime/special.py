@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from canvasflow.workflows.runtime import deadlines
@@ -61,12 +62,15 @@ def chunk_completed(
     result: Any,
     encoded: str,
     info: dict[str, Any],
+    stored: Callable[[], None] | None = None,
 ) -> None:
     from canvasflow.workflows.runtime.executor import journal_success
 
     left = rt.state.chunk_done(run_id, step_id, index, encoded)
     if left < 0:
         return
+    if stored is not None:
+        stored()
     journal_success(rt, run_id, f"{step_id}#{index}", result, info)
     if left == 0:
         parts = rt.state.chunk_results(run_id, step_id)

@@ -290,6 +290,7 @@ class RunState:
             "comperr",
             "compdisp",
             "data",
+            "progress",
         )
         p = self.r.pipeline()
         for part in (*parts, *self._graph_parts(run_id)):

@@ -217,9 +217,9 @@ class Sweeper:
                 dispatch(rt, run_id, gen, graph, [unit])
             report.redispatched.append((run_id, unit))
         if status == "compensating":
-            from canvasflow.compensation import rollback
+            from canvasflow.workflows.runtime.control import rollback_progress
 
-            rollback.progress(rt, run_id, gen)
+            rollback_progress(rt, run_id, gen)
             report.progressed.append(run_id)
 
     def lost_steps(self, run_id: str, graph: StepGraph, gen: int, live: dict[str, Beat]) -> list[str]:

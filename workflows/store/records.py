@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 RUN_STATUSES = (
     "pending",
@@ -40,6 +40,12 @@ class StepRecord:
     compensation_error: Any = None
     # the router's decision: {"engine", "queue", "strategy", "reason"} (and "tried" after a fallback)
     route: Any = None
+    # not columns: every attempt (generation, attempt, status, worker, queue, started_at,
+    # finished_at, error) from the journal's events, and the last progress the step reported
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    progress: dict[str, Any] | None = None
+
+    DERIVED: ClassVar[frozenset[str]] = frozenset({"attempt_log", "progress"})
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)

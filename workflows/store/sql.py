@@ -27,8 +27,33 @@ def now() -> datetime:
 
 
 EVENT_AT = "at"  # a step record's field holding when its event happened (not a step column)
-_EVENT_FIELDS = ("status", "attempts", "worker", "error", "compensation_status")
-_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))  # each a column of the steps table
+EVENT_DATA = "event_data"  # a step record's field: more data for its event only (not a step column)
+# the step columns an event keeps: each attempt stays readable after a resume resets the row
+_EVENT_FIELDS = (
+    "status",
+    "attempts",
+    "worker",
+    "queue",
+    "task_id",
+    "started_at",
+    "finished_at",
+    "error",
+    "compensation_status",
+    "compensation_error",
+)
+# the step columns (StepRecord's other fields are read from elsewhere: attempt_log, progress)
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord) if f.name not in StepRecord.DERIVED)
+
+
+def _event_data(fields: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a step event keeps of its record: the fields worth history (times as ISO text)."""
+    data = {k: fields[k] for k in _EVENT_FIELDS if fields.get(k) is not None}
+    for k, v in data.items():
+        if isinstance(v, datetime):
+            data[k] = _utc(v).isoformat()
+    if extra:
+        data.update(extra)
+    return data or None
 
 
 def make_engine(url: str) -> Engine:
@@ -267,7 +292,7 @@ class SqlRunStore:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         events = []
         for run_id, step_id, name, raw in items:
-            fields = {k: v for k, v in raw.items() if k != EVENT_AT}
+            fields = {k: v for k, v in raw.items() if k not in (EVENT_AT, EVENT_DATA)}
             params = {"b_run": run_id, "b_step": step_id, **{f"v_{k}": v for k, v in fields.items()}}
             groups.setdefault(tuple(sorted(fields)), []).append(params)
             at = raw.get(EVENT_AT)
@@ -277,7 +302,7 @@ class SqlRunStore:
                     "step_id": step_id,
                     "event": name,
                     "at": _utc(at) if isinstance(at, datetime) else written,
-                    "data": {k: fields[k] for k in _EVENT_FIELDS if k in fields} or None,
+                    "data": _event_data(fields, raw.get(EVENT_DATA)),
                 }
             )
         with self.engine.begin() as conn:
@@ -379,6 +404,15 @@ class SqlRunStore:
                 }
                 for r in conn.execute(q).mappings()
             ]
+
+    def record_event(self, run_id: str, step_id: str | None, event: str, data: Any = None) -> None:
+        """Journal an event alone (no row changes), e.g. ``run.resumed``."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.t.events.insert().values(
+                    run_id=run_id, step_id=step_id, event=event, at=now(), data=data
+                )
+            )
 
     def put_signal(self, run_id: str, name: str, payload: Any) -> bool:
         """Store a signal once; False when that signal was already received."""

@@ -143,6 +143,26 @@ HOOKS = tuple(name for name in vars(Middleware) if name.startswith("on_"))
 _core: list[Middleware] = []
 _user: list[Middleware] = []
 _loaded = False
+# hook name -> (core listeners, other middleware) that override it: emitting a hook nobody
+# overrides costs one dict lookup, so the runtime pays nothing when no middleware is registered
+_index: dict[str, tuple[tuple[Middleware, ...], tuple[Middleware, ...]]] = {}
+
+
+def _overrides(mw: Middleware, hook: str) -> bool:
+    own = getattr(type(mw), hook, None)
+    return own is not None and own is not getattr(Middleware, hook, None)
+
+
+def _reindex() -> None:
+    names = {n for mw in (*_core, *_user) for n in dir(type(mw)) if n.startswith("on_")}
+    index = {}
+    for name in names:
+        core = tuple(mw for mw in _core if _overrides(mw, name))
+        user = tuple(mw for mw in _user if _overrides(mw, name))
+        if core or user:
+            index[name] = (core, user)
+    _index.clear()
+    _index.update(index)
 
 
 def add_middleware(middleware: Middleware, *, core: bool = False) -> Middleware:
@@ -150,6 +170,7 @@ def add_middleware(middleware: Middleware, *, core: bool = False) -> Middleware:
     chain = _core if core else _user
     if middleware not in chain:
         chain.append(middleware)
+        _reindex()
     return middleware
 
 
@@ -157,12 +178,26 @@ def remove_middleware(middleware: Middleware) -> None:
     for chain in (_core, _user):
         if middleware in chain:
             chain.remove(middleware)
+    _reindex()
 
 
 def middlewares() -> tuple[Middleware, ...]:
     """Every registered middleware, core listeners first, the settings' ones loaded on first use."""
     _load_from_settings()
     return (*_core, *_user)
+
+
+def listening(hook: str) -> bool:
+    """Whether any registered middleware overrides ``hook`` (build an event only then)."""
+    if not _loaded:
+        _load_from_settings()
+    return hook in _index
+
+
+def core_listening(hook: str) -> bool:
+    """Whether a core listener (e.g. the rollback) overrides ``hook``."""
+    entry = _index.get(hook)
+    return bool(entry and entry[0])
 
 
 def _load_from_settings() -> None:
@@ -174,6 +209,16 @@ def _load_from_settings() -> None:
 
     for spec in getattr(get_settings(), "middleware", []) or []:
         add_middleware(_build(spec))
+    from canvasflow.workflows.telemetry.builtin import from_settings  # metrics, tracing, events
+
+    for builtin in from_settings(get_settings(), _user):
+        add_middleware(builtin)
+
+
+def reload_from_settings() -> None:
+    """Build the settings' middleware again on next use (tests that change settings)."""
+    global _loaded
+    _loaded = False
 
 
 def _build(spec: str) -> Middleware:
@@ -196,11 +241,16 @@ def _build(spec: str) -> Middleware:
 
 
 def emit(hook: str, *args: Any) -> None:
-    """Call ``hook`` on every middleware: core listeners may raise, the others are logged."""
-    _load_from_settings()
-    for mw in _core:
+    """Call ``hook`` on every middleware overriding it: core listeners may raise, the others are logged."""
+    if not _loaded:
+        _load_from_settings()
+    entry = _index.get(hook)
+    if entry is None:
+        return
+    core, user = entry
+    for mw in core:
         getattr(mw, hook)(*args)
-    for mw in _user:
+    for mw in user:
         try:
             getattr(mw, hook)(*args)
         except Exception:

@@ -1,0 +1,55 @@
+"""``canvasflow history RUN [--json]``: a run's events in the order they happened.
+
+Registered by ``cli.build_parser`` through :func:`register`. An unknown run id is a
+``RunNotFound``: one line, exit 2, like every other command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+TRACEBACK_LINES = 6  # of a failure's traceback, in the text output (--json has all of it)
+
+
+def _line(ev: dict[str, Any]) -> list[str]:
+    what = [ev["event"]]
+    if ev.get("step_id"):
+        what.append(ev["step_id"])
+    if ev.get("generation"):
+        what.append(f"gen={ev['generation']}")
+    if ev.get("attempt"):
+        what.append(f"attempt={ev['attempt']}")
+    for key in ("worker", "queue"):
+        if ev.get(key):
+            what.append(f"{key}={ev[key]}")
+    data = ev.get("data") or {}
+    if data.get("compensation_status"):
+        what.append(f"compensation={data['compensation_status']}")
+    lines = [f"{ev['at']}  {'  '.join(what)}"]
+    error = ev.get("error")
+    if error:
+        lines.append(f"    {error.get('type', 'Error')}: {error.get('message', '')}")
+        tb = (error.get("traceback") or "").rstrip().splitlines()
+        lines += [f"    | {t}" for t in tb[-TRACEBACK_LINES:]]
+    return lines
+
+
+def history_text(events: list[dict[str, Any]]) -> str:
+    return "\n".join(line for ev in events for line in _line(ev)) or "(no events)"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from canvasflow.workflows.history import history
+
+    events = [ev.to_json() for ev in history(args.run)]
+    print(json.dumps(events, indent=2, default=str) if args.json else history_text(events))
+    return 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser], run_help: str) -> None:
+    """Add the ``history`` command with the CLI's ``add(name, fn, help)``."""
+    sp = add("history", cmd_history, "a run's events in order: attempts, errors and tracebacks, rollback")
+    sp.add_argument("run", help=run_help)

@@ -1,0 +1,71 @@
+"""Progress a running step reports: ``context().progress(done, total=None, note=None)``.
+
+Kept in the run's Redis state (hash ``<prefix>:{<run>}:progress``, one field per step or map
+chunk, expiring with the rest of the run's state), so ``get_run(id).steps[i].progress`` and
+``canvasflow status --json`` show it while the step runs and after it finished:
+``{"done": 3, "total": 10, "note": "pages", "at": <unix time>}``. A map step's progress is
+derived from its state: chunks done of the chunks it fanned out to.
+
+Each report also emits ``on_step_progress`` to the middleware. Celery's ``update_state`` is
+not called: canvasflow publishes steps with ``ignore_result`` (results travel through the
+run's state, not the result backend), so a ``PROGRESS`` state written there would never be
+replaced by the step's end and would outlive it; the run's state is where progress is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from canvasflow.config.errors import InputError
+from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runtime.state import as_text
+
+if TYPE_CHECKING:
+    from canvasflow.workflows.runtime.context import Runtime
+    from canvasflow.workflows.runtime.execution import ExecutionContext
+
+PART = "progress"
+NOTE_LIMIT = 500
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InputError(f"progress: {name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def report(ctx: ExecutionContext, done: float, total: float | None = None, note: str | None = None) -> None:
+    """Store the step's progress in its run's state and tell the middleware."""
+    done = _number("done", done)
+    if total is not None:
+        total = _number("total", total)
+    if note is not None and not isinstance(note, str):
+        raise InputError(f"progress: note must be a string, got {type(note).__name__}")
+    value = {"done": done, "total": total, "note": note[:NOTE_LIMIT] if note else None, "at": time.time()}
+    if not ctx.compensation:  # a compensation's progress goes to the middleware only
+        rt = ctx._runtime
+        rt.redis.hset(rt.state.key(ctx.run_id, PART), ctx.step_id, json.dumps(value))
+    if events.listening("on_step_progress"):
+        info = {"queue": ctx.queue, "worker": ctx.worker}
+        delivery = events.Delivery(ctx.run_id, ctx.step_id, ctx.task, ctx.generation, ctx.attempt, info)
+        events.step_progress(delivery.event(), done, total, note)
+
+
+def read(rt: Runtime, run_id: str, maps: list[str] = ()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
+    """Step (or chunk) id -> its last progress; each of ``maps`` (map step ids) as chunks done of total."""
+    raw = rt.redis.hgetall(rt.state.key(run_id, PART))
+    out = {as_text(k): json.loads(v) for k, v in raw.items()}
+    if maps:
+        left = rt.redis.hmget(rt.state.key(run_id, "chunksleft"), maps)
+        p = rt.redis.pipeline(transaction=False)
+        for sid in maps:
+            p.hlen(rt.state.key(run_id, f"chunks:{sid}"))
+        done = p.execute()
+        for sid, remaining, finished in zip(maps, left, done, strict=True):
+            if remaining is not None:
+                total = int(finished) + max(int(remaining), 0)
+                out[sid] = {"done": int(finished), "total": total, "note": "chunks", "at": None}
+    return out
