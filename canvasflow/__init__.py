@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from canvasflow.workers import step
     from canvasflow.workers.engines import Engine, register_engine
     from canvasflow.workers.limits import Limit
-    from canvasflow.workers.routing.actions import action, execute_action, parallel_capability
+    from canvasflow.workers.routing.actions import action, execute_action
+    from canvasflow.workers.routing.parallel import parallel_capability
     from canvasflow.workers.routing.strategies import register_strategy
     from canvasflow.workflows import (
         Run,
@@ -104,7 +105,7 @@ _EXPORTS = {
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
-    "parallel_capability": "canvasflow.workers.routing.actions",
+    "parallel_capability": "canvasflow.workers.routing.parallel",
     "pipeline": "canvasflow.workflows",
     "register_engine": "canvasflow.workers.engines",
     "register_strategy": "canvasflow.workers.routing.strategies",

@@ -43,9 +43,15 @@ def worker_imports(s: Settings) -> list[str]:
     return list(dict.fromkeys([*RUNTIME_MODULES, *named]))
 
 
+# canvasflow's tasks that run on the control queue (by task_routes: Celery deprecates the task
+# class's ``queue`` attribute); the names are those of workflows/tasks.py and conversation.py
+CONTROL_TASKS = (START_TASK, "canvasflow.subworkflow", "canvasflow.send_signal")
+
+
 def routes(s: Settings) -> dict[str, dict[str, str]]:
-    """canvasflow's task routes: a plain ``send_task("canvasflow.start")`` reaches a control worker."""
-    return {START_TASK: {"queue": s.control_queue}}
+    """canvasflow's task routes: a plain ``send_task("canvasflow.start")`` reaches a control worker,
+    as do sub-workflow and send-signal steps."""
+    return {name: {"queue": s.control_queue} for name in CONTROL_TASKS}
 
 
 def configure(celery: Celery, s: Settings) -> None:

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         return self.state_expires or self.result_expires
 
     # engines and routing (docs/routing.md): a JSON or TOML file of engines, the default strategy,
-    # seconds between a worker's engine heartbeats (gone after 3 missed), the router's cache of the live view
+    # the heartbeat interval of a node serving an engine (gone after 3 missed), the router's cache of the view
     engines: str | None = None
     route_strategy: str = "best_available"
     engine_heartbeat_interval: float = Field(default=2.0, gt=0)
@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     tracing: Literal["none", "console", "otlp"] = "none"  # otlp: the SDK's OTEL_EXPORTER_OTLP_* variables
     events: bool = False  # every run and step event appended to the Redis stream <key prefix>:events
     events_maxlen: int = Field(default=100_000, ge=100)  # about this many events are kept (XADD MAXLEN ~)
+
+    # routing with no live engine that fits a step (docs/routing.md): refuse the run at start, or start
+    # it and let the step wait on the queue of the best declared engine that fits
+    route_when_none_live: Literal["refuse", "wait"] = "refuse"
 
     # web console and Flower (docs/console.md): the console's address and credentials (basic auth
     # and/or a bearer token; required when bound beyond localhost), runs per page, Flower's URL for

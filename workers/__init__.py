@@ -2,8 +2,7 @@
 
 from canvasflow.workers import signals as _signals  # noqa: F401  (connects log-context handlers)
 from canvasflow.workers.capabilities import registry
-from canvasflow.workers.routing import actions as _actions  # noqa: F401  (the aggregate step)
-from canvasflow.workers.routing import announce as _announce  # noqa: F401  (engine heartbeats)
+from canvasflow.workers.routing import parallel as _parallel  # noqa: F401  (the aggregate step)
 from canvasflow.workers.step import StepTask, step
 
 __all__ = ["StepTask", "registry", "step"]

@@ -13,6 +13,7 @@ or in a JSON or TOML file named by ``CANVASFLOW_ENGINES`` (``{"engines": [{...},
 from __future__ import annotations
 
 import json
+import re
 import threading
 import tomllib
 from pathlib import Path
@@ -22,9 +23,10 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from canvasflow.config.errors import DefinitionError, SettingsError
-from canvasflow.config.queues import queue_for
+from canvasflow.config.queues import CAPABILITY_PREFIX, queue_for
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ENGINE_QUEUE = re.compile(re.escape(CAPABILITY_PREFIX) + r"([a-z0-9][a-z0-9_-]*)\.([a-z0-9][a-z0-9_-]*)$")
 Resource = bool | int | float | str
 
 
@@ -71,6 +73,11 @@ class Engine:
             "workflow": self.workflow,
             "queue": self.queue,
         }
+
+
+def engines_in(queues: list[str]) -> list[str]:
+    """``capability/engine`` for each engine queue (``cap.<capability>.<engine>``) among ``queues``."""
+    return [f"{m[1]}/{m[2]}" for q in queues if (m := ENGINE_QUEUE.match(q))]
 
 
 def _number(value: Resource) -> bool:

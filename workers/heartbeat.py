@@ -2,11 +2,19 @@
 
 Layout (``<prefix>`` is ``CANVASFLOW_KEY_PREFIX``):
 
-* ``<prefix>:hb:<hostname>``  JSON ``{"hostname", "pid", "pids", "at", "tasks"}`` with a TTL of
-  ``heartbeat_ttl`` seconds, rewritten every ``heartbeat_interval`` seconds: ``pids`` are the
-  main process and its pool children, ``tasks`` the ids of every task the node holds (received,
-  scheduled for a retry, or running), from Celery's own request bookkeeping;
+* ``<prefix>:hb:<hostname>``  JSON ``{"hostname", "pid", "pids", "at", "tasks", "queues",
+  "engines", "consumers", "inflight"}`` with a TTL of ``heartbeat_ttl`` seconds, rewritten every
+  ``heartbeat_interval`` seconds: ``pids`` are the main process and its pool children, ``tasks``
+  the ids of every task the node holds (received, scheduled for a retry, or running), from
+  Celery's own request bookkeeping; ``queues`` what it consumes, ``engines`` the engines
+  (``capability/engine``) of its ``cap.<capability>.<engine>`` queues, ``consumers`` its pool
+  size and ``inflight`` the steps it is running;
 * ``<prefix>:workers``  a sorted set of hostnames (score: last beat), to enumerate the keys.
+
+This one beat is also the live view of the engines (:mod:`canvasflow.workers.routing.live`
+reads the nodes that serve one). A node serving an engine beats every
+``min(heartbeat_interval, engine_heartbeat_interval)`` seconds and its key expires after
+``min(heartbeat_ttl, 3 intervals)``, so a dead engine worker leaves the view within a few beats.
 
 A node whose key expired is dead: a step it claimed is held by nobody. A task id missing from
 every live node's ``tasks`` is not being run anywhere (e.g. cancelled by Celery on a broker
@@ -20,6 +28,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +44,7 @@ class _Settings(Protocol):
     key_prefix: str
     heartbeat_interval: float
     heartbeat_ttl: int
+    engine_heartbeat_interval: float
 
 
 class HasRedis(Protocol):
@@ -57,39 +67,80 @@ class Beat:
     tasks: frozenset[str]
 
 
-def _key(prefix: str, hostname: str) -> str:
+def beat_key(prefix: str, hostname: str) -> str:
     return f"{prefix}:hb:{hostname}"
 
 
-def _index(prefix: str) -> str:
+def workers_index(prefix: str) -> str:
     return f"{prefix}:workers"
 
 
-def write_beat(client: redis.Redis, s: _Settings, hostname: str, pids: list[int], tasks: list[str]) -> None:
+@dataclass(frozen=True)
+class Serving:
+    """What a node serves: its queues, the engines among them, its pool size, steps running."""
+
+    queues: tuple[str, ...] = ()
+    engines: tuple[str, ...] = ()
+    consumers: int = 1
+    inflight: int = 0
+
+
+def timing(s: _Settings, serves_engines: bool) -> tuple[float, float]:
+    """``(interval, ttl)`` in seconds of a node's beat: engine nodes beat often enough for routing."""
+    if not serves_engines:
+        return s.heartbeat_interval, float(s.heartbeat_ttl)
+    interval = min(s.heartbeat_interval, s.engine_heartbeat_interval)
+    return interval, min(float(s.heartbeat_ttl), 3 * interval)
+
+
+def write_beat(
+    client: redis.Redis,
+    s: _Settings,
+    hostname: str,
+    pids: list[int],
+    tasks: list[str],
+    serving: Serving | None = None,
+) -> None:
     """Write (or refresh) a node's heartbeat."""
     now = time.time()
-    body = json.dumps({"hostname": hostname, "pid": pids[0], "pids": pids, "at": now, "tasks": tasks})
+    serving = serving or Serving()
+    body = json.dumps(
+        {
+            "hostname": hostname,
+            "pid": pids[0],
+            "pids": pids,
+            "at": now,
+            "engines": list(serving.engines),  # the live view skips '"engines": []' unread
+            "queues": list(serving.queues),
+            "consumers": serving.consumers,
+            "inflight": serving.inflight,
+            "tasks": tasks,
+        }
+    )
+    _, ttl = timing(s, bool(serving.engines))
     p = client.pipeline(transaction=False)
-    p.set(_key(s.key_prefix, hostname), body, ex=s.heartbeat_ttl)
-    p.zadd(_index(s.key_prefix), {hostname: now})
+    p.set(beat_key(s.key_prefix, hostname), body, px=int(ttl * 1000))
+    p.zadd(workers_index(s.key_prefix), {hostname: now})
     p.execute()
 
 
 def clear_beat(client: redis.Redis, s: _Settings, hostname: str) -> None:
     """A node stopping cleanly says so at once (it holds no task any more)."""
     p = client.pipeline(transaction=False)
-    p.delete(_key(s.key_prefix, hostname))
-    p.zrem(_index(s.key_prefix), hostname)
+    p.delete(beat_key(s.key_prefix, hostname))
+    p.zrem(workers_index(s.key_prefix), hostname)
     p.execute()
 
 
 def beats(rt: HasRedis) -> dict[str, Beat]:
     """Every live node's last heartbeat, by hostname (expired ones are pruned from the index)."""
     prefix = rt.settings.key_prefix
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in rt.redis.zrange(_index(prefix), 0, -1)]
+    names = [
+        n.decode() if isinstance(n, bytes) else str(n) for n in rt.redis.zrange(workers_index(prefix), 0, -1)
+    ]
     if not names:
         return {}
-    raw = get_many(rt.redis, [_key(prefix, n) for n in names])  # on a cluster: one GET per slot
+    raw = get_many(rt.redis, [beat_key(prefix, n) for n in names])  # on a cluster: one GET per slot
     out: dict[str, Beat] = {}
     gone = []
     for name, value in zip(names, raw, strict=True):
@@ -98,7 +149,7 @@ def beats(rt: HasRedis) -> dict[str, Beat]:
             continue
         out[name] = _parse(name, value)
     if gone:  # a day without a beat: forget the name
-        rt.redis.zremrangebyscore(_index(prefix), "-inf", time.time() - 86_400)
+        rt.redis.zremrangebyscore(workers_index(prefix), "-inf", time.time() - 86_400)
     return out
 
 
@@ -115,7 +166,7 @@ def _parse(name: str, value: bytes | str) -> Beat:
 
 def read_beat(client: redis.Redis, prefix: str, hostname: str) -> Beat | None:
     """One node's heartbeat, None when it has expired (or never was): one GET, for probes."""
-    value = client.get(_key(prefix, hostname))
+    value = client.get(beat_key(prefix, hostname))
     return None if value is None else _parse(hostname, value)
 
 
@@ -159,35 +210,68 @@ def _pool_pids(consumer: Any) -> list[int]:
     return [int(p.pid) for p in procs if getattr(p, "pid", None)]
 
 
-class HeartbeatThread(threading.Thread):
-    """Beats every ``heartbeat_interval`` seconds until :meth:`stop`; never raises."""
+def _queues_of(consumer: Any) -> tuple[str, ...]:
+    return tuple(q.name for q in getattr(getattr(consumer, "task_consumer", None), "queues", []))
 
-    def __init__(self, rt: HasRedis, hostname: str, consumer: Any) -> None:
+
+def _concurrency(consumer: Any) -> int:
+    return int(getattr(getattr(consumer, "controller", None), "concurrency", 1) or 1)
+
+
+def _running_here() -> int:
+    from celery.worker import state
+
+    return len(state.active_requests)
+
+
+class HeartbeatThread(threading.Thread):
+    """Beats every interval (see :func:`timing`) until :meth:`stop`; never raises.
+
+    ``after_beat`` (given the node's :class:`Serving`) runs after each beat: an engine worker
+    takes over steps there (:mod:`canvasflow.workers.routing.takeover`)."""
+
+    def __init__(
+        self,
+        rt: HasRedis,
+        hostname: str,
+        consumer: Any,
+        after_beat: Callable[[Serving], None] | None = None,
+    ) -> None:
+        from canvasflow.workers.engines import engines_in
+
         super().__init__(name="canvasflow-heartbeat", daemon=True)
         self.rt = rt
         self.hostname = hostname
         self.consumer = consumer
+        self.after_beat = after_beat
+        queues = _queues_of(consumer)
+        self.serving = Serving(queues, tuple(engines_in(list(queues))), _concurrency(consumer))
+        self.interval, _ = timing(rt.settings, bool(self.serving.engines))
         self._stop_event = threading.Event()
 
-    def beat_once(self) -> None:
+    def beat_once(self) -> Serving:
         pids = [os.getpid(), *_pool_pids(self.consumer)]
-        write_beat(self.rt.redis, self.rt.settings, self.hostname, pids, _held_by_this_node())
+        serving = Serving(self.serving.queues, self.serving.engines, self.serving.consumers, _running_here())
+        write_beat(self.rt.redis, self.rt.settings, self.hostname, pids, _held_by_this_node(), serving)
+        return serving
 
     def run(self) -> None:
         failing = False
         while not self._stop_event.is_set():
             try:
-                self.beat_once()
+                serving = self.beat_once()
                 if failing:
                     log.info("heartbeat written again", hostname=self.hostname)
                 failing = False
+                if self.after_beat is not None:
+                    self.after_beat(serving)
             except (redis.RedisError, OSError) as exc:
                 if not failing:
                     log.warning("heartbeat not written: state Redis unreachable", error=str(exc))
                 failing = True
             except Exception:  # a bug must not stop the beat silently
                 log.exception("heartbeat failed")
-            self._stop_event.wait(self.rt.settings.heartbeat_interval)
+            self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
         self._stop_event.set()

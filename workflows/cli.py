@@ -249,6 +249,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     try:
         record = get_run(args.target)
         graph, status = StepGraph.from_json(record.graph), {s.step_id: s.status for s in record.steps}
+        routes = {s.step_id: s.route for s in record.steps if s.route}
         for s in record.steps:
             if s.compensation_status:
                 status[s.step_id] = s.compensation_status
@@ -259,7 +260,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         except WorkflowNotFound:
             raise WorkflowNotFound(f"{args.target!r} is neither a run id nor a workflow name") from None
         graph, status, title = wf.compile(wf.validate(_load_json(args.input, "--input"))), {}, wf.name
-    text = mermaid(graph, status) if args.format == "mermaid" else dot(graph, status, title)
+        routes = {}
+    text = mermaid(graph, status, routes) if args.format == "mermaid" else dot(graph, status, title, routes)
     _emit(args, {"format": args.format, "graph": text}, lambda: text.rstrip())
     return 0
 

@@ -20,7 +20,6 @@ from celery.canvas import Signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
-from canvasflow.config.settings import control_queue
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import SIGNAL_TASK
 
@@ -48,7 +47,7 @@ def send_signal(run_id: str | None, name: str, payload: Any = _UNSET, **options:
     return current_app().signature(SEND_SIGNAL_TASK, kwargs=kwargs, **options)
 
 
-@shared_task(name=SEND_SIGNAL_TASK, base=StepTask, queue=control_queue())
+@shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
 def send_signal_step(
     *parents: Any, name: str, run_id: str | None = None, payload: Any = _UNSET
 ) -> dict[str, Any]:

@@ -24,10 +24,12 @@ from celery.canvas import Signature, maybe_signature
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.workflows.runtime.compiler import (
+    PARALLEL_TASK,
     PASSED_OPTIONS,
     SPECIAL_KINDS,
     routing_options,
     step_deadlines,
+    task_queue,
 )
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 
@@ -53,6 +55,16 @@ class value:
 
 
 Lookup = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One step a DAG step expands to: its id, signature, dependencies and leading arguments."""
+
+    id: str
+    sig: Signature
+    deps: list[str]
+    lead: list[Expr]
 
 
 def _walk(obj: Any) -> list[Any]:
@@ -165,8 +177,8 @@ class Dag:
         nodes: dict[str, StepNode] = {}
         deadlines: dict[str, dict[str, float]] = {}
         problems: list[str] = []
-        for sid in self._order():
-            sig = self.steps[sid]
+
+        def node(sid: str, sig: Signature, deps: list[str], lead: list[Expr]) -> StepNode:
             kind = SPECIAL_KINDS.get(sig.task, "task")
             kwargs = {k: expr(v) for k, v in (sig.kwargs or {}).items()}
             spec: dict[str, Any] = {}
@@ -177,20 +189,28 @@ class Dag:
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             if "queue" not in options:  # a step given its queue explicitly is not routed
                 options.update(routing_options(routed_by))
-            options.setdefault("queue", queue_of(routed_by) or current_app().conf.task_default_queue)
+            options.setdefault("queue", queue_of(routed_by) or task_queue(current_app(), routed_by))
             if found := step_deadlines(current_app(), sig, sid, options, problems):
                 deadlines[sid] = found
-            nodes[sid] = StepNode(
+            return StepNode(
                 id=sid,
                 task=sig.task,
-                args=[expr(a) for a in sig.args],
+                args=[*lead, *(expr(a) for a in sig.args)],
                 kwargs=kwargs,
-                deps=list(self.deps[sid]),
+                deps=deps,
                 options=options,
                 kind=kind,  # type: ignore[arg-type]
                 spec=spec,
                 compensation=compensation_of(routed_by),
             )
+
+        for sid in self._order():
+            sig = self.steps[sid]
+            if sig.task != PARALLEL_TASK:
+                nodes[sid] = node(sid, sig, list(self.deps[sid]), [])
+                continue
+            for part in self._parallel(sid, sig):  # one member per live engine, then the aggregate
+                nodes[part.id] = node(part.id, part.sig, part.deps, part.lead)
         if self.returns is not None:
             out = ref(self.returns)
         else:
@@ -199,6 +219,25 @@ class Dag:
         if problems:
             raise DefinitionError(f"workflow {self.name}: invalid steps", problems)
         return StepGraph(nodes, out, options={"deadlines": deadlines} if deadlines else {})
+
+    def _parallel(self, sid: str, sig: Signature) -> list[_Part]:
+        """The steps a ``parallel_capability`` DAG step stands for: ``<sid>.<engine>`` members,
+        the aggregate (``<sid>``, or ``<sid>.all`` before the author's aggregator step ``<sid>``)."""
+        from canvasflow.workers.routing.parallel import parts
+
+        members, body, author = parts(sig)
+        ids = [f"{sid}.{name}" for name, _ in members]
+        taken = sorted(set([*ids, f"{sid}.all"]) & set(self.steps))
+        if taken:
+            raise DefinitionError(
+                f"workflow {self.name}: step {sid!r} (parallel_capability) needs the ids {taken}"
+            )
+        out = [_Part(i, m, list(self.deps[sid]), []) for i, (_, m) in zip(ids, members, strict=True)]
+        join = sid if author is None else f"{sid}.all"
+        out.append(_Part(join, body, ids, [listof([ref(i) for i in ids])]))
+        if author is not None:
+            out.append(_Part(sid, author, [join, *self.deps[sid]], [ref(join)]))
+        return out
 
     def _order(self) -> list[str]:
         """Steps in dependency order (stable: definition order among the ready)."""

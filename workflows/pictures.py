@@ -1,6 +1,8 @@
-"""Pictures of workflows and runs: Mermaid flowcharts and Graphviz dot, with step status."""
+"""Pictures of workflows and runs: Mermaid flowcharts and Graphviz dot, with step status and route."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from canvasflow.workflows.runtime.graph import StepGraph
 
@@ -18,20 +20,29 @@ STATUS_COLORS = {
 }
 
 
-def _label(graph: StepGraph, sid: str, status: dict[str, str]) -> str:
+Routes = dict[str, dict[str, Any]]
+
+
+def _label(graph: StepGraph, sid: str, status: dict[str, str], routes: Routes) -> str:
     node = graph.steps[sid]
     text = f"{sid}<br/>{node.task}" if node.kind == "task" else f"{sid}<br/>{node.kind}: {node.task}"
     if sid in status:
         text += f"<br/>[{status[sid]}]"
+    route = routes.get(sid)
+    if route:  # the router's decision: engine, queue, strategy, reason
+        text += f"<br/>engine {route.get('engine')} on {route.get('queue')}"
+        text += f"<br/>{route.get('strategy')}: {route.get('reason')}"
+        if route.get("tried"):
+            text += f"<br/>tried {', '.join(route['tried'])}"
     return text
 
 
-def mermaid(graph: StepGraph, status: dict[str, str] | None = None) -> str:
-    status = status or {}
+def mermaid(graph: StepGraph, status: dict[str, str] | None = None, routes: Routes | None = None) -> str:
+    status, routes = status or {}, routes or {}
     ids = {sid: f"s{i}" for i, sid in enumerate(graph.steps)}
     lines = ["flowchart TD"]
     for sid, nid in ids.items():
-        label = _label(graph, sid, status).replace('"', "'")
+        label = _label(graph, sid, status, routes).replace('"', "'")
         lines.append(f'    {nid}["{label}"]')
     for sid, node in graph.steps.items():
         lines.extend(f"    {ids[dep]} --> {ids[sid]}" for dep in node.deps)
@@ -41,12 +52,17 @@ def mermaid(graph: StepGraph, status: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dot(graph: StepGraph, status: dict[str, str] | None = None, name: str = "workflow") -> str:
-    status = status or {}
+def dot(
+    graph: StepGraph,
+    status: dict[str, str] | None = None,
+    name: str = "workflow",
+    routes: Routes | None = None,
+) -> str:
+    status, routes = status or {}, routes or {}
     ids = {sid: f"s{i}" for i, sid in enumerate(graph.steps)}
     lines = [f'digraph "{name}" {{', "  rankdir=TB;", "  node [shape=box, style=filled, fillcolor=white];"]
     for sid, nid in ids.items():
-        label = _label(graph, sid, status).replace("<br/>", "\\n").replace('"', "'")
+        label = _label(graph, sid, status, routes).replace("<br/>", "\\n").replace('"', "'")
         fill = STATUS_COLORS.get(status.get(sid, ""), "#ffffff")
         lines.append(f'  {nid} [label="{label}", fillcolor="{fill}"];')
     for sid, node in graph.steps.items():

@@ -28,7 +28,7 @@ from celery.signals import (
 
 from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
-from canvasflow.config.settings import control_queue, get_settings
+from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
@@ -95,19 +95,22 @@ def _start_liveness(sender: Any = None, **_: Any) -> None:
     """Heartbeats from every worker node; the recovery sweep on those consuming the control queue."""
     if _threads:
         return  # a reconnect fires this again
+    from canvasflow.workers.engines import engines_in
     from canvasflow.workers.heartbeat import HeartbeatThread
+    from canvasflow.workers.routing.takeover import after_beat
     from canvasflow.workflows.runtime.context import runtime
     from canvasflow.workflows.runtime.sweep import SweepThread
 
     rt = runtime()
     hostname = getattr(sender, "hostname", None) or "unknown"
-    _threads.append(HeartbeatThread(rt, hostname, sender))
+    engines = engines_in([q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])])
+    _threads.append(HeartbeatThread(rt, hostname, sender, after_beat(rt, hostname, engines)))
     consumed = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])}
     if rt.settings.control_queue in consumed:
         _threads.append(SweepThread(rt, hostname))
     for t in _threads:
         t.start()
-    log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1)
+    log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1, engines=engines)
 
 
 @worker_shutdown.connect
@@ -157,7 +160,7 @@ def _flush_journal(**_: Any) -> None:
         rt.journal.flush()
 
 
-@shared_task(name=START_TASK, queue=control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0)
+@shared_task(name=START_TASK, acks_late=True, throws=(StartRefused,), max_retries=0)
 def start_workflow(
     workflow: Any,
     inputs: Any = None,
@@ -239,7 +242,7 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
-@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True, queue=control_queue())
+@shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True)
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:

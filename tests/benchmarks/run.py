@@ -564,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
 def routed_scenarios(b: Bench, reps: int) -> list[Scenario]:
     """Routed chains of 10 against the unrouted one, alternating; then one decision's cost.
 
-    In the table the "raw celery" column is the unrouted canvasflow chain of this scenario."""
+    In the table the "raw celery" column is the unrouted canvasflow chain of this scenario.
+    Three times the chain's repetitions: the routed path adds ~1% of CPU per step (profiled,
+    docs/BENCHMARKS.md), far less than what a shared machine's load moves one 40 ms sample,
+    so a median of 7 pairs swung from 1.0x to 1.26x between runs."""
+    reps *= 3
     out = []
     for strategy in ("best_available", "load_balanced"):
         sc = Scenario(

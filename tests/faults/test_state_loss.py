@@ -80,12 +80,15 @@ def test_state_lost_mid_run_is_rebuilt_from_the_journal_and_completed_steps_do_n
 
 
 def test_recover_rebuilds_a_run_whose_redis_state_is_older_than_its_journal(redis_url, celery_worker_factory):
-    """As after Redis came back from an old snapshot: it no longer knows a step the journal holds."""
+    """As after Redis came back from an old snapshot: it no longer knows a step the journal holds.
+
+    Step b runs long enough that the recover CLI (seconds to start on a loaded machine) finds the
+    run still in flight."""
     env = {"CANVASFLOW_SWEEP_INTERVAL": "100000", "CANVASFLOW_WORKFLOW_MODULES": MODULES}
     celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=env)
     counter = f"n:{uuid.uuid4().hex}"
     steps = [
-        tick.s(label=x, counter=counter, counter_url=redis_url, sleep=s) for x, s in (("a", 0), ("b", 3))
+        tick.s(label=x, counter=counter, counter_url=redis_url, sleep=s) for x, s in (("a", 0), ("b", 10))
     ]
     run = start(Workflow(f"t.stale.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(*steps)).name)
     rt = runtime()

@@ -43,6 +43,8 @@ ENGINES = [
     Engine("e1", "rpar", priority=3),
     Engine("e2", "rpar", priority=2),
     Engine("e3", "rpar", priority=1),
+    Engine("gpu", "rwait", priority=1, resources={"gpu": 1}),
+    Engine("cpu", "rwait", priority=5, resources={"cpus": 4}),
 ]
 for _engine in ENGINES:
     register_engine(_engine)
@@ -87,6 +89,11 @@ def hybrid_cpu(x: int) -> str:
 
 @step(name="rt.gpu_only", capability="rres", route="resource_aware", requires={"gpu": 1})
 def gpu_only(i: int) -> str | None:
+    return context().engine
+
+
+@step(name="rt.wait_gpu", capability="rwait", route="resource_aware", requires={"gpu": 1})
+def wait_gpu(i: int) -> str | None:
     return context().engine
 
 
@@ -140,6 +147,31 @@ def vote(payload: dict) -> str:
     return "no" if context().engine == "e3" else "yes"
 
 
+RACE_DELAY = {"e1": 0.5, "e2": 3.0, "e3": 8.0}  # e3 is the slow engine: revoked mid-step
+
+
+def race_mark(tag: str, engine: str | None, what: str) -> str:
+    from canvasflow.workflows.runtime.context import runtime
+
+    return f"{runtime().settings.key_prefix}:test:race:{tag}:{engine}:{what}"
+
+
+@action("rpar")
+def race_to(payload: dict) -> dict:
+    from canvasflow.workflows.runtime.context import runtime
+
+    engine = context().engine
+    runtime().redis.set(race_mark(payload["tag"], engine, "started"), 1, ex=600)
+    time.sleep(RACE_DELAY[str(engine)])
+    runtime().redis.set(race_mark(payload["tag"], engine, "finished"), 1, ex=600)
+    return {"engine": engine}
+
+
+@action("rpar")
+def broken(payload: dict) -> dict:
+    raise EngineError(f"engine {context().engine} cannot do it")
+
+
 @step(name="rt.count_engines", capability="rpar")
 def count_engines(by_engine: dict) -> list:
     return sorted(by_engine)
@@ -154,6 +186,7 @@ resources = Workflow(
     "1",
     build=lambda: group(*(gpu_only.si(i) for i in range(8)), *(any_res.si(i) for i in range(8))),
 )
+gpu_alone = Workflow("rt.gpu_alone", "1", build=lambda: wait_gpu.si(0))
 perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in range(30)))
 to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
 bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())
@@ -168,6 +201,25 @@ par_custom = Workflow(
     "rt.par_custom",
     "1",
     build=lambda: parallel_capability("rpar", "identify", {"n": 1}, aggregate=count_engines.s()),
+)
+par_first = Workflow(
+    "rt.par_first",
+    "1",
+    build=lambda tag: chain(parallel_capability("rpar", "race_to", {"tag": tag}, aggregate="first")),
+)
+par_first_fails = Workflow(
+    "rt.par_first_fails", "1", build=lambda: parallel_capability("rpar", "broken", {}, aggregate="first")
+)
+par_dag = Workflow(
+    "rt.par_dag",
+    "1",
+    steps={
+        "seed": execute_action("rpar", "identify", {"n": 9}),
+        "all": parallel_capability("rpar", "identify", result("seed")),
+        "majority": parallel_capability("rpar", "vote", {}, aggregate="majority"),
+        "custom": parallel_capability("rpar", "identify", {"n": 1}, aggregate=count_engines.s()),
+        "first": parallel_capability("rpar", "race_to", {"tag": input("tag")}, aggregate="first"),
+    },
 )
 act = Workflow("rt.act", "1", build=lambda: chain(execute_action("rpar", "identify", {"n": 2})))
 resources_dag = Workflow(

@@ -7,14 +7,16 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 
 import pytest
 
-from canvasflow import RoutingError, list_runs, signal, start
+from canvasflow import RoutingError, current_app, list_runs, signal, start
+from canvasflow.config.brokers import queue_stats
 from canvasflow.workers.routing.live import read_live
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration import routing_flows  # noqa: F401  (engines and workflows of these tests)
+from tests.integration import routing_flows
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -42,6 +44,13 @@ def wait_live(expected: set[str], *, alive: bool = True, timeout: float = 20.0) 
             return time.monotonic() - began
         time.sleep(0.1)
     raise AssertionError(f"engines {expected} still {'not ' if alive else ''}live: {live_engines()}")
+
+
+def wait_step(run_id: str, step_id: str, status: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runtime().state.step_states(run_id).get(step_id) != status:
+        assert time.monotonic() < deadline, runtime().state.step_states(run_id)
+        time.sleep(0.05)
 
 
 def engines_of(record, prefix: str = "") -> list[str]:  # type: ignore[no-untyped-def]
@@ -72,10 +81,7 @@ def test_load_balanced_spreads_200_steps_over_two_engines(celery_worker_factory)
 def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
     run = start("rt.ba_kill")
-    deadline = time.monotonic() + 30
-    while runtime().state.step_states(run.id).get("2.wait_signal") != "waiting":
-        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
-        time.sleep(0.1)
+    wait_step(run.id, "2.wait_signal", "waiting")
     workers["primary"].kill_group()  # SIGKILL: no goodbye, its heartbeat just stops
     gone_after = wait_live({"rba/primary"}, alive=False)
     assert gone_after < 5  # three heartbeats of 0.5 s, then the next read drops it
@@ -90,38 +96,6 @@ def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(cel
     ]
     assert record.step("3.ba").route["engine"] == "rba/backup"
     assert "priority" in record.step("0.ba").route["reason"]
-
-
-def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(celery_worker_factory):
-    workers = start_engines(celery_worker_factory, "rba", "primary", "backup")
-    run = start("rt.ba_slow")
-    deadline = time.monotonic() + 30
-    while runtime().state.step_states(run.id).get("1.ba_slow") != "running":
-        assert time.monotonic() < deadline, runtime().state.step_states(run.id)
-        time.sleep(0.05)
-    workers["primary"].kill_group()  # mid-step: the message goes back to cap.rba.primary, unread
-    record = run.wait(90)
-    assert record.status == "succeeded", record.error
-    assert [s.result for s in record.steps] == ["primary", "backup", "backup", "backup"]
-    assert record.step("1.ba_slow").attempts == 2
-    taken = record.step("1.ba_slow").route
-    assert (taken["engine"], taken["tried"]) == ("rba/backup", ["rba/primary"]) and "taken over" in taken[
-        "reason"
-    ]
-    assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
-
-
-def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_worker_factory):
-    env = {**engine_env(), "CANVASFLOW_ROUTE_TIMEOUT": "0.5"}
-    for engine in ("busy", "spare"):
-        celery_worker_factory(queues=queues("rto", engine), concurrency=1, extra_env=env)
-    wait_live({"rto/busy", "rto/spare"})
-    record = start("rt.rto").wait(60)
-    assert record.status == "succeeded", record.error
-    ran = Counter(s.result for s in record.steps)
-    assert ran["spare"] >= 1 and ran["busy"] >= 1, ran  # best_available sent all four to busy
-    stolen = [s.route for s in record.steps if s.result == "spare"]
-    assert all("route_timeout" in r["reason"] and r["tried"] == ["rto/busy"] for r in stolen), stolen
 
 
 def test_a_workflow_registered_as_an_engine_runs_the_step_as_a_child_run(celery_worker_factory):
@@ -165,6 +139,28 @@ def test_resource_aware_never_sends_a_gpu_step_to_a_cpu_engine(celery_worker_fac
     assert len(list_runs(limit=1000)) == before  # nothing created, nothing enqueued
 
 
+def test_with_route_when_none_live_wait_a_gpu_step_waits_for_a_gpu_worker(celery_worker_factory, monkeypatch):
+    # the cpu worker also runs the recovery sweep, eager here: a step waiting on an engine's
+    # queue is not lost, it must not be published again
+    eager = {"CANVASFLOW_SWEEP_INTERVAL": "0.5", "CANVASFLOW_QUEUED_GRACE": "1"}
+    celery_worker_factory(queues=queues("rwait", "cpu"), extra_env={**engine_env(), **eager})
+    wait_live({"rwait/cpu"})
+    rt = runtime()
+    with pytest.raises(RoutingError, match="CANVASFLOW_ROUTE_WHEN_NONE_LIVE=wait"):
+        start("rt.gpu_alone")  # refused by default: no live engine offers gpu=1
+    monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"route_when_none_live": "wait"}))
+    run = start("rt.gpu_alone")
+    time.sleep(4.0)  # the cpu engine's worker beats and sweeps meanwhile: it takes nothing over
+    assert "wait_gpu" not in runtime().state.step_states(run.id)  # not claimed by anyone
+    depth = {q.queue: q.depth for q in queue_stats(current_app(), ["cap.rwait.gpu", "cap.rwait.cpu"])}
+    assert depth == {"cap.rwait.gpu": 1, "cap.rwait.cpu": 0}  # waiting on the gpu engine's queue
+    start_engines(celery_worker_factory, "rwait", "gpu")
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    step = record.step("wait_gpu")
+    assert step.result == "gpu" and step.route["reason"] == "no live worker fits: waiting on rwait/gpu"
+
+
 def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_factory):
     workers = start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
     record = start("rt.perf30").wait(90)
@@ -202,7 +198,9 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
     assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
 
 
-def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory):
+def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory, capsys):
+    from canvasflow.workflows.cli import main
+
     start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
     everyone = start("rt.par_all").wait(60)
     assert everyone.status == "succeeded", everyone.error
@@ -214,6 +212,69 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     one = start("rt.act").wait(60)
     assert one.status == "succeeded" and one.result == {"engine": "e1", "n": 2}  # best_available
     assert one.steps[0].route["engine"] == "rpar/e1"
+    # the decision is drawn by `canvasflow graph RUN` and shown by `status --json`
+    for fmt in ("mermaid", "dot"):
+        assert main(["graph", one.id, "--format", fmt]) == 0
+        drawn = capsys.readouterr().out
+        assert "engine rpar/e1 on cap.rpar.e1" in drawn and "best_available: highest priority (3)" in drawn
+    assert main(["status", one.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["steps"][0]["route"]
+    assert (shown["engine"], shown["queue"], shown["strategy"]) == (
+        "rpar/e1",
+        "cap.rpar.e1",
+        "best_available",
+    )
+    assert shown["reason"].startswith("highest priority")
+    assert main(["status", one.id]) == 0
+    assert "engine=rpar/e1 (best_available: highest priority (3)" in capsys.readouterr().out
+
+
+def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery_worker_factory):
+    workers = start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
+    tag = uuid.uuid4().hex
+    began = time.monotonic()
+    record = start("rt.par_first", {"tag": tag}).wait(60)
+    took = time.monotonic() - began
+    assert record.status == "succeeded", record.error
+    assert record.result == {"engine": "e1"}  # the fast engine's result
+    assert took < routing_flows.RACE_DELAY["e3"], took  # nobody waited for the slow engine
+    revoked = {"revoked": True, "winner": "rpar/e1"}  # what the losers' steps completed with
+    won = {"won": True, "engine": "rpar/e1", "result": {"engine": "e1"}}
+    members = [s.result for s in record.steps if s.task == "canvasflow.action.rpar"]
+    assert sorted(members, key=json.dumps) == sorted([won, revoked, revoked], key=json.dumps)
+    r = runtime().redis
+    # the slow engine had started its step; it was terminated, so it never finishes
+    assert r.get(routing_flows.race_mark(tag, "e3", "started"))
+    deadline = began + routing_flows.RACE_DELAY["e3"] + 2.0
+    while time.monotonic() < deadline:
+        assert not r.get(routing_flows.race_mark(tag, "e3", "finished")), "the revoked step ran to completion"
+        assert not r.get(routing_flows.race_mark(tag, "e2", "finished")), "the revoked step ran to completion"
+        time.sleep(0.2)
+    assert "Terminating" in workers["e3"].read_log() or "revoked" in workers["e3"].read_log()
+    # a member that fails does not win; when every member failed the run fails with each error
+    failed = start("rt.par_first_fails").wait(60)
+    assert failed.status == "failed" and failed.error["type"] == "EngineError", failed.error
+    assert all(
+        f"rpar/{e}: EngineError: engine {e} cannot do it" in failed.error["message"]
+        for e in ("e1", "e2", "e3")
+    )
+
+
+def test_parallel_capability_in_the_dag_form_with_each_aggregate(celery_worker_factory):
+    start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=2)
+    tag = uuid.uuid4().hex
+    record = start("rt.par_dag", {"tag": tag}).wait(60)
+    assert record.status == "succeeded", record.error
+    assert record.result == {
+        "all": {f"rpar/{e}": {"engine": e, "n": 9} for e in ("e1", "e2", "e3")},  # the seed's payload
+        "majority": "yes",
+        "custom": ["rpar/e1", "rpar/e2", "rpar/e3"],
+        "first": {"engine": "e1"},
+    }
+    ids = {s.step_id for s in record.steps}
+    assert {"all.e1", "all.e2", "all.e3", "custom.all", "first.e3"} <= ids
+    assert record.step("first.e3").result == {"revoked": True, "winner": "rpar/e1"}
+    assert record.step("all.e2").queue == "cap.rpar.e2"
 
 
 @pytest.mark.parametrize(
@@ -234,15 +295,15 @@ def test_unroutable_runs_are_refused_before_anything_is_enqueued(workflow: str, 
 def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_factory, capsys):
     from structlog.testing import capture_logs
 
-    from canvasflow.workers.routing.announce import Announcer
+    from canvasflow.workers.heartbeat import Serving, clear_beat, write_beat
     from canvasflow.workers.routing.live import LiveView
     from canvasflow.workflows.cli import main
 
     w = celery_worker_factory(queues=queues("rlb", "a"), concurrency=2, extra_env=engine_env())
     wait_live({"rlb/a"})
     rt = runtime()
-    stray = Announcer(rt.redis, rt.settings.key_prefix, "stray@host", ["rlb/zzz"], 1, 5.0)
-    stray.beat()  # a worker serving an engine nobody declared
+    # a worker node serving an engine nobody declared
+    write_beat(rt.redis, rt.settings, "stray@host", [1], [], Serving(("cap.rlb.zzz",), ("rlb/zzz",)))
     try:
         with capture_logs() as logs:
             states = LiveView(rt.redis, rt.settings.key_prefix, 0.0, False).states()
@@ -257,7 +318,7 @@ def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_fact
         assert [x["worker"] for x in a["workers"]] == [w.hostname]
         assert not rows["rlb/b"]["live"] and rows["/rlb/zzz"]["unregistered"]
     finally:
-        stray.stop()
+        clear_beat(rt.redis, rt.settings, "stray@host")
 
 
 def test_a_bad_engines_file_is_refused_naming_the_field(tmp_path):

@@ -10,8 +10,7 @@ import pytest
 
 from canvasflow import Engine, register_strategy
 from canvasflow.config.errors import DefinitionError, RoutingError, SettingsError
-from canvasflow.workers.engines import EngineRegistry, load_engines_file, registry
-from canvasflow.workers.routing.announce import engines_in
+from canvasflow.workers.engines import EngineRegistry, engines_in, load_engines_file, registry
 from canvasflow.workers.routing.router import decide
 from canvasflow.workers.routing.snapshot import Choice, EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import (
@@ -156,3 +155,79 @@ def test_a_routing_decision_is_cheap(declared: None) -> None:
     for _ in range(n):
         decide(states, "s", routing, "best_available")
     assert (time.perf_counter() - began) / n < 0.002  # a loose bound; the bench measures the median
+
+
+def test_graph_pictures_show_each_steps_route() -> None:
+    from canvasflow.workflows.pictures import dot, mermaid
+    from canvasflow.workflows.runtime.graph import StepGraph, StepNode, lit
+
+    graph = StepGraph({"a": StepNode("a", "ocr.read"), "b": StepNode("b", "ocr.read", deps=["a"])}, lit(None))
+    routes = {
+        "b": {
+            "engine": "ocr/gpu",
+            "queue": "cap.ocr.gpu",
+            "strategy": "load_balanced",
+            "reason": "least loaded (0 queued)",
+            "tried": ["ocr/cpu"],
+        }
+    }
+    drawn = mermaid(graph, {"a": "succeeded", "b": "running"}, routes)
+    assert 's1["b<br/>ocr.read<br/>[running]<br/>engine ocr/gpu on cap.ocr.gpu' in drawn
+    assert "load_balanced: least loaded (0 queued)<br/>tried ocr/cpu" in drawn
+    assert "engine" not in drawn.splitlines()[1]  # step a was not routed
+    assert "engine ocr/gpu on cap.ocr.gpu\\nload_balanced: least loaded (0 queued)" in dot(
+        graph, routes=routes
+    )
+
+
+def test_steps_set_no_task_attribute_celery_deprecates() -> None:
+    """Celery warns (CDeprecationWarning, removed in 6.0) for a task class carrying ``queue``,
+    ``exchange``, ``routing_key``...: steps leave queues to the router and ``task_routes``."""
+    import warnings
+
+    from celery.exceptions import CDeprecationWarning
+
+    from canvasflow import step
+    from canvasflow.config.celery_app import current_app
+    from canvasflow.workers.step import StepTask
+    from tests.integration import routing_flows  # noqa: F401  (routed, hybrid and action steps)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        @step(name="unit.routed_fresh", capability="uocr", route="load_balanced", requires={"gpu": 1})
+        def fresh(x: int) -> int:  # registered and bound (for the first time) here
+            return x
+
+        @current_app().task(name="unit.plain_with_queue", queue="cap.uocr")
+        def old_style() -> None:  # what steps did before: Celery warns
+            return None
+
+    warned = [str(w.message) for w in caught if issubclass(w.category, CDeprecationWarning)]
+    assert len(warned) == 1 and "'queue' task attribute" in warned[0], warned
+    deprecated = ("queue", "exchange", "exchange_type", "routing_key", "delivery_mode")
+    steps = [t for t in current_app().tasks.values() if isinstance(t, StepTask)]
+    assert len(steps) > 10
+    assert not [(t.name, a) for t in steps for a in deprecated if a in type(t).__dict__]
+    # canvasflow's own control tasks reach the control queue through task_routes instead
+    from canvasflow.config.settings import get_settings
+    from canvasflow.workflows.runtime.compiler import task_queue
+
+    control = get_settings().control_queue
+    for name in ("canvasflow.subworkflow", "canvasflow.send_signal", "canvasflow.start"):
+        assert task_queue(current_app(), name) == control
+        assert current_app().amqp.router.route({}, name)["queue"].name == control
+
+
+def test_worker_command_of_an_engine(declared: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from canvasflow.workflows.cli import main
+
+    assert main(["worker", "--capability", "uocr", "--engine", "gpu", "-c", "3", "--json"]) == 0
+    cmd = json.loads(capsys.readouterr().out)["command"]
+    assert cmd[cmd.index("-Q") + 1] == "cap.uocr.gpu,cap.uocr"  # its engine's queue and the shared one
+    assert cmd[cmd.index("-c") + 1] == "3" and cmd[cmd.index("-n") + 1] == "uocr.gpu@%h"
+    assert main(["worker", "--capability", "uocr", "--engine", "tpu", "--json"]) == 2
+    assert (
+        "engine 'tpu' is not declared for ['uocr'] (declared: {'uocr': ['gpu', 'cpu']})"
+        in capsys.readouterr().out
+    )

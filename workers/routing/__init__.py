@@ -1,6 +1,8 @@
 """Engine routing: the live view of each engine's workers, strategies, and the router itself.
 
 ``snapshot`` is the data a strategy sees, ``strategies`` the pure choice functions,
-``live`` reads (and caches) the view from Redis, ``announce`` is the worker side that
-writes it, and ``router`` picks the queue of a step when it becomes ready.
+``live`` reads (and caches) the view from the worker nodes' heartbeats
+(``canvasflow.workers.heartbeat``), ``router`` picks the queue of a step when it becomes
+ready, ``takeover`` moves the steps of dead or slow engines, ``parallel`` runs one input on
+every live engine.
 """

@@ -1,9 +1,10 @@
 """The live view of the engines, read from Redis and cached for a short time per process.
 
-Workers write one key per (engine, worker) with an expiry (see ``announce``) and add it to a
-set; a read fetches every live entry, drops the expired ones from the set, and returns
-the engines' duration EWMAs and (with a Redis broker on the same server) their queue depths.
-Between reads the view counts this process's own sends, so a burst of ready steps spreads.
+Each worker node's heartbeat (:mod:`canvasflow.workers.heartbeat`, one key per node with an
+expiry) names the engines it serves, its consumers and in-flight steps; a read fetches the
+beats of the recently seen nodes (keeping those that serve an engine), the engines' duration
+EWMAs and (with a Redis broker on the same server) their queue depths. Between reads the view
+counts this process's own sends, so a burst of ready steps spreads.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import structlog
 
 from canvasflow.config.redis_clients import get_many
 from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.heartbeat import beat_key, workers_index
 from canvasflow.workers.routing.snapshot import EngineState
 
 log = structlog.get_logger("canvasflow.routing")
 
 EWMA_ALPHA = 0.3
+
+SEEN_WITHIN_S = 600.0  # nodes whose last beat is older are not even looked at
+_NO_ENGINES = b'"engines": []'  # a node serving no engine: its beat is not decoded
 
 _OBSERVE = """
 local v = tonumber(ARGV[2])
@@ -34,14 +39,6 @@ return tostring(v)
 """
 
 
-def live_set(prefix: str) -> str:
-    return f"{prefix}:eng:live"
-
-
-def beat_key(prefix: str, member: str) -> str:
-    return f"{prefix}:eng:hb:{member}"
-
-
 def ewma_key(prefix: str) -> str:
     return f"{prefix}:eng:ewma"
 
@@ -49,26 +46,41 @@ def ewma_key(prefix: str) -> str:
 def read_live(
     r: redis.Redis, prefix: str, depth_queues: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, float], list[int]]:
-    """Every live heartbeat, the EWMA per engine key, and the depth of each queue in ``depth_queues``.
+    """One entry per live (engine, worker), the EWMA per engine key, and the depth of each queue
+    in ``depth_queues``. An entry: ``{"engine", "worker", "consumers", "inflight", "at"}``.
 
-    Two round trips (the set and the EWMAs, then the members' keys), no script: a member's key
-    is known only once the set is read, and a script may touch only the keys it is given (on a
-    Redis Cluster the keys sit on several primaries). Members whose key expired leave the set."""
+    Two round trips (the node index, the EWMAs and depths; then the nodes' beats), no script: a
+    node's key is known only once the index is read, and a script may touch only the keys it is
+    given (on a Redis Cluster the keys sit on several primaries)."""
     p = r.pipeline(transaction=False)
-    p.smembers(live_set(prefix))
+    p.zrangebyscore(workers_index(prefix), time.time() - SEEN_WITHIN_S, "+inf")
     p.hgetall(ewma_key(prefix))
     for queue in depth_queues:
         p.llen(queue)
-    members, ewma, *depths = p.execute()
-    names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-    raw = get_many(r, [beat_key(prefix, m) for m in names])
-    if gone := [m for m, v in zip(names, raw, strict=True) if v is None]:
-        r.srem(live_set(prefix), *gone)
+    names, ewma, *depths = p.execute()
+    hosts = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    raw = get_many(r, [beat_key(prefix, h) for h in hosts])
+    nodes = [json.loads(v) for v in raw if v is not None and _NO_ENGINES not in _bytes(v)]
+    beats = [
+        {
+            "engine": engine,
+            "worker": node["hostname"],
+            "consumers": node.get("consumers", 0),
+            "inflight": node.get("inflight", 0),
+            "at": node.get("at", 0),
+        }
+        for node in nodes
+        for engine in node.get("engines") or []
+    ]
     return (
-        [json.loads(b) for b in raw if b is not None],
+        beats,
         {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in ewma.items()},
         [int(d) for d in depths],
     )
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def observe(r: redis.Redis, prefix: str, engine_key: str, seconds: float) -> None:

@@ -133,6 +133,8 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
                 f"(declared: {sorted(declared)})"
             )
             continue
+        if s.route_when_none_live == "wait":  # the step waits for a worker of an engine that fits
+            continue
         view = view or view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
         states = view.states()
         only = routing.get("engines")  # a hybrid step: the engines that have an implementation
@@ -144,6 +146,7 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
                 f"step {step_id}: no live worker for capability {cap!r}"
                 + (f" offering {dict(requires)}" if requires else "")
                 + f": start one, e.g. `canvasflow worker --capability {cap} --engine {fits[0]}`"
+                + " (or set CANVASFLOW_ROUTE_WHEN_NONE_LIVE=wait to start runs that wait for one)"
             )
     if problems:
         raise RoutingError("the run was refused: " + "; ".join(problems))

@@ -30,6 +30,7 @@ from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNod
 MAP_TASK = "canvasflow.map"
 SIGNAL_TASK = "canvasflow.wait_signal"
 WORKFLOW_TASK = "canvasflow.subworkflow"
+PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded by workers.routing.parallel
 SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
 STEP_DEADLINES = ("schedule_to_start", "start_to_close")
@@ -76,6 +77,10 @@ class CanvasCompiler:
         return sig
 
     def _part(self, sig: Signature, flow: _Flow, path: str) -> tuple[_Flow, list[str]]:
+        if sig.task == PARALLEL_TASK:  # parallel_capability: one member per live engine, now
+            from canvasflow.workers.routing.parallel import expand
+
+            sig = self._sig(expand(sig))
         if isinstance(sig, _chain):
             out, steps = self._chain(sig, flow, path)
         elif isinstance(sig, _chord):
@@ -198,12 +203,7 @@ class CanvasCompiler:
         return lit(value)
 
     def _task_queue(self, name: str) -> str:
-        task = self.app.tasks.get(name)
-        queue = getattr(task, "queue", None)
-        capability = getattr(task, "capability", None)  # else a step's queue is its capability's
-        if not queue and isinstance(capability, str):
-            queue = queue_for(capability)
-        return queue or self.app.conf.task_default_queue
+        return task_queue(self.app, name)
 
     def _check_task(self, name: str, kind: str) -> None:
         if kind != "task":
@@ -235,6 +235,24 @@ def step_deadlines(
         options.setdefault("soft_time_limit", found["start_to_close"])
         options.setdefault("time_limit", found["start_to_close"] + HARD_LIMIT_GRACE)
     return found
+
+
+def task_queue(app: Celery, name: str) -> str:
+    """Where a step of task ``name`` goes unrouted: its ``queue`` attribute (a plain Celery task
+    declared so), the control queue for canvasflow's control tasks (through ``task_routes``),
+    else its capability's queue, else the default queue."""
+    from canvasflow.config.celery_app import CONTROL_TASKS
+
+    task = app.tasks.get(name)
+    queue = getattr(task, "queue", None)
+    if not queue and name in CONTROL_TASKS:
+        route = app.amqp.router.lookup_route(name, (), {}, {}, task)
+        found = route.get("queue") if isinstance(route, dict) else route
+        queue = getattr(found, "name", found)
+    capability = getattr(task, "capability", None)  # else a step's queue is its capability's
+    if not queue and isinstance(capability, str):
+        queue = queue_for(capability)
+    return str(queue or app.conf.task_default_queue)
 
 
 def routing_options(task_name: str) -> dict[str, Any]:

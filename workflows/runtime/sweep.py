@@ -122,6 +122,19 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
     return out
 
 
+def _queues(graph: StepGraph, ripe: list[Candidate]) -> set[str]:
+    """Where the suspects' messages may wait: their queue, and for a step routed to an engine when
+    it became ready, every engine queue of its capability (the router's choice is not in the graph)."""
+    from canvasflow.workers.engines import registry as engines
+
+    out = {c.queue for c in ripe if c.queue}
+    for c in ripe:
+        routing = graph.steps[c.step_id].options.get("routing")
+        if routing:
+            out.update(e.queue for e in engines.of(routing["capability"]))
+    return out
+
+
 def _chunks(rt: Runtime, run_id: str, node: StepNode) -> list[list[Any]]:
     """A map step's chunks, cut from its input as the fan-out cut them."""
     items = list(resolve(node.args[0], rt.state.results(run_id, sorted(node.reads())))) if node.args else []
@@ -225,7 +238,7 @@ class Sweeper:
             and oldest_beat > seen[sid]
             and now - seen[sid] >= (2 * s.heartbeat_interval if c.running else s.queued_grace)
         ]
-        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, {c.queue for c in ripe if c.queue})
+        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, _queues(graph, ripe))
         lost = sorted(c.unit for c in ripe if not set(c.task_ids) & queued)
         p = rt.redis.pipeline(transaction=False)
         if stale := [sid for sid in seen if sid not in suspects]:
