@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # telemetry (docs/observability.md): middleware classes built in every process ("pkg.mod:Class")
     middleware: list[str] = Field(default_factory=list)
 
+    # throughput (docs/BENCHMARKS.md): step messages published in one Redis pipeline when a run
+    # starts or a step releases several successors at once (RabbitMQ: confirmed together)
+    publish_batch_size: int = Field(default=500, ge=1)
+
     @property
     def redis_state_url(self) -> str:
         return self.state_url or self.result_backend

@@ -15,6 +15,7 @@ any point gets the step redelivered and the claim tells the redelivery what is l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import secrets, wire
+from canvasflow.workflows.runtime import publishing, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
@@ -80,18 +81,20 @@ def dispatch(
     results = dict(known or {})
     needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
     results.update(rt.state.results(run_id, sorted(needed)))
-    for sid in step_ids:
-        node = graph.steps[sid]
-        args = [resolve(a, results) for a in node.args]
-        kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
-        if node.kind == "task":
-            send_step(rt, run_id, generation, node, args, kwargs)
-        elif node.kind == "workflow":
-            send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
-        else:
-            from canvasflow.workflows.runtime import special
+    many = len(step_ids) > 1  # one producer, pipelined: publishing.py
+    with publishing.batch(rt.app, rt.settings.publish_batch_size) if many else contextlib.nullcontext():
+        for sid in step_ids:
+            node = graph.steps[sid]
+            args = [resolve(a, results) for a in node.args]
+            kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
+            if node.kind == "task":
+                send_step(rt, run_id, generation, node, args, kwargs)
+            elif node.kind == "workflow":
+                send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
+            else:
+                from canvasflow.workflows.runtime import special
 
-            special.dispatch(rt, run_id, generation, node, args, kwargs)
+                special.dispatch(rt, run_id, generation, node, args, kwargs)
     if graph.options.get("deadlines"):
         from canvasflow.workflows.runtime import deadlines
 
@@ -139,6 +142,7 @@ def send_step(
         ignore_result=True,
         add_to_parent=False,
         **options,
+        **publishing.send_options(task or node.task, options.get("queue")),
     )
 
 
