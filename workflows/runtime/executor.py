@@ -15,7 +15,6 @@ any point gets the step redelivered and the claim tells the redelivery what is l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -81,8 +80,8 @@ def dispatch(
     results = dict(known or {})
     needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
     results.update(rt.state.results(run_id, sorted(needed)))
-    many = len(step_ids) > 1  # one producer, pipelined: publishing.py
-    with publishing.batch(rt.app, rt.settings.publish_batch_size) if many else contextlib.nullcontext():
+    # one producer, one pipeline: a message and its task-sent event in one round trip (publishing.py)
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(step_ids)):
         for sid in step_ids:
             node = graph.steps[sid]
             args = [resolve(a, results) for a in node.args]

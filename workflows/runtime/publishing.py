@@ -22,6 +22,7 @@ the batch), then the error propagates.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -29,13 +30,21 @@ from typing import Any
 from celery import Celery
 from kombu import Producer
 
+from canvasflow.config.brokers import broker_kind
+
+_dispatchers: dict[tuple[int, int, str], Any] = {}
+
 
 class _SentEvents:
     """Celery's ``task-sent`` events, the same fields, published through the batch's producer
     with the event exchange declared once per batch (Celery declares it for every event)."""
 
     def __init__(self, app: Celery, producer: Producer) -> None:
-        self._dispatcher = app.events.Dispatcher(connection=producer.connection, enabled=False)
+        # the dispatcher stamps events with its process id; its exchange's type is the transport's
+        key = (id(app), os.getpid(), producer.connection.transport.driver_type)
+        if key not in _dispatchers:
+            _dispatchers[key] = app.events.Dispatcher(connection=producer.connection, enabled=False)
+        self._dispatcher = _dispatchers[key]
         self._declared = False
 
     def publish(self, type: str, fields: dict[str, Any], producer: Producer, **_: Any) -> None:
@@ -87,10 +96,12 @@ def send_options(task: str, queue: str | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def batch(app: Celery, size: int) -> Iterator[None]:
-    """Send the messages published inside through one producer, in batches of ``size``."""
-    if _current.get() is not None:  # nested: the outer batch publishes
-        yield
+def batch(app: Celery, size: int, count: int = 2) -> Iterator[None]:
+    """Send the ``count`` (about) messages published inside through one producer, in batches
+    of ``size``. On Redis even one message gains (it and its event share a round trip); on
+    RabbitMQ a batch of one would cost a channel of its own, so it is published as usual."""
+    if _current.get() is not None or (count < 2 and broker_kind(app.conf.broker_url) == "amqp"):
+        yield  # nested (the outer batch publishes), or not worth a batch
         return
     with app.producer_or_acquire() as pooled:
         if pooled.connection.transport.driver_type == "amqp":

@@ -47,7 +47,7 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
         done = set(rt.state.chunk_results(run_id, node.id))
     mapper = node.spec["mapper"]
     rt.store.add_chunk_steps(run_id, node.id, len(chunks), node.options.get("queue"))
-    with publishing.batch(rt.app, rt.settings.publish_batch_size):
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(chunks) - len(done)):
         for i, chunk in enumerate(chunks):
             if i not in done:
                 send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
