@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     database_pool_timeout: float = Field(default=30.0, gt=0)
+    # bytes of run graphs (their JSON) each process keeps parsed, so many runs in flight share no reads
+    graph_cache_bytes: int = Field(default=8 * 2**20, ge=0)
 
     @property
     def redis_state_url(self) -> str:
