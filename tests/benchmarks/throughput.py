@@ -43,7 +43,8 @@ METHOD = [
     "same time.",
     "* Journal on PostgreSQL: the chains also run on a second worker, same settings but "
     "`CANVASFLOW_DATABASE_URL` on PostgreSQL, serving `cap.bench.pg`; the client journals "
-    "there too (`canvasflow/pg` rows).",
+    "there too (`canvasflow/pg` rows). The journal writer's batch and pool settings, and how to "
+    "size the pool: [docs/postgres.md](postgres.md).",
     "* Scaling: the bench's workers are stopped; 1, 2 and then 4 `celery worker` processes of "
     "concurrency 1 consume the same queues (one capability queue, `cap.bench`); "
     "`map_reduce(double.s(), reduce.s(), items_from=items.s(N), chunk_size=100)` is timed to "
