@@ -25,7 +25,7 @@ METHOD = [
     "* Memory: chains of 10 on `cap.bench.mem`, which no worker consumes yet, are started; "
     "each run's own keys (`<prefix>:{<run>}:*`) are sized with `MEMORY USAGE` (median of a "
     "sample of runs) and Redis `used_memory` is read before and after starting them. Then a "
-    "worker with `CANVASFLOW_STATE_EXPIRES=3` takes the queue; when every run is journaled as "
+    "worker with `CANVASFLOW_STATE_EXPIRES=20` takes the queue; when every run is journaled as "
     "succeeded the keys are sized again, and after the expiry the bench counts the keys of "
     "those runs left in Redis (0 expected; `tests/integration/test_state_expiry.py` checks "
     "the same for every kind of run end). Worker RSS is the resident memory of the main "
@@ -55,7 +55,8 @@ def run_bytes(b: Bench, run_id: str) -> int:
     return sum(b.r.memory_usage(k, samples=0) or 0 for k in run_keys(b, run_id))
 
 
-def measure(b: Bench, env: dict[str, str], steps: Any, runs: int, expires: int = 3) -> Memory:
+def measure(b: Bench, env: dict[str, str], steps: Any, runs: int, expires: int = 20) -> Memory:
+    """``expires`` must outlast journaling every run, or the finished state is gone when sized."""
     from canvasflow.workflows import start
 
     token = uuid.uuid4().hex
