@@ -146,6 +146,17 @@ class Settings(BaseSettings):
     flower_url: str | None = None
     flower_basic_auth: str | None = None
     flower_db: str = "var/flower.db"
+    # throughput (docs/BENCHMARKS.md): step messages published in one Redis pipeline when a run
+    # starts or a step releases several successors at once (RabbitMQ: confirmed together)
+    publish_batch_size: int = Field(default=500, ge=1)
+    # the journal's connection pool in each process (PostgreSQL; SQLAlchemy's QueuePool): kept
+    # open, extra allowed beyond it, seconds before a connection is replaced, seconds to wait for one
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_recycle: int = Field(default=1800, ge=-1)
+    database_pool_timeout: float = Field(default=30.0, gt=0)
+    # bytes of run graphs (their JSON) each process keeps parsed, so many runs in flight share no reads
+    graph_cache_bytes: int = Field(default=8 * 2**20, ge=0)
 
     @property
     def redis_state_url(self) -> str:

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 import redis
-from celery import chain, group
+from celery import chain, chord, group
 from celery.signals import worker_process_init
 
 from canvasflow.compensation import compensates
@@ -78,6 +78,15 @@ def finish(*_: Any, token: str) -> None:
 
 @step(name="bench.count", capability="bench")
 def count(token: str, n: int) -> None:
+    r = signal_redis()
+    if r.incr(count_key(token)) == n:
+        r.expire(count_key(token), 3600)
+        push_done(token)
+
+
+@step(name="bench.tally", capability="bench")
+def tally(*_: Any, token: str, n: int) -> None:
+    """The last step of each of ``n`` concurrent runs: the ``n``-th to finish pushes the signal."""
     r = signal_redis()
     if r.incr(count_key(token)) == n:
         r.expire(count_key(token), 3600)
@@ -166,16 +175,27 @@ def _routed_chain(n: int, token: str, strategy: str) -> Any:
 
 
 # -- the same shapes as canvas (raw Celery runs these directly) ---------------------------
+def _on(links: list[Any], queue: str | None) -> list[Any]:
+    return [s.set(queue=queue) for s in links] if queue else links
+
+
 def chain_canvas(n: int, token: str, queue: str | None = None) -> Any:
-    links = [*(noop.s() for _ in range(n - 1)), finish.s(token=token)]
-    if queue:
-        links = [s.set(queue=queue) for s in links]
-    return chain(*links)
+    return chain(*_on([*(noop.s() for _ in range(n - 1)), finish.s(token=token)], queue))
 
 
 def group_canvas(n: int, token: str, queue: str | None = None) -> Any:
     members = (count.s(token, n) for _ in range(n))
     return group(m.set(queue=queue) for m in members) if queue else group(members)
+
+
+def tally_chain(length: int, token: str, runs: int, queue: str | None = None) -> Any:
+    """One of ``runs`` concurrent chains of ``length`` (throughput.py): no-ops, then a tally."""
+    return chain(*_on([*(noop.s() for _ in range(length - 1)), tally.s(token=token, n=runs)], queue))
+
+
+def tally_chord(width: int, token: str, runs: int) -> Any:
+    """One of ``runs`` concurrent chords: ``width`` no-op members, then a tally as the body."""
+    return chord([noop.s() for _ in range(width)], tally.s(token=token, n=runs))
 
 
 # -- canvasflow workflows ---------------------------------------------------------------
@@ -210,6 +230,16 @@ def _saga(n: int, token: str) -> Any:
 
 
 CHAIN = Workflow("bench.chain", "1", build=_chain)
+TALLY_CHAIN = Workflow("bench.tally_chain", "1", build=tally_chain)
+TALLY_CHORD = Workflow("bench.tally_chord", "1", build=tally_chord)
+MEM_QUEUE = "cap.bench.mem"  # memory.py: served only once the runs in flight were measured
+
+
+def _mem_chain(length: int, token: str, runs: int) -> Any:
+    return tally_chain(length, token, runs, queue=MEM_QUEUE)
+
+
+MEM_CHAIN = Workflow("bench.mem_chain", "1", build=_mem_chain)
 SAGA = Workflow("bench.saga", "1", build=_saga)
 CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
 GROUP = Workflow("bench.group", "1", build=_group)

@@ -183,7 +183,7 @@ def render(title: str, stats: dict[str, tuple[int, float]], tasks: int, wall: fl
 
 def profile_pass(b: Any, steps: Any, only: set[str], map_n: int, chunk: int) -> None:
     """Run each scenario per side with the timers on and print the tables."""
-    from tests.benchmarks.run import raw_chord
+    from tests.benchmarks.scenarios import raw_chord
 
     install(prefix="client ", signals=False)  # the bench process: start() and its parts
     cases: list[tuple[str, int, Any, Any]] = []  # title, repetitions, raw, canvasflow

@@ -30,7 +30,9 @@ class Runtime:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self._graphs: OrderedDict[tuple[str, int], StepGraph] = OrderedDict()
+        # run graphs by (run, generation), most recently used last, with the size of their JSON
+        self._graphs: OrderedDict[tuple[str, int], tuple[StepGraph, int]] = OrderedDict()
+        self._graph_bytes = 0
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -60,23 +62,28 @@ class Runtime:
         return dict(self.app.signature(ERRBACK_TASK))
 
     def graph(self, run_id: str, generation: int) -> StepGraph:
-        """The run's graph, from this process's cache, Redis, or the journal, in that order."""
+        """The run's graph, from this process's cache, Redis, or the journal, in that order.
+
+        The cache holds graphs up to ``graph_cache_bytes`` of JSON, so that with many runs in
+        flight each step does not read and parse its run's graph again."""
         key = (run_id, generation)
         cached = self._graphs.get(key)
         if cached is not None:
             self._graphs.move_to_end(key)
-            return cached
+            return cached[0]
         raw = self.state.graph_json(run_id)
         if raw is not None:
-            graph = StepGraph.from_json(json.loads(raw))
+            graph, size = StepGraph.from_json(json.loads(raw)), len(raw)
         else:
             record = self.store.get_run(run_id, with_steps=False)
             if record is None:
                 raise KeyError(run_id)
-            graph = StepGraph.from_json(record.graph)
-        self._graphs[key] = graph
-        if len(self._graphs) > 256:
-            self._graphs.popitem(last=False)
+            graph, size = StepGraph.from_json(record.graph), len(json.dumps(record.graph))
+        self._graphs[key] = (graph, size)
+        self._graph_bytes += size
+        while self._graph_bytes > self.settings.graph_cache_bytes and len(self._graphs) > 1:
+            _, (_, dropped) = self._graphs.popitem(last=False)
+            self._graph_bytes -= dropped
         return graph
 
 

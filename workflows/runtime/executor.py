@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import control, events, secrets, wire
+from canvasflow.workflows.runtime import control, events, publishing, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
@@ -81,18 +81,20 @@ def dispatch(
     results = dict(known or {})
     needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
     results.update(rt.state.results(run_id, sorted(needed)))
-    for sid in step_ids:
-        node = graph.steps[sid]
-        args = [resolve(a, results) for a in node.args]
-        kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
-        if node.kind == "task":
-            send_step(rt, run_id, generation, node, args, kwargs)
-        elif node.kind == "workflow":
-            send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
-        else:
-            from canvasflow.workflows.runtime import special
+    # one producer, one pipeline: a message and its task-sent event in one round trip (publishing.py)
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(step_ids)):
+        for sid in step_ids:
+            node = graph.steps[sid]
+            args = [resolve(a, results) for a in node.args]
+            kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
+            if node.kind == "task":
+                send_step(rt, run_id, generation, node, args, kwargs)
+            elif node.kind == "workflow":
+                send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
+            else:
+                from canvasflow.workflows.runtime import special
 
-            special.dispatch(rt, run_id, generation, node, args, kwargs)
+                special.dispatch(rt, run_id, generation, node, args, kwargs)
     if graph.options.get("deadlines"):
         from canvasflow.workflows.runtime import deadlines
 
@@ -148,6 +150,7 @@ def send_step(
         ignore_result=True,
         add_to_parent=False,
         **options,
+        **publishing.send_options(task or node.task, options.get("queue")),
     )
 
 

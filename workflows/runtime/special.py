@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from canvasflow.workflows.runtime import deadlines
+from canvasflow.workflows.runtime import deadlines, publishing
 from canvasflow.workflows.runtime.context import CHUNK_TASK, Runtime
 from canvasflow.workflows.runtime.executor import complete, encode_result, send_step
 from canvasflow.workflows.runtime.graph import StepNode
@@ -48,9 +48,10 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
         done = set(rt.state.chunk_results(run_id, node.id))
     mapper = node.spec["mapper"]
     rt.store.add_chunk_steps(run_id, node.id, len(chunks), node.options.get("queue"))
-    for i, chunk in enumerate(chunks):
-        if i not in done:
-            send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(chunks) - len(done)):
+        for i, chunk in enumerate(chunks):
+            if i not in done:
+                send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
 
 
 def chunk_completed(

@@ -73,7 +73,17 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True)
+    from canvasflow.config.settings import get_settings
+
+    s = get_settings()  # the pool is per process: a prefork worker has one in each child
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=s.database_pool_size,
+        max_overflow=s.database_max_overflow,
+        pool_recycle=s.database_pool_recycle,
+        pool_timeout=s.database_pool_timeout,
+    )
 
 
 def _step_record(row: RowMapping) -> StepRecord:
