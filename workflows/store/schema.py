@@ -9,6 +9,7 @@ table, and the old row goes (the old table too, when that leaves it empty).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def script() -> ScriptDirectory:
     return ScriptDirectory(str(MIGRATIONS))
 
 
+_UPGRADING = threading.Lock()
+
+
 def head_revision() -> str | None:
     return script().get_current_head()
 
@@ -73,11 +77,16 @@ def ensure_schema(engine: Engine, *, table_prefix: str | None = None, schema: st
     names = names_for(table_prefix, schema)
     if current_revision(engine, names) == head_revision():
         return
-    try:
-        upgrade(engine, names)
-    except Exception:
-        if current_revision(engine, names) != head_revision():
-            raise
+    # Alembic's `context` is one module-level proxy per process: threads of one process migrate one
+    # at a time (processes are serialised by the database's advisory lock, see prepare())
+    with _UPGRADING:
+        if current_revision(engine, names) == head_revision():
+            return
+        try:
+            upgrade(engine, names)
+        except Exception:
+            if current_revision(engine, names) != head_revision():
+                raise
 
 
 def prepare(conn: Connection, names: JournalNames) -> None:
