@@ -6,17 +6,24 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
+from celery import chain, chord
 
-from canvasflow.workflows import start
+from canvasflow.workers.demo import fetch_order, price_item, total
+from canvasflow.workflows import Workflow, start
 from tests.harness.flower import FlowerProcess, get_json, spawn_canvasflow_flower
 from tests.harness.plugin import ROOT, HarnessSession, attach_log
 from tests.integration.test_foundation import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.flower]
 AUTH = ("admin", "flower-pw-42")
+
+
+def _fetch_and_price(order_id: int) -> object:
+    return chain(fetch_order.s(order_id), chord([price_item.s(i) for i in range(3)], total.s()))
 
 
 def status_without_credentials(url: str) -> int:
@@ -50,7 +57,10 @@ def test_flower_needs_credentials_shows_a_steps_task_and_keeps_its_state(
         first.wait_ready()
         for path in ("/", "/tasks", "/api/tasks"):
             assert status_without_credentials(f"{first.url}{path}") == 401, path
-        record = start("order_total", {"order_id": 7}).wait(60)
+        # a workflow of the demo's steps under a name of its own: another test module of this
+        # process (the README's) registers an ``order_total`` of its own, on other queues
+        flow = Workflow(f"flower.order.{uuid.uuid4().hex[:8]}", "1", build=_fetch_and_price)
+        record = start(flow.name, {"order_id": 7}).wait(60)
         assert record.status == "succeeded"
         step = record.step("0.fetch_order")
         assert step.task_id == f"{record.id}-0.fetch_order-g1"  # the run and the step, in Flower's id column
