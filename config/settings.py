@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=30.0, gt=0)
     # bytes of run graphs (their JSON) each process keeps parsed, so many runs in flight share no reads
     graph_cache_bytes: int = Field(default=8 * 2**20, ge=0)
+    # chain fusion (docs/performance.md): a step that releases one successor bound for the queue it
+    # came from runs that successor itself, without a broker hop; at most this many per delivery
+    # (0: never), and none started once the delivery has run this many seconds
+    fuse_hops: int = Field(default=16, ge=0)
+    fuse_budget: float = Field(default=0.5, ge=0)
 
     @property
     def redis_state_url(self) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import control, events, publishing, secrets, wire
+from canvasflow.workflows.runtime import control, events, fusion, publishing, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
@@ -156,8 +156,13 @@ def send_step(
 
 # -- the worker side -------------------------------------------------------------------
 def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
-    """Execute one delivery of a step (called by StepTask.__call__)."""
+    """Execute one delivery of a step (called by StepTask.__call__), and the steps fused into it."""
     rt = runtime()
+    with fusion.driving(rt, task):
+        return _run_step(rt, task, ref, args, kwargs)
+
+
+def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     problem = wire.header_problem(ref)
     if problem:
         wire.refuse(task, problem, ref, args, kwargs)
@@ -174,6 +179,9 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         "started_at": _now().isoformat(),
         "gen": gen,
     }
+    fused_into = fusion.fused_delivery()
+    if fused_into:  # run by another step's delivery: the heartbeat shows that one held
+        info.update(task_id=fused_into, fused=True)
     if "route" in ref:
         info["route"] = ref["route"]
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
@@ -188,7 +196,7 @@ def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
         if claim.outcome == "done":
             log.info("duplicate delivery of a completed step")
             if chunk is None:
-                recover(rt, run_id, step_id, gen)
+                recover(rt, run_id, step_id, gen, delivery=req.id)
             return None
         info["attempt"] = claim.attempt
         if claim.run_status == "compensating":
@@ -347,8 +355,9 @@ def complete(
         return
     if stored is not None:
         stored()
-    if done.ready:
-        dispatch(rt, run_id, gen, graph, done.ready, {step_id: result})
+    if done.ready:  # one may run next in this process (fusion.py); the rest are published
+        ready = fusion.keep(rt, run_id, gen, graph, done.ready, step_id, encoded)
+        dispatch(rt, run_id, gen, graph, ready, {step_id: result})
     journal_success(rt, run_id, step_id, result, info)
     if done.run_status == "finished":
         try:
@@ -397,11 +406,14 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
         special.child_finished(rt, run_id, value)
 
 
-def recover(rt: Runtime, run_id: str, step_id: str, gen: int) -> None:
-    """A completed step was delivered again: finish whatever its first delivery left undone."""
+def recover(rt: Runtime, run_id: str, step_id: str, gen: int, *, delivery: str | None = None) -> None:
+    """A completed step was delivered again: finish whatever its first delivery left undone
+    (successors released but not published, steps fused into it that never finished)."""
     graph = rt.graph(run_id, gen)
     states = rt.state.step_states(run_id)
     stuck = [s for s in graph.successors(step_id) if states.get(s) == "queued"]
+    if delivery:
+        stuck += [s for s in fusion.orphans(rt, run_id, delivery) if s not in stuck]
     status = rt.state.status(run_id)
     if status in ACTIVE:
         dispatch(rt, run_id, gen, graph, stuck)

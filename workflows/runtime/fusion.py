@@ -1,0 +1,225 @@
+"""Chain fusion: a step released in this worker, for this worker's queue, runs here without a broker hop.
+
+When a delivered step completes and releases successors, one of them that would be published
+to the very queue the delivery came from (a plain task step: no routing, no countdown, eta,
+priority or expiry, no limits, no time limits, registered in this worker) is kept and run by
+this process right after, through Celery's own tracer: the same ``task_prerun``/``postrun``
+signals, retries (``self.retry()``, autoretry) and ``link_error`` errback as a delivered task.
+The others are published as usual, so siblings still spread over the fleet. The kept step can
+release one in turn, up to ``fuse_hops`` steps per delivery; none is kept once the delivery has
+run ``fuse_budget`` seconds, so one run never holds a process for long.
+
+What it saves per hop is everything around the step, not the step: the message's publish,
+the broker's queue, the worker's fetch and reservation, the hand-off to a pool process and the
+acknowledgement. Every step is still claimed, completed and journaled on its own; a fused step
+is not a Celery task message, so Flower lists the delivery that ran it (its journal ``task_id``)
+and not the fused step.
+
+Crash safety: the delivery's message stays unacknowledged (``acks_late``) until its last fused
+step ends. A fused step's claim names that delivery's task id (``info.task_id``, ``info.fused``),
+so the heartbeat shows it held while it runs; if the worker dies, the message is delivered
+again, the redelivery finds its own step done and dispatches every fused step it left
+unfinished (:func:`orphans`, called by ``executor.recover``); the recovery sweep does the same
+for any it misses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.app.trace import build_tracer
+
+from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
+
+log = structlog.get_logger("canvasflow.fusion")
+
+
+@dataclass
+class _Next:
+    run_id: str
+    gen: int
+    node: StepNode
+    known: dict[str, Any]
+
+
+@dataclass
+class Driver:
+    """The delivery (one Celery message) that runs the steps fused into it."""
+
+    delivery: str  # its task id: what the heartbeat shows held
+    queue: str
+    request: dict[str, Any]  # the fields a fused step's request copies from the delivery's
+    started: float = field(default_factory=time.monotonic)
+    hops: int = 0
+    fusing: bool = False  # a fused step is running now (its claim names the delivery)
+    pending: _Next | None = None
+
+
+_current: ContextVar[Driver | None] = ContextVar("canvasflow_fusion", default=None)
+
+
+def current() -> Driver | None:
+    return _current.get()
+
+
+def fused_delivery() -> str | None:
+    """The delivery's task id while a fused step runs (its claim records it), else None."""
+    d = _current.get()
+    return d.delivery if d is not None and d.fusing else None
+
+
+def _time_limited(rt: Runtime, task: Task) -> bool:
+    conf = rt.app.conf
+    return bool(conf.task_time_limit or conf.task_soft_time_limit or task.time_limit or task.soft_time_limit)
+
+
+@contextmanager
+def driving(rt: Runtime, task: Task) -> Iterator[Driver | None]:
+    """Around the outermost step of a delivered message: fuse what its steps release.
+
+    Yields None (no fusion) when fusion is off, the call is not a worker's delivery (eager,
+    called directly) or a time limit applies: a fused step would run under the delivery's."""
+    req = task.request
+    queue = (req.delivery_info or {}).get("routing_key")
+    if (
+        _current.get() is not None
+        or rt.settings.fuse_hops <= 0
+        or req.called_directly
+        or req.is_eager
+        or not req.id
+        or not queue
+        or _time_limited(rt, task)
+        or any(req.timelimit or ())
+        or getattr(task, "limits", ())  # its slot would be held while the fused steps run
+    ):
+        yield None
+        return
+    copied = {
+        "hostname": req.hostname,
+        "delivery_info": req.delivery_info,
+        "reply_to": req.reply_to,
+        "root_id": req.root_id or req.id,
+        "origin": req.origin,
+    }
+    driver = Driver(req.id, queue, copied)
+    token = _current.set(driver)
+    try:
+        yield driver
+        while driver.pending is not None:
+            nxt, driver.pending = driver.pending, None
+            try:
+                _run(rt, driver, nxt)
+            except Exception:  # outside the step's body (the tracer keeps its errors): publish it
+                log.exception("fused step could not run here; publishing it", run_id=nxt.run_id)
+                driver.pending = None
+                _publish(rt, nxt)
+    finally:
+        _current.reset(token)
+        if driver.pending is not None:  # the delivery failed after releasing it: publish it
+            _publish(rt, driver.pending)
+
+
+def keep(
+    rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str], step_id: str, encoded: str
+) -> list[str]:
+    """Of the steps ``step_id``'s completion released, take one to run here next; return those
+    to publish. The kept one gets the result as a message would carry it: decoded from
+    ``encoded``, its JSON (tuples become lists)."""
+    d = _current.get()
+    if d is None or d.pending is not None or graph.options.get("deadlines"):
+        return ready
+    if d.hops >= rt.settings.fuse_hops or time.monotonic() - d.started >= rt.settings.fuse_budget:
+        return ready
+    for sid in ready:
+        node = graph.steps[sid]
+        if _fusable(rt, node, d.queue):
+            d.pending = _Next(run_id, gen, node, {step_id: json.loads(encoded)})
+            return [s for s in ready if s != sid]
+    return ready
+
+
+def _fusable(rt: Runtime, node: StepNode, queue: str) -> bool:
+    from canvasflow.workers.step import StepTask
+
+    if node.kind != "task" or set(node.options) != {"queue"} or node.options["queue"] != queue:
+        return False
+    task = rt.app.tasks.get(node.task)
+    return (
+        isinstance(task, StepTask)
+        and not task.limits
+        and task.rate_limit is None
+        and not _time_limited(rt, task)
+    )
+
+
+def _arguments(rt: Runtime, nxt: _Next) -> tuple[list[Any], dict[str, Any]]:
+    node = nxt.node
+    results = dict(nxt.known)
+    needed = sorted(set(node.reads()) - results.keys())
+    if needed:
+        results.update(rt.state.results(nxt.run_id, needed))
+    return [resolve(a, results) for a in node.args], {k: resolve(v, results) for k, v in node.kwargs.items()}
+
+
+def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
+    """Run one fused step through Celery's tracer, as a worker runs a delivered task."""
+    from canvasflow.workflows.runtime import events
+    from canvasflow.workflows.runtime.executor import HEADER, task_id_for
+
+    node = nxt.node
+    task = rt.app.tasks[node.task]
+    try:
+        args, kwargs = _arguments(rt, nxt)
+    except Exception:  # e.g. Redis lost a result: the ordinary path has its own recovery
+        log.exception("fused step's arguments unreadable; publishing it", run_id=nxt.run_id, step_id=node.id)
+        _publish(rt, nxt)
+        return
+    tid = task_id_for(nxt.run_id, node.id, nxt.gen)
+    carrier = events.step_dispatched(rt, nxt.run_id, node, None, task.name, nxt.gen, driver.queue, None)
+    request = {
+        **driver.request,
+        **carrier,  # a tracing context: the step's events hand it back
+        "id": tid,
+        "task": task.name,
+        "parent_id": driver.delivery,
+        "correlation_id": tid,
+        "ignore_result": True,
+        "errbacks": [rt.errback],
+        "retries": 0,
+        "is_eager": False,
+        HEADER: {"run": nxt.run_id, "step": node.id, "gen": nxt.gen},
+    }
+    trace = task.__trace__ or build_tracer(
+        task.name, task, rt.app.loader, driver.request["hostname"], app=rt.app
+    )
+    driver.hops += 1
+    driver.fusing = True
+    try:
+        trace(tid, args, kwargs, request)
+    finally:
+        driver.fusing = False
+
+
+def _publish(rt: Runtime, nxt: _Next) -> None:
+    from canvasflow.workflows.runtime.executor import dispatch
+
+    dispatch(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
+
+
+def orphans(rt: Runtime, run_id: str, delivery: str) -> list[str]:
+    """Steps fused into ``delivery`` that never finished (the worker running them died)."""
+    states = rt.state.step_states(run_id)
+    return sorted(
+        sid
+        for sid, info in rt.state.step_info(run_id).items()
+        if info.get("fused") and info.get("task_id") == delivery and states.get(sid) == "running"
+    )
