@@ -220,13 +220,16 @@ def finish_unit(
 
 def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:
     states = rt.state.step_states(run_id)
+    info = rt.state.step_info(run_id)
     from canvasflow.workflows.runtime.executor import task_id_for
 
     ids = []
     for unit, st in states.items():
         if st == "running":
             node, _, chunk = unit.partition("#")
-            ids.append(task_id_for(run_id, node, gen, int(chunk) if chunk else None))
+            # a fused step runs inside another step's delivery: that task id is the one to revoke
+            claimed = (info.get(unit) or {}).get("task_id")
+            ids.append(claimed or task_id_for(run_id, node, gen, int(chunk) if chunk else None))
     if ids:
         log.info("revoking in-flight steps", count=len(ids))
         rt.app.control.revoke(ids, terminate=True)

@@ -135,6 +135,7 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
     from canvasflow.workflows.runtime.context import runtime
     from canvasflow.workflows.runtime.control import step_settled
     from canvasflow.workflows.runtime.failure import step_ref
+    from canvasflow.workflows.runtime.fusion import orphans
 
     ref = step_ref(request)
     if not ref:
@@ -146,6 +147,8 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
     try:
         rt.state.mark_revoked(ref["run"], unit)
+        for fused in orphans(rt, ref["run"], request.id):  # steps running inside this delivery
+            rt.state.mark_revoked(ref["run"], fused)
         step_settled(rt, ref["run"])
     except (redis.RedisError, OSError) as exc:
         log.warning("revoked step not recorded: state Redis unreachable", error=str(exc), **ref)

@@ -183,3 +183,29 @@ def test_a_pool_process_killed_in_a_fused_step_gets_the_step_run_again(celery_wo
     slow = record.step("1.act")
     assert slow.attempts == 2
     assert record.step("0.act").attempts == 1
+
+
+def test_the_revoke_policy_stops_a_fused_step_by_its_delivery(celery_worker_factory):
+    """``inflight="revoke"`` revokes the task id a running step's claim names: for a fused
+    step, the delivery it runs in. The step is marked revoked and the rollback goes on."""
+    from canvasflow.workflows import cancel, compensate
+
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    wf = Workflow(
+        f"t.fuse.{uuid.uuid4().hex[:8]}",
+        "1",
+        build=lambda: chain(s("a"), s("b", sleep=30)),
+        inflight="revoke",
+    )
+    handle = start(wf.name)
+    deadline = time.monotonic() + 20
+    while not _fused_and_running(handle.id, "1.act"):
+        assert time.monotonic() < deadline, "b never ran fused"
+        time.sleep(0.05)
+    assert cancel(handle.id, compensate=False).status == "cancelled"
+    record = compensate(handle.id).wait(20)  # well before b's 30 s sleep would end
+    assert record.status == "compensated", record.error
+    assert effects(log) == ["do:a", "undo:a"]
+    assert record.step("1.act").status != "succeeded"
