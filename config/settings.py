@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # (0: never), and none started once the delivery has run this many seconds
     fuse_hops: int = Field(default=16, ge=0)
     fuse_budget: float = Field(default=0.5, ge=0)
+    # fan-out bundles: a ready set of at least 2 x this many plain steps for one queue is published
+    # as about this many messages, each carrying siblings its worker runs after it (0: never)
+    fanout_spread: int = Field(default=32, ge=0)
 
     @property
     def redis_state_url(self) -> str:

@@ -197,11 +197,17 @@ def is_held(rt: HasRedis, task_id: str) -> bool:
 def _held_by_this_node() -> list[str]:
     from celery.worker import state
 
+    from canvasflow.workflows.runtime.bundles import carried_ids  # late: workers is the lower layer
+
     for _ in range(5):  # Celery's dict changes under us: copy it again
         try:
-            return sorted(state.requests)
+            requests = list(state.requests.values())
         except RuntimeError:
             continue
+        held = {r.id for r in requests}
+        for r in requests:  # the siblings a bundle's message carries are held with it
+            held.update(carried_ids((getattr(r, "request_dict", None) or {}).get("canvasflow")))
+        return sorted(held)
     return []
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
 from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import control, events, fusion, publishing, secrets, wire
+from canvasflow.workflows.runtime import bundles, control, events, fusion, publishing, secrets, wire
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
@@ -74,10 +74,18 @@ def dispatch(
     graph: StepGraph,
     step_ids: list[str],
     known: dict[str, Any] | None = None,
+    *,
+    bundle: bool = True,
 ) -> None:
-    """Publish each ready step, with its arguments resolved from the journaled results."""
+    """Publish each ready step, with its arguments resolved from the journaled results.
+
+    A wide fan-out of plain steps for one queue travels as fewer messages, each carrying a few
+    siblings for its worker to run after it (bundles.py); ``bundle=False`` publishes one each."""
     if not step_ids:
         return
+    then = bundles.plan(rt, graph, step_ids) if bundle else {}
+    carried = {sid for rest in then.values() for sid in rest}
+    step_ids = [sid for sid in step_ids if sid not in carried]
     results = dict(known or {})
     needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
     results.update(rt.state.results(run_id, sorted(needed)))
@@ -88,7 +96,7 @@ def dispatch(
             args = [resolve(a, results) for a in node.args]
             kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
             if node.kind == "task":
-                send_step(rt, run_id, generation, node, args, kwargs)
+                send_step(rt, run_id, generation, node, args, kwargs, then=then.get(sid, ()))
             elif node.kind == "workflow":
                 send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
             else:
@@ -112,10 +120,13 @@ def send_step(
     chunk: int | None = None,
     task: str | None = None,
     exclude: tuple[str, ...] = (),
+    then: list[str] | tuple[str, ...] = (),
 ) -> None:
     header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
+    if then:  # siblings this message's worker runs after it (bundles.py)
+        header["then"] = list(then)
     options = node.options
     route: dict[str, Any] | None = None
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
@@ -158,14 +169,14 @@ def send_step(
 def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     """Execute one delivery of a step (called by StepTask.__call__), and the steps fused into it."""
     rt = runtime()
-    with fusion.driving(rt, task):
+    problem = wire.header_problem(ref)
+    if problem:
+        wire.refuse(task, problem, ref, args, kwargs)
+    with fusion.driving(rt, task, ref):
         return _run_step(rt, task, ref, args, kwargs)
 
 
 def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
-    problem = wire.header_problem(ref)
-    if problem:
-        wire.refuse(task, problem, ref, args, kwargs)
     run_id, step_id, gen = ref["run"], ref["step"], int(ref["gen"])
     chunk = ref.get("chunk")
     claim_id = step_id if chunk is None else f"{step_id}#{chunk}"

@@ -61,6 +61,7 @@ class Driver:
     started: float = field(default_factory=time.monotonic)
     hops: int = 0
     fusing: bool = False  # a fused step is running now (its claim names the delivery)
+    carried: tuple[str, ...] = ()  # the bundled siblings its message carries
     pending: _Next | None = None
 
 
@@ -83,16 +84,24 @@ def _time_limited(rt: Runtime, task: Task) -> bool:
 
 
 @contextmanager
-def driving(rt: Runtime, task: Task) -> Iterator[Driver | None]:
-    """Around the outermost step of a delivered message: fuse what its steps release.
+def driving(rt: Runtime, task: Task, ref: dict[str, Any]) -> Iterator[Driver | None]:
+    """Around the outermost step of a delivered message: run the siblings bundled with it
+    (``ref["then"]``, see bundles.py) and fuse what its steps release.
 
     Yields None (no fusion) when fusion is off, the call is not a worker's delivery (eager,
-    called directly) or a time limit applies: a fused step would run under the delivery's."""
+    called directly) or a time limit applies: a fused step would run under the delivery's.
+    Bundled siblings are then published instead, as are those left when the delivery ends
+    with an error or has run ``fuse_budget`` seconds."""
     req = task.request
     queue = (req.delivery_info or {}).get("routing_key")
+    if _current.get() is not None:  # a fused step: the outer delivery drives
+        yield None
+        return
+    # taken out of the header: a retry of this step (Celery copies the request's headers) must
+    # not carry its siblings again; a redelivery of the message still does
+    then = [str(sid) for sid in ref.pop("then", None) or ()]
     if (
-        _current.get() is not None
-        or rt.settings.fuse_hops <= 0
+        rt.settings.fuse_hops <= 0
         or req.called_directly
         or req.is_eager
         or not req.id
@@ -101,7 +110,11 @@ def driving(rt: Runtime, task: Task) -> Iterator[Driver | None]:
         or any(req.timelimit or ())
         or getattr(task, "limits", ())  # its slot would be held while the fused steps run
     ):
-        yield None
+        try:
+            yield None
+        finally:
+            if then:
+                _publish_ids(rt, ref["run"], int(ref["gen"]), then)
         return
     copied = {
         "hostname": req.hostname,
@@ -110,20 +123,34 @@ def driving(rt: Runtime, task: Task) -> Iterator[Driver | None]:
         "root_id": req.root_id or req.id,
         "origin": req.origin,
     }
-    driver = Driver(req.id, queue, copied)
+    driver = Driver(req.id, queue, copied, carried=tuple(then))
+    run_id, gen = ref["run"], int(ref["gen"])
     token = _current.set(driver)
     try:
         yield driver
-        while driver.pending is not None:
-            nxt, driver.pending = driver.pending, None
+        while then or driver.pending is not None:
+            if then and time.monotonic() - driver.started >= rt.settings.fuse_budget:
+                _publish_ids(rt, run_id, gen, then)  # slow ones: the fleet takes the rest now
+                then = []
+                continue
+            if then:
+                graph = rt.graph(run_id, gen)
+                nxt = _Next(run_id, gen, graph.steps[then.pop(0)], {})
+                if not _fusable(rt, nxt.node, queue):  # e.g. not registered in this worker
+                    _publish(rt, nxt)
+                    continue
+            else:
+                assert driver.pending is not None
+                nxt, driver.pending = driver.pending, None
             try:
                 _run(rt, driver, nxt)
             except Exception:  # outside the step's body (the tracer keeps its errors): publish it
                 log.exception("fused step could not run here; publishing it", run_id=nxt.run_id)
-                driver.pending = None
                 _publish(rt, nxt)
     finally:
         _current.reset(token)
+        if then:  # the delivery failed (or was skipped) before running its siblings
+            _publish_ids(rt, run_id, gen, then)
         if driver.pending is not None:  # the delivery failed after releasing it: publish it
             _publish(rt, driver.pending)
 
@@ -148,11 +175,16 @@ def keep(
 
 
 def _fusable(rt: Runtime, node: StepNode, queue: str) -> bool:
-    from canvasflow.workers.step import StepTask
-
     if node.kind != "task" or set(node.options) != {"queue"} or node.options["queue"] != queue:
         return False
-    task = rt.app.tasks.get(node.task)
+    return fusable_task(rt, rt.app.tasks.get(node.task))
+
+
+def fusable_task(rt: Runtime, task: Task | None) -> bool:
+    """A step task registered here with nothing a delivery of its own would enforce: no limits,
+    no Celery rate limit, no time limit."""
+    from canvasflow.workers.step import StepTask
+
     return (
         isinstance(task, StepTask)
         and not task.limits
@@ -215,11 +247,30 @@ def _publish(rt: Runtime, nxt: _Next) -> None:
     dispatch(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
 
 
+def _publish_ids(rt: Runtime, run_id: str, gen: int, step_ids: list[str]) -> None:
+    """Publish bundled siblings as messages of their own (one pipeline, never bundled again)."""
+    from canvasflow.workflows.runtime.executor import dispatch
+
+    try:
+        graph = rt.graph(run_id, gen)
+    except KeyError:  # the run's state is gone: the sweep rebuilds it and dispatches them
+        log.warning("bundled steps not published: run state gone", run_id=run_id, steps=step_ids)
+        return
+    known = [sid for sid in step_ids if sid in graph.steps]
+    dispatch(rt, run_id, gen, graph, known, bundle=False)
+
+
 def orphans(rt: Runtime, run_id: str, delivery: str) -> list[str]:
-    """Steps fused into ``delivery`` that never finished (the worker running them died)."""
+    """Steps fused into ``delivery`` that never finished (the worker running them died), but
+    for the bundled siblings this redelivery runs itself."""
     states = rt.state.step_states(run_id)
+    d = _current.get()
+    own = set(d.carried) if d is not None and d.delivery == delivery else set()
     return sorted(
         sid
         for sid, info in rt.state.step_info(run_id).items()
-        if info.get("fused") and info.get("task_id") == delivery and states.get(sid) == "running"
+        if info.get("fused")
+        and info.get("task_id") == delivery
+        and states.get(sid) == "running"
+        and sid not in own
     )

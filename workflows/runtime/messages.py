@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
 
@@ -28,9 +30,28 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
         for key in keys:
             for start in range(0, int(client.llen(key)), 1000):
                 for raw in client.lrange(key, start, start + 999):
-                    text = as_text(raw)
-                    found |= {t for t in task_ids if t in text}
+                    ids = _message_ids(raw)
+                    if ids is not None:
+                        found |= ids & task_ids
+                    else:  # not a protocol-2 message: search its text
+                        text = as_text(raw)
+                        found |= {t for t in task_ids if t in text}
     return found
+
+
+def _message_ids(raw: bytes | str) -> set[str] | None:
+    """The task ids a kombu message (as the Redis transport stores it) stands for: its own, and
+    the bundled siblings its ``canvasflow`` header carries; None when it cannot be parsed."""
+    from canvasflow.workflows.runtime.bundles import carried_ids
+
+    try:
+        headers = json.loads(raw)["headers"]
+        tid = headers["id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(tid, str):
+        return None
+    return {tid, *carried_ids(headers.get("canvasflow"))}
 
 
 def _depth(rt: Runtime, queue: str) -> int | None:

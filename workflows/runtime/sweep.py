@@ -17,16 +17,18 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import redis
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.workers.heartbeat import Beat, beats, held_tasks
+from canvasflow.workers.heartbeat import beats, held_tasks
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.executor import dispatch, send_step, task_id_for
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
@@ -79,22 +81,66 @@ def has_state(rt: Runtime, run_id: str) -> bool:
     return bool(rt.redis.exists(rt.state.key(run_id, "graph")))
 
 
-def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Candidate]:
+@dataclass
+class Snapshot:
+    """What one sweep reads of a run's Redis state, for many runs in one pipeline."""
+
+    meta: dict[str, str]
+    has_graph: bool
+    states: dict[str, str]
+    info_raw: dict[str, Any]  # step -> its claim's JSON, parsed only for the steps looked at
+    deps: dict[str, int]
+    fanned: set[str]
+    seen: dict[str, float]  # suspicions of earlier sweeps (``<run>:suspect``)
+
+    def info(self, step_id: str) -> dict[str, Any]:
+        raw = self.info_raw.get(step_id)
+        return json.loads(raw) if raw else {}
+
+
+def snapshots(rt: Runtime, run_ids: list[str]) -> list[Snapshot]:
+    """Each run's meta, step states, claims, joins and suspicions: one round trip for them all."""
+    p = rt.redis.pipeline(transaction=False)
+    for run_id in run_ids:
+        key = partial(rt.state.key, run_id)
+        p.hgetall(key("meta"))
+        p.exists(key("graph"))
+        p.hgetall(key("st"))
+        p.hgetall(key("info"))
+        p.hgetall(key("deps"))
+        p.hkeys(key("chunksleft"))
+        p.hgetall(key("suspect"))
+    replies = p.execute()
+    out = []
+    for i in range(len(run_ids)):
+        meta, graph, st, info, deps, fanned, seen = replies[7 * i : 7 * i + 7]
+        out.append(
+            Snapshot(
+                meta={as_text(k): as_text(v) for k, v in meta.items()},
+                has_graph=bool(graph),
+                states={as_text(k): as_text(v) for k, v in st.items()},
+                info_raw={as_text(k): v for k, v in info.items()},
+                deps={as_text(k): int(v) for k, v in deps.items()},
+                fanned={as_text(k) for k in fanned},
+                seen={as_text(k): float(v) for k, v in seen.items()},
+            )
+        )
+    return out
+
+
+def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int, snap: Snapshot) -> list[Candidate]:
     """Steps that should be on a broker or in a worker right now, with their task ids."""
-    states = rt.state.step_states(run_id)
-    info = rt.state.step_info(run_id)
-    deps = {as_text(k): int(v) for k, v in rt.redis.hgetall(rt.state.key(run_id, "deps")).items()}
-    fanned = {as_text(k) for k in rt.redis.hkeys(rt.state.key(run_id, "chunksleft"))}
+    states = snap.states
     children = None
     out = []
     for sid, node in graph.steps.items():
         st = states.get(sid)
         if node.kind == "signal" or st in ("succeeded", "failed", "partial", "skipped", "waiting", "revoked"):
             continue
-        if st is None and deps.get(sid, 0) > 0:
+        if st is None and snap.deps.get(sid, 0) > 0:
             continue  # not ready yet
         if node.kind == "map":
-            if sid not in fanned:
+            if sid not in snap.fanned:
                 out.append(Candidate(sid, sid, (), False, node.options.get("queue")))  # never fanned out
                 continue
             done = set(rt.state.chunk_results(run_id, sid))
@@ -117,7 +163,8 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int) -> list[Can
                 children = {c.parent_step for c in rt.store.children(run_id)}
             if sid in children:
                 continue  # its child run completes it
-        tid = (info.get(sid) or {}).get("task_id") or task_id_for(run_id, sid, gen)
+        # a fused step's claim names the delivery it runs in (fusion.py): that is the id held
+        tid = snap.info(sid).get("task_id") or task_id_for(run_id, sid, gen)
         out.append(Candidate(sid, sid, (tid,), st == "running", node.options.get("queue")))
     return out
 
@@ -154,8 +201,27 @@ def _resend_chunk(rt: Runtime, run_id: str, gen: int, node: StepNode, index: int
     send_step(rt, run_id, gen, node, [node.spec["mapper"], chunk], {}, chunk=index, task=CHUNK_TASK)
 
 
+@dataclass
+class _Suspects:
+    """A run's suspected steps in this sweep, and what its suspicion hash held before."""
+
+    run_id: str
+    gen: int
+    graph: StepGraph
+    compensating: bool
+    now: dict[str, Candidate]
+    ripe: list[Candidate]
+    seen: dict[str, float]
+
+
 class Sweeper:
-    """Remembers nothing between sweeps but what it keeps in Redis (any worker may sweep next)."""
+    """Remembers nothing between sweeps but what it keeps in Redis (any worker may sweep next).
+
+    A sweep reads its runs ``BATCH`` at a time, each batch in one pipeline, and searches the
+    broker's queues once for every suspect of every run (not once per run), so its cost grows
+    with the runs in flight, not with their square."""
+
+    BATCH = 200
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -163,16 +229,28 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         report = SweepReport()
         live = beats(self.rt)
+        held = held_tasks(live)
+        oldest_beat = min((b.at for b in live.values()), default=0.0)
         journal_down = None
-        for run_id, journal_gen in active_runs(self.rt).items():
-            try:
-                self._sweep_run(run_id, journal_gen, live, report)
-            except (redis.RedisError, OSError):
-                raise
-            except SQLAlchemyError as exc:  # the journal is down: the next sweep tries again
-                journal_down = str(exc).splitlines()[0]
-            except Exception:
-                log.exception("sweep of a run failed", run_id=run_id)
+        runs = list(active_runs(self.rt).items())
+        found: list[_Suspects] = []
+        for i in range(0, len(runs), self.BATCH):
+            batch = runs[i : i + self.BATCH]
+            for (run_id, journal_gen), snap in zip(
+                batch, snapshots(self.rt, [r for r, _ in batch]), strict=True
+            ):
+                try:
+                    suspects = self._examine(run_id, journal_gen, snap, held, oldest_beat, report)
+                except (redis.RedisError, OSError):
+                    raise
+                except SQLAlchemyError as exc:  # the journal is down: the next sweep tries again
+                    journal_down = str(exc).splitlines()[0]
+                except Exception:
+                    log.exception("sweep of a run failed", run_id=run_id)
+                else:
+                    if suspects is not None:
+                        found.append(suspects)
+        self._settle(found, report)
         if journal_down:
             log.warning("sweep: journal unreachable; runs that need it wait", error=journal_down)
         if any(report.__dict__.values()):
@@ -184,53 +262,38 @@ class Sweeper:
             )
         return report
 
-    def _sweep_run(
-        self, run_id: str, journal_gen: int | None, live: dict[str, Beat], report: SweepReport
-    ) -> None:
+    def _examine(
+        self,
+        run_id: str,
+        journal_gen: int | None,
+        snap: Snapshot,
+        held: set[str],
+        oldest_beat: float,
+        report: SweepReport,
+    ) -> _Suspects | None:
+        """Rebuild or reconcile the run if it needs it; else its suspects (None: nothing to do)."""
         from canvasflow.workflows import recovery
 
         rt = self.rt
-        meta = {as_text(k): as_text(v) for k, v in rt.redis.hgetall(rt.state.key(run_id, "meta")).items()}
-        status = meta.get("status")
-        if status is None or not has_state(rt, run_id):
+        status = snap.meta.get("status")
+        if status is None or not snap.has_graph:
             if recovery.rebuild_if_lost(rt, run_id):
                 report.rebuilt.append(run_id)
-            return
+            return None
         if status in FINAL_REDIS:
             if recovery.reconcile(rt, run_id, status):
                 report.reconciled.append(run_id)
-            return
-        gen = int(meta.get("gen") or 1)
+            return None
+        gen = int(snap.meta.get("gen") or 1)
         if status == "compensating" and recovery.reconcile(rt, run_id, status):
             report.reconciled.append(run_id)
         if status != "compensating" and (journal_gen or 0) > gen:
             if recovery.rebuild_if_stale(rt, run_id, gen):
                 report.rebuilt.append(run_id)
-            return
+            return None
         graph = rt.graph(run_id, gen)
-        for unit in self.lost_steps(run_id, graph, gen, live):
-            log.warning("re-dispatching a lost step", run_id=run_id, step_id=unit)
-            node_id, _, chunk = unit.partition("#")
-            if chunk:
-                _resend_chunk(rt, run_id, gen, graph.steps[node_id], int(chunk))
-            else:
-                dispatch(rt, run_id, gen, graph, [unit])
-            report.redispatched.append((run_id, unit))
-        if status == "compensating":
-            from canvasflow.workflows.runtime.control import rollback_progress
-
-            rollback_progress(rt, run_id, gen)
-            report.progressed.append(run_id)
-
-    def lost_steps(self, run_id: str, graph: StepGraph, gen: int, live: dict[str, Beat]) -> list[str]:
-        """Steps lost for their whole grace period (suspicions are kept in ``<run>:suspect``)."""
-        rt, s = self.rt, self.rt.settings
-        held = held_tasks(live)
-        oldest_beat = min((b.at for b in live.values()), default=0.0)
-        key = rt.state.key(run_id, "suspect")
-        seen = {as_text(k): float(v) for k, v in rt.redis.hgetall(key).items()}
-        now = time.time()
-        suspects = {c.unit: c for c in candidates(rt, run_id, graph, gen) if not set(c.task_ids) & held}
+        s, now, seen = rt.settings, time.time(), snap.seen
+        suspects = {c.unit: c for c in candidates(rt, run_id, graph, gen, snap) if not set(c.task_ids) & held}
         ripe = [
             c
             for sid, c in suspects.items()
@@ -238,17 +301,53 @@ class Sweeper:
             and oldest_beat > seen[sid]
             and now - seen[sid] >= (2 * s.heartbeat_interval if c.running else s.queued_grace)
         ]
-        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, _queues(graph, ripe))
-        lost = sorted(c.unit for c in ripe if not set(c.task_ids) & queued)
+        if not suspects and not seen and status != "compensating":
+            return None
+        return _Suspects(run_id, gen, graph, status == "compensating", suspects, ripe, seen)
+
+    def _settle(self, found: list[_Suspects], report: SweepReport) -> None:
+        """One broker search for every ripe suspect; record suspicions; dispatch the lost steps."""
+        rt = self.rt
+        ripe = [c for f in found for c in f.ripe]
+        queues: set[str] = set()
+        for f in found:
+            queues |= _queues(f.graph, f.ripe)
+        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, queues)
+        now = time.time()
         p = rt.redis.pipeline(transaction=False)
-        if stale := [sid for sid in seen if sid not in suspects]:
-            p.hdel(key, *stale)
-        fresh = {sid: now for sid, c in suspects.items() if sid not in seen or c in ripe}
-        if fresh:  # new suspicions, and the lost or backlogged ones start their grace again
-            p.hset(key, mapping=cast(dict[Any, Any], fresh))
-        p.expire(key, rt.settings.result_expires)
+        for f in found:
+            key = rt.state.key(f.run_id, "suspect")
+            if stale := [sid for sid in f.seen if sid not in f.now]:
+                p.hdel(key, *stale)
+            fresh = {sid: now for sid, c in f.now.items() if sid not in f.seen or c in f.ripe}
+            if fresh:  # new suspicions, and the lost or backlogged ones start their grace again
+                p.hset(key, mapping=cast(dict[Any, Any], fresh))
+            if f.now:
+                p.expire(key, rt.settings.result_expires)
         p.execute()
-        return lost
+        for f in found:
+            try:
+                self._redispatch(f, sorted(c.unit for c in f.ripe if not set(c.task_ids) & queued), report)
+            except (redis.RedisError, OSError):
+                raise
+            except Exception:
+                log.exception("sweep of a run failed", run_id=f.run_id)
+
+    def _redispatch(self, f: _Suspects, lost: list[str], report: SweepReport) -> None:
+        rt = self.rt
+        for unit in lost:
+            log.warning("re-dispatching a lost step", run_id=f.run_id, step_id=unit)
+            node_id, _, chunk = unit.partition("#")
+            if chunk:
+                _resend_chunk(rt, f.run_id, f.gen, f.graph.steps[node_id], int(chunk))
+            else:
+                dispatch(rt, f.run_id, f.gen, f.graph, [unit])
+            report.redispatched.append((f.run_id, unit))
+        if f.compensating:
+            from canvasflow.workflows.runtime.control import rollback_progress
+
+            rollback_progress(rt, f.run_id, f.gen)
+            report.progressed.append(f.run_id)
 
 
 class SweepThread(threading.Thread):

@@ -19,6 +19,7 @@ from canvasflow.config.errors import PayloadTooLarge
 from canvasflow.config.settings import get_settings
 
 ID_LIMIT = 200
+THEN_LIMIT = 1000  # siblings one message may carry (bundles.py)
 
 
 def header_problem(ref: Any) -> str | None:
@@ -35,6 +36,13 @@ def header_problem(ref: Any) -> str | None:
     chunk = ref.get("chunk")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
         return f"canvasflow header field 'chunk' must be an integer >= 0, got {chunk!r}"
+    then = ref.get("then")
+    if then is not None and (
+        not isinstance(then, list)
+        or len(then) > THEN_LIMIT
+        or not all(isinstance(s, str) and s and len(s) <= ID_LIMIT for s in then)
+    ):
+        return f"canvasflow header field 'then' must be a list of at most {THEN_LIMIT} step ids"
     return None
 
 
