@@ -219,7 +219,7 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
     carrier = events.step_dispatched(rt, nxt.run_id, node, None, task.name, nxt.gen, driver.queue, None)
     request = {
         **driver.request,
-        **carrier,  # a tracing context: the step's events hand it back
+        events.CARRIER_HEADER: carrier,  # e.g. a tracing context: the step's events hand it back
         "id": tid,
         "task": task.name,
         "parent_id": driver.delivery,
