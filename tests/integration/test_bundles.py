@@ -21,7 +21,7 @@ from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import effects
 from tests.integration.sagacheck import assert_rolled_back, labels, new_log, step_of
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]  # Redis and RabbitMQ
 
 QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
 SPREAD = {"CANVASFLOW_FANOUT_SPREAD": "4"}  # fan-outs of 8 or more are bundled
