@@ -236,3 +236,4 @@ rto_group = Workflow("rt.rto", "1", build=lambda: group(rto.si(i) for i in range
 wf_engine = Workflow("rt.wf_engine", "1", build=lambda n: add.s(n, 100))
 via_workflow = Workflow("rt.via_workflow", "1", build=lambda: chain(wf_step.si(n=5), add.s(1)))
 hybrid = Workflow("rt.hybrid", "1", build=lambda: group(hybrid_gpu.si(i) for i in range(8)))
+ba_chain = Workflow("rt.ba_chain", "1", build=lambda: chain(ba.si(i) for i in range(5)))

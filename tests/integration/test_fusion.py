@@ -92,18 +92,30 @@ def test_a_fused_step_gets_its_argument_as_a_message_would_carry_it(celery_worke
     assert len({s.task_id for s in steps.values()}) == 1  # fused
 
 
-def test_a_step_for_another_queue_is_published(celery_worker_factory):
-    celery_worker_factory(queues=QUEUES, concurrency=2)
+def test_a_step_for_a_queue_this_worker_does_not_consume_is_published(celery_worker_factory):
+    celery_worker_factory(queues=["cap.demo", "canvasflow", "canvasflow.control"], concurrency=2)
+    celery_worker_factory(queues=[f"cap.{OTHER_CAPABILITY}"], concurrency=1)
     log = new_log()
     s = step_of(log)
     record = run(lambda: chain(s("a"), elsewhere.s(), s("c")))
     assert record.status == "succeeded", record.error
     by_step = {s.step_id: s for s in record.steps}
-    other = next(sid for sid, st in by_step.items() if "elsewhere" in sid)
+    other = next(sid for sid in by_step if "elsewhere" in sid)
     assert by_step[other].queue == f"cap.{OTHER_CAPABILITY}"
     assert by_step[other].task_id == task_id_for(record.id, other, record.generation)
     assert deliveries(record)["a"] == own_id(record, "a")
-    assert deliveries(record)["c"] == own_id(record, "c")  # released on the other queue's worker
+    assert deliveries(record)["c"] == own_id(record, "c")  # released by the other worker
+
+
+def test_a_step_for_another_queue_this_worker_consumes_runs_here(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    record = run(lambda: chain(s("a"), elsewhere.s(), s("c")))
+    assert record.status == "succeeded", record.error
+    other = next(st for st in record.steps if "elsewhere" in st.step_id)
+    assert other.queue == f"cap.{OTHER_CAPABILITY}"  # journaled with the queue it was bound for
+    assert {st.task_id for st in record.steps} == {own_id(record, "a")}
 
 
 def test_a_fused_step_that_fails_rolls_the_saga_back(celery_worker_factory):

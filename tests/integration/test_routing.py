@@ -334,3 +334,16 @@ def test_a_bad_engines_file_is_refused_naming_the_field(tmp_path):
     )
     assert out.returncode == 2, out.stderr
     assert "engines.0.capacity" in out.stdout + out.stderr
+
+
+def test_a_routed_chain_runs_fused_where_the_router_sends_it(celery_worker_factory):
+    """Each routed step is still decided as it becomes ready; when the decision is a queue the
+    worker that released it consumes, that worker runs it (chain fusion) with the route
+    journaled as for a published step."""
+    start_engines(celery_worker_factory, "rba", "primary")
+    record = start("rt.ba_chain").wait(60)
+    assert record.status == "succeeded", record.error
+    assert [s.result for s in record.steps] == ["primary"] * 5  # context().engine
+    assert engines_of(record) == ["rba/primary"] * 5
+    assert all(s.queue == s.route["queue"] == "cap.rba.primary" for s in record.steps)
+    assert len({s.task_id for s in record.steps}) == 1  # one message ran the five of them

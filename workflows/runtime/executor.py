@@ -121,19 +121,17 @@ def send_step(
     task: str | None = None,
     exclude: tuple[str, ...] = (),
     then: list[str] | tuple[str, ...] = (),
+    route: dict[str, Any] | None = None,
 ) -> None:
+    """Publish one step; ``route`` is the router's decision when it was made already (fusion.py)."""
     header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
     if then:  # siblings this message's worker runs after it (bundles.py)
         header["then"] = list(then)
     options = node.options
-    route: dict[str, Any] | None = None
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
-        began = time.perf_counter()
-        route = route_step(rt.redis, rt.settings, node.id, options["routing"], exclude)
-        events.routed(run_id, node.id, options["routing"], route, time.perf_counter() - began, exclude)
-        route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
+        route = route or decide_route(rt, run_id, node, exclude)
         header["route"] = {**route, "tried": list(exclude)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
         options["queue"] = route["queue"]
@@ -163,6 +161,15 @@ def send_step(
         **options,
         **publishing.send_options(task or node.task, options.get("queue")),
     )
+
+
+def decide_route(rt: Runtime, run_id: str, node: StepNode, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The router's choice of engine for a routed step that became ready (announced to middleware)."""
+    began = time.perf_counter()
+    route = route_step(rt.redis, rt.settings, node.id, node.options["routing"], exclude)
+    events.routed(run_id, node.id, node.options["routing"], route, time.perf_counter() - began, exclude)
+    route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
+    return route
 
 
 # -- the worker side -------------------------------------------------------------------

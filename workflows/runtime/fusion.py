@@ -49,6 +49,7 @@ class _Next:
     gen: int
     node: StepNode
     known: dict[str, Any]
+    route: dict[str, Any] | None = None  # a routed step: the router's decision, made when it became ready
 
 
 @dataclass
@@ -168,16 +169,51 @@ def keep(
         return ready
     for sid in ready:
         node = graph.steps[sid]
-        if _fusable(rt, node, d.queue):
+        if node.kind != "task" or not fusable_task(rt, rt.app.tasks.get(node.task)):
+            continue
+        rest = [s for s in ready if s != sid]
+        if set(node.options) == {"queue"} and node.options["queue"] in consumed(rt, d.queue):
             d.pending = _Next(run_id, gen, node, {step_id: json.loads(encoded)})
-            return [s for s in ready if s != sid]
+            return rest
+        if "routing" in node.options and set(node.options) <= {
+            "routing",
+            "queue",
+        }:  # decided now, as on publishing
+            from canvasflow.workflows.runtime.executor import decide_route
+
+            nxt = _Next(run_id, gen, node, {step_id: json.loads(encoded)}, decide_route(rt, run_id, node))
+            assert nxt.route is not None
+            if nxt.route["queue"] in consumed(rt, d.queue) and not nxt.route.get("workflow"):
+                d.pending = nxt
+            else:  # another worker's engine: published with this decision
+                _publish(rt, nxt)
+            return rest
     return ready
 
 
 def _fusable(rt: Runtime, node: StepNode, queue: str) -> bool:
-    if node.kind != "task" or set(node.options) != {"queue"} or node.options["queue"] != queue:
+    if (
+        node.kind != "task"
+        or set(node.options) != {"queue"}
+        or node.options["queue"] not in consumed(rt, queue)
+    ):
         return False
     return fusable_task(rt, rt.app.tasks.get(node.task))
+
+
+_consumed: frozenset[str] | None = None
+
+
+def consumed(rt: Runtime, queue: str) -> frozenset[str]:
+    """The queues this worker consumes (its ``-Q``; every declared queue without one), and
+    ``queue``: a step bound for one of them may run here as well as in any of its processes."""
+    global _consumed
+    if _consumed is None:
+        try:
+            _consumed = frozenset(rt.app.amqp.queues.consume_from)
+        except Exception:  # an app without a queue table: the delivery's own queue only
+            _consumed = frozenset()
+    return _consumed | {queue}
 
 
 def fusable_task(rt: Runtime, task: Task | None) -> bool:
@@ -216,7 +252,8 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
         _publish(rt, nxt)
         return
     tid = task_id_for(nxt.run_id, node.id, nxt.gen)
-    carrier = events.step_dispatched(rt, nxt.run_id, node, None, task.name, nxt.gen, driver.queue, None)
+    queue = nxt.route["queue"] if nxt.route else node.options["queue"]
+    carrier = events.step_dispatched(rt, nxt.run_id, node, None, task.name, nxt.gen, queue, nxt.route)
     request = {
         **driver.request,
         events.CARRIER_HEADER: carrier,  # e.g. a tracing context: the step's events hand it back
@@ -229,7 +266,12 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
         "retries": 0,
         "is_eager": False,
         HEADER: {"run": nxt.run_id, "step": node.id, "gen": nxt.gen},
+        # the queue it would have been published to: what the step's claim and journal record
+        # (exchange '': a retry is published by queue name, as Celery does for the default exchange)
+        "delivery_info": {**(driver.request["delivery_info"] or {}), "exchange": "", "routing_key": queue},
     }
+    if nxt.route:
+        request[HEADER]["route"] = nxt.route
     trace = task.__trace__ or build_tracer(
         task.name, task, rt.app.loader, driver.request["hostname"], app=rt.app
     )
@@ -242,9 +284,15 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
 
 
 def _publish(rt: Runtime, nxt: _Next) -> None:
-    from canvasflow.workflows.runtime.executor import dispatch
+    from canvasflow.workflows.runtime import publishing
+    from canvasflow.workflows.runtime.executor import dispatch, send_step
 
-    dispatch(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
+    if nxt.route is None:
+        dispatch(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
+        return
+    args, kwargs = _arguments(rt, nxt)
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, 1):
+        send_step(rt, nxt.run_id, nxt.gen, nxt.node, args, kwargs, route=nxt.route)
 
 
 def _publish_ids(rt: Runtime, run_id: str, gen: int, step_ids: list[str]) -> None:
