@@ -101,8 +101,11 @@ def step_dispatched(
     generation: int,
     queue: str | None,
     route: dict[str, Any] | None,
+    *,
+    fused: bool = False,
 ) -> dict[str, str]:
-    """Announce a step about to be published; the carrier middleware wrote (to send along)."""
+    """Announce a step about to be published (or run here: ``fused``); the carrier middleware
+    wrote (to send along)."""
     if not listening("on_step_dispatch"):
         return {}
     unit = node.id if chunk is None else f"{node.id}#{chunk}"
@@ -110,7 +113,14 @@ def step_dispatched(
         rt.app.tasks.get(node.task), "capability", None
     )
     event = StepEvent(
-        run_id, unit, task, generation, queue=queue, capability=capability, engine=_engine(queue, route)
+        run_id,
+        unit,
+        task,
+        generation,
+        queue=queue,
+        capability=capability,
+        engine=_engine(queue, route),
+        fused=fused,
     )
     emit("on_step_dispatch", event)
     return {str(k): str(v) for k, v in event.carrier.items()}

@@ -253,7 +253,9 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
         return
     tid = task_id_for(nxt.run_id, node.id, nxt.gen)
     queue = nxt.route["queue"] if nxt.route else node.options["queue"]
-    carrier = events.step_dispatched(rt, nxt.run_id, node, None, task.name, nxt.gen, queue, nxt.route)
+    carrier = events.step_dispatched(
+        rt, nxt.run_id, node, None, task.name, nxt.gen, queue, nxt.route, fused=True
+    )
     request = {
         **driver.request,
         events.CARRIER_HEADER: carrier,  # e.g. a tracing context: the step's events hand it back

@@ -62,7 +62,8 @@ class EventStream(Middleware):
     * inside a task (a worker running a step or a compensation) events are held and written
       together, in order: just *before* the task publishes a step (so a step's dispatch is in the
       stream before its start), when the task ends, or once ``BATCH`` are held. A chain step's
-      start, success and its successor's dispatch go out in one round trip;
+      start, success and its successor's dispatch go out in one round trip; the steps fused into
+      a delivery (docs/operations.md) write with it, when the outermost task ends;
     * outside a task (a client's ``start()``, the recovery sweep) a step's dispatch event is not
       written there: it travels in the step message's carrier and the worker that starts the step
       writes it just before the start (the first attempt's). A group of 1,000 started by a client
@@ -103,9 +104,15 @@ class EventStream(Middleware):
         return held
 
     def _task_began(self, **_: Any) -> None:
+        # a fused step is a task traced inside its delivery's task: count the depth, and write
+        # when the outermost one ends (one round trip for the delivery, not one per step)
+        self._local.depth = getattr(self._local, "depth", 0) + 1
         self._local.in_task = True
 
     def _task_ended(self, **_: Any) -> None:
+        self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
+        if self._local.depth:
+            return
         self._local.in_task = False
         try:
             self.flush()
@@ -139,8 +146,8 @@ class EventStream(Middleware):
         self._add("run_finish", event, now=True)
 
     def on_step_dispatch(self, event: StepEvent) -> None:
-        if getattr(self._local, "in_task", False):
-            self._add("step_dispatch", event, now=True)  # before the message: dispatch precedes start
+        if getattr(self._local, "in_task", False):  # before a message: dispatch precedes start
+            self._add("step_dispatch", event, now=not event.fused)  # fused: no message, order kept
         else:
             event.carrier[CARRIED] = _payload(event)  # the worker writes it before the start
 

@@ -63,6 +63,9 @@ class StepEvent:
     # dispatch: a dict a middleware may write string entries into (e.g. a W3C traceparent);
     # the runtime sends it with the message and hands it back in the worker's step events
     carrier: dict[str, str] = field(default_factory=dict)
+    # dispatch: the step runs in the dispatching process without a message of its own (chain
+    # fusion or a fan-out bundle, docs/operations.md), so nothing is published for it
+    fused: bool = False
 
 
 @dataclass(slots=True)
