@@ -74,3 +74,22 @@ def _finish_each_way_and_check() -> None:
     for record in (ok, failed, cancelled):
         assert wait_gone(record.id, timeout=TTL + 10) == [], f"{record.status} run left state in Redis"
         assert get_run(record.id).status == record.status  # the journal still has the run
+
+
+def test_a_run_the_sweep_suspected_leaves_no_suspicions_behind(celery_worker_factory):
+    """The recovery sweep records its suspicions of a step waiting in a queue nobody consumes
+    (``<run>:suspect``); once the run finished and its hot state expired, they are gone too."""
+    from canvasflow.workflows.runtime.sweep import Sweeper
+    from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere
+
+    with settings_env(state_expires=str(TTL)) as env:
+        wf = Workflow(f"t.expiry.suspect.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(elsewhere.s()))
+        run = start(wf.name)
+        rt = runtime()
+        Sweeper(rt).sweep()  # its step waits on cap.<other>, which no worker consumes yet
+        assert rt.redis.exists(rt.state.key(run.id, "suspect"))
+        # no control queue: no sweep of its own that would clear the suspicion (a busy fleet's lags)
+        celery_worker_factory(queues=[f"cap.{OTHER_CAPABILITY}"], concurrency=1, extra_env=env)
+        record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert wait_gone(record.id, timeout=TTL + 10) == [], "the sweep's suspicions outlived the run"

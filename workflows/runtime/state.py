@@ -291,6 +291,7 @@ class RunState:
             "compdisp",
             "data",
             "progress",
+            "suspect",  # the recovery sweep's suspicions of the run's steps (sweep.py)
         )
         p = self.r.pipeline()
         for part in (*parts, *self._graph_parts(run_id)):
