@@ -69,10 +69,6 @@ class Driver:
 _current: ContextVar[Driver | None] = ContextVar("canvasflow_fusion", default=None)
 
 
-def current() -> Driver | None:
-    return _current.get()
-
-
 def fused_delivery() -> str | None:
     """The delivery's task id while a fused step runs (its claim records it), else None."""
     d = _current.get()
