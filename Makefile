@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # on real workers and timeouts, so 3 processes fit 2 cores
 PYTEST_WORKERS ?= 3
 
-.PHONY: install demo test test-unit test-integration bench worker flower ui lint clean deploy-render
+.PHONY: install browser demo test test-unit test-integration bench worker flower ui lint clean deploy-render
 
 install: $(STAMP)
 
@@ -26,7 +26,18 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/canvasflow demo
 
-test: install
+# the console's browser test drives Debian's Chromium through Playwright (a downloaded browser
+# build cannot run here): installed with apt-get when missing (as root, or with password-less sudo)
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "make test: the console's browser test needs $(CHROMIUM): run 'sudo apt-get install -y chromium', then make test again" >&2; \
+	    exit 1; fi; \
+	  echo "installing Debian's chromium for the browser test (apt-get)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install
@@ -61,7 +72,7 @@ deploy-render: install
 
 lint: install
 	$(BIN)/ruff check canvasflow config workers workflows compensation tests
-	$(BIN)/mypy
+	$(BIN)/python -m tests.typing.check_package
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache canvasflow.db canvasflow.db-*

@@ -8,9 +8,10 @@ The public API::
 The repository keeps its parts in top-level folders (``config/``, ``workers/``,
 ``workflows/``, ``compensation/``); installed, they are the subpackages
 ``canvasflow.config``, ``canvasflow.workers``, ``canvasflow.workflows`` and
-``canvasflow.compensation`` (this folder links them in), so nothing generic lands at the
-top of site-packages. Workers run ``celery -A canvasflow.app worker``, or ``celery -A
-yourproject worker`` after ``init_app(your_celery_app)``.
+``canvasflow.compensation`` (mapped in pyproject.toml, ``[tool.setuptools.package-dir]``),
+so nothing generic lands at the top of site-packages. Workers run
+``celery -A canvasflow.app worker``, or ``celery -A yourproject worker`` after
+``init_app(your_celery_app)``.
 """
 
 from __future__ import annotations

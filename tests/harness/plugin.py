@@ -72,6 +72,7 @@ from tests.harness.rabbitmq import RabbitTarget, RabbitUnavailable, plan_rabbit
 from tests.harness.redis_cluster import LocalCluster, plan_cluster
 from tests.harness.redis_server import RedisTarget, RedisUnavailable, plan_redis
 from tests.harness.workers import DEFAULT_QUEUES, WorkerProcess, spawn_worker
+from tests.layout import module_file
 
 # postgres_server / postgres_url for `postgres` tests; redis_cluster / cluster_state (Redis Cluster)
 pytest_plugins = ["tests.harness.postgres", "tests.harness.cluster_state"]
@@ -119,7 +120,7 @@ class HarnessSession:
         key_prefix = f"cftest-{token}"
         target = plan_redis(owner=key_prefix, workdir=workdir)
         # by file, not importlib.util.find_spec: that would import the packages, and so the app
-        modules = [m for m in WORKFLOW_MODULES if (ROOT / f"{m.replace('.', '/')}.py").is_file()]
+        modules = [m for m in WORKFLOW_MODULES if module_file(m).is_file()]
         env = {
             "CANVASFLOW_BROKER_URL": target.url,
             "CANVASFLOW_RESULT_BACKEND": target.url,

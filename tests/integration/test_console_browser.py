@@ -35,7 +35,7 @@ ARTIFACTS = ROOT / "artifacts" / "console"
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does)",
+            f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install -y chromium)",
             pytrace=False,
         )
     from playwright.sync_api import sync_playwright

@@ -18,6 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.layout import package_dirs
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KEDA_SCHEMA = ROOT / "tests" / "data" / "schemas" / "keda-v1alpha1.json"
@@ -151,17 +153,17 @@ def test_the_rabbitmq_rendering_validates_too(tmp_path):
         kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
 
 
-def test_the_image_copies_the_package_and_every_folder_it_links_in():
-    """The Dockerfile installs the package from what it copied: canvasflow/ and the folders its
-    subpackages link to (without canvasflow/ the wheel would be empty and the build fail)."""
+def test_the_image_copies_the_package_and_every_folder_it_maps():
+    """The Dockerfile installs the package from what it copied: canvasflow/ and the folders that
+    pyproject.toml maps into it (a folder left out would be missing from the wheel)."""
     copied = {
         line.split()[1]
         for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
         if line.startswith("COPY ") and "--from" not in line and "--chown" not in line
     }
-    links = {p.resolve().name for p in (ROOT / "canvasflow").iterdir() if p.is_symlink()}
-    assert links == {"config", "workers", "workflows", "compensation"}
-    assert {"canvasflow", "pyproject.toml", *links} <= copied
+    mapped = {folder.name for folder in package_dirs().values()}
+    assert mapped == {"canvasflow", "config", "workers", "workflows", "compensation"}
+    assert {"pyproject.toml", *mapped} <= copied
 
 
 def _compose_errors(doc: dict[str, Any]) -> list[str]:
