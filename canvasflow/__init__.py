@@ -39,10 +39,9 @@ if TYPE_CHECKING:
         WorkflowNotFound,
     )
     from canvasflow.workers import step
+    from canvasflow.workers.actions import action, execute_action
     from canvasflow.workers.engines import Engine, register_engine
     from canvasflow.workers.limits import Limit
-    from canvasflow.workers.routing.actions import action, execute_action
-    from canvasflow.workers.routing.parallel import parallel_capability
     from canvasflow.workers.routing.strategies import register_strategy
     from canvasflow.workflows import (
         Run,
@@ -68,6 +67,7 @@ if TYPE_CHECKING:
         wait_signal,
     )
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
+    from canvasflow.workflows.runtime.parallel import parallel_capability
 
 # Names are imported on first use, so that ``import canvasflow.config.settings`` (or a tool
 # that only needs the settings) does not build the Celery app and register every task.
@@ -92,21 +92,21 @@ _EXPORTS = {
     "StateUnavailable": "canvasflow.config.errors",
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
-    "action": "canvasflow.workers.routing.actions",
+    "action": "canvasflow.workers.actions",
     "blobs": "canvasflow.workflows",
     "cancel": "canvasflow.workflows",
     "compensate": "canvasflow.workflows",
     "compensates": "canvasflow.compensation",
     "context": "canvasflow.workflows.runtime.execution",
     "current_app": "canvasflow.config.celery_app",
-    "execute_action": "canvasflow.workers.routing.actions",
+    "execute_action": "canvasflow.workers.actions",
     "get_run": "canvasflow.workflows",
     "history": "canvasflow.workflows",
     "init_app": "canvasflow.config.celery_app",
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
-    "parallel_capability": "canvasflow.workers.routing.parallel",
+    "parallel_capability": "canvasflow.workflows.runtime.parallel",
     "pipeline": "canvasflow.workflows",
     "register_engine": "canvasflow.workers.engines",
     "register_strategy": "canvasflow.workers.routing.strategies",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from canvasflow.workflows.definition import Workflow
+    from canvasflow.workflows.authoring.definition import Workflow
     from canvasflow.workflows.store.records import RunRecord
 
 
@@ -40,8 +40,8 @@ def run_inline(
     version: str | None = None,
     signals: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """Run ``workflow`` to its end in this process (see canvasflow.workflows.inline)."""
-    from canvasflow.workflows.inline import run_inline as run
+    """Run ``workflow`` to its end in this process (see canvasflow.workflows.runs.inline)."""
+    from canvasflow.workflows.runs.inline import run_inline as run
 
     return run(workflow, inputs, version=version, signals=signals)
 

@@ -18,7 +18,7 @@ reads the nodes that serve one). A node serving an engine beats every
 
 A node whose key expired is dead: a step it claimed is held by nobody. A task id missing from
 every live node's ``tasks`` is not being run anywhere (e.g. cancelled by Celery on a broker
-connection loss), whatever its claim says. :mod:`canvasflow.workflows.runtime.sweep` acts on both.
+connection loss), whatever its claim says. :mod:`canvasflow.workflows.runs.sweep` acts on both.
 """
 
 from __future__ import annotations

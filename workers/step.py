@@ -79,7 +79,7 @@ class StepTask(Task):
         ref = self.request.get(HEADER) if self.request else None
         if ref is None:  # plain Celery; a canvasflow header, even empty, is checked by run_step
             return self.run(*args, **kwargs)
-        from canvasflow.workers.limits.admission import admitted
+        from canvasflow.workers.admission import admitted
         from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
 
         with admitted(self, ref, args, kwargs):  # a limited step is published again for later

@@ -4,8 +4,17 @@ from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signa
 """
 
 from canvasflow.compensation import subscriber as _rollback  # noqa: F401  (the rollback listens to the runtime)
-from canvasflow.workflows import schedule_beat as _schedule_beat  # noqa: F401  (canvasflow.start_scheduled)
 from canvasflow.workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
+from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
+from canvasflow.workflows.authoring.dag import input, result, value
+from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.authoring.patterns import (
+    map_reduce,
+    mapper_step,
+    pipeline,
+    scatter_gather,
+    wait_signal,
+)
 from canvasflow.workflows.client import (
     Run,
     cancel,
@@ -17,11 +26,8 @@ from canvasflow.workflows.client import (
     start,
     undo,
 )
-from canvasflow.workflows.conversation import send_signal, wait_for_response
-from canvasflow.workflows.dag import input, result, value
-from canvasflow.workflows.definition import Workflow, registry
-from canvasflow.workflows.history import HistoryEvent, history
-from canvasflow.workflows.patterns import map_reduce, mapper_step, pipeline, scatter_gather, wait_signal
+from canvasflow.workflows.runs import schedule_beat as _schedule_beat  # noqa: F401  (canvasflow.start_scheduled)
+from canvasflow.workflows.runs.history import HistoryEvent, history
 from canvasflow.workflows.runtime import deadlines as _deadlines  # noqa: F401  (canvasflow.deadline)
 
 __all__ = [

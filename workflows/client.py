@@ -16,8 +16,8 @@ from typing import Any
 import redis
 
 from canvasflow.config.errors import InputError
-from canvasflow.workflows import lifecycle, resumption, rollbacks
-from canvasflow.workflows.history import attempt_logs, run_history
+from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
+from canvasflow.workflows.runs.history import attempt_logs, run_history
 from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord

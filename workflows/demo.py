@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import chain, chord
 
 from canvasflow.workers.demo import apply_discount, fetch_order, price_item, receipt, total
-from canvasflow.workflows.definition import Workflow
+from canvasflow.workflows.authoring.definition import Workflow
 
 
 def _order_total(order_id: int, discount: int = 10) -> object:

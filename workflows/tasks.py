@@ -98,8 +98,8 @@ def _start_liveness(sender: Any = None, **_: Any) -> None:
     from canvasflow.workers.engines import engines_in
     from canvasflow.workers.heartbeat import HeartbeatThread
     from canvasflow.workers.routing.takeover import after_beat
+    from canvasflow.workflows.runs.sweep import SweepThread
     from canvasflow.workflows.runtime.context import runtime
-    from canvasflow.workflows.runtime.sweep import SweepThread
 
     rt = runtime()
     hostname = getattr(sender, "hostname", None) or "unknown"
@@ -177,7 +177,7 @@ def start_workflow(
     task with :class:`StartRefused` and its reason: the sender's result, the result backend and
     Flower show a FAILURE, the worker logs it at WARNING, and it is not retried.
     With ``key``, a redelivered or repeated message returns the run the key already has."""
-    from canvasflow.workflows.lifecycle import start_run
+    from canvasflow.workflows.runs.lifecycle import start_run
 
     try:
         _check_start_types(workflow, inputs, version, key, tags)
@@ -250,7 +250,7 @@ def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:
     """Start the child run of a sub-workflow step; the child's result completes the step."""
-    from canvasflow.workflows.lifecycle import start_child
+    from canvasflow.workflows.runs.lifecycle import start_child
     from canvasflow.workflows.runtime.executor import DEFERRED, HEADER
 
     ref = self.request.get(HEADER)

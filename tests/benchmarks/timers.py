@@ -75,7 +75,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
         return
     _installed = True
     _prefix = prefix
-    from canvasflow.workflows import lifecycle
+    from canvasflow.workflows.runs import lifecycle
     from canvasflow.workflows.runtime import context, executor, special
     from canvasflow.workflows.runtime.state import RunState
     from canvasflow.workflows.store.sql import SqlRunStore

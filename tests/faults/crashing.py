@@ -164,7 +164,7 @@ def _ctx_parent() -> Any:
     return chain(probe.s(note="first"), probe.s(note="second"), ctx_child.s())
 
 
-from canvasflow.workflows.definition import Workflow  # noqa: E402  (the probe's workflows)
+from canvasflow.workflows.authoring.definition import Workflow  # noqa: E402  (the probe's workflows)
 
 ctx_child = Workflow("tests.ctx.child", "3", build=lambda: probe.s(note="child"))
 ctx_parent = Workflow("tests.ctx.parent", "2", build=_ctx_parent)

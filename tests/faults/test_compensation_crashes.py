@@ -155,7 +155,7 @@ def test_process_killed_inside_the_rollback_does_not_strand_the_run(celery_worke
     )
     run_id = uuid.uuid4().hex
     arm(run_id, point)
-    from canvasflow.workflows.lifecycle import start_run
+    from canvasflow.workflows.runs.lifecycle import start_run
 
     start_run(name, {}, run_id=run_id)
     from canvasflow.workflows.client import Run

@@ -11,7 +11,7 @@ from celery import chain
 
 from canvasflow.workers.heartbeat import beats, is_alive, is_held, live_workers
 from canvasflow.workflows import Workflow, start
-from canvasflow.workflows.patterns import map_reduce
+from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.context import runtime
 from tests.faults.outage import MODULES
 from tests.faults.steps import counts, items, slow_item, total

@@ -12,7 +12,7 @@ from typing import Any
 from celery import chain, chord, group
 
 from canvasflow.workers.demo import add, echo, mul, xsum
-from canvasflow.workflows.patterns import map_reduce, pipeline, scatter_gather
+from canvasflow.workflows.authoring.patterns import map_reduce, pipeline, scatter_gather
 
 Shape = tuple[str, Callable[[], Any], Any]
 

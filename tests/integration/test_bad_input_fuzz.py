@@ -20,7 +20,7 @@ from canvasflow.config import deadletters
 from canvasflow.config.celery_app import app
 from canvasflow.config.errors import StartRefused
 from canvasflow.workflows import get_run, list_runs, start
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.wire import header_problem
 from canvasflow.workflows.tasks import start_workflow
 from tests.harness.plugin import StartWorker

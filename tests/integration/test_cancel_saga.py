@@ -13,7 +13,7 @@ import pytest
 from celery import chain, group
 
 from canvasflow.workflows import Workflow, cancel, compensate, get_run, start, undo
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from tests.integration.saga import effects
 from tests.integration.sagacheck import assert_rolled_back, new_log, step_of
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from canvasflow.workflows import Workflow, start
-from canvasflow.workflows.inline import run_inline
+from canvasflow.workflows.runs.inline import run_inline
 from canvasflow.workflows.runtime.graph import StepGraph
 from tests.integration.corpus import SHAPES
 

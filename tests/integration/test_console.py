@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 
 from canvasflow.workflows import get_run, start
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration import console_flows
 from tests.integration.console_support import (  # noqa: F401  (fixtures)

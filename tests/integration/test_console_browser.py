@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from canvasflow.workflows import start
-from canvasflow.workflows.pictures import STATUS_COLORS
 from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.views.pictures import STATUS_COLORS
 from tests.harness.plugin import ROOT
 from tests.integration import console_flows
 from tests.integration.console_support import (  # noqa: F401  (fixtures)

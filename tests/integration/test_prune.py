@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from canvasflow.config.errors import InputError
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.retention import prune
 from canvasflow.workflows.store.sql import SqlRunStore, store_for

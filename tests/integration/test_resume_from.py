@@ -13,7 +13,7 @@ from celery import chain, group
 
 from canvasflow.config.errors import ResumeRefused
 from canvasflow.workflows import Workflow, cancel, get_run, resume, start
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from tests.integration.saga import effects
 from tests.integration.sagacheck import new_log, run_saga, step_of
 

@@ -199,7 +199,7 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
 
 
 def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory, capsys):
-    from canvasflow.workflows.cli import main
+    from canvasflow.workflows.cli.main import main
 
     start_engines(celery_worker_factory, "rpar", "e1", "e2", "e3", concurrency=1)
     everyone = start("rt.par_all").wait(60)
@@ -297,7 +297,7 @@ def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_fact
 
     from canvasflow.workers.heartbeat import Serving, clear_beat, write_beat
     from canvasflow.workers.routing.live import LiveView
-    from canvasflow.workflows.cli import main
+    from canvasflow.workflows.cli.main import main
 
     w = celery_worker_factory(queues=queues("rlb", "a"), concurrency=2, extra_env=engine_env())
     wait_live({"rlb/a"})

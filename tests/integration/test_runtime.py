@@ -25,7 +25,7 @@ from canvasflow.workflows import (
     start,
     wait_signal,
 )
-from canvasflow.workflows.definition import registry
+from canvasflow.workflows.authoring.definition import registry
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 

@@ -13,15 +13,15 @@ import pytest
 from canvasflow.config.errors import InputError, WorkflowNotFound
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows import get_run, list_runs
-from canvasflow.workflows.cli import main
-from canvasflow.workflows.schedule_beat import slot_key, start_scheduled
-from canvasflow.workflows.schedules import Schedule, add, load, parse_cron, parse_every, remove
+from canvasflow.workflows.cli.main import main
+from canvasflow.workflows.runs.schedule_beat import slot_key, start_scheduled
+from canvasflow.workflows.runs.schedules import Schedule, add, load, parse_cron, parse_every, remove
 from tests.harness.plugin import ROOT
 from tests.harness.workers import CeleryProcess
 
 pytestmark = pytest.mark.redis
 
-SCHEDULER = "canvasflow.workflows.schedule_beat:ScheduleFileScheduler"
+SCHEDULER = "canvasflow.workflows.runs.schedule_beat:ScheduleFileScheduler"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from canvasflow.config.celery_app import app
 from canvasflow.config.errors import InputError
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows import Workflow, list_runs, start
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration.saga import act, effects
 

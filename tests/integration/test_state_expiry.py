@@ -79,7 +79,7 @@ def _finish_each_way_and_check() -> None:
 def test_a_run_the_sweep_suspected_leaves_no_suspicions_behind(celery_worker_factory):
     """The recovery sweep records its suspicions of a step waiting in a queue nobody consumes
     (``<run>:suspect``); once the run finished and its hot state expired, they are gone too."""
-    from canvasflow.workflows.runtime.sweep import Sweeper
+    from canvasflow.workflows.runs.sweep import Sweeper
     from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere
 
     with settings_env(state_expires=str(TTL)) as env:

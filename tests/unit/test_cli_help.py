@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from canvasflow.workflows.cli import build_parser
+from canvasflow.workflows.cli.main import build_parser
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:

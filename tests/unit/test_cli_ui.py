@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings, load_settings
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.console.auth import ActionGuard, Credentials, check_exposure, cross_origin
 
 UI_VARS = ("UI_USERNAME", "UI_PASSWORD", "UI_TOKEN", "FLOWER_BASIC_AUTH")

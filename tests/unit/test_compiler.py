@@ -8,7 +8,7 @@ from celery import chain, chord, group
 from canvasflow.config.celery_app import app
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.workers.demo import add, echo, mul, xsum
-from canvasflow.workflows.patterns import map_reduce
+from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph, resolve
 

@@ -10,8 +10,8 @@ from celery import chain, chord, group
 from canvasflow.config.celery_app import app
 from canvasflow.workers.demo import add, xsum
 from canvasflow.workflows.console.svg import NODE_H, PER_ROW, layers, render
-from canvasflow.workflows.pictures import STATUS_COLORS
 from canvasflow.workflows.runtime.compiler import compile_canvas
+from canvasflow.workflows.views.pictures import STATUS_COLORS
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 

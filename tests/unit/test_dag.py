@@ -89,7 +89,7 @@ def test_several_sinks_make_a_dict_result():
 
 def test_step_deadlines_apply_in_the_dag_form_too():
     from canvasflow.workers.demo import add
-    from canvasflow.workflows.dag import Dag
+    from canvasflow.workflows.authoring.dag import Dag
 
     dag = Dag("t.dag.deadlines", {"a": add.s(1, 1).set(schedule_to_start=2), "b": add.s(result("a"), 1)})
     graph = dag.compile({}, lambda _: None, lambda _: None)

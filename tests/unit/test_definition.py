@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
 from canvasflow.workers.demo import add
-from canvasflow.workflows.definition import Workflow, WorkflowRegistry
+from canvasflow.workflows.authoring.definition import Workflow, WorkflowRegistry
 
 
 def build(x: int, y: int = 2):

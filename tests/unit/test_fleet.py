@@ -13,7 +13,7 @@ from celery import Celery
 from canvasflow.config.celery_app import DEMO_MODULES, RUNTIME_MODULES, adopt, app, worker_imports
 from canvasflow.config.settings import get_settings, load_settings
 from canvasflow.workers.fleet import default_hostname, fleet_modules, worker_args
-from canvasflow.workflows.cli import main
+from canvasflow.workflows.cli.main import main
 
 MAPPED = load_settings(
     workflow_modules=["shop.flows"],

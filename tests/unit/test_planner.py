@@ -11,7 +11,7 @@ from celery import chain
 from canvasflow.compensation.planner import compensable_units, plan
 from canvasflow.config.celery_app import app
 from canvasflow.workers.demo import add
-from canvasflow.workflows.patterns import map_reduce
+from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
 

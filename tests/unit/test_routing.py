@@ -158,8 +158,8 @@ def test_a_routing_decision_is_cheap(declared: None) -> None:
 
 
 def test_graph_pictures_show_each_steps_route() -> None:
-    from canvasflow.workflows.pictures import dot, mermaid
     from canvasflow.workflows.runtime.graph import StepGraph, StepNode, lit
+    from canvasflow.workflows.views.pictures import dot, mermaid
 
     graph = StepGraph({"a": StepNode("a", "ocr.read"), "b": StepNode("b", "ocr.read", deps=["a"])}, lit(None))
     routes = {
@@ -220,7 +220,7 @@ def test_steps_set_no_task_attribute_celery_deprecates() -> None:
 
 
 def test_worker_command_of_an_engine(declared: None, capsys: pytest.CaptureFixture[str]) -> None:
-    from canvasflow.workflows.cli import main
+    from canvasflow.workflows.cli.main import main
 
     assert main(["worker", "--capability", "uocr", "--engine", "gpu", "-c", "3", "--json"]) == 0
     cmd = json.loads(capsys.readouterr().out)["command"]

@@ -6,11 +6,11 @@ from celery import chain, chord, group
 
 from canvasflow.config.celery_app import app
 from canvasflow.workers.demo import add, echo, mul, xsum
-from canvasflow.workflows.patterns import map_reduce
-from canvasflow.workflows.reports import run_text
+from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, lit
-from canvasflow.workflows.runtree import canvas_tree, chunk_counts, duration_ms, tree_lines
+from canvasflow.workflows.views.reports import run_text
+from canvasflow.workflows.views.runtree import canvas_tree, chunk_counts, duration_ms, tree_lines
 
 
 def shape(node):

@@ -50,7 +50,7 @@ def test_tracing_without_opentelemetry_installed_says_what_to_install(
 def test_worker_metrics_port_turns_metrics_on_for_the_worker(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from canvasflow.workflows.cli import main
+    from canvasflow.workflows.cli.main import main
 
     assert main(["worker", "--capability", "demo", "--metrics-port", "9808", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)["env"]

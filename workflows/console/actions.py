@@ -89,7 +89,7 @@ def perform(name: str, run_id: str, fields: Mapping[str, Any]) -> None:
 def http_error(exc: BaseException) -> tuple[int, str, str]:
     """``(status, message, kind)`` for an error: 404 unknown run, 400 bad input, 409 wrong state,
     503 a store or broker that does not answer, 500 anything else."""
-    from canvasflow.workflows.cli_errors import explain
+    from canvasflow.workflows.cli.errors import explain
 
     told = explain(exc)
     if isinstance(exc, RunNotFound | WorkflowNotFound):

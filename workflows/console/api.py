@@ -1,4 +1,4 @@
-"""The console's JSON API: the same data as the CLI's ``--json`` (``workflows/reports.py``).
+"""The console's JSON API: the same data as the CLI's ``--json`` (``workflows/views/reports.py``).
 
 GET  /api/runs                  ``canvasflow runs --json`` (filters as the runs page; header
                                 ``X-Next-Before``: the cursor of the next page)

@@ -17,9 +17,9 @@ from canvasflow.workflows.console import svg
 from canvasflow.workflows.console.actions import ACTIONS, http_error, payload_from_text, perform
 from canvasflow.workflows.console.auth import ActionGuard, cross_origin
 from canvasflow.workflows.console.queries import RunFilters, RunView, run_view, runs_page
-from canvasflow.workflows.pictures import STATUS_COLORS
-from canvasflow.workflows.runtree import error_text
 from canvasflow.workflows.store.records import RUN_STATUSES
+from canvasflow.workflows.views.pictures import STATUS_COLORS
+from canvasflow.workflows.views.runtree import error_text
 
 DONE = {
     "resume": "Resumed: the run goes on where it stopped.",

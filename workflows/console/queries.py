@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from canvasflow.config.errors import InputError
-from canvasflow.workflows.reports import parse_when, run_json, runs_json
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.runtree import TreeNode, canvas_tree, chunk_counts, duration_ms, with_chunks
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL
+from canvasflow.workflows.views.reports import parse_when, run_json, runs_json
+from canvasflow.workflows.views.runtree import TreeNode, canvas_tree, chunk_counts, duration_ms, with_chunks
 
 
 @dataclass(frozen=True)

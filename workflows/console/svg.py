@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from canvasflow.workflows.pictures import STATUS_COLORS
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.views.pictures import STATUS_COLORS
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 200, 54, 22, 40, 16
 PER_ROW = 8

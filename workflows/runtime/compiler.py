@@ -78,7 +78,7 @@ class CanvasCompiler:
 
     def _part(self, sig: Signature, flow: _Flow, path: str) -> tuple[_Flow, list[str]]:
         if sig.task == PARALLEL_TASK:  # parallel_capability: one member per live engine, now
-            from canvasflow.workers.routing.parallel import expand
+            from canvasflow.workflows.runtime.parallel import expand
 
             sig = self._sig(expand(sig))
         if isinstance(sig, _chain):

@@ -97,9 +97,9 @@ class LiveCollector(Collector):
     def _runs(self) -> list[GaugeMetricFamily]:
         from sqlalchemy import func, select
 
-        from canvasflow.workflows.recovery import stalled_runs
+        from canvasflow.workflows.runs.recovery import stalled_runs
+        from canvasflow.workflows.runs.sweep import ACTIVE_SQL
         from canvasflow.workflows.runtime.context import runtime
-        from canvasflow.workflows.runtime.sweep import ACTIVE_SQL
 
         rt = runtime()
         runs = rt.store.t.runs

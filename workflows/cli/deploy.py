@@ -25,7 +25,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from canvasflow.workers.deploy.render import drift, render, write
     from canvasflow.workers.engines import registry as engines
     from canvasflow.workflows import registry as workflows
-    from canvasflow.workflows.cli import _emit
+    from canvasflow.workflows.cli.main import _emit
 
     s = get_settings()
     workflows.load()
@@ -79,7 +79,7 @@ def cmd_worker_probe(args: argparse.Namespace) -> int:
     from canvasflow.config.redis_clients import state_client
     from canvasflow.config.settings import get_settings
     from canvasflow.workers.heartbeat import read_beat
-    from canvasflow.workflows.cli import _emit
+    from canvasflow.workflows.cli.main import _emit
 
     if bool(args.name) == bool(args.node):
         raise InputError("give the worker's --name (as in <name>@<this host>) or its full --node")

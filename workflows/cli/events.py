@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from canvasflow.workflows.cli_metrics import AddCommand
+from canvasflow.workflows.cli.metrics import AddCommand
 
 
 def line(event: dict[str, Any]) -> str:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from canvasflow.config.errors import InputError
-from canvasflow.workflows.reports import parse_when, run_json, run_text, runs_json
 from canvasflow.workflows.store.records import RUN_STATUSES
+from canvasflow.workflows.views.reports import parse_when, run_json, run_text, runs_json
 
-_when = parse_when  # the CLI's time parser, now in workflows/reports.py (cli_prune imports this name)
+_when = parse_when  # the CLI's time parser, now in workflows/views/reports.py (cli_prune imports this name)
 
 
 def _load_json(text: str | None, what: str) -> Any:
@@ -125,7 +125,7 @@ def redact_url(url: str) -> str:
 
 
 def _stalled(args: argparse.Namespace) -> int:
-    from canvasflow.workflows.recovery import stalled_runs
+    from canvasflow.workflows.runs.recovery import stalled_runs
     from canvasflow.workflows.runtime.context import runtime
 
     rt = runtime()
@@ -151,7 +151,7 @@ def _stalled(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     """Rebuild lost Redis state from the journal and bring the journal up to Redis, for every active run."""
-    from canvasflow.workflows.recovery import recover
+    from canvasflow.workflows.runs.recovery import recover
     from canvasflow.workflows.runtime.context import runtime
 
     report = recover(runtime())
@@ -243,8 +243,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from canvasflow.config.errors import RunNotFound, WorkflowNotFound
     from canvasflow.workflows import get_run, registry
-    from canvasflow.workflows.pictures import dot, mermaid
     from canvasflow.workflows.runtime.graph import StepGraph
+    from canvasflow.workflows.views.pictures import dot, mermaid
 
     try:
         record = get_run(args.target)
@@ -389,7 +389,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from canvasflow.workflows.demo_run import run_demo
+    from canvasflow.workflows.cli.demo import run_demo
 
     data = run_demo(args.order_id, as_json=args.json)
     if args.json:
@@ -508,24 +508,26 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="after --: any other `celery worker` options, as they are",
     )
-    from canvasflow.workflows.cli_history import register as add_history
+    from canvasflow.workflows.cli.history import register as add_history
 
     add_history(add, RUN_HELP)
     sp = add("deadletters", cmd_deadletters, "malformed messages workers refused, newest first")
     sp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    from canvasflow.workflows.cli_ui import register as register_ui
+    from canvasflow.workflows.cli.ui import register as register_ui
 
     register_ui(add)
     sp = add("demo", cmd_demo, "run the demo workflow end to end")
     sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")
-    from canvasflow.workflows.cli_deploy import add_commands as add_deploy_commands
+    from canvasflow.workflows.cli.deploy import add_commands as add_deploy_commands
 
     add_deploy_commands(add)
-    from canvasflow.workflows import cli_prune, cli_schedule
+    from canvasflow.workflows.cli import prune as cli_prune
+    from canvasflow.workflows.cli import schedule as cli_schedule
 
     cli_prune.register(add)  # retention and schedules: commands of their own modules
     cli_schedule.register(add)
-    from canvasflow.workflows import cli_events, cli_metrics  # telemetry (docs/observability.md)
+    from canvasflow.workflows.cli import events as cli_events  # telemetry (docs/observability.md)
+    from canvasflow.workflows.cli import metrics as cli_metrics
 
     cli_metrics.register(add)
     cli_events.register(add)
@@ -586,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from canvasflow.workflows.cli_errors import explain
+        from canvasflow.workflows.cli.errors import explain
 
         told = explain(exc)
         _error(args, told.message, told.kind)
@@ -599,6 +601,3 @@ def _error(args: argparse.Namespace, message: str, kind: str) -> None:
     else:
         print(f"error: {message}", file=sys.stderr)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,7 @@ from canvasflow.compensation import tasks as _compensation_tasks  # noqa: F401  
 from canvasflow.compensation.planner import node_of, plan
 from canvasflow.compensation.rollback import CHUNK_COMP_TASK
 from canvasflow.config.celery_app import app
-from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.authoring.definition import Workflow, registry
 from canvasflow.workflows.runtime.context import CHUNK_TASK
 from canvasflow.workflows.runtime.errors import error_info
 from canvasflow.workflows.runtime.executor import encode_result

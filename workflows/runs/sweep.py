@@ -272,7 +272,7 @@ class Sweeper:
         report: SweepReport,
     ) -> _Suspects | None:
         """Rebuild or reconcile the run if it needs it; else its suspects (None: nothing to do)."""
-        from canvasflow.workflows import recovery
+        from canvasflow.workflows.runs import recovery
 
         rt = self.rt
         status = snap.meta.get("status")

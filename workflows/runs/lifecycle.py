@@ -26,14 +26,14 @@ from canvasflow.config.errors import (
     RunStateError,
     StateUnavailable,
 )
-from canvasflow.workflows.definition import Workflow, registry
+from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.runs.sweep import mark_active
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.executor import dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.secrets import for_journal
-from canvasflow.workflows.runtime.sweep import mark_active
 from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 

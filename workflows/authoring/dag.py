@@ -223,7 +223,7 @@ class Dag:
     def _parallel(self, sid: str, sig: Signature) -> list[_Part]:
         """The steps a ``parallel_capability`` DAG step stands for: ``<sid>.<engine>`` members,
         the aggregate (``<sid>``, or ``<sid>.all`` before the author's aggregator step ``<sid>``)."""
-        from canvasflow.workers.routing.parallel import parts
+        from canvasflow.workflows.runtime.parallel import parts
 
         members, body, author = parts(sig)
         ids = [f"{sid}.{name}" for name, _ in members]

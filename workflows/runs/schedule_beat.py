@@ -2,7 +2,7 @@
 
 Run beat with the schedules file (re-read when it changes, at least every 5 s)::
 
-    celery -A canvasflow.app beat -S canvasflow.workflows.schedule_beat:ScheduleFileScheduler
+    celery -A canvasflow.app beat -S canvasflow.workflows.runs.schedule_beat:ScheduleFileScheduler
 
 Entries of the app's own ``beat_schedule`` are kept beside the file's.
 """
@@ -20,7 +20,7 @@ from celery import beat, shared_task
 
 from canvasflow.config.errors import CanvasflowError, StartRefused
 from canvasflow.config.settings import control_queue
-from canvasflow.workflows.schedules import SCHEDULED_TASK, beat_entry, load, schedules_path
+from canvasflow.workflows.runs.schedules import SCHEDULED_TASK, beat_entry, load, schedules_path
 
 log = structlog.get_logger("canvasflow.schedules")
 ENTRY_PREFIX = "canvasflow:"  # beat entry names of the file's schedules
@@ -47,7 +47,7 @@ def start_scheduled(
     """Start one run of a schedule for the slot it fired in (``fired_at``, else now); a second
     firing for that slot returns the first run. Inputs are validated again now: the workflow
     may have changed since the schedule was added. Refused: StartRefused, not retried."""
-    from canvasflow.workflows.lifecycle import start_run
+    from canvasflow.workflows.runs.lifecycle import start_run
 
     key = slot_key(schedule, time.time() if fired_at is None else float(fired_at), float(period))
     try:

@@ -15,7 +15,7 @@ AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.
 def cmd_prune(args: argparse.Namespace) -> int:
     from canvasflow.config.errors import InputError
     from canvasflow.config.settings import get_settings
-    from canvasflow.workflows.cli import _when
+    from canvasflow.workflows.cli.main import _when
     from canvasflow.workflows.store.retention import prune
     from canvasflow.workflows.store.sql import store_for
 

@@ -61,7 +61,7 @@ class Workflow:
         self.build = build
         self.dag = None
         if steps is not None:
-            from canvasflow.workflows.dag import Dag
+            from canvasflow.workflows.authoring.dag import Dag
 
             self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
         self.inputs: type[BaseModel] = inputs or _model_from(name, build, self.dag)

@@ -2,7 +2,7 @@
 
 A schedule is kept in the schedules file (``CANVASFLOW_SCHEDULES_FILE``, JSON), written by
 ``canvasflow schedule add/remove`` and read by beat's ``ScheduleFileScheduler``
-(:mod:`canvasflow.workflows.schedule_beat`, which notices changes while it runs). Each firing
+(:mod:`canvasflow.workflows.runs.schedule_beat`, which notices changes while it runs). Each firing
 sends ``canvasflow.start_scheduled``, which starts the run with the business key
 ``schedule:<name>:<slot>``: two firings for one slot (two beats running by mistake, a message
 delivered twice) start one run.
@@ -118,7 +118,7 @@ def beat_entry(sched: Schedule) -> dict[str, Any]:
 
 def validate_workflow(sched: Schedule) -> dict[str, Any]:
     """The workflow exists (WorkflowNotFound) and takes these inputs (InputError): its validated inputs."""
-    from canvasflow.workflows.definition import registry
+    from canvasflow.workflows.authoring.definition import registry
 
     return registry.get(sched.workflow, sched.version).validate(sched.inputs)
 

@@ -9,7 +9,7 @@
   down when it ended): write the steps and the run's end into SQL.
 * :func:`stalled_runs` / :func:`idle_seconds` -- active runs with no progress for a while.
 * :func:`recover` -- all of the above once, now (``canvasflow recover``); the periodic sweep
-  (:mod:`canvasflow.workflows.runtime.sweep`) does the same with a short grace period.
+  (:mod:`canvasflow.workflows.runs.sweep`) does the same with a short grace period.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, cast
 
 import structlog
 
+from canvasflow.workflows.runs.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs, has_state
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs, has_state
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.recovery")
@@ -53,8 +53,8 @@ def _settled(rt: Runtime, run_id: str) -> None:
 
 def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
     """Rebuild the Redis state of an active run whose state is gone; True when it did."""
-    from canvasflow.workflows.resumption import restart
-    from canvasflow.workflows.rollbacks import rehydrate
+    from canvasflow.workflows.runs.resumption import restart
+    from canvasflow.workflows.runs.rollbacks import rehydrate
 
     record = rt.store.get_run(run_id)
     if record is None or record.status in TERMINAL:
@@ -98,7 +98,7 @@ def rebuild_if_stale(
     rt: Runtime, run_id: str, redis_gen: int, *, thorough: bool = False, patient: bool = True
 ) -> bool:
     """Rebuild a running run whose Redis state is behind its journal; True when it did."""
-    from canvasflow.workflows.resumption import restart
+    from canvasflow.workflows.runs.resumption import restart
 
     record = rt.store.get_run(run_id, with_steps=thorough)
     if record is None or record.status not in ("running", "waiting"):

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from canvasflow.config.errors import RunStateError
-from canvasflow.workflows.lifecycle import get_record, run_labels
+from canvasflow.workflows.runs.lifecycle import get_record, run_labels
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.store.records import TERMINAL, RunRecord

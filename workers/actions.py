@@ -44,7 +44,7 @@ def action_task(capability: str) -> Any:
                     f"(it has {known}): import the module declaring @action({capability!r})"
                 )
             if race:  # a member of parallel_capability(..., aggregate="first")
-                from canvasflow.workers.routing.parallel import race as run_race
+                from canvasflow.workflows.runtime.parallel import race as run_race
 
                 return run_race(lambda: handler(payload))
             return handler(payload)

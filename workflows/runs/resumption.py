@@ -13,13 +13,13 @@ import time
 import structlog
 
 from canvasflow.config.errors import ResumeRefused
-from canvasflow.workflows.definition import registry
-from canvasflow.workflows.lifecycle import _go, get_record, run_labels
+from canvasflow.workflows.authoring.definition import registry
+from canvasflow.workflows.runs.lifecycle import _go, get_record, run_labels
+from canvasflow.workflows.runs.sweep import mark_active
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.runtime.sweep import mark_active
 from canvasflow.workflows.store.records import RESUMABLE, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -38,7 +38,7 @@ def resume(run_id: str, *, from_step: str | None = None) -> RunRecord:
     record = get_record(run_id)
     allowed = RESUMABLE | ({"succeeded"} if from_step is not None else set())
     if record.status == "running" and from_step is None:
-        from canvasflow.workflows.recovery import idle_seconds
+        from canvasflow.workflows.runs.recovery import idle_seconds
 
         idle = idle_seconds(rt, run_id)
         if idle is None or idle < rt.settings.stalled_after:

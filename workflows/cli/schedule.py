@@ -7,14 +7,14 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from canvasflow.workflows.cli_prune import AddCommand
+from canvasflow.workflows.cli.prune import AddCommand
 
-BEAT = "celery -A canvasflow.app beat -S canvasflow.workflows.schedule_beat:ScheduleFileScheduler"
+BEAT = "celery -A canvasflow.app beat -S canvasflow.workflows.runs.schedule_beat:ScheduleFileScheduler"
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     from canvasflow.config.errors import InputError
-    from canvasflow.workflows import schedules
+    from canvasflow.workflows.runs import schedules
 
     path = schedules.schedules_path()
     if args.action == "list":
@@ -23,7 +23,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     elif args.target is None:
         raise InputError(f"schedule {args.action} needs a name: canvasflow schedule {args.action} NAME ...")
     elif args.action == "add":
-        from canvasflow.workflows.cli import _load_json
+        from canvasflow.workflows.cli.main import _load_json
 
         inputs = _load_json(args.input, "--input")
         sched = schedules.Schedule(

@@ -52,7 +52,7 @@ def send_signal_step(
     *parents: Any, name: str, run_id: str | None = None, payload: Any = _UNSET
 ) -> dict[str, Any]:
     """Send the signal; returns ``{"run_id", "name", "applied"}`` (``applied`` False: it was sent before)."""
-    from canvasflow.workflows.lifecycle import send_signal as deliver
+    from canvasflow.workflows.runs.lifecycle import send_signal as deliver
 
     previous = parents[0] if parents else None
     if run_id is None:

@@ -2,7 +2,7 @@
 
 ``run_json`` is a run with its steps and its tree (``canvasflow status --json``, the API's
 ``/api/runs/{id}``); ``runs_json`` a list without steps (``canvasflow runs --json``,
-``/api/runs``); ``run_text`` the human form, the step tree of ``workflows/runtree.py``.
+``/api/runs``); ``run_text`` the human form, the step tree of ``workflows/views/runtree.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.runtree import canvas_tree, tree_lines
 from canvasflow.workflows.store.records import RunRecord
+from canvasflow.workflows.views.runtree import canvas_tree, tree_lines
 
 
 def run_json(record: RunRecord) -> dict[str, Any]:

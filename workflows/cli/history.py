@@ -42,7 +42,7 @@ def history_text(events: list[dict[str, Any]]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from canvasflow.workflows.history import history
+    from canvasflow.workflows.runs.history import history
 
     events = [ev.to_json() for ev in history(args.run)]
     print(json.dumps(events, indent=2, default=str) if args.json else history_text(events))

@@ -71,7 +71,7 @@ def live_members(capability: str) -> list[Engine]:
 
 def parts(sig: Signature) -> tuple[list[tuple[str, Signature]], Signature, Signature | None]:
     """``([(engine name, member)], aggregate body, the author's aggregator step or None)``."""
-    from canvasflow.workers.routing.actions import action_task
+    from canvasflow.workers.actions import action_task
 
     spec = sig.kwargs
     cap, aggregate = spec["capability"], spec["aggregate"]

@@ -1,0 +1,1 @@
+"""Authoring workflows: definitions, the DAG form, patterns, conversation steps, blobs."""

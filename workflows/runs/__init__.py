@@ -1,0 +1,1 @@
+"""Operations on a run: start, signal, cancel, roll back, resume, recover, history, schedules."""

@@ -1,0 +1,1 @@
+"""What the CLI and the console show of workflows and runs: pictures, run trees, JSON reports."""
