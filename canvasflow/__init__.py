@@ -38,11 +38,11 @@ if TYPE_CHECKING:
         StateUnavailable,
         WorkflowNotFound,
     )
-    from canvasflow.workers import step
     from canvasflow.workers.actions import action, execute_action
     from canvasflow.workers.engines import Engine, register_engine
     from canvasflow.workers.limits import Limit
     from canvasflow.workers.routing.strategies import register_strategy
+    from canvasflow.workers.step import step
     from canvasflow.workflows import (
         Run,
         Workflow,
@@ -116,7 +116,7 @@ _EXPORTS = {
     "send_signal": "canvasflow.workflows",
     "signal": "canvasflow.workflows",
     "start": "canvasflow.workflows",
-    "step": "canvasflow.workers",
+    "step": "canvasflow.workers.step",
     "undo": "canvasflow.workflows",
     "value": "canvasflow.workflows",
     "wait_for_response": "canvasflow.workflows",
