@@ -6,6 +6,7 @@
 import canvasflow.compensation.subscriber  # the rollback listens to the runtime
 import canvasflow.compensation.tasks
 import canvasflow.workers.signals
+import canvasflow.workflows.authoring.conversation  # canvasflow.send_signal
 import canvasflow.workflows.runs.schedule_beat
 import canvasflow.workflows.runtime.deadlines
 import canvasflow.workflows.tasks  # noqa: F401
