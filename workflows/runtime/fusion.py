@@ -216,12 +216,9 @@ def consumed(rt: Runtime, queue: str) -> frozenset[str]:
 def fusable_task(rt: Runtime, task: Task | None) -> bool:
     """A step task registered here with nothing a delivery of its own would enforce: no limits,
     no Celery rate limit, no time limit."""
-    return (
-        is_step(task)
-        and not task.limits
-        and task.rate_limit is None
-        and not _time_limited(rt, task)
-    )
+    if task is None or not is_step(task):
+        return False
+    return not getattr(task, "limits", ()) and task.rate_limit is None and not _time_limited(rt, task)
 
 
 def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
