@@ -38,15 +38,14 @@ if TYPE_CHECKING:
         StateUnavailable,
         WorkflowNotFound,
     )
-    from canvasflow.workers import step
     from canvasflow.workers.actions import action, execute_action
     from canvasflow.workers.engines import Engine, register_engine
     from canvasflow.workers.limits import Limit
     from canvasflow.workers.routing.strategies import register_strategy
+    from canvasflow.workers.step import step
     from canvasflow.workflows import (
         Run,
         Workflow,
-        blobs,
         cancel,
         compensate,
         get_run,
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
         wait_for_response,
         wait_signal,
     )
+    from canvasflow.workflows.authoring import blobs
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
     from canvasflow.workflows.runtime.parallel import parallel_capability
 
@@ -93,7 +93,7 @@ _EXPORTS = {
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
     "action": "canvasflow.workers.actions",
-    "blobs": "canvasflow.workflows",
+    "blobs": "canvasflow.workflows.authoring",
     "cancel": "canvasflow.workflows",
     "compensate": "canvasflow.workflows",
     "compensates": "canvasflow.compensation",
@@ -116,7 +116,7 @@ _EXPORTS = {
     "send_signal": "canvasflow.workflows",
     "signal": "canvasflow.workflows",
     "start": "canvasflow.workflows",
-    "step": "canvasflow.workers",
+    "step": "canvasflow.workers.step",
     "undo": "canvasflow.workflows",
     "value": "canvasflow.workflows",
     "wait_for_response": "canvasflow.workflows",

@@ -1,9 +1,15 @@
-"""The Celery app, for ``celery -A canvasflow.app worker`` (and ``flower``, ``inspect``)."""
+"""The Celery app, for ``celery -A canvasflow.app worker`` (and ``flower``, ``inspect``).
 
-# the runtime's tasks (workers import the rest, see worker_imports)
-import canvasflow.compensation
-import canvasflow.workers
-import canvasflow.workflows  # noqa: F401
+(Provisional in this branch: the composition root proper comes with the telemetry work.)
+"""
+
+import canvasflow.compensation.subscriber  # the rollback listens to the runtime
+import canvasflow.compensation.tasks
+import canvasflow.workers.signals
+import canvasflow.workflows.authoring.conversation  # canvasflow.send_signal
+import canvasflow.workflows.runs.schedule_beat
+import canvasflow.workflows.runtime.deadlines
+import canvasflow.workflows.tasks  # noqa: F401
 from canvasflow.config.celery_app import app
 
 __all__ = ["app"]

@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Task
 
+from canvasflow.compensation.delivery import run_compensation
 from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.registry import registry
 from canvasflow.config.celery_app import current_app
@@ -39,8 +40,6 @@ class CompensationTask(Task):
         ref = self.request.get(COMP_HEADER) if self.request else None
         if not ref:
             return self.run(*args, **kwargs)
-        from canvasflow.compensation.delivery import run_compensation
-
         return run_compensation(self, ref, args, kwargs)
 
 

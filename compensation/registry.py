@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from canvasflow.config.errors import DefinitionError
+
 
 @dataclass
 class CompensationRegistry:
@@ -14,8 +16,6 @@ class CompensationRegistry:
     def register(self, step_task: str, compensation_task: str) -> None:
         known = self._by_step.get(step_task)
         if known is not None and known != compensation_task:
-            from canvasflow.config.errors import DefinitionError
-
             raise DefinitionError(
                 f"step {step_task} already has compensation {known}; one step, one compensation"
             )

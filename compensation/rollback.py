@@ -22,8 +22,12 @@ from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.leases import Leases, holder_dead, holder_id
 from canvasflow.compensation.planner import node_of, plan
 from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.failure import close_failed
 from canvasflow.workflows.runtime.graph import StepGraph, resolve
+from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
+from canvasflow.workflows.runtime.outcome import rollback_origin, rollback_status, skip_unrun
 from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.runtime.wire import task_id_for
 
 log = structlog.get_logger("canvasflow.compensation")
 CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
@@ -178,15 +182,11 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str, a
 
 
 def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
-    from canvasflow.workflows.runtime.outcome import rollback_origin, rollback_status, skip_unrun
-
     comps = comp_states(rt, run_id)
     final = rollback_status(comps, failed, rollback_origin(rt, run_id))
     if not rt.state.transition(run_id, ("compensating",), final):
         return
     # the failing worker may not have journaled 'compensating' yet: journal it first
-    from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
-
     sync_steps(rt, run_id)
     skip_unrun(rt, run_id)
     sync_compensations(rt, run_id, comps)
@@ -197,8 +197,6 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
         error["compensation_failed"] = failed
     rt.store.transition_run(run_id, ("compensating",), final, error=error or None)
     log.info("rollback finished", run_id=run_id, status=final, failed=failed)
-    from canvasflow.workflows.runtime.failure import close_failed
-
     close_failed(rt, run_id, {"message": f"run {final}"})
 
 
@@ -221,8 +219,6 @@ def finish_unit(
 def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:
     states = rt.state.step_states(run_id)
     info = rt.state.step_info(run_id)
-    from canvasflow.workflows.runtime.executor import task_id_for
-
     ids = []
     for unit, st in states.items():
         if st == "running":

@@ -1,8 +1,26 @@
-"""Steps, the capability registry and worker-side signal handlers."""
+"""The fleet: steps and their task class, the capability and engine registries, routing, limits,
+heartbeats, worker start-up. A face only: names are handed on lazily (``@step`` itself is
+``canvasflow.step``, or ``canvasflow.workers.step.step``), and importing it registers nothing."""
 
-from canvasflow.workers import signals as _signals  # noqa: F401  (connects log-context handlers)
-from canvasflow.workers.capabilities import registry
-from canvasflow.workers.step import StepTask, step
-from canvasflow.workflows.runtime import parallel as _parallel  # noqa: F401  (the aggregate step)
+from __future__ import annotations
 
-__all__ = ["StepTask", "registry", "step"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canvasflow.workers.capabilities import registry
+    from canvasflow.workers.step import StepTask
+
+_EXPORTS = {"StepTask": "canvasflow.workers.step", "registry": "canvasflow.workers.capabilities"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'canvasflow.workers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["StepTask", "registry"]

@@ -29,6 +29,9 @@ from celery.exceptions import Ignore
 from canvasflow.config.errors import DefinitionError
 from canvasflow.workers.limits.spec import Limit, capability_limits
 from canvasflow.workers.limits.store import ADMITTED, BOOKED, LeaseKeeper, LimitStore, limit_base
+from canvasflow.workflows.runtime import wire
+from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.runtime.state import ACTIVE
 
 log = structlog.get_logger("canvasflow.limits")
 LIMITS_HEADER = "canvasflow_limits"
@@ -60,8 +63,6 @@ def _parts(rt: Any) -> tuple[LimitStore, LeaseKeeper]:
 @contextmanager
 def admitted(task: Task, ref: Any, args: tuple, kwargs: dict) -> Iterator[None]:
     """Run the block once every limit of ``task`` admits this delivery; else defer it (Ignore)."""
-    from canvasflow.workflows.runtime.context import runtime
-
     rt = runtime()
     limits = limits_of(task, rt.settings)
     if not limits or not _checkable(rt, ref):
@@ -115,9 +116,6 @@ def admitted(task: Task, ref: Any, args: tuple, kwargs: dict) -> Iterator[None]:
 def _checkable(rt: Any, ref: Any) -> bool:
     """A well-formed header of a known run that still wants its steps; anything else goes through
     (the executor refuses a bad message, the claim skips a step of an ended run)."""
-    from canvasflow.workflows.runtime import wire
-    from canvasflow.workflows.runtime.state import ACTIVE
-
     if wire.header_problem(ref) or ref.get("chunk") is not None:
         return False
     return rt.state.status(ref["run"]) in ACTIVE

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canvasflow.config.queues import queue_for
+from canvasflow.workers.engines import registry as engines
 
 
 @dataclass
@@ -30,8 +31,6 @@ class CapabilityRegistry:
 
     def routing_of(self, task_name: str) -> dict[str, Any] | None:
         """What the router needs of a step, when its capability has engines or it asks for routing."""
-        from canvasflow.workers.engines import registry as engines
-
         cap = self._by_task.get(task_name)
         if cap is None:
             return None

@@ -9,6 +9,8 @@ import time
 
 import structlog
 
+from canvasflow.config.redis_clients import state_client
+from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import step
 
 log = structlog.get_logger(__name__)
@@ -87,9 +89,6 @@ def gate(value: object, name: str) -> object:
 
     Lets a demo or test make a run fail, open the gate, and resume it.
     """
-    from canvasflow.config.redis_clients import state_client
-    from canvasflow.config.settings import get_settings
-
     s = get_settings()
     client = state_client(s.redis_state_url)
     if not client.exists(f"{s.key_prefix}:gate:{name}"):
@@ -98,8 +97,5 @@ def gate(value: object, name: str) -> object:
 
 
 def open_gate(name: str) -> None:
-    from canvasflow.config.redis_clients import state_client
-    from canvasflow.config.settings import get_settings
-
     s = get_settings()
     state_client(s.redis_state_url).set(f"{s.key_prefix}:gate:{name}", 1, ex=3600)

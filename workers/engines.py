@@ -24,6 +24,7 @@ from pydantic.dataclasses import dataclass
 
 from canvasflow.config.errors import DefinitionError, SettingsError
 from canvasflow.config.queues import CAPABILITY_PREFIX, queue_for
+from canvasflow.config.settings import get_settings
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENGINE_QUEUE = re.compile(re.escape(CAPABILITY_PREFIX) + r"([a-z0-9][a-z0-9_-]*)\.([a-z0-9][a-z0-9_-]*)$")
@@ -137,8 +138,6 @@ class EngineRegistry:
         return engine
 
     def _load(self) -> None:
-        from canvasflow.config.settings import get_settings
-
         path = get_settings().engines
         if path and path != self._file_loaded:
             with self._lock:

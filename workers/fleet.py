@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from canvasflow.config.celery_app import DEMO_MODULES, current_app
+from canvasflow.config.errors import InputError
 from canvasflow.config.queues import queue_for
 from canvasflow.config.settings import Settings
+from canvasflow.workers.engines import registry
 
 APP = "canvasflow.app"
 CELERY = [sys.executable, "-m", "celery", "-A", APP]
@@ -86,9 +88,6 @@ def engine_queues(capabilities: Sequence[str], engine: str) -> list[str]:
     """The engine's queue of each capability, then the shared ``cap.<capability>`` queues.
 
     An engine no capability declares is refused (its heartbeats would be ignored)."""
-    from canvasflow.config.errors import InputError
-    from canvasflow.workers.engines import registry
-
     missing = [c for c in capabilities if registry.get(f"{c}/{engine}") is None]
     if missing:
         declared = {c: [e.name for e in registry.of(c)] for c in missing}

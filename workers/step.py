@@ -16,14 +16,16 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 
 from canvasflow.config.celery_app import current_app
+from canvasflow.workers.admission import admitted
 from canvasflow.workers.capabilities import registry
+from canvasflow.workers.hybrid import add_implementation, engines_of
 from canvasflow.workers.limits.spec import Limit, as_limits
-from canvasflow.workers.routing.hybrid import add_implementation, engines_of
+from canvasflow.workflows.runtime.executor import run_step
+from canvasflow.workflows.runtime.wire import HEADER
 
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
-HEADER = "canvasflow"
 
 
 class TypedTask(Protocol[P, R_co]):
@@ -71,6 +73,7 @@ class StepTask(Task):
     requires: dict[str, Any] = {}
     limits: tuple[Limit, ...] = ()
     abstract = True
+    canvasflow_step = True  # wire.STEP_MARKER: the runtime asks the task (wire.is_step), not its class
     # on the task, not only the app: they hold on an adopted app whatever its own defaults
     acks_late = True
     reject_on_worker_lost = True
@@ -79,9 +82,6 @@ class StepTask(Task):
         ref = self.request.get(HEADER) if self.request else None
         if ref is None:  # plain Celery; a canvasflow header, even empty, is checked by run_step
             return self.run(*args, **kwargs)
-        from canvasflow.workers.admission import admitted
-        from canvasflow.workflows.runtime.executor import run_step  # late: workers is the lower layer
-
         with admitted(self, ref, args, kwargs):  # a limited step is published again for later
             return run_step(self, ref, args, kwargs)
 
@@ -159,7 +159,7 @@ def step(
         if task_name.startswith("__main__."):
             raise ValueError(f"step {func.__name__}: give an explicit name= when defined in __main__")
         body: Callable[..., Any] = func
-        if engine is not None:  # one implementation of a hybrid step (workers/routing/hybrid.py)
+        if engine is not None:  # one implementation of a hybrid step (workers/hybrid.py)
             body, _ = add_implementation(task_name, engine, func)
         task = current_app().task(
             body,

@@ -8,6 +8,7 @@ was current when this module was first imported).
 * ``canvasflow.chunk``        one chunk of a map step: the mapper applied to each item
 * ``canvasflow.map``, ``canvasflow.flatten``  the same map under plain Celery (no canvasflow
                               run): a chord of chunks, flattened, so a pattern's canvas runs anywhere
+* ``canvasflow.aggregate``    the join of a ``parallel_capability`` (runtime/parallel.py)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 import structlog
 from celery import Task, chord, group, shared_task
 from celery.signals import (
@@ -25,13 +27,35 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from celery.worker import state as worker_state
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from canvasflow.config.celery_app import START_TASK, current_app
+from canvasflow.config.celery_app import START_TASK, current_app, redact
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
 from canvasflow.config.settings import get_settings
-from canvasflow.workers.step import StepTask
-from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
-from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
+from canvasflow.workers.engines import engines_in
+from canvasflow.workers.heartbeat import HeartbeatThread
+from canvasflow.workers.routing.takeover import after_beat
+from canvasflow.workers.step import StepTask, step
+from canvasflow.workflows.runs.lifecycle import start_child, start_run
+from canvasflow.workflows.runs.sweep import SweepThread
+from canvasflow.workflows.runtime import failure
+from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
+from canvasflow.workflows.runtime.control import step_settled
+from canvasflow.workflows.runtime.executor import DEFERRED
+from canvasflow.workflows.runtime.fusion import orphans
+from canvasflow.workflows.runtime.parallel import combine
+from canvasflow.workflows.runtime.wire import (
+    AGGREGATE_TASK,
+    CHUNK_TASK,
+    ERRBACK_TASK,
+    HEADER,
+    MAP_TASK,
+    SIGNAL_TASK,
+    WORKFLOW_TASK,
+)
+from canvasflow.workflows.store.schema import ensure_schema
+from canvasflow.workflows.store.sql import make_engine
 
 log = structlog.get_logger("canvasflow.worker")
 
@@ -42,12 +66,6 @@ def _migrate(**_: Any) -> None:
 
     While the database does not answer, wait and try again (saying why): a worker that
     cannot journal must not report ready and take steps."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    from canvasflow.config.celery_app import redact
-    from canvasflow.workflows.store.schema import ensure_schema
-    from canvasflow.workflows.store.sql import make_engine
-
     s = get_settings()
     while True:
         engine = make_engine(s.database_url)
@@ -72,8 +90,6 @@ def _warm(**_: Any) -> None:
 
     (Celery kills a pool process that is not up within ``worker_proc_alive_timeout``, so this
     must not wait long: the main process already waited for the database in ``_migrate``.)"""
-    from canvasflow.workflows.runtime.context import warm
-
     for attempt in range(3):
         try:
             warm()
@@ -95,12 +111,6 @@ def _start_liveness(sender: Any = None, **_: Any) -> None:
     """Heartbeats from every worker node; the recovery sweep on those consuming the control queue."""
     if _threads:
         return  # a reconnect fires this again
-    from canvasflow.workers.engines import engines_in
-    from canvasflow.workers.heartbeat import HeartbeatThread
-    from canvasflow.workers.routing.takeover import after_beat
-    from canvasflow.workflows.runs.sweep import SweepThread
-    from canvasflow.workflows.runtime.context import runtime
-
     rt = runtime()
     hostname = getattr(sender, "hostname", None) or "unknown"
     engines = engines_in([q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])])
@@ -129,15 +139,7 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
     (``worker_cancel_long_running_tasks_on_connection_loss``), as revoked. Such a step was not
     revoked: it is left ``running``; no live worker holds it any more, so the recovery sweep
     dispatches it again."""
-    import redis
-    from celery.worker import state as worker_state
-
-    from canvasflow.workflows.runtime.context import runtime
-    from canvasflow.workflows.runtime.control import step_settled
-    from canvasflow.workflows.runtime.failure import step_ref
-    from canvasflow.workflows.runtime.fusion import orphans
-
-    ref = step_ref(request)
+    ref = failure.step_ref(request)
     if not ref:
         return
     if not expired and getattr(request, "id", None) not in worker_state.revoked:
@@ -156,8 +158,6 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _flush_journal(**_: Any) -> None:
-    from canvasflow.workflows.runtime.context import current_runtime
-
     rt = current_runtime()
     if rt is not None and "journal" in rt.__dict__:
         rt.journal.flush()
@@ -177,8 +177,6 @@ def start_workflow(
     task with :class:`StartRefused` and its reason: the sender's result, the result backend and
     Flower show a FAILURE, the worker logs it at WARNING, and it is not retried.
     With ``key``, a redelivered or repeated message returns the run the key already has."""
-    from canvasflow.workflows.runs.lifecycle import start_run
-
     try:
         _check_start_types(workflow, inputs, version, key, tags)
         return {"run_id": start_run(workflow, inputs or {}, version=version, key=key, tags=tags or ())}
@@ -204,9 +202,7 @@ def _check_start_types(workflow: Any, inputs: Any, version: Any, key: Any, tags:
 @shared_task(name=ERRBACK_TASK)
 def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     """link_error errback: journal the failure, move the run, call author errbacks, roll back."""
-    from canvasflow.workflows.runtime.failure import step_failed as handle
-
-    handle(request, exc, traceback)
+    failure.step_failed(request, exc, traceback)
 
 
 @shared_task(name=CHUNK_TASK, base=StepTask)
@@ -250,9 +246,6 @@ def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
 ) -> Any:
     """Start the child run of a sub-workflow step; the child's result completes the step."""
-    from canvasflow.workflows.runs.lifecycle import start_child
-    from canvasflow.workflows.runtime.executor import DEFERRED, HEADER
-
     ref = self.request.get(HEADER)
     if not ref:
         raise DefinitionError("a sub-workflow step only runs inside a canvasflow run")
@@ -263,3 +256,9 @@ def subworkflow(
         workflow, values, parent_run_id=ref["run"], parent_step=ref["step"], parent_gen=int(ref["gen"])
     )
     return DEFERRED
+
+
+@step(name=AGGREGATE_TASK, capability="default")
+def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
+    """The join of a ``parallel_capability``: the members' results combined as ``how`` says."""
+    return combine(results, engines, how)

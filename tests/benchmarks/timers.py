@@ -76,7 +76,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
     _installed = True
     _prefix = prefix
     from canvasflow.workflows.runs import lifecycle
-    from canvasflow.workflows.runtime import context, executor, special
+    from canvasflow.workflows.runtime import context, executor, fusion, sending, special
     from canvasflow.workflows.runtime.state import RunState
     from canvasflow.workflows.store.sql import SqlRunStore
 
@@ -103,23 +103,25 @@ def install(prefix: str = "", signals: bool = True) -> None:
     ):
         _wrap(SqlRunStore, attr, f"sql.{attr}")
     _wrap(context.Runtime, "graph", "runtime.graph")
-    for attr in ("run_step", "complete", "dispatch", "journal_success", "finish_run"):
+    for attr in ("run_step", "complete", "dispatch", "finish_run"):
         _wrap(executor, attr, f"executor.{attr}")
-    # send_step is called from executor (a global) and special (an imported name): wrap both
-    publish = _timed("publish (send_step)", executor.send_step)
-    executor.send_step = publish
+    # send_step is called from sending (a global) and special and fusion (imported names): wrap each
+    publish = _timed("publish (send_step)", sending.send_step)
+    sending.send_step = publish
     special.send_step = publish
+    fusion.send_step = publish
     _wrap(special, "chunk_completed", "special.chunk_completed")
-    _wrap(special, "child_finished", "special.child_finished")
+    _wrap(special, "parent_step", "special.parent_step")
     try:  # the batched journal writer, where the runtime has one
         from canvasflow.workflows.runtime import journal
 
         _wrap(journal, "sync_steps", "journal.sync_steps (run end)")
         _wrap(journal.JournalWriter, "record_step", "journal.record_step (enqueue)")
+        _wrap(journal.JournalWriter, "succeeded", "journal.succeeded")
         _wrap(journal.JournalWriter, "flush", "journal.flush (thread or run end)", push=True)
     except ImportError:
         pass
-    for attr in ("start_run", "_launch", "_go"):
+    for attr in ("start_run", "_launch", "_go", "launch_ready"):
         _wrap(lifecycle, attr, f"lifecycle.{attr}")
     lifecycle.dispatch = executor.dispatch  # the name lifecycle imported: now the timed one
     if not signals:

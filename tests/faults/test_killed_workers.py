@@ -102,7 +102,7 @@ def test_duplicated_step_message_completes_once_and_releases_successors_once(cel
     graph = rt.graph(run.id, 1)
     node = graph.steps["0.act"]
     # the broker delivers the first step twice (same id, same headers)
-    from canvasflow.workflows.runtime.executor import send_step
+    from canvasflow.workflows.runtime.sending import send_step
 
     send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
 
@@ -126,7 +126,7 @@ def test_duplicate_of_a_completed_step_changes_nothing(celery_worker_factory):
     assert record.status == "succeeded"
     rt = runtime()
     node = rt.graph(run.id, 1).steps["0.act"]
-    from canvasflow.workflows.runtime.executor import send_step
+    from canvasflow.workflows.runtime.sending import send_step
 
     send_step(rt, run.id, 1, node, [], {k: v["v"] for k, v in node.kwargs.items()})
     time.sleep(1.5)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from celery import chain
 
-from canvasflow.workers.heartbeat import beats, is_alive, is_held, live_workers
+from canvasflow.workers.beats import beats, is_alive, is_held, live_workers
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.context import runtime

@@ -13,7 +13,7 @@ from celery import chain
 from canvasflow.config.celery_app import app
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.runtime.executor import task_id_for
+from canvasflow.workflows.runtime.wire import task_id_for
 from tests.faults.outage import MODULES
 from tests.faults.steps import counts, tick
 from tests.faults.test_killed_workers import QUEUES, wait_for

@@ -14,7 +14,7 @@ from celery import chain
 
 from canvasflow import ResumeRefused
 from canvasflow.workflows import Workflow, resume, start
-from canvasflow.workflows.runtime.executor import task_id_for
+from canvasflow.workflows.runtime.wire import task_id_for
 from tests.faults.outage import MODULES, settings_env
 from tests.faults.steps import counts, tick
 from tests.faults.test_killed_workers import QUEUES

@@ -15,8 +15,8 @@ from celery import chain, chord, group
 
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.runtime.executor import task_id_for
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.wire import task_id_for
 from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import effects
 from tests.integration.sagacheck import assert_rolled_back, labels, new_log, step_of

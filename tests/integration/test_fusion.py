@@ -15,8 +15,8 @@ from celery import chain, group
 
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
-from canvasflow.workflows.runtime.executor import task_id_for
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.wire import task_id_for
 from canvasflow.workflows.store.records import RunRecord
 from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere, flaky, kind, pair
 from tests.integration.saga import effects

@@ -295,7 +295,7 @@ def test_unroutable_runs_are_refused_before_anything_is_enqueued(workflow: str, 
 def test_engines_report_and_an_unregistered_engines_heartbeat(celery_worker_factory, capsys):
     from structlog.testing import capture_logs
 
-    from canvasflow.workers.heartbeat import Serving, clear_beat, write_beat
+    from canvasflow.workers.beats import Serving, clear_beat, write_beat
     from canvasflow.workers.routing.live import LiveView
     from canvasflow.workflows.cli.main import main
 

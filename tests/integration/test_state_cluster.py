@@ -17,8 +17,8 @@ import pytest
 import redis
 from celery import chain, chord, group
 
+from canvasflow.workers.beats import live_workers
 from canvasflow.workers.demo import add, echo, gate, open_gate
-from canvasflow.workers.heartbeat import live_workers
 from canvasflow.workflows import Workflow, get_run, map_reduce, resume, signal, start, wait_signal
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RunRecord

@@ -11,7 +11,7 @@ from canvasflow.workers.demo import add, echo
 from canvasflow.workflows.runtime import bundles
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.wire import header_problem
+from canvasflow.workflows.runtime.wire import carried_ids, header_problem
 
 
 def runtime_with(**settings: object) -> Runtime:
@@ -62,9 +62,9 @@ def test_steps_with_options_of_their_own_travel_alone():
 
 def test_carried_ids_are_the_siblings_task_ids():
     header = {"run": "r1", "step": "0.add", "gen": 2, "then": ["1.add", "2.add"]}
-    assert bundles.carried_ids(header) == ["r1-1.add-g2", "r1-2.add-g2"]
-    assert bundles.carried_ids({"run": "r1", "step": "0.add", "gen": 2}) == []
-    assert bundles.carried_ids("not a header") == []
+    assert carried_ids(header) == ["r1-1.add-g2", "r1-2.add-g2"]
+    assert carried_ids({"run": "r1", "step": "0.add", "gen": 2}) == []
+    assert carried_ids("not a header") == []
 
 
 @pytest.mark.parametrize("then", ["1.add", [1, 2], [""], ["x" * 201], ["s"] * 1001])

@@ -1,70 +1,215 @@
-"""The runtime does not call compensation: the rollback listens to its events (runtime/control.py).
+"""Imports point down the floors of docs/ARCHITECTURE.md, and nothing goes round in a circle.
 
-Imports are read with ``ast`` from the source (also those inside functions, which a late
-import would hide from an import-time check)."""
+Every import of the package is read with ``ast`` from the source, those inside functions and
+under ``if TYPE_CHECKING:`` included (a late import would hide from a check made by importing),
+with each module under the name users import (tests/layout.py reads the mapping).
+"""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = {"config": "config", "workers": "workers", "workflows": "workflows", "compensation": "compensation"}
+from tests.layout import ROOT, modules
+
+# bottom to top: a module may import its own floor and those below it (docs/ARCHITECTURE.md)
+FLOORS: list[tuple[str, tuple[str, ...]]] = [
+    ("config", ("canvasflow.config",)),
+    (
+        "fleet registries",
+        (
+            "canvasflow.workers.capabilities",
+            "canvasflow.workers.engines",
+            "canvasflow.workers.beats",
+            "canvasflow.workers.routing",
+            "canvasflow.workers.limits",
+            "canvasflow.workers.deploy",
+        ),
+    ),
+    (
+        "telemetry interface",
+        ("canvasflow.workflows.telemetry.hooks", "canvasflow.workflows.telemetry.registry"),
+    ),
+    ("store", ("canvasflow.workflows.store",)),
+    ("runtime", ("canvasflow.workflows.runtime",)),
+    (
+        "host",
+        (
+            "canvasflow.workers.step",
+            "canvasflow.workers.hybrid",
+            "canvasflow.workers.admission",
+            "canvasflow.workers.actions",
+            "canvasflow.workers.heartbeat",
+            "canvasflow.workers.fleet",
+        ),
+    ),
+    (
+        "telemetry built-ins",
+        (
+            "canvasflow.workflows.telemetry.builtin",
+            "canvasflow.workflows.telemetry.logs",
+            "canvasflow.workflows.telemetry.metrics",
+            "canvasflow.workflows.telemetry.tracing",
+            "canvasflow.workflows.telemetry.events",
+        ),
+    ),
+    ("compensation", ("canvasflow.compensation",)),
+    ("authoring", ("canvasflow.workflows.authoring",)),
+    ("runs", ("canvasflow.workflows.runs",)),
+    (
+        "tasks",
+        (
+            "canvasflow.workflows.tasks",
+            "canvasflow.workflows.telemetry.exporter",
+            "canvasflow.workers.signals",
+            "canvasflow.workers.demo",
+            "canvasflow.workflows.demo",
+        ),
+    ),
+    ("composition root", ("canvasflow.app",)),
+    ("client", ("canvasflow.workflows.client",)),
+    (
+        "faces",
+        (
+            "canvasflow.workflows.views",
+            "canvasflow.workflows.cli",
+            "canvasflow.workflows.console",
+            "canvasflow.testing",
+        ),
+    ),
+]
+LATE_IMPORT_BUDGET = 40  # imports of the package's own modules made inside functions
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
-    parts = [p for p in rel.parts if p != "__init__"]
-    return ".".join(["canvasflow", *parts])
+@dataclass(frozen=True)
+class Import:
+    source: str  # the importing module
+    target: str  # the imported module (a name imported from a package: that package)
+    line: int
+    late: bool  # inside a function
+    typing_only: bool  # under `if TYPE_CHECKING:`
+    commented: bool  # a comment on its line or the line above says why
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, anywhere in it, as an absolute ``canvasflow.*`` name."""
-    tree = ast.parse(path.read_text(), str(path))
-    here = _module_name(path).split(".")
-    package = here if path.name == "__init__.py" else here[:-1]
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
-            out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
-    return out
+@cache
+def _all() -> dict[str, Path]:
+    return {name: path for name, path in modules() if ".migrations." not in name}
 
 
-def _modules(folder: str) -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / folder).rglob("*.py"))}
+def _resolve(name: str) -> str | None:
+    known = _all()
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
 
 
-def test_no_runtime_module_imports_compensation():
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(
-            i for i in _imports(path) if i.startswith("canvasflow.compensation")
-        )
-        for path in (ROOT / "workflows" / "runtime").rglob("*.py")
-    }
-    offenders = {k: v for k, v in offenders.items() if v}
-    assert not offenders, f"workflows/runtime/ must not import canvasflow.compensation: {offenders}"
-    assert len(list((ROOT / "workflows" / "runtime").rglob("*.py"))) > 10  # the files were found
+def _is_package(name: str) -> bool:
+    return _all()[name].name == "__init__.py"
 
 
-def test_no_import_cycle_between_runtime_steps_and_compensation():
-    """The cycle the issue named (workers/step.py, runtime/{executor,failure,special}.py,
-    compensation/{rollback,decorator}.py) is gone: no compensation module is in an import
-    cycle, neither with the runtime and the steps nor among themselves."""
-    modules: dict[str, Path] = {}
-    for folder in ("compensation", "workers", "workflows/runtime"):
-        modules.update(_modules(folder))
-    graph = {m: {i for i in _imports(p) if i in modules and i != m} for m, p in modules.items()}
+@cache
+def imports_of(module: str) -> tuple[Import, ...]:
+    path = _all()[module]
+    source = path.read_text()
+    lines = source.splitlines()
+    package = module.split(".") if _is_package(module) else module.split(".")[:-1]
+    found: list[Import] = []
+
+    def add(node: ast.Import | ast.ImportFrom, targets: list[str], late: bool, typing_only: bool) -> None:
+        here = lines[node.lineno - 1]
+        above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+        commented = "#" in here or above.startswith("#")
+        for target in targets:
+            resolved = _resolve(target)
+            if resolved and resolved != module:
+                found.append(Import(module, resolved, node.lineno, late, typing_only, commented))
+
+    def visit(node: ast.AST, late: bool, typing_only: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names if a.name.startswith("canvasflow")]
+                add(child, names, late, typing_only)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    base = ".".join([*package[: len(package) - child.level + 1], *([base] if base else [])])
+                if base.startswith("canvasflow"):
+                    add(child, [f"{base}.{a.name}" for a in child.names], late, typing_only)
+            elif isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for part in child.body:
+                    visit(ast.Module(body=[part], type_ignores=[]), late, True)
+                for part in child.orelse:
+                    visit(ast.Module(body=[part], type_ignores=[]), late, typing_only)
+            else:
+                inner = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+                visit(child, late or inner, typing_only)
+
+    visit(ast.parse(source, str(path)), False, False)
+    return tuple(found)
+
+
+def _edges() -> Iterator[Import]:
+    """Every import that runs: a package face's imports for type checkers only are no edge."""
+    for module in _all():
+        for imp in imports_of(module):
+            if not (imp.typing_only and _is_package(module)):
+                yield imp
+
+
+def floor_of(module: str) -> int | None:
+    best, floor = "", None
+    for i, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, floor = prefix, i
+    return floor
+
+
+def test_the_modules_are_found():
+    names = set(_all())
+    assert {"canvasflow.workflows.runtime.executor", "canvasflow.workers.step", "canvasflow.app"} <= names
+    assert len(names) > 100
+
+
+def test_every_module_stands_on_a_floor():
+    homeless = [m for m in _all() if not _is_package(m) and floor_of(m) is None]
+    assert homeless == [], "add these modules to a floor in FLOORS and in docs/ARCHITECTURE.md"
+
+
+def test_imports_point_down_the_floors():
+    upward = sorted(
+        f"{imp.source}:{imp.line} -> {imp.target} ({FLOORS[floor_of(imp.source)][0]} -> "  # type: ignore[index]
+        f"{FLOORS[floor_of(imp.target)][0]})"  # type: ignore[index]
+        for imp in _edges()
+        if not _is_package(imp.source)
+        and not _is_package(imp.target)
+        and (floor_of(imp.source) or 0) < (floor_of(imp.target) or 0)
+    )
+    assert upward == []
+
+
+def test_package_faces_only_hand_on_names_of_their_own_package():
+    """An ``__init__.py`` imports (if at all) only from inside its own package: it registers nothing."""
+    strays = sorted(
+        f"{imp.source}:{imp.line} -> {imp.target}"
+        for imp in _edges()
+        if _is_package(imp.source) and not imp.target.startswith(imp.source + ".")
+    )
+    assert strays == []
+
+
+def test_no_import_circles():
+    graph: dict[str, set[str]] = {m: set() for m in _all()}
+    for imp in _edges():
+        graph[imp.source].add(imp.target)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
-    groups: list[set[str]] = []
+    circles: list[list[str]] = []
 
     def visit(v: str) -> None:  # Tarjan's strongly connected components
         index[v] = low[v] = len(index)
@@ -77,23 +222,39 @@ def test_no_import_cycle_between_runtime_steps_and_compensation():
             elif w in on_stack:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:
-            group = set()
+            group = []
             while True:
                 w = stack.pop()
                 on_stack.discard(w)
-                group.add(w)
+                group.append(w)
                 if w == v:
                     break
-            groups.append(group)
+            if len(group) > 1:
+                circles.append(sorted(group))
 
     for m in graph:
         if m not in index:
             visit(m)
-    cycles = [
-        sorted(g) for g in groups if len(g) > 1 and any(m.startswith("canvasflow.compensation") for m in g)
-    ]
-    assert not cycles, f"import cycles through compensation (with the runtime or within): {cycles}"
-    assert "canvasflow.compensation.rollback" in graph and "canvasflow.workers.step" in graph
+    assert circles == []
+
+
+def test_imports_inside_functions_are_few_and_say_why():
+    late = [imp for imp in _edges() if imp.late]
+    statements = {(imp.source, imp.line) for imp in late}
+    silent = sorted(f"{imp.source}:{imp.line} -> {imp.target}" for imp in late if not imp.commented)
+    assert silent == [], "an import inside a function says why in a comment (an optional extra, a command)"
+    assert len(statements) <= LATE_IMPORT_BUDGET, sorted(statements)
+
+
+def test_no_runtime_module_imports_compensation():
+    """The runtime does not call compensation: the rollback listens to its events (runtime/control.py)."""
+    offenders = sorted(
+        f"{imp.source} -> {imp.target}"
+        for imp in _edges()
+        if imp.source.startswith("canvasflow.workflows.runtime")
+        and imp.target.startswith("canvasflow.compensation")
+    )
+    assert offenders == []
 
 
 FIRST_IMPORTS = (

@@ -1,6 +1,6 @@
 """The live view of the engines, read from Redis and cached for a short time per process.
 
-Each worker node's heartbeat (:mod:`canvasflow.workers.heartbeat`, one key per node with an
+Each worker node's heartbeat (:mod:`canvasflow.workers.beats`, one key per node with an
 expiry) names the engines it serves, its consumers and in-flight steps; a read fetches the
 beats of the recently seen nodes (keeping those that serve an engine), the engines' duration
 EWMAs and (with a Redis broker on the same server) their queue depths. Between reads the view
@@ -19,8 +19,8 @@ import redis
 import structlog
 
 from canvasflow.config.redis_clients import get_many
+from canvasflow.workers.beats import beat_key, workers_index
 from canvasflow.workers.engines import Engine, registry
-from canvasflow.workers.heartbeat import beat_key, workers_index
 from canvasflow.workers.routing.snapshot import EngineState
 
 log = structlog.get_logger("canvasflow.routing")

@@ -33,8 +33,8 @@ import redis
 import structlog
 
 from canvasflow.config.brokers import broker_kind
+from canvasflow.workers.beats import Serving
 from canvasflow.workers.engines import Engine, registry
-from canvasflow.workers.heartbeat import Serving
 from canvasflow.workers.routing.live import read_live
 
 log = structlog.get_logger("canvasflow.routing")

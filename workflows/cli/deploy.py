@@ -78,7 +78,7 @@ def cmd_worker_probe(args: argparse.Namespace) -> int:
     """Exit 0 while this pod's worker node beats (``<name>@<hostname>``), 1 otherwise."""
     from canvasflow.config.redis_clients import state_client
     from canvasflow.config.settings import get_settings
-    from canvasflow.workers.heartbeat import read_beat
+    from canvasflow.workers.beats import read_beat
     from canvasflow.workflows.cli.main import _emit
 
     if bool(args.name) == bool(args.node):

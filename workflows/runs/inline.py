@@ -39,12 +39,11 @@ from canvasflow.compensation.planner import node_of, plan
 from canvasflow.compensation.rollback import CHUNK_COMP_TASK
 from canvasflow.config.celery_app import app
 from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.runtime.context import CHUNK_TASK
 from canvasflow.workflows.runtime.errors import error_info
-from canvasflow.workflows.runtime.executor import encode_result
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.outcome import rollback_status
+from canvasflow.workflows.runtime.wire import CHUNK_TASK, encode_result
 from canvasflow.workflows.store.records import RunRecord, StepRecord
 
 WORKER = "inline"

@@ -287,7 +287,7 @@ def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
     first = rt.store.put_signal(run_id, name, payload)
     _, stored = rt.store.get_signal(run_id, name)
     states = rt.state.step_states(run_id)
-    from canvasflow.workflows.runtime.special import deliver_signal
+    from canvasflow.workflows.runtime.executor import deliver_signal
 
     for node in graph.steps.values():
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":

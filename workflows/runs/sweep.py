@@ -7,7 +7,7 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
 * rebuilds a run's Redis state from the journal when it is gone (:func:`recovery.rebuild`);
 * closes in SQL a run Redis already ended (:func:`recovery.reconcile`);
 * re-dispatches a **lost** step: one ``running`` or ``queued`` whose task id no live worker
-  holds (see :mod:`canvasflow.workers.heartbeat`) and, on the Redis broker, that is in no
+  holds (see :mod:`canvasflow.workers.beats`) and, on the Redis broker, that is in no
   queue either. A step must look lost on consecutive sweeps for a grace period
   (``2 x heartbeat_interval`` when running, ``queued_grace`` when queued), and every live
   node must have beaten since it first looked lost, so a step in a long backlog or one
@@ -28,12 +28,14 @@ import redis
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.workers.heartbeat import beats, held_tasks
+from canvasflow.workers.beats import beats, held_tasks
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import dispatch, send_step, task_id_for
+from canvasflow.workflows.runtime.executor import dispatch
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
 from canvasflow.workflows.runtime.messages import on_broker
+from canvasflow.workflows.runtime.sending import send_step
 from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.runtime.wire import task_id_for
 
 log = structlog.get_logger("canvasflow.sweep")
 ACTIVE_SQL = ("pending", "running", "waiting", "compensating")
@@ -195,7 +197,7 @@ def _chunk_count(rt: Runtime, run_id: str, node: StepNode) -> int:
 
 def _resend_chunk(rt: Runtime, run_id: str, gen: int, node: StepNode, index: int) -> None:
     """Publish one chunk of a map step again (its siblings are left alone)."""
-    from canvasflow.workflows.runtime.context import CHUNK_TASK
+    from canvasflow.workflows.runtime.wire import CHUNK_TASK
 
     chunk = _chunks(rt, run_id, node)[index]
     send_step(rt, run_id, gen, node, [node.spec["mapper"], chunk], {}, chunk=index, task=CHUNK_TASK)

@@ -23,9 +23,9 @@ waits. If the worker dies, the bundle is delivered again and runs what is left.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.fusion import fusable_task
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode
 
 
@@ -54,20 +54,6 @@ def plan(rt: Runtime, graph: StepGraph, step_ids: list[str]) -> dict[str, list[s
 
 def _plain(rt: Runtime, node: StepNode) -> bool:
     """A step the worker could run after another one: see fusion._fusable (checked again there)."""
-    from canvasflow.workflows.runtime.fusion import fusable_task
-
     if node.kind != "task" or set(node.options) != {"queue"}:
         return False
     return fusable_task(rt, rt.app.tasks.get(node.task))
-
-
-def carried_ids(header: Any) -> list[str]:
-    """Task ids of the siblings a message's ``canvasflow`` header carries (none if malformed)."""
-    from canvasflow.workflows.runtime.executor import task_id_for
-
-    if not isinstance(header, dict) or not isinstance(header.get("then"), list):
-        return []
-    run, gen = header.get("run"), header.get("gen")
-    if not isinstance(run, str) or not isinstance(gen, int):
-        return []
-    return [task_id_for(run, sid, gen) for sid in header["then"] if isinstance(sid, str)]

@@ -23,14 +23,14 @@ from typing import Any
 from celery import Celery
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 
+from canvasflow.config.celery_app import CONTROL_TASKS
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.config.queues import queue_for
+from canvasflow.workers.capabilities import registry as capabilities
 from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
+from canvasflow.workflows.runtime.parallel import expand
+from canvasflow.workflows.runtime.wire import MAP_TASK, PARALLEL_TASK, SIGNAL_TASK, WORKFLOW_TASK, is_step
 
-MAP_TASK = "canvasflow.map"
-SIGNAL_TASK = "canvasflow.wait_signal"
-WORKFLOW_TASK = "canvasflow.subworkflow"
-PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded by workers.routing.parallel
 SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
 STEP_DEADLINES = ("schedule_to_start", "start_to_close")
@@ -78,8 +78,6 @@ class CanvasCompiler:
 
     def _part(self, sig: Signature, flow: _Flow, path: str) -> tuple[_Flow, list[str]]:
         if sig.task == PARALLEL_TASK:  # parallel_capability: one member per live engine, now
-            from canvasflow.workflows.runtime.parallel import expand
-
             sig = self._sig(expand(sig))
         if isinstance(sig, _chain):
             out, steps = self._chain(sig, flow, path)
@@ -208,10 +206,8 @@ class CanvasCompiler:
     def _check_task(self, name: str, kind: str) -> None:
         if kind != "task":
             return
-        from canvasflow.workers.step import StepTask
-
         task = self.app.tasks.get(name)
-        if task is not None and not isinstance(task, StepTask):
+        if task is not None and not is_step(task):
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
 
 
@@ -241,8 +237,6 @@ def task_queue(app: Celery, name: str) -> str:
     """Where a step of task ``name`` goes unrouted: its ``queue`` attribute (a plain Celery task
     declared so), the control queue for canvasflow's control tasks (through ``task_routes``),
     else its capability's queue, else the default queue."""
-    from canvasflow.config.celery_app import CONTROL_TASKS
-
     task = app.tasks.get(name)
     queue = getattr(task, "queue", None)
     if not queue and name in CONTROL_TASKS:
@@ -257,9 +251,7 @@ def task_queue(app: Celery, name: str) -> str:
 
 def routing_options(task_name: str) -> dict[str, Any]:
     """``{"routing": ...}`` for a step the router places when it becomes ready (docs/routing.md)."""
-    from canvasflow.workers.capabilities import registry
-
-    routing = registry.routing_of(task_name)
+    routing = capabilities.routing_of(task_name)
     return {} if routing is None else {"routing": routing}
 
 

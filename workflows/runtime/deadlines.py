@@ -27,7 +27,11 @@ from celery import shared_task
 from canvasflow.config.errors import DeadlineExceeded
 from canvasflow.config.settings import control_queue
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.control import rollback_needed
+from canvasflow.workflows.runtime.failure import close_failed, fail_step, failure_status
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.journal import sync_steps
+from canvasflow.workflows.runtime.outcome import skip_unrun
 
 log = structlog.get_logger("canvasflow.deadlines")
 DEADLINE_TASK = "canvasflow.deadline"
@@ -112,8 +116,6 @@ def expire(rt: Runtime, run_id: str, gen: int, kind: str, seconds: float, step_i
         return False
     # a message still in its queue is skipped at its claim (the step is failed, the run not active)
     log.warning("deadline passed", run_id=run_id, step_id=step_id, deadline=kind, seconds=seconds)
-    from canvasflow.workflows.runtime.failure import fail_step
-
     fail_step(rt, run_id, step_id, gen, None, exc)
     return True
 
@@ -122,10 +124,6 @@ def _expire_run(rt: Runtime, run_id: str, gen: int, exc: DeadlineExceeded) -> bo
     labels = rt.state.labels(run_id)
     if labels.get("gen") != str(gen):
         return False
-    from canvasflow.workflows.runtime.failure import close_failed, failure_status
-    from canvasflow.workflows.runtime.journal import sync_steps
-    from canvasflow.workflows.runtime.outcome import skip_unrun
-
     graph = rt.graph(run_id, gen)
     target = failure_status(graph)
     if not rt.state.transition(run_id, ("running", "waiting"), target):
@@ -138,8 +136,6 @@ def _expire_run(rt: Runtime, run_id: str, gen: int, exc: DeadlineExceeded) -> bo
         skip_unrun(rt, run_id)
     rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
     if target == "compensating":
-        from canvasflow.workflows.runtime.control import rollback_needed
-
         rollback_needed(rt, run_id, gen)
     else:
         close_failed(rt, run_id, error)

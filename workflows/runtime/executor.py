@@ -28,17 +28,16 @@ from celery.exceptions import Ignore, Retry
 from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.routing.live import observe
-from canvasflow.workers.routing.router import route_step, workflow_inputs
-from canvasflow.workflows.runtime import bundles, control, events, fusion, publishing, secrets, wire
-from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK
+from canvasflow.workflows.runtime import bundles, control, deadlines, events, fusion, sending, special, wire
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
-from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
+from canvasflow.workflows.runtime.graph import StepGraph, refs_in, resolve
+from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.state import ACTIVE
+from canvasflow.workflows.runtime.wire import encode_result
 
 log = structlog.get_logger("canvasflow.executor")
-HEADER = "canvasflow"
 MEASURED = {"performance_based"}  # strategies that read the step durations of each engine
 
 
@@ -51,19 +50,6 @@ DEFERRED = Deferred()
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def task_id_for(run_id: str, step_id: str, generation: int, chunk: int | None = None) -> str:
-    tid = f"{run_id}-{step_id}-g{generation}"
-    return tid if chunk is None else f"{tid}-c{chunk}"
-
-
-def encode_result(step_id: str, value: Any) -> str:
-    try:
-        encoded = json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"step {step_id} returned a value that is not JSON: {exc}") from None
-    return wire.check_payload(f"the result of step {step_id}", encoded)
 
 
 # -- dispatch ------------------------------------------------------------------------
@@ -80,96 +66,26 @@ def dispatch(
     """Publish each ready step, with its arguments resolved from the journaled results.
 
     A wide fan-out of plain steps for one queue travels as fewer messages, each carrying a few
-    siblings for its worker to run after it (bundles.py); ``bundle=False`` publishes one each."""
+    siblings for its worker to run after it (bundles.py); ``bundle=False`` publishes one each.
+    A map or signal step that is done at once (special.py) is completed here."""
     if not step_ids:
         return
     then = bundles.plan(rt, graph, step_ids) if bundle else {}
     carried = {sid for rest in then.values() for sid in rest}
     step_ids = [sid for sid in step_ids if sid not in carried]
-    results = dict(known or {})
-    needed = {r for sid in step_ids for r in graph.steps[sid].reads()} - results.keys()
-    results.update(rt.state.results(run_id, sorted(needed)))
-    # one producer, one pipeline: a message and its task-sent event in one round trip (publishing.py)
-    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(step_ids)):
-        for sid in step_ids:
-            node = graph.steps[sid]
-            args = [resolve(a, results) for a in node.args]
-            kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
-            if node.kind == "task":
-                send_step(rt, run_id, generation, node, args, kwargs, then=then.get(sid, ()))
-            elif node.kind == "workflow":
-                send_step(rt, run_id, generation, node, args, {**node.spec, **kwargs})
-            else:
-                from canvasflow.workflows.runtime import special
-
-                special.dispatch(rt, run_id, generation, node, args, kwargs)
+    results = sending.results_for(rt, run_id, [graph.steps[sid] for sid in step_ids], known)
+    plain = [sid for sid in step_ids if graph.steps[sid].kind in ("task", "workflow")]
+    sending.send_ready(rt, run_id, generation, graph, plain, results, then)
+    for sid in step_ids:
+        node = graph.steps[sid]
+        if node.kind in ("task", "workflow"):
+            continue
+        args, kwargs = sending.arguments(rt, run_id, node, results)
+        done = special.dispatch(rt, run_id, generation, node, args, kwargs)
+        if done is not None:
+            complete(rt, run_id, sid, generation, done.value, encode_result(sid, done.value), None)
     if graph.options.get("deadlines"):
-        from canvasflow.workflows.runtime import deadlines
-
         deadlines.after_dispatch(rt, run_id, generation, graph, step_ids)
-
-
-def send_step(
-    rt: Runtime,
-    run_id: str,
-    generation: int,
-    node: StepNode,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    *,
-    chunk: int | None = None,
-    task: str | None = None,
-    exclude: tuple[str, ...] = (),
-    then: list[str] | tuple[str, ...] = (),
-    route: dict[str, Any] | None = None,
-) -> None:
-    """Publish one step; ``route`` is the router's decision when it was made already (fusion.py)."""
-    header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
-    if chunk is not None:
-        header["chunk"] = chunk
-    if then:  # siblings this message's worker runs after it (bundles.py)
-        header["then"] = list(then)
-    options = node.options
-    if "routing" in options:  # the router picks the engine now, as the step becomes ready
-        route = route or decide_route(rt, run_id, node, exclude)
-        header["route"] = {**route, "tried": list(exclude)} if exclude else route
-        options = {k: v for k, v in options.items() if k != "routing"}
-        options["queue"] = route["queue"]
-        if route.get("workflow") and chunk is None:  # a workflow engine: the step runs as its child run
-            task, kwargs = (
-                WORKFLOW_TASK,
-                {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
-            )
-            args, options["queue"] = [], rt.settings.control_queue
-    name = task or node.task
-    shown = secrets.masked(rt.app.tasks.get(name), args, kwargs)
-    if shown is not None:  # what events, Flower and logs show of the call
-        options = {**options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
-    headers: dict[str, Any] = {HEADER: header}
-    carrier = events.step_dispatched(rt, run_id, node, chunk, name, generation, options.get("queue"), route)
-    if carrier:  # e.g. a W3C traceparent: the worker's step events hand it back
-        headers[events.CARRIER_HEADER] = carrier
-    rt.app.send_task(
-        name,
-        args=args,
-        kwargs=kwargs,
-        task_id=task_id_for(run_id, node.id, generation, chunk),
-        headers=headers,
-        link_error=[rt.errback],
-        ignore_result=True,
-        add_to_parent=False,
-        **options,
-        **publishing.send_options(task or node.task, options.get("queue")),
-    )
-
-
-def decide_route(rt: Runtime, run_id: str, node: StepNode, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The router's choice of engine for a routed step that became ready (announced to middleware)."""
-    began = time.perf_counter()
-    route = route_step(rt.redis, rt.settings, node.id, node.options["routing"], exclude)
-    events.routed(run_id, node.id, node.options["routing"], route, time.perf_counter() - began, exclude)
-    route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
-    return route
 
 
 # -- the worker side -------------------------------------------------------------------
@@ -265,10 +181,10 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
         announce = events.success_announcer(delivery, took)
         if chunk is None:
             complete(rt, run_id, step_id, gen, result, encoded, info, stored=announce)
-        else:
-            from canvasflow.workflows.runtime import special
-
-            special.chunk_completed(rt, run_id, step_id, gen, int(chunk), result, encoded, info, announce)
+            return result
+        mapped = special.chunk_completed(rt, run_id, step_id, int(chunk), result, encoded, info, announce)
+        if mapped is not None:  # the last chunk: the map step completes with every item's value
+            complete(rt, run_id, step_id, gen, mapped.value, encode_result(step_id, mapped.value), None)
         return result
 
 
@@ -376,7 +292,7 @@ def complete(
     if done.ready:  # one may run next in this process (fusion.py); the rest are published
         ready = fusion.keep(rt, run_id, gen, graph, done.ready, step_id, encoded)
         dispatch(rt, run_id, gen, graph, ready, {step_id: result})
-    journal_success(rt, run_id, step_id, result, info)
+    rt.journal.succeeded(run_id, step_id, result, info)
     if done.run_status == "finished":
         try:
             finish_run(rt, run_id, gen, graph)
@@ -386,42 +302,26 @@ def complete(
         control.late_completion(rt, run_id, step_id, done.run_status)
 
 
-def journal_success(rt: Runtime, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
-    info = info or {}
-    started, finished = info.get("started_at"), info.get("finished_at")
-    rt.journal.record_step(
-        run_id,
-        step_id,
-        "step.succeeded",
-        status="succeeded",
-        attempts=info.get("attempt", 1),
-        worker=info.get("worker"),
-        queue=info.get("queue"),
-        task_id=info.get("task_id"),
-        started_at=datetime.fromisoformat(started) if started else None,
-        finished_at=datetime.fromisoformat(finished) if finished else _now(),
-        result=result,
-        error=info.get("error"),
-        route=info.get("route"),
-        event_data={"generation": info["gen"]} if info.get("gen") else None,
-    )
-
-
 def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     """The last step completed: compute the run's result, journal it, wake waiters, tell a parent."""
     results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
     value = resolve(graph.result, results)
-    from canvasflow.workflows.runtime.journal import sync_steps
-
     sync_steps(rt, run_id)
     if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
         log.info("run succeeded", run_id=run_id)
         events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.finished_state_ttl)
-        from canvasflow.workflows.runtime import special
+        parent = special.parent_step(rt, run_id)
+        if parent is not None:  # a child run: its result completes the parent's step
+            parent_id, step_id, parent_gen = parent
+            complete(rt, parent_id, step_id, parent_gen, value, encode_result(step_id, value), None)
 
-        special.child_finished(rt, run_id, value)
+
+def deliver_signal(rt: Runtime, run_id: str, gen: int, step_id: str, payload: Any) -> None:
+    """Complete a step waiting for a signal with its payload, once (special.take_signal)."""
+    if special.take_signal(rt, run_id, step_id):
+        complete(rt, run_id, step_id, gen, payload, encode_result(step_id, payload), None)
 
 
 def recover(rt: Runtime, run_id: str, step_id: str, gen: int, *, delivery: str | None = None) -> None:
@@ -442,6 +342,6 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int, *, delivery: str |
         return
     if record.step(step_id).status != "succeeded":
         result = rt.state.results(run_id, [step_id]).get(step_id)
-        journal_success(rt, run_id, step_id, result, rt.state.step_info(run_id).get(step_id))
+        rt.journal.succeeded(run_id, step_id, result, rt.state.step_info(run_id).get(step_id))
     if rt.state.status(run_id) == "succeeded" and record.status in ACTIVE:
         finish_run(rt, run_id, gen, graph)

@@ -22,8 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
-from canvasflow.workflows.runtime.executor import HEADER
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.journal import sync_steps
+from canvasflow.workflows.runtime.outcome import skip_unrun
+from canvasflow.workflows.runtime.reroute import reroute
+from canvasflow.workflows.runtime.wire import HEADER
 
 log = structlog.get_logger("canvasflow.failure")
 
@@ -45,11 +48,9 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
     if not ref:
         return
     rt = runtime()
-    if "route" in ref:  # an engine-level error goes to the next engine first (docs/routing.md)
-        from canvasflow.workflows.runtime.reroute import reroute
-
-        if reroute(rt, ref, exc, getattr(request, "hostname", None)):
-            return
+    # an engine-level error goes to the next engine first (docs/routing.md)
+    if "route" in ref and reroute(rt, ref, exc, getattr(request, "hostname", None)):
+        return
     fail_step(
         rt,
         ref["run"],
@@ -99,13 +100,9 @@ def fail_step(
             return
         # Redis decided; the journal follows (a racing sibling's rollback may close it first)
         rt.redis.hset(rt.state.key(run_id, "meta"), "error", json.dumps(error))
-        from canvasflow.workflows.runtime.journal import sync_steps
-
         try:
             sync_steps(rt, run_id)
             if target == "failed":
-                from canvasflow.workflows.runtime.outcome import skip_unrun
-
                 skip_unrun(rt, run_id)
             rt.store.transition_run(run_id, ("running", "waiting"), target, error=error)
         except (SQLAlchemyError, OSError) as exc:  # the rollback goes on; the sweep reconciles SQL

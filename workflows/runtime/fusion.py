@@ -37,8 +37,11 @@ import structlog
 from celery import Task
 from celery.app.trace import build_tracer
 
+from canvasflow.workflows.runtime import events, publishing
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
+from canvasflow.workflows.runtime.graph import StepGraph, StepNode
+from canvasflow.workflows.runtime.sending import arguments, decide_route, send_ready, send_step
+from canvasflow.workflows.runtime.wire import HEADER, is_step, task_id_for
 
 log = structlog.get_logger("canvasflow.fusion")
 
@@ -175,8 +178,6 @@ def keep(
             "routing",
             "queue",
         }:  # decided now, as on publishing
-            from canvasflow.workflows.runtime.executor import decide_route
-
             nxt = _Next(run_id, gen, node, {step_id: json.loads(encoded)}, decide_route(rt, run_id, node))
             assert nxt.route is not None
             if nxt.route["queue"] in consumed(rt, d.queue) and not nxt.route.get("workflow"):
@@ -215,34 +216,17 @@ def consumed(rt: Runtime, queue: str) -> frozenset[str]:
 def fusable_task(rt: Runtime, task: Task | None) -> bool:
     """A step task registered here with nothing a delivery of its own would enforce: no limits,
     no Celery rate limit, no time limit."""
-    from canvasflow.workers.step import StepTask
-
-    return (
-        isinstance(task, StepTask)
-        and not task.limits
-        and task.rate_limit is None
-        and not _time_limited(rt, task)
-    )
-
-
-def _arguments(rt: Runtime, nxt: _Next) -> tuple[list[Any], dict[str, Any]]:
-    node = nxt.node
-    results = dict(nxt.known)
-    needed = sorted(set(node.reads()) - results.keys())
-    if needed:
-        results.update(rt.state.results(nxt.run_id, needed))
-    return [resolve(a, results) for a in node.args], {k: resolve(v, results) for k, v in node.kwargs.items()}
+    if task is None or not is_step(task):
+        return False
+    return not getattr(task, "limits", ()) and task.rate_limit is None and not _time_limited(rt, task)
 
 
 def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
     """Run one fused step through Celery's tracer, as a worker runs a delivered task."""
-    from canvasflow.workflows.runtime import events
-    from canvasflow.workflows.runtime.executor import HEADER, task_id_for
-
     node = nxt.node
     task = rt.app.tasks[node.task]
     try:
-        args, kwargs = _arguments(rt, nxt)
+        args, kwargs = arguments(rt, nxt.run_id, nxt.node, nxt.known)
     except Exception:  # e.g. Redis lost a result: the ordinary path has its own recovery
         log.exception("fused step's arguments unreadable; publishing it", run_id=nxt.run_id, step_id=node.id)
         _publish(rt, nxt)
@@ -282,28 +266,22 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
 
 
 def _publish(rt: Runtime, nxt: _Next) -> None:
-    from canvasflow.workflows.runtime import publishing
-    from canvasflow.workflows.runtime.executor import dispatch, send_step
-
     if nxt.route is None:
-        dispatch(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
+        send_ready(rt, nxt.run_id, nxt.gen, rt.graph(nxt.run_id, nxt.gen), [nxt.node.id], nxt.known)
         return
-    args, kwargs = _arguments(rt, nxt)
+    args, kwargs = arguments(rt, nxt.run_id, nxt.node, nxt.known)
     with publishing.batch(rt.app, rt.settings.publish_batch_size, 1):
         send_step(rt, nxt.run_id, nxt.gen, nxt.node, args, kwargs, route=nxt.route)
 
 
 def _publish_ids(rt: Runtime, run_id: str, gen: int, step_ids: list[str]) -> None:
     """Publish bundled siblings as messages of their own (one pipeline, never bundled again)."""
-    from canvasflow.workflows.runtime.executor import dispatch
-
     try:
         graph = rt.graph(run_id, gen)
     except KeyError:  # the run's state is gone: the sweep rebuilds it and dispatches them
         log.warning("bundled steps not published: run state gone", run_id=run_id, steps=step_ids)
         return
-    known = [sid for sid in step_ids if sid in graph.steps]
-    dispatch(rt, run_id, gen, graph, known, bundle=False)
+    send_ready(rt, run_id, gen, graph, [sid for sid in step_ids if sid in graph.steps])
 
 
 def orphans(rt: Runtime, run_id: str, delivery: str) -> list[str]:

@@ -61,6 +61,27 @@ class JournalWriter:
         """Records not written yet (queued, or in the batch being written)."""
         return len(self._items) + self._inflight
 
+    def succeeded(self, run_id: str, step_id: str, result: Any, info: dict[str, Any] | None) -> None:
+        """Record a step's success from its claim's ``info`` (worker, queue, times, route...)."""
+        info = info or {}
+        started, finished = info.get("started_at"), info.get("finished_at")
+        self.record_step(
+            run_id,
+            step_id,
+            "step.succeeded",
+            status="succeeded",
+            attempts=info.get("attempt", 1),
+            worker=info.get("worker"),
+            queue=info.get("queue"),
+            task_id=info.get("task_id"),
+            started_at=datetime.fromisoformat(started) if started else None,
+            finished_at=datetime.fromisoformat(finished) if finished else datetime.now(UTC),
+            result=result,
+            error=info.get("error"),
+            route=info.get("route"),
+            event_data={"generation": info["gen"]} if info.get("gen") else None,
+        )
+
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
         fields.setdefault(EVENT_AT, datetime.now(UTC))  # the event's time, not its batch's
         with self._room:

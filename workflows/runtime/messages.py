@@ -6,6 +6,7 @@ import json
 
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.runtime.wire import HEADER, carried_ids
 
 
 def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
@@ -42,8 +43,6 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
 def _message_ids(raw: bytes | str) -> set[str] | None:
     """The task ids a kombu message (as the Redis transport stores it) stands for: its own, and
     the bundled siblings its ``canvasflow`` header carries; None when it cannot be parsed."""
-    from canvasflow.workflows.runtime.bundles import carried_ids
-
     try:
         headers = json.loads(raw)["headers"]
         tid = headers["id"]
@@ -51,7 +50,7 @@ def _message_ids(raw: bytes | str) -> set[str] | None:
         return None
     if not isinstance(tid, str):
         return None
-    return {tid, *carried_ids(headers.get("canvasflow"))}
+    return {tid, *carried_ids(headers.get(HEADER))}
 
 
 def _depth(rt: Runtime, queue: str) -> int | None:

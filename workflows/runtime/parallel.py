@@ -11,8 +11,9 @@ each pinned to its engine's queue, then the aggregate on the capability's shared
   ``{"revoked": True, "winner": engine}`` marker (so the join fires at once) and revokes
   their tasks with ``terminate=True``; a sibling that runs anyway (the revoke reached no
   worker) finds its step completed and does nothing, one that finishes in the same instant
-  loses the race key and changes nothing. A member whose handler raises does not win; when
-  every member failed, the aggregate fails with each engine's error;
+  loses the race key and changes nothing (the race is run by the member's action task:
+  workers/actions.py). A member whose handler raises does not win; when every member failed,
+  the aggregate fails with each engine's error;
 * a step signature: it receives the ``{engine: result}`` dict.
 """
 
@@ -22,7 +23,6 @@ import json
 from collections import Counter
 from typing import Any
 
-import structlog
 from celery import chord
 from celery.canvas import Signature
 
@@ -31,13 +31,11 @@ from canvasflow.config.errors import DefinitionError, EngineError, RoutingError
 from canvasflow.config.queues import queue_for
 from canvasflow.workers.engines import Engine
 from canvasflow.workers.engines import registry as engines
-from canvasflow.workflows.runtime.compiler import PARALLEL_TASK  # expanded by the compilers
+from canvasflow.workers.routing.router import live_engines
+from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.runtime.wire import ACTION_TASK, AGGREGATE_TASK, PARALLEL_TASK
 
-log = structlog.get_logger("canvasflow.routing")
-
-AGGREGATE_TASK = "canvasflow.aggregate"
 AGGREGATES = ("all", "first", "majority")
-RACE_KEY_TTL_S = 86_400
 
 
 def parallel_capability(
@@ -54,9 +52,6 @@ def parallel_capability(
 
 def live_members(capability: str) -> list[Engine]:
     """The capability's engines with a live worker now; RoutingError when there is none."""
-    from canvasflow.workers.routing.router import live_engines
-    from canvasflow.workflows.runtime.context import runtime  # late: the runtime is the upper layer
-
     rt = runtime()
     live = live_engines(rt.redis, rt.settings, capability)
     if not live:
@@ -70,20 +65,29 @@ def live_members(capability: str) -> list[Engine]:
 
 
 def parts(sig: Signature) -> tuple[list[tuple[str, Signature]], Signature, Signature | None]:
-    """``([(engine name, member)], aggregate body, the author's aggregator step or None)``."""
-    from canvasflow.workers.actions import action_task
+    """``([(engine name, member)], aggregate body, the author's aggregator step or None)``.
 
+    Each member is the capability's action task (``canvasflow.action.<capability>``, registered
+    by the engines' workers: workers/actions.py) pinned to its engine's queue."""
     spec = sig.kwargs
     cap, aggregate = spec["capability"], spec["aggregate"]
     live = live_members(cap)
-    task = action_task(cap)
+    app = current_app()
     race = {"race": True} if aggregate == "first" else {}
-    members = [(e.name, task.si(spec["action"], spec["payload"], **race).set(queue=e.queue)) for e in live]
+    members = [
+        (
+            e.name,
+            app.signature(
+                ACTION_TASK.format(cap), args=(spec["action"], spec["payload"]), kwargs=race, immutable=True
+            ).set(queue=e.queue),
+        )
+        for e in live
+    ]
     how = aggregate if isinstance(aggregate, str) else "all"
-    body = current_app().signature(
+    body = app.signature(
         AGGREGATE_TASK, kwargs={"engines": [e.key for e in live], "how": how}, queue=queue_for(cap)
     )
-    author = None if isinstance(aggregate, str) else current_app().signature(aggregate)
+    author = None if isinstance(aggregate, str) else app.signature(aggregate)
     return members, body, author
 
 
@@ -94,55 +98,7 @@ def expand(sig: Signature) -> Signature:
     return joined if author is None else joined | author
 
 
-# -- the race of aggregate="first" (in the member's worker) ------------------------------------
-def race(run: Any) -> dict[str, Any]:
-    """Run one member of a ``first`` race: ``{"won": True, ...}``, ``{"lost": ...}`` or ``{"error": ...}``."""
-    from canvasflow.workflows.runtime.context import runtime
-    from canvasflow.workflows.runtime.execution import context
-    from canvasflow.workflows.runtime.executor import error_info
-
-    ctx = context()
-    rt = runtime()
-    mine = _engine_of(ctx.queue)
-    try:
-        value = run()
-    except Exception as exc:  # a failed member does not win; the others may
-        log.warning("parallel_capability member failed", engine=mine, error=str(exc))
-        return {"error": {**error_info(exc), "engine": mine}}
-    graph = rt.graph(ctx.run_id, ctx.generation)
-    join = graph.successors(ctx.step_id)[0]
-    key = rt.state.key(ctx.run_id, f"race:{join}")
-    if not rt.redis.set(key, ctx.step_id, nx=True, ex=RACE_KEY_TTL_S):
-        raw = rt.redis.get(key)
-        winner = raw.decode() if isinstance(raw, bytes) else raw
-        if winner != ctx.step_id:  # another member won (not a redelivery of the winner)
-            return {"lost": _engine_of(graph.steps[winner].options.get("queue")) if winner else None}
-    siblings = [s for s in graph.steps[join].deps if s != ctx.step_id]
-    _finish_siblings(rt, ctx.run_id, ctx.generation, siblings, mine)
-    return {"won": True, "engine": mine, "result": value}
-
-
-def _finish_siblings(rt: Any, run_id: str, gen: int, siblings: list[str], winner: str | None) -> None:
-    """Complete the losers with a marker (the join fires now), then revoke their tasks."""
-    from canvasflow.workflows.runtime.executor import complete, task_id_for
-
-    marker = {"revoked": True, "winner": winner}
-    for sid in siblings:
-        complete(rt, run_id, sid, gen, marker, json.dumps(marker), None)
-    ids = [task_id_for(run_id, sid, gen) for sid in siblings]
-    if ids:
-        rt.app.control.revoke(ids, terminate=True, signal="SIGTERM")
-        log.info("parallel_capability: first success wins, the others revoked", winner=winner, revoked=ids)
-
-
-def _engine_of(queue: str | None) -> str | None:
-    from canvasflow.workers.engines import engines_in
-
-    found = engines_in([queue]) if queue else []
-    return found[0] if found else None
-
-
-# -- the aggregate step ------------------------------------------------------------------------
+# -- the aggregate step (its task: workflows/tasks.py) ---------------------------------------
 def combine(results: list[Any], engines: list[str], how: str) -> Any:
     """``all``: ``{engine: result}``; ``majority``: the most common result (ties: the first
     engine's); ``first``: the winner's result."""
@@ -161,14 +117,3 @@ def combine(results: list[Any], engines: list[str], how: str) -> Any:
     counts = Counter(json.dumps(r, sort_keys=True) for r in results)
     top = max(counts.values())
     return next(r for r in results if counts[json.dumps(r, sort_keys=True)] == top)
-
-
-def _register_aggregate() -> None:
-    from canvasflow.workers.step import step
-
-    @step(name=AGGREGATE_TASK, capability="default")
-    def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
-        return combine(results, engines, how)
-
-
-_register_aggregate()

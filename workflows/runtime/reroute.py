@@ -16,8 +16,7 @@ from canvasflow.config.errors import EngineError
 from canvasflow.workers.routing.router import live_left
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.errors import error_info
-from canvasflow.workflows.runtime.executor import send_step
-from canvasflow.workflows.runtime.graph import resolve
+from canvasflow.workflows.runtime.sending import arguments, send_step
 from canvasflow.workflows.runtime.state import ACTIVE
 
 log = structlog.get_logger("canvasflow.routing")
@@ -41,8 +40,6 @@ def reroute(rt: Runtime, ref: dict[str, Any] | None, exc: BaseException, worker:
     rt.store.record_step(
         run_id, step_id, "step.rerouted", status="queued", worker=worker, error=error, route=route
     )
-    results = rt.state.results(run_id, sorted(node.reads()))
-    args = [resolve(a, results) for a in node.args]
-    kwargs = {k: resolve(v, results) for k, v in node.kwargs.items()}
+    args, kwargs = arguments(rt, run_id, node)
     send_step(rt, run_id, gen, node, args, kwargs, exclude=tuple(tried))
     return True

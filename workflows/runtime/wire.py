@@ -1,9 +1,12 @@
-"""What a step message must carry before the executor claims it, and the payload size limit.
+"""The message vocabulary: what a step message carries, the task names, ids and size limit.
 
-A step message names its run in the ``canvasflow`` header: ``{"run": str, "step": str,
-"gen": int, "chunk": int?}``. A header without those fields, an unknown run, a step id not
-in the run's graph or a generation the run has not reached is not executed: the message is
+A step message names its run in the ``canvasflow`` header (:data:`HEADER`): ``{"run": str,
+"step": str, "gen": int, "chunk": int?, "then": [str]?, "route": {...}?}``. Its task id is
+:func:`task_id_for` the step. A header without those fields, an unknown run, a step id not in
+the run's graph or a generation the run has not reached is not executed: the message is
 dead-lettered (:mod:`canvasflow.config.deadletters`), acknowledged, and the worker goes on.
+
+The leaf of the runtime: every other module may import it; it imports only ``config``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,43 @@ from celery.exceptions import Ignore
 from canvasflow.config import deadletters
 from canvasflow.config.errors import PayloadTooLarge
 from canvasflow.config.settings import get_settings
+
+HEADER = "canvasflow"  # the message header naming a step's run, step and generation
+
+# canvasflow's own task names
+MAP_TASK = "canvasflow.map"  # a map step (compiled to a fan-out of chunks)
+CHUNK_TASK = "canvasflow.chunk"  # one chunk of a map step
+SIGNAL_TASK = "canvasflow.wait_signal"  # a step completed by a signal
+WORKFLOW_TASK = "canvasflow.subworkflow"  # a step run as a child run
+PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded at compile time (runtime/parallel.py)
+AGGREGATE_TASK = "canvasflow.aggregate"  # the join of a parallel_capability
+ACTION_TASK = "canvasflow.action.{}"  # one action task per capability (workers/actions.py)
+ERRBACK_TASK = "canvasflow.step_failed"  # the link_error errback every step carries
+
+STEP_MARKER = "canvasflow_step"  # a class attribute of every step task (workers/step.py StepTask)
+
+
+def is_step(task: Any) -> bool:
+    """Whether ``task`` is a canvasflow step (a ``StepTask``): asked of the task, so the runtime
+    need not know the class."""
+    return bool(getattr(task, STEP_MARKER, False))
+
+
+def task_id_for(run_id: str, step_id: str, generation: int, chunk: int | None = None) -> str:
+    """The Celery task id of a step's message (of one chunk of a map step)."""
+    tid = f"{run_id}-{step_id}-g{generation}"
+    return tid if chunk is None else f"{tid}-c{chunk}"
+
+
+def carried_ids(header: Any) -> list[str]:
+    """Task ids of the siblings a message's ``canvasflow`` header carries (none if malformed)."""
+    if not isinstance(header, dict) or not isinstance(header.get("then"), list):
+        return []
+    run, gen = header.get("run"), header.get("gen")
+    if not isinstance(run, str) or not isinstance(gen, int):
+        return []
+    return [task_id_for(run, sid, gen) for sid in header["then"] if isinstance(sid, str)]
+
 
 ID_LIMIT = 200
 THEN_LIMIT = 1000  # siblings one message may carry (bundles.py)
@@ -70,6 +110,15 @@ def check_payload(what: str, encoded: str) -> str:
             "values by reference (key = canvasflow.blobs.put(data); canvasflow.blobs.get(key))"
         )
     return encoded
+
+
+def encode_result(step_id: str, value: Any) -> str:
+    """A step's result as the JSON the journal and its successors' messages carry."""
+    try:
+        encoded = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {step_id} returned a value that is not JSON: {exc}") from None
+    return check_payload(f"the result of step {step_id}", encoded)
 
 
 def check_value(what: str, value: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from canvasflow.config.errors import DefinitionError
+from canvasflow.workflows.runtime.execution import current_context
 
 _implementations: dict[str, dict[str, Callable[..., Any]]] = {}
 _dispatchers: dict[str, Callable[..., Any]] = {}
@@ -43,10 +44,8 @@ def engines_of(task_name: str) -> list[str]:
 
 def implementation(task_name: str) -> Callable[..., Any]:
     """The implementation for the engine running the current step (from its delivery queue)."""
-    from canvasflow.workflows.runtime.execution import _current
-
     impls = _implementations[task_name]
-    ctx = _current.get()
+    ctx = current_context()
     engine = ctx.engine if ctx is not None else None
     if engine in impls:
         return impls[engine]
