@@ -15,9 +15,11 @@ from typing import Any
 
 import redis
 
+from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runs.history import attempt_logs, run_history
+from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
@@ -80,7 +82,7 @@ def start(
 
 def get_run(run_id: str) -> RunRecord:
     """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
-    record = lifecycle.get_record(run_id)
+    record = get_record(run_id)
     if record.status not in TERMINAL:
         _live(record)
     _observed(record)
@@ -124,8 +126,6 @@ def _live(record: RunRecord) -> None:
             step.attempts = attempts.get(step.step_id, step.attempts)
             step.result = results.get(step.step_id, step.result)
     if record.status == "compensating":
-        from canvasflow.compensation.rollback import comp_states
-
         live_comp = comp_states(rt, run_id)
         for step in record.steps:
             step.compensation_status = live_comp.get(step.step_id, step.compensation_status)
