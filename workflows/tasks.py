@@ -8,6 +8,7 @@ was current when this module was first imported).
 * ``canvasflow.chunk``        one chunk of a map step: the mapper applied to each item
 * ``canvasflow.map``, ``canvasflow.flatten``  the same map under plain Celery (no canvasflow
                               run): a chord of chunks, flattened, so a pattern's canvas runs anywhere
+* ``canvasflow.send_signal``  a step sending a signal to a run (``send_signal(...)``'s task)
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.step import StepTask
+from canvasflow.workflows.authoring.conversation import UNSET
+from canvasflow.workflows.runs import lifecycle
 from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK, WORKFLOW_TASK
 from canvasflow.workflows.runtime.context import CHUNK_TASK, ERRBACK_TASK
+from canvasflow.workflows.runtime.wire import SEND_SIGNAL_TASK
 
 log = structlog.get_logger("canvasflow.worker")
 
@@ -263,3 +267,19 @@ def subworkflow(
         workflow, values, parent_run_id=ref["run"], parent_step=ref["step"], parent_gen=int(ref["gen"])
     )
     return DEFERRED
+
+
+@shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
+def send_signal_step(
+    *parents: Any, name: str, run_id: str | None = None, payload: Any = UNSET
+) -> dict[str, Any]:
+    """Send the signal; returns ``{"run_id", "name", "applied"}`` (``applied`` False: it was sent before)."""
+    previous = parents[0] if parents else None
+    if run_id is None:
+        run_id = previous
+        if not isinstance(run_id, str):
+            raise InputError(
+                f"send_signal({name!r}): no run id given and the previous result {run_id!r} is not one"
+            )
+    value = previous if payload == UNSET else payload
+    return {"run_id": run_id, "name": name, "applied": lifecycle.send_signal(run_id, name, value)}

@@ -18,6 +18,7 @@ from canvasflow.config import deadletters
 from canvasflow.config.errors import PayloadTooLarge
 from canvasflow.config.settings import get_settings
 
+SEND_SIGNAL_TASK = "canvasflow.send_signal"  # a step sending a signal to a run (workflows/tasks.py)
 ID_LIMIT = 200
 THEN_LIMIT = 1000  # siblings one message may carry (bundles.py)
 
