@@ -17,6 +17,7 @@ import redis
 
 from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
+from canvasflow.workflows.authoring.definition import registry
 from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runs.history import attempt_logs, run_history
 from canvasflow.workflows.runs.records import get_record
@@ -78,6 +79,9 @@ def start(
     (``list_runs(tags=["tenant:acme"])``).
     """
     return Run(lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags))
+
+
+registry.set_launcher(start)  # Workflow.start(**inputs) is start(its name, inputs, version=its version)
 
 
 def get_run(run_id: str) -> RunRecord:
