@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from canvasflow.workflows import (
         Run,
         Workflow,
-        blobs,
         cancel,
         compensate,
         get_run,
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
         wait_for_response,
         wait_signal,
     )
+    from canvasflow.workflows.authoring import blobs
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
     from canvasflow.workflows.runtime.parallel import parallel_capability
 
@@ -93,7 +93,7 @@ _EXPORTS = {
     "Workflow": "canvasflow.workflows",
     "WorkflowNotFound": "canvasflow.config.errors",
     "action": "canvasflow.workers.actions",
-    "blobs": "canvasflow.workflows",
+    "blobs": "canvasflow.workflows.authoring",
     "cancel": "canvasflow.workflows",
     "compensate": "canvasflow.workflows",
     "compensates": "canvasflow.compensation",
