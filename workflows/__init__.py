@@ -36,7 +36,7 @@ _CLIENT = "canvasflow.workflows.client"
 _EXPORTS = {
     "HistoryEvent": "canvasflow.workflows.runs.history",
     "Run": _CLIENT,
-    "Workflow": "canvasflow.workflows.authoring.definition",
+    "Workflow": _CLIENT,  # from the client, which makes Workflow.start launch runs
     "cancel": _CLIENT,
     "compensate": _CLIENT,
     "get_run": _CLIENT,
@@ -46,7 +46,7 @@ _EXPORTS = {
     "map_reduce": "canvasflow.workflows.authoring.patterns",
     "mapper_step": "canvasflow.workflows.authoring.patterns",
     "pipeline": "canvasflow.workflows.authoring.patterns",
-    "registry": "canvasflow.workflows.authoring.definition",
+    "registry": _CLIENT,
     "result": "canvasflow.workflows.authoring.dag",
     "resume": _CLIENT,
     "scatter_gather": "canvasflow.workflows.authoring.patterns",

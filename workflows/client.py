@@ -16,9 +16,12 @@ from typing import Any
 import redis
 
 import canvasflow.app  # noqa: F401  (a client process is composed: tasks, listeners)
+from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
+from canvasflow.workflows.authoring.definition import Workflow, registry
 from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runs.history import attempt_logs, run_history
+from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
@@ -79,9 +82,14 @@ def start(
     return Run(lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags))
 
 
+# Workflow.start(**inputs) is start(its name, inputs, version=its version): the faces hand out
+# Workflow and registry from here, so that whoever has a Workflow has it launchable
+registry.set_launcher(start)
+
+
 def get_run(run_id: str) -> RunRecord:
     """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
-    record = lifecycle.get_record(run_id)
+    record = get_record(run_id)
     if record.status not in TERMINAL:
         _live(record)
     _observed(record)
@@ -125,8 +133,6 @@ def _live(record: RunRecord) -> None:
             step.attempts = attempts.get(step.step_id, step.attempts)
             step.result = results.get(step.step_id, step.result)
     if record.status == "compensating":
-        from canvasflow.compensation.rollback import comp_states
-
         live_comp = comp_states(rt, run_id)
         for step in record.steps:
             step.compensation_status = live_comp.get(step.step_id, step.compensation_status)
@@ -182,3 +188,18 @@ def compensate(run_id: str) -> Run:
 def signal(run_id: str, name: str, payload: Any = None) -> Run:
     lifecycle.signal(run_id, name, payload)
     return Run(run_id)
+
+
+__all__ = [
+    "Run",
+    "Workflow",
+    "cancel",
+    "compensate",
+    "get_run",
+    "list_runs",
+    "registry",
+    "resume",
+    "signal",
+    "start",
+    "undo",
+]

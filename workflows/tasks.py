@@ -9,6 +9,7 @@ was current when this module was first imported).
 * ``canvasflow.map``, ``canvasflow.flatten``  the same map under plain Celery (no canvasflow
                               run): a chord of chunks, flattened, so a pattern's canvas runs anywhere
 * ``canvasflow.aggregate``    the join of a ``parallel_capability`` (runtime/parallel.py)
+* ``canvasflow.send_signal``  a step sending a signal to a run (``send_signal(...)``'s task)
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from canvasflow.workers.engines import engines_in
 from canvasflow.workers.heartbeat import HeartbeatThread
 from canvasflow.workers.routing.takeover import after_beat
 from canvasflow.workers.step import StepTask, step
-from canvasflow.workflows.runs.lifecycle import start_child, start_run
+from canvasflow.workflows.authoring.conversation import UNSET
+from canvasflow.workflows.runs.lifecycle import send_signal, start_child, start_run
 from canvasflow.workflows.runs.sweep import SweepThread
 from canvasflow.workflows.runtime import failure
 from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
@@ -51,6 +53,7 @@ from canvasflow.workflows.runtime.wire import (
     ERRBACK_TASK,
     HEADER,
     MAP_TASK,
+    SEND_SIGNAL_TASK,
     SIGNAL_TASK,
     WORKFLOW_TASK,
 )
@@ -262,3 +265,17 @@ def subworkflow(
 def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
     """The join of a ``parallel_capability``: the members' results combined as ``how`` says."""
     return combine(results, engines, how)
+@shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
+def send_signal_step(
+    *parents: Any, name: str, run_id: str | None = None, payload: Any = UNSET
+) -> dict[str, Any]:
+    """Send the signal; returns ``{"run_id", "name", "applied"}`` (``applied`` False: it was sent before)."""
+    previous = parents[0] if parents else None
+    if run_id is None:
+        run_id = previous
+        if not isinstance(run_id, str):
+            raise InputError(
+                f"send_signal({name!r}): no run id given and the previous result {run_id!r} is not one"
+            )
+    value = previous if payload == UNSET else payload
+    return {"run_id": run_id, "name": name, "applied": send_signal(run_id, name, value)}

@@ -121,7 +121,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
         _wrap(journal.JournalWriter, "flush", "journal.flush (thread or run end)", push=True)
     except ImportError:
         pass
-    for attr in ("start_run", "_launch", "_go", "launch_ready"):
+    for attr in ("start_run", "_launch", "launch_ready"):
         _wrap(lifecycle, attr, f"lifecycle.{attr}")
     lifecycle.dispatch = executor.dispatch  # the name lifecycle imported: now the timed one
     if not signals:

@@ -6,7 +6,7 @@ import pytest
 from celery import chain
 from pydantic import BaseModel
 
-from canvasflow.config.errors import DefinitionError, InputError, WorkflowNotFound
+from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, WorkflowNotFound
 from canvasflow.workers.demo import add
 from canvasflow.workflows.authoring.definition import Workflow, WorkflowRegistry
 
@@ -63,3 +63,30 @@ def test_registry_finds_by_name_and_version_and_names_what_exists():
         reg.get("nope")
     with pytest.raises(WorkflowNotFound, match=r"has no version '3' \(registered: 1, 2\)"):
         reg.get("t.def.reg", "3")
+
+
+def test_start_goes_through_the_launcher_of_the_registry_it_was_registered_in():
+    reg = WorkflowRegistry()
+    reg._loaded = True
+    started = []
+    reg.set_launcher(lambda name, inputs, version=None: started.append((name, inputs, version)) or "run")
+    wf = Workflow("t.def.start", "3", build=build, register=False)
+    reg.add(wf)
+    assert wf.start(x=1) == "run"
+    assert started == [("t.def.start", {"x": 1}, "3")]
+
+
+def test_start_without_a_launcher_says_what_to_import():
+    reg = WorkflowRegistry()
+    wf = Workflow("t.def.nolauncher", "1", build=build, register=False)
+    reg.add(wf)
+    with pytest.raises(CanvasflowError, match="import canvasflow"):
+        wf.start(x=1)
+
+
+def test_the_client_launches_the_default_registry_s_workflows():
+    from canvasflow.workflows import client
+    from canvasflow.workflows.authoring.definition import registry
+
+    assert registry._launcher is client.start
+    assert Workflow("t.def.default", "1", build=build, register=False).registry is registry

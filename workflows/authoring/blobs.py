@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from canvasflow.config.errors import InputError
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 
 PREFIX = "blob:"
@@ -33,8 +34,6 @@ PREFIX = "blob:"
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    from canvasflow.config.redis_clients import state_client
-
     return state_client(url)
 
 

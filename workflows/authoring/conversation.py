@@ -8,23 +8,23 @@
   target run id when ``run_id`` is None. A signal is stored once per (run, name): sent twice
   (a redelivered step, two senders) it is applied once, with the first payload.
 
-Both are ordinary Celery signatures, so a canvas using them still reads as Celery.
+Both are ordinary Celery signatures, so a canvas using them still reads as Celery. The task
+behind ``send_signal`` (``canvasflow.send_signal``) is in :mod:`canvasflow.workflows.tasks`:
+it delivers the signal through the run operations, which stand above what users write.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
 from celery.canvas import Signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
-from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.compiler import SIGNAL_TASK
+from canvasflow.workflows.runtime.wire import SEND_SIGNAL_TASK
 
-SEND_SIGNAL_TASK = "canvasflow.send_signal"
-_UNSET = "__canvasflow_unset__"
+UNSET = "__canvasflow_unset__"  # no payload given: the previous step's result is the payload
 
 
 def wait_for_response(name: str, timeout: float | None = None, **options: Any) -> Signature:
@@ -37,29 +37,11 @@ def wait_for_response(name: str, timeout: float | None = None, **options: Any) -
     return current_app().signature(SIGNAL_TASK, kwargs=kwargs, immutable=True, **options)
 
 
-def send_signal(run_id: str | None, name: str, payload: Any = _UNSET, **options: Any) -> Signature:
+def send_signal(run_id: str | None, name: str, payload: Any = UNSET, **options: Any) -> Signature:
     """A step sending signal ``name`` with ``payload`` to run ``run_id`` (see the module doc)."""
-    if run_id is None and payload == _UNSET:
+    if run_id is None and payload == UNSET:
         raise InputError(f"send_signal({name!r}): give the run id, the payload, or both")
     kwargs: dict[str, Any] = {"name": name, "run_id": run_id}
-    if payload != _UNSET:
+    if payload != UNSET:
         kwargs["payload"] = payload
     return current_app().signature(SEND_SIGNAL_TASK, kwargs=kwargs, **options)
-
-
-@shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
-def send_signal_step(
-    *parents: Any, name: str, run_id: str | None = None, payload: Any = _UNSET
-) -> dict[str, Any]:
-    """Send the signal; returns ``{"run_id", "name", "applied"}`` (``applied`` False: it was sent before)."""
-    from canvasflow.workflows.runs.lifecycle import send_signal as deliver
-
-    previous = parents[0] if parents else None
-    if run_id is None:
-        run_id = previous
-        if not isinstance(run_id, str):
-            raise InputError(
-                f"send_signal({name!r}): no run id given and the previous result {run_id!r} is not one"
-            )
-    value = previous if payload == _UNSET else payload
-    return {"run_id": run_id, "name": name, "applied": deliver(run_id, name, value)}

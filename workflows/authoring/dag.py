@@ -32,6 +32,7 @@ from canvasflow.workflows.runtime.compiler import (
     task_queue,
 )
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
+from canvasflow.workflows.runtime.parallel import parts
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,6 @@ class Dag:
     def _parallel(self, sid: str, sig: Signature) -> list[_Part]:
         """The steps a ``parallel_capability`` DAG step stands for: ``<sid>.<engine>`` members,
         the aggregate (``<sid>``, or ``<sid>.all`` before the author's aggregator step ``<sid>``)."""
-        from canvasflow.workflows.runtime.parallel import parts
-
         members, body, author = parts(sig)
         ids = [f"{sid}.{name}" for name, _ in members]
         taken = sorted(set([*ids, f"{sid}.all"]) & set(self.steps))

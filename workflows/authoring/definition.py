@@ -17,11 +17,23 @@ from typing import Any
 from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from canvasflow.compensation.registry import registry as compensations
 from canvasflow.config.celery_app import current_app
-from canvasflow.config.errors import DefinitionError, InputError, SettingsError, WorkflowNotFound
+from canvasflow.config.errors import (
+    CanvasflowError,
+    DefinitionError,
+    InputError,
+    SettingsError,
+    WorkflowNotFound,
+)
 from canvasflow.config.settings import get_settings
+from canvasflow.workers.capabilities import registry as capabilities
+from canvasflow.workflows.authoring.dag import Dag
 from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
+
+# starts a run of a workflow by name: (name, inputs, *, version) -> a handle on the run
+Launcher = Callable[..., Any]
 
 
 class Workflow:
@@ -61,10 +73,9 @@ class Workflow:
         self.build = build
         self.dag = None
         if steps is not None:
-            from canvasflow.workflows.authoring.dag import Dag
-
             self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
         self.inputs: type[BaseModel] = inputs or _model_from(name, build, self.dag)
+        self.registry = registry  # where ``start`` finds its launcher (``add`` rebinds it)
         if register:
             registry.add(self)
 
@@ -105,9 +116,6 @@ class Workflow:
 
     def compile(self, values: dict[str, Any]) -> StepGraph:
         """The step graph for validated ``values``."""
-        from canvasflow.compensation.registry import registry as compensations
-        from canvasflow.workers.capabilities import registry as capabilities
-
         if self.dag is not None:
             graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
         else:
@@ -126,9 +134,8 @@ class Workflow:
 
     # -- use --------------------------------------------------------------------------------
     def start(self, **inputs: Any) -> Any:
-        from canvasflow.workflows.client import start
-
-        return start(self.name, inputs, version=self.version)
+        """Start a run of this version with ``inputs`` (as ``canvasflow.start``); its ``Run``."""
+        return self.registry.launch(self.name, inputs, self.version)
 
     def s(self, result_as: str | None = None, **inputs: Any) -> Signature:
         """This workflow as one step of another; ``result_as`` names the input that receives
@@ -170,8 +177,25 @@ class WorkflowRegistry:
         self._loaded = False
         self._lock = threading.RLock()
         self._loading = False
+        self._launcher: Launcher | None = None
+
+    def set_launcher(self, launcher: Launcher) -> None:
+        """What starts the runs of this registry's workflows (``Workflow.start``). The client sets
+        it when imported: it stands above the definitions, which reach it through the registry
+        they belong to instead of importing it (procrastinate's ``Task.blueprint``)."""
+        self._launcher = launcher
+
+    def launch(self, name: str, inputs: Any, version: str | None = None) -> Any:
+        """Start a run of workflow ``name`` through the launcher (see :meth:`set_launcher`)."""
+        if self._launcher is None:
+            raise CanvasflowError(
+                f"workflow {name}: nothing starts runs in this process yet: import canvasflow "
+                "(or canvasflow.workflows.client) before Workflow.start"
+            )
+        return self._launcher(name, inputs, version=version)
 
     def add(self, wf: Workflow) -> None:
+        wf.registry = self
         versions = self._by_name.setdefault(wf.name, {})
         versions.pop(wf.version, None)
         versions[wf.version] = wf

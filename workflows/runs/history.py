@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from canvasflow.workflows.runs.lifecycle import get_record
+from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime.context import Runtime, runtime
 
 # journal events that end one attempt of a step (a delivery that ran its body, or a child run)

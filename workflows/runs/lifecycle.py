@@ -22,17 +22,19 @@ from canvasflow.config.celery_app import redact
 from canvasflow.config.errors import (
     BrokerUnavailable,
     InputError,
-    RunNotFound,
     RunStateError,
     StateUnavailable,
 )
+from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.runs.sweep import mark_active
-from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runs.records import get_record, run_labels
+from canvasflow.workflows.runtime import deadlines, events
+from canvasflow.workflows.runtime.active import mark_active
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
-from canvasflow.workflows.runtime.executor import dispatch, finish_run
+from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.outcome import skip_unrun
 from canvasflow.workflows.runtime.secrets import for_journal
 from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
@@ -73,8 +75,6 @@ def _check_routes(rt: Runtime, graph: StepGraph) -> None:
     """Refuse, before anything is created, routed steps that no live engine can take."""
     routed = [(sid, n.options["routing"]) for sid, n in graph.steps.items() if "routing" in n.options]
     if routed:
-        from canvasflow.workers.routing.router import preflight
-
         preflight(rt.redis, rt.settings, routed)
 
 
@@ -174,20 +174,8 @@ def _launch(
         raise _state_down(rt, exc) from None
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     events.run_started(run_id, wf.name, wf.version, 1, parent_run_id)
-    _go(rt, run_id, 1, graph, graph.roots())
+    launch_ready(rt, run_id, 1, graph, graph.roots())
     return run_id
-
-
-def run_labels(
-    workflow: str, version: str, parent_run_id: str | None, parent_step: str | None
-) -> dict[str, str]:
-    """What a step's ``context()`` reads of its run without a SQL query (kept in Redis)."""
-    return {
-        "workflow": workflow,
-        "version": version,
-        "parent_run": parent_run_id or "",
-        "parent_step": parent_step or "",
-    }
 
 
 def _state_down(rt: Runtime, exc: BaseException) -> StateUnavailable:
@@ -221,7 +209,10 @@ def _record_definition(rt: Runtime, wf: Workflow) -> None:
         _recorded.add(key)
 
 
-def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:
+def launch_ready(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:
+    """Dispatch the ``ready`` steps of generation ``gen`` (a run without steps succeeds at once)
+    and start the run's clock; a broker that refuses them fails the run (BrokerUnavailable).
+    Start and resume both end here."""
     if not graph.steps:
         rt.state.transition(run_id, ("running",), "succeeded")
         finish_run(rt, run_id, gen, graph)
@@ -229,15 +220,11 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
     try:
         dispatch(rt, run_id, gen, graph, ready)
         if graph.options.get("timeout"):
-            from canvasflow.workflows.runtime import deadlines
-
             deadlines.run_started(rt, run_id, gen, graph)
     except OperationalError as exc:
         url = redact(rt.app.conf.broker_url)
         error = {"type": "BrokerUnavailable", "message": f"broker {url}: {exc}", "retryable": True}
         rt.state.transition(run_id, ("running",), "failed")
-        from canvasflow.workflows.runtime.outcome import skip_unrun
-
         skip_unrun(rt, run_id)
         rt.store.transition_run(run_id, ("running",), "failed", error=error)
         events.run_finished(rt, run_id, "failed", error)
@@ -245,13 +232,6 @@ def _go(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) 
             f"broker {url} did not take the run's first steps ({exc}); the run {run_id} is "
             "recorded as failed: start the broker, then `canvasflow resume` it"
         ) from None
-
-
-def get_record(run_id: str) -> RunRecord:
-    record = runtime().store.get_run(run_id)
-    if record is None:
-        raise RunNotFound(f"no run with id {run_id!r}: list runs with `canvasflow runs`")
-    return record
 
 
 def signal(run_id: str, name: str, payload: Any = None) -> RunRecord:
@@ -287,8 +267,6 @@ def send_signal(run_id: str, name: str, payload: Any = None) -> bool:
     first = rt.store.put_signal(run_id, name, payload)
     _, stored = rt.store.get_signal(run_id, name)
     states = rt.state.step_states(run_id)
-    from canvasflow.workflows.runtime.executor import deliver_signal
-
     for node in graph.steps.values():
         if node.kind == "signal" and node.spec.get("name") == name and states.get(node.id) == "waiting":
             deliver_signal(rt, run_id, record.generation, node.id, stored)

@@ -7,7 +7,7 @@
   generation still in flight is skipped at its claim.
 * :func:`reconcile` -- Redis ended a run but the journal still says it runs (the database was
   down when it ended): write the steps and the run's end into SQL.
-* :func:`stalled_runs` / :func:`idle_seconds` -- active runs with no progress for a while.
+* :func:`stalled_runs` -- active runs with no progress for a while (``runtime.active.idle_seconds``).
 * :func:`recover` -- all of the above once, now (``canvasflow recover``); the periodic sweep
   (:mod:`canvasflow.workflows.runs.sweep`) does the same with a short grace period.
 """
@@ -16,19 +16,35 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
 
-from canvasflow.workflows.runs.sweep import ACTIVE_SQL, SweepReport, active_key, active_runs, has_state
+from canvasflow.compensation import rollback
+from canvasflow.workflows.runs.resumption import restart
+from canvasflow.workflows.runs.rollbacks import rehydrate
 from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runtime.active import ACTIVE_SQL, active_key, active_runs, has_state, idle_seconds
 from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.executor import finish_run
+from canvasflow.workflows.runtime.failure import close_failed
+from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.recovery")
 GRACE = 3.0  # seconds a run must look lost or unreconciled before the sweep acts
+
+
+@dataclass
+class SweepReport:
+    """What one recovery pass did (``canvasflow recover``, or one sweep of the thread)."""
+
+    redispatched: list[tuple[str, str]] = field(default_factory=list)
+    rebuilt: list[str] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
+    progressed: list[str] = field(default_factory=list)
 
 
 def _ripe(rt: Runtime, run_id: str, what: str, patient: bool) -> bool:
@@ -53,9 +69,6 @@ def _settled(rt: Runtime, run_id: str) -> None:
 
 def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
     """Rebuild the Redis state of an active run whose state is gone; True when it did."""
-    from canvasflow.workflows.runs.resumption import restart
-    from canvasflow.workflows.runs.rollbacks import rehydrate
-
     record = rt.store.get_run(run_id)
     if record is None or record.status in TERMINAL:
         _settled(rt, run_id)
@@ -67,8 +80,6 @@ def rebuild_if_lost(rt: Runtime, run_id: str, *, patient: bool = True) -> bool:
         undone = {s.step_id: "compensated" for s in record.steps if s.compensation_status == "compensated"}
         if undone:  # journaled compensations are not run again
             rt.redis.hset(rt.state.key(run_id, "comp"), mapping=cast(dict[Any, Any], undone))
-        from canvasflow.compensation import rollback
-
         log.warning("rebuilt a compensating run's state from the journal", run_id=run_id)
         rollback.progress(rt, run_id, record.generation)
         return True
@@ -98,8 +109,6 @@ def rebuild_if_stale(
     rt: Runtime, run_id: str, redis_gen: int, *, thorough: bool = False, patient: bool = True
 ) -> bool:
     """Rebuild a running run whose Redis state is behind its journal; True when it did."""
-    from canvasflow.workflows.runs.resumption import restart
-
     record = rt.store.get_run(run_id, with_steps=thorough)
     if record is None or record.status not in ("running", "waiting"):
         return False
@@ -116,8 +125,6 @@ def rebuild_if_stale(
 
 def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = True) -> bool:
     """Bring the journal to a run's Redis status when SQL lags behind; True when it changed SQL."""
-    from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
-
     record = rt.store.get_run(run_id, with_steps=False)
     if record is None:
         _settled(rt, run_id)
@@ -134,14 +141,10 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
     running = ("pending", "running", "waiting")
     changed = False
     if redis_status == "succeeded":
-        from canvasflow.workflows.runtime.executor import finish_run
-
         finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation))
     elif redis_status == "failed":
         sync_steps(rt, run_id)
         if rt.store.transition_run(run_id, running, "failed", error=error):
-            from canvasflow.workflows.runtime.failure import close_failed
-
             close_failed(rt, run_id, error or {"message": "run failed"})
     elif redis_status == "cancelled":
         sync_steps(rt, run_id)
@@ -153,17 +156,13 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
         sync_steps(rt, run_id)
         changed = rt.store.transition_run(run_id, running, "compensating", error=error)
     elif redis_status in ("compensated", "compensation_failed"):
-        from canvasflow.compensation.rollback import comp_states
-
-        states = comp_states(rt, run_id)
+        states = rollback.comp_states(rt, run_id)
         sync_steps(rt, run_id)
         sync_compensations(rt, run_id, states)
         failed = sorted(u for u, st in states.items() if st == "compensation_failed")
         final_error = {**(error or {}), **({"compensation_failed": failed} if failed else {})}
         rt.store.transition_run(run_id, running, "compensating", error=error)
         if rt.store.transition_run(run_id, ("compensating",), redis_status, error=final_error or None):
-            from canvasflow.workflows.runtime.failure import close_failed
-
             close_failed(rt, run_id, {"message": f"run {redis_status}"})
     after = rt.store.get_run(run_id, with_steps=False)
     changed = changed or (after is not None and after.status != record.status)
@@ -173,33 +172,6 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
 
 
 # -- stalled runs -------------------------------------------------------------------------------
-def _last_redis_progress(rt: Runtime, run_id: str) -> float | None:
-    latest = None
-    for meta in rt.state.step_info(run_id).values():
-        for key in ("finished_at", "started_at"):
-            if meta.get(key):
-                at = datetime.fromisoformat(meta[key]).timestamp()
-                latest = at if latest is None else max(latest, at)
-    return latest
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def idle_seconds(rt: Runtime, run_id: str) -> float | None:
-    """Seconds since the run last moved (its newest journal event or step claim/completion)."""
-    last = rt.store.last_event_at(run_id)
-    stamps = [last.timestamp()] if last else []
-    try:
-        live = _last_redis_progress(rt, run_id)
-    except Exception:  # Redis down: the journal alone tells
-        live = None
-    if live is not None:
-        stamps.append(live)
-    return time.time() - max(stamps) if stamps else None
-
-
 def stalled_runs(rt: Runtime, seconds: float, limit: int = 1000) -> list[tuple[RunRecord, float]]:
     """Running or compensating runs that made no progress for ``seconds``, with how long they have
     been idle (a run ``waiting`` for a signal is not stalled)."""

@@ -14,12 +14,14 @@ import structlog
 
 from canvasflow.config.errors import ResumeRefused
 from canvasflow.workflows.authoring.definition import registry
-from canvasflow.workflows.runs.lifecycle import _go, get_record, run_labels
-from canvasflow.workflows.runs.sweep import mark_active
+from canvasflow.workflows.runs.lifecycle import launch_ready
+from canvasflow.workflows.runs.records import get_record, run_labels
 from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runtime.active import idle_seconds, mark_active
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
 from canvasflow.workflows.store.records import RESUMABLE, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -38,8 +40,6 @@ def resume(run_id: str, *, from_step: str | None = None) -> RunRecord:
     record = get_record(run_id)
     allowed = RESUMABLE | ({"succeeded"} if from_step is not None else set())
     if record.status == "running" and from_step is None:
-        from canvasflow.workflows.runs.recovery import idle_seconds
-
         idle = idle_seconds(rt, run_id)
         if idle is None or idle < rt.settings.stalled_after:
             raise ResumeRefused(
@@ -110,8 +110,6 @@ def restart(
     )
     pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
     _clear_partial(rt, run_id, graph, todo)
-    from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
-
     rt.redis.hdel(rt.state.key(run_id, "meta"), ROLLBACK_ORIGIN, "error")  # a new attempt, no old verdict
     rt.state.init_run(
         run_id,
@@ -137,7 +135,7 @@ def restart(
     resumed = {"generation": gen, "kept": sorted(completed), "from_step": from_step}
     rt.store.record_event(run_id, None, "run.resumed", resumed)
     events.run_started(run_id, record.workflow, record.version, gen, record.parent_run_id)
-    _go(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
+    launch_ready(rt, run_id, gen, graph, [sid for sid in todo if sid not in pending])
     return True
 
 

@@ -13,10 +13,13 @@ from typing import Any
 
 import structlog
 
+from canvasflow.compensation import rollback
 from canvasflow.config.errors import RunStateError
-from canvasflow.workflows.runs.lifecycle import get_record, run_labels
+from canvasflow.workflows.runs.records import get_record, run_labels
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.journal import sync_steps
+from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN, skip_unrun
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -39,9 +42,6 @@ def cancel(run_id: str, *, compensate: bool = False) -> RunRecord:
             f"run {run_id} is already {record.status}; nothing to cancel"
             + (" (`canvasflow undo` rolls a cancelled run back)" if record.status == "cancelled" else "")
         )
-    from canvasflow.workflows.runtime.journal import sync_steps
-    from canvasflow.workflows.runtime.outcome import skip_unrun
-
     active = ("pending", "running", "waiting")
     if compensate:
         _mark_rollback(rt, run_id, "cancel", CANCELLED)
@@ -50,8 +50,6 @@ def cancel(run_id: str, *, compensate: bool = False) -> RunRecord:
         sync_steps(rt, run_id)
         rt.store.transition_run(run_id, active, "compensating", error=CANCELLED)
         log.info("run cancelled; rolling back", run_id=run_id)
-        from canvasflow.compensation import rollback
-
         rollback.begin(rt, run_id, record.generation)
     else:
         rt.state.transition(run_id, active, "cancelled")
@@ -73,8 +71,6 @@ CANCELLED = {"type": "Cancelled", "message": "cancelled on request", "retryable"
 
 def _mark_rollback(rt: Runtime, run_id: str, origin: str, error: dict[str, Any] | None = None) -> None:
     """Record what starts a rollback (its final status when it undoes nothing) and why."""
-    from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
-
     fields = {ROLLBACK_ORIGIN: origin}
     if error is not None:
         fields["error"] = json.dumps(error)
@@ -128,8 +124,6 @@ def _roll_back_finished(rt: Runtime, record: RunRecord, why: str) -> None:
         _mark_rollback(rt, run_id, "undo")
     rt.state.transition(run_id, (record.status,), "compensating")
     log.info("rollback requested", run_id=run_id, by=why, was=record.status)
-    from canvasflow.compensation import rollback
-
     rollback.begin(rt, run_id, record.generation)
 
 
@@ -158,7 +152,5 @@ def retry_compensation(run_id: str) -> RunRecord:
             [{"step_id": u, "compensation_status": None, "compensation_error": None} for u in failed],
             "compensation.reset",
         )
-    from canvasflow.compensation import rollback
-
     rollback.progress(rt, run_id, record.generation)
     return get_record(run_id)

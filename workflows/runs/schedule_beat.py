@@ -20,6 +20,7 @@ from celery import beat, shared_task
 
 from canvasflow.config.errors import CanvasflowError, StartRefused
 from canvasflow.config.settings import control_queue
+from canvasflow.workflows.runs.lifecycle import start_run
 from canvasflow.workflows.runs.schedules import SCHEDULED_TASK, beat_entry, load, schedules_path
 
 log = structlog.get_logger("canvasflow.schedules")
@@ -47,8 +48,6 @@ def start_scheduled(
     """Start one run of a schedule for the slot it fired in (``fired_at``, else now); a second
     firing for that slot returns the first run. Inputs are validated again now: the workflow
     may have changed since the schedule was added. Refused: StartRefused, not retried."""
-    from canvasflow.workflows.runs.lifecycle import start_run
-
     key = slot_key(schedule, time.time() if fired_at is None else float(fired_at), float(period))
     try:
         run_id = start_run(workflow, inputs or {}, version=version, key=key, tags=(f"schedule:{schedule}",))

@@ -24,6 +24,8 @@ from typing import Any
 from celery.schedules import crontab, schedule
 
 from canvasflow.config.errors import InputError
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.authoring.definition import registry
 
 SCHEDULED_TASK = "canvasflow.start_scheduled"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -118,15 +120,11 @@ def beat_entry(sched: Schedule) -> dict[str, Any]:
 
 def validate_workflow(sched: Schedule) -> dict[str, Any]:
     """The workflow exists (WorkflowNotFound) and takes these inputs (InputError): its validated inputs."""
-    from canvasflow.workflows.authoring.definition import registry
-
     return registry.get(sched.workflow, sched.version).validate(sched.inputs)
 
 
 # -- the schedules file ----------------------------------------------------------------
 def schedules_path() -> Path:
-    from canvasflow.config.settings import get_settings
-
     return Path(get_settings().schedules_file)
 
 

@@ -17,11 +17,9 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -29,178 +27,25 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from canvasflow.workers.beats import beats, held_tasks
+from canvasflow.workflows.runs import recovery
+from canvasflow.workflows.runs.recovery import SweepReport
+from canvasflow.workflows.runs.suspects import (
+    Candidate,
+    Snapshot,
+    candidates,
+    queues_of,
+    resend_chunk,
+    snapshots,
+)
+from canvasflow.workflows.runtime.active import active_runs
 from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.control import rollback_progress
 from canvasflow.workflows.runtime.executor import dispatch
-from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
+from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.messages import on_broker
-from canvasflow.workflows.runtime.sending import send_step
-from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.wire import task_id_for
 
 log = structlog.get_logger("canvasflow.sweep")
-ACTIVE_SQL = ("pending", "running", "waiting", "compensating")
 FINAL_REDIS = ("succeeded", "failed", "cancelled", "compensated", "compensation_failed")
-
-
-def active_key(rt: Runtime) -> str:
-    return f"{rt.settings.key_prefix}:active"
-
-
-def mark_active(rt: Runtime, run_id: str) -> None:
-    """Index a run the sweep must watch (start and resume call this; the sweep prunes it)."""
-    rt.redis.sadd(active_key(rt), run_id)
-
-
-@dataclass
-class SweepReport:
-    redispatched: list[tuple[str, str]] = field(default_factory=list)
-    rebuilt: list[str] = field(default_factory=list)
-    reconciled: list[str] = field(default_factory=list)
-    progressed: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    unit: str  # what is suspected: a step, or one chunk of a map step (``<step>#<i>``)
-    step_id: str  # the graph node to dispatch again
-    task_ids: tuple[str, ...]  # the messages that would run it (none yet for a map not fanned out)
-    running: bool
-    queue: str | None = None
-
-
-def active_runs(rt: Runtime) -> dict[str, int | None]:
-    """Non-terminal runs, the journal's (when it answers) and the Redis index's, with the
-    generation the journal holds (None when only Redis knows the run)."""
-    runs: dict[str, int | None] = {as_text(x): None for x in rt.redis.smembers(active_key(rt))}
-    try:
-        runs.update(rt.store.runs_with_status(ACTIVE_SQL))
-    except Exception as exc:  # the journal is down: Redis still knows the runs it runs
-        log.warning("sweep: journal unreachable, watching the Redis index only", error=str(exc))
-    return dict(sorted(runs.items()))
-
-
-def has_state(rt: Runtime, run_id: str) -> bool:
-    return bool(rt.redis.exists(rt.state.key(run_id, "graph")))
-
-
-@dataclass
-class Snapshot:
-    """What one sweep reads of a run's Redis state, for many runs in one pipeline."""
-
-    meta: dict[str, str]
-    has_graph: bool
-    states: dict[str, str]
-    info_raw: dict[str, Any]  # step -> its claim's JSON, parsed only for the steps looked at
-    deps: dict[str, int]
-    fanned: set[str]
-    seen: dict[str, float]  # suspicions of earlier sweeps (``<run>:suspect``)
-
-    def info(self, step_id: str) -> dict[str, Any]:
-        raw = self.info_raw.get(step_id)
-        return json.loads(raw) if raw else {}
-
-
-def snapshots(rt: Runtime, run_ids: list[str]) -> list[Snapshot]:
-    """Each run's meta, step states, claims, joins and suspicions: one round trip for them all."""
-    p = rt.redis.pipeline(transaction=False)
-    for run_id in run_ids:
-        key = partial(rt.state.key, run_id)
-        p.hgetall(key("meta"))
-        p.exists(key("graph"))
-        p.hgetall(key("st"))
-        p.hgetall(key("info"))
-        p.hgetall(key("deps"))
-        p.hkeys(key("chunksleft"))
-        p.hgetall(key("suspect"))
-    replies = p.execute()
-    out = []
-    for i in range(len(run_ids)):
-        meta, graph, st, info, deps, fanned, seen = replies[7 * i : 7 * i + 7]
-        out.append(
-            Snapshot(
-                meta={as_text(k): as_text(v) for k, v in meta.items()},
-                has_graph=bool(graph),
-                states={as_text(k): as_text(v) for k, v in st.items()},
-                info_raw={as_text(k): v for k, v in info.items()},
-                deps={as_text(k): int(v) for k, v in deps.items()},
-                fanned={as_text(k) for k in fanned},
-                seen={as_text(k): float(v) for k, v in seen.items()},
-            )
-        )
-    return out
-
-
-def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int, snap: Snapshot) -> list[Candidate]:
-    """Steps that should be on a broker or in a worker right now, with their task ids."""
-    states = snap.states
-    children = None
-    out = []
-    for sid, node in graph.steps.items():
-        st = states.get(sid)
-        if node.kind == "signal" or st in ("succeeded", "failed", "partial", "skipped", "waiting", "revoked"):
-            continue
-        if st is None and snap.deps.get(sid, 0) > 0:
-            continue  # not ready yet
-        if node.kind == "map":
-            if sid not in snap.fanned:
-                out.append(Candidate(sid, sid, (), False, node.options.get("queue")))  # never fanned out
-                continue
-            done = set(rt.state.chunk_results(run_id, sid))
-            n = _chunk_count(rt, run_id, node)
-            queue = node.options.get("queue")
-            out += [
-                Candidate(
-                    f"{sid}#{i}",
-                    sid,
-                    (task_id_for(run_id, sid, gen, i),),
-                    states.get(f"{sid}#{i}") == "running",
-                    queue,
-                )
-                for i in range(n)
-                if i not in done
-            ]
-            continue
-        if node.kind == "workflow" and st == "running":
-            if children is None:
-                children = {c.parent_step for c in rt.store.children(run_id)}
-            if sid in children:
-                continue  # its child run completes it
-        # a fused step's claim names the delivery it runs in (fusion.py): that is the id held
-        tid = snap.info(sid).get("task_id") or task_id_for(run_id, sid, gen)
-        out.append(Candidate(sid, sid, (tid,), st == "running", node.options.get("queue")))
-    return out
-
-
-def _queues(graph: StepGraph, ripe: list[Candidate]) -> set[str]:
-    """Where the suspects' messages may wait: their queue, and for a step routed to an engine when
-    it became ready, every engine queue of its capability (the router's choice is not in the graph)."""
-    from canvasflow.workers.engines import registry as engines
-
-    out = {c.queue for c in ripe if c.queue}
-    for c in ripe:
-        routing = graph.steps[c.step_id].options.get("routing")
-        if routing:
-            out.update(e.queue for e in engines.of(routing["capability"]))
-    return out
-
-
-def _chunks(rt: Runtime, run_id: str, node: StepNode) -> list[list[Any]]:
-    """A map step's chunks, cut from its input as the fan-out cut them."""
-    items = list(resolve(node.args[0], rt.state.results(run_id, sorted(node.reads())))) if node.args else []
-    size = max(int(node.spec.get("chunk_size") or 1), 1)
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _chunk_count(rt: Runtime, run_id: str, node: StepNode) -> int:
-    return len(_chunks(rt, run_id, node))
-
-
-def _resend_chunk(rt: Runtime, run_id: str, gen: int, node: StepNode, index: int) -> None:
-    """Publish one chunk of a map step again (its siblings are left alone)."""
-    from canvasflow.workflows.runtime.wire import CHUNK_TASK
-
-    chunk = _chunks(rt, run_id, node)[index]
-    send_step(rt, run_id, gen, node, [node.spec["mapper"], chunk], {}, chunk=index, task=CHUNK_TASK)
 
 
 @dataclass
@@ -274,8 +119,6 @@ class Sweeper:
         report: SweepReport,
     ) -> _Suspects | None:
         """Rebuild or reconcile the run if it needs it; else its suspects (None: nothing to do)."""
-        from canvasflow.workflows.runs import recovery
-
         rt = self.rt
         status = snap.meta.get("status")
         if status is None or not snap.has_graph:
@@ -313,7 +156,7 @@ class Sweeper:
         ripe = [c for f in found for c in f.ripe]
         queues: set[str] = set()
         for f in found:
-            queues |= _queues(f.graph, f.ripe)
+            queues |= queues_of(f.graph, f.ripe)
         queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, queues)
         now = time.time()
         p = rt.redis.pipeline(transaction=False)
@@ -341,13 +184,11 @@ class Sweeper:
             log.warning("re-dispatching a lost step", run_id=f.run_id, step_id=unit)
             node_id, _, chunk = unit.partition("#")
             if chunk:
-                _resend_chunk(rt, f.run_id, f.gen, f.graph.steps[node_id], int(chunk))
+                resend_chunk(rt, f.run_id, f.gen, f.graph.steps[node_id], int(chunk))
             else:
                 dispatch(rt, f.run_id, f.gen, f.graph, [unit])
             report.redispatched.append((f.run_id, unit))
         if f.compensating:
-            from canvasflow.workflows.runtime.control import rollback_progress
-
             rollback_progress(rt, f.run_id, f.gen)
             report.progressed.append(f.run_id)
 

@@ -20,10 +20,8 @@ from canvasflow.config.settings import Settings, get_settings
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import JournalWriter
 from canvasflow.workflows.runtime.state import RunState
+from canvasflow.workflows.runtime.wire import ERRBACK_TASK
 from canvasflow.workflows.store.sql import SqlRunStore, store_for
-
-ERRBACK_TASK = "canvasflow.step_failed"
-CHUNK_TASK = "canvasflow.chunk"
 
 
 class Runtime:

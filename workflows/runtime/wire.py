@@ -58,6 +58,7 @@ def carried_ids(header: Any) -> list[str]:
     return [task_id_for(run, sid, gen) for sid in header["then"] if isinstance(sid, str)]
 
 
+SEND_SIGNAL_TASK = "canvasflow.send_signal"  # a step sending a signal to a run (workflows/tasks.py)
 ID_LIMIT = 200
 THEN_LIMIT = 1000  # siblings one message may carry (bundles.py)
 

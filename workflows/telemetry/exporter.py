@@ -98,7 +98,7 @@ class LiveCollector(Collector):
         from sqlalchemy import func, select
 
         from canvasflow.workflows.runs.recovery import stalled_runs
-        from canvasflow.workflows.runs.sweep import ACTIVE_SQL
+        from canvasflow.workflows.runtime.active import ACTIVE_SQL
         from canvasflow.workflows.runtime.context import runtime
 
         rt = runtime()
