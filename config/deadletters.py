@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from celery import bootsteps
 
+from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import get_settings
 
 log = structlog.get_logger("canvasflow.deadletters")
@@ -34,8 +35,6 @@ BODY_LIMIT = 2048
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    from canvasflow.config.redis_clients import state_client
-
     return state_client(url)
 
 
