@@ -25,9 +25,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     host = args.host or settings.ui_host
     port = args.port or settings.ui_port
     check_exposure(host, Credentials.from_settings(settings))
-    try:  # the ui extra (uvicorn, starlette, jinja2): imported when the console is served
+    try:
         import uvicorn
 
+        # the ui extra (uvicorn, starlette, jinja2): imported when the console is served
         from canvasflow.workflows.console.app import create_app
     except ModuleNotFoundError as exc:
         raise SettingsError(f"the console needs {exc.name}: pip install 'canvasflow[ui]'") from None
