@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from canvasflow.workflows.cli.main import build_parser
+import pytest
+
+from canvasflow.workflows.cli.main import COMMANDS, build_parser, command_in
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
@@ -34,9 +36,47 @@ def test_the_global_debug_flag_is_known_to_every_command() -> None:
     assert build_parser().parse_args(["runs"]).debug is False
 
 
-def test_list_runs_refuses_an_unknown_status() -> None:
-    import pytest
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
+
+def test_a_command_loads_its_own_module_and_parses_as_with_every_command() -> None:
+    """``main`` builds the parser of the command ``argv`` names only: the listing, the command's
+    help and what it parses are those of the parser with every command."""
+    full = build_parser()
+    assert list(_subparsers(full)) == list(COMMANDS)
+    assert build_parser([]).format_help() == full.format_help()
+    for name in COMMANDS:
+        assert _subparsers(build_parser([name]))[name].format_help() == _subparsers(full)[name].format_help()
+    for argv in (
+        ["status", "r1"],
+        ["--debug", "status", "r1"],
+        ["-A", "shop.celery", "runs", "--json"],
+        ["--app=shop", "runs"],
+        ["-Ashop", "runs"],
+        ["--work", "a,b", "start", "w", "--input", "{}"],
+        ["-A", "runs", "status", "r1"],
+        ["status", "r1", "-A", "shop", "--workflows", "x"],
+        ["graph", "-A", "status", "r1"],
+        ["worker", "--capability", "a", "--", "--without-gossip"],
+        ["--debug", "--workflows=x", "worker", "--control", "--", "-Q", "x"],
+    ):
+        parsed = full.parse_args(argv)
+        assert command_in(argv) == parsed.command, argv
+        assert build_parser([parsed.command]).parse_args(argv) == parsed, argv
+
+
+@pytest.mark.parametrize("argv", [[], ["--debug"], ["--workflows", "status"], ["bogus"], ["-A"]])
+def test_without_a_command_the_parser_says_so_as_with_every_command(argv, capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    expected = capsys.readouterr()
+    with pytest.raises(SystemExit):
+        build_parser([c for c in [command_in(argv)] if c]).parse_args(argv)
+    assert capsys.readouterr() == expected
+
+
+def test_list_runs_refuses_an_unknown_status() -> None:
     from canvasflow.config.errors import InputError
     from canvasflow.workflows import list_runs
 

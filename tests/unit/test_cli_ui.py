@@ -13,7 +13,8 @@ from starlette.requests import Request
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings, load_settings
 from canvasflow.workflows.cli.main import main
-from canvasflow.workflows.console.auth import ActionGuard, Credentials, check_exposure, cross_origin
+from canvasflow.workflows.console.auth import ActionGuard, cross_origin
+from canvasflow.workflows.console.credentials import Credentials, check_exposure
 
 UI_VARS = ("UI_USERNAME", "UI_PASSWORD", "UI_TOKEN", "FLOWER_BASIC_AUTH")
 

@@ -13,6 +13,8 @@ state stay in Redis, started locally when the configured one does not answer.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,10 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from canvasflow.config.celery_app import DEMO_MODULES
+from canvasflow.config.celery_app import DEMO_MODULES, app, check_broker, configure, redact
 from canvasflow.config.errors import CanvasflowError
 from canvasflow.config.local_redis import LocalRedis, ensure_redis_for
 from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings, set_for_process
+from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
+from canvasflow.workflows.cli._common import AddCommand
+from canvasflow.workflows.client import start
 
 
 def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, LocalRedis]:
@@ -46,8 +51,6 @@ def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, Local
         say(f"no Redis answered for {names}; started one at {local.url}")
         overrides.update({name.lower(): local.url for name in local.replaces})
     settings = set_for_process(**overrides)  # read by this process and the worker it starts
-    from canvasflow.config.celery_app import app, check_broker, configure, redact
-
     configure(app, settings)  # built already if something imported it before
     try:
         check_broker()
@@ -60,9 +63,6 @@ def _local_services(settings: Settings, *, quiet: bool) -> tuple[Settings, Local
 
 def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
     settings, local = _local_services(get_settings(), quiet=as_json)
-    from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
-    from canvasflow.workflows import start
-
     hostname = f"demo-{os.getpid()}@localhost"
     log_path = Path(tempfile.gettempdir()) / f"canvasflow-demo-worker-{os.getpid()}.log"
     proc = spawn_worker(
@@ -103,3 +103,15 @@ def run_demo(order_id: int = 42, *, as_json: bool = False) -> dict[str, Any]:
             )
             print(f"{s.step_id:<24}{s.task:<22}{s.status:<11}{ms:>7.1f}  {s.worker or ''}")
     return out
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = run_demo(args.order_id, as_json=args.json)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    return 0 if data["status"] == "succeeded" else 1
+
+
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("demo", cmd_demo)
+    sp.add_argument("--order-id", type=int, default=42, help="the demo order's id (default 42)")

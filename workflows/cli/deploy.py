@@ -8,25 +8,23 @@ import importlib
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
-
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from canvasflow.config.redis_clients import state_client
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.beats import read_beat
+from canvasflow.workers.capabilities import registry as capabilities
+from canvasflow.workers.deploy.manifests import Target
+from canvasflow.workers.deploy.render import drift, render, write
+from canvasflow.workers.engines import registry as engines
+from canvasflow.workflows.authoring.definition import registry as workflows
+from canvasflow.workflows.cli._common import AddCommand, emit
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Render the manifests into ``--out``; with ``--check``, exit 1 when the files there differ."""
-    from canvasflow.config.celery_app import current_app
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workers.capabilities import registry as capabilities
-    from canvasflow.workers.deploy.manifests import Target
-    from canvasflow.workers.deploy.render import drift, render, write
-    from canvasflow.workers.engines import registry as engines
-    from canvasflow.workflows import registry as workflows
-    from canvasflow.workflows.cli.main import _emit
-
     s = get_settings()
     workflows.load()
     for module in sorted({mod for mods in s.capability_modules.values() for mod in mods}):
@@ -70,17 +68,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             head = f"{out}: {len(rendered.files)} files, {len(changes)} changed"
         return "\n".join([head, *(f"  {c}" for c in changes)])
 
-    _emit(args, data, text)
+    emit(args, data, text)
     return 1 if args.check and changes else 0
 
 
 def cmd_worker_probe(args: argparse.Namespace) -> int:
     """Exit 0 while this pod's worker node beats (``<name>@<hostname>``), 1 otherwise."""
-    from canvasflow.config.redis_clients import state_client
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workers.beats import read_beat
-    from canvasflow.workflows.cli.main import _emit
-
     if bool(args.name) == bool(args.node):
         raise InputError("give the worker's --name (as in <name>@<this host>) or its full --node")
     s = get_settings()
@@ -94,7 +87,7 @@ def cmd_worker_probe(args: argparse.Namespace) -> int:
     age = None if beat is None else max(time.time() - beat.at, 0.0)
     alive = age is not None and age <= max_age
     data = {"node": node, "alive": alive, "age": age, "max_age": max_age}
-    _emit(
+    emit(
         args,
         data,
         lambda: f"{node}: heartbeat {age:.1f}s old" if alive else f"{node}: no fresh heartbeat",
@@ -102,9 +95,9 @@ def cmd_worker_probe(args: argparse.Namespace) -> int:
     return 0 if alive else 1
 
 
-def add_commands(add: Add) -> None:
-    """Register ``deploy`` and ``worker-probe`` on the main parser (``add`` from cli.build_parser)."""
-    sp = add("deploy", cmd_deploy, "Kubernetes manifests from the capability and engine registries")
+def configure_parsers(add: AddCommand) -> None:
+    """``deploy`` and ``worker-probe``."""
+    sp = add("deploy", cmd_deploy)
     sp.add_argument("action", choices=["render"], help="render the manifests (docs/operations.md)")
     sp.add_argument("--out", default="deploy/k8s", help="directory to write (default deploy/k8s)")
     sp.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs")
@@ -116,7 +109,7 @@ def add_commands(add: Add) -> None:
         "--max-replicas", type=int, default=20, help="KEDA maxReplicaCount per fleet (default 20)"
     )
     sp.add_argument("--backlog", type=int, default=20, help="waiting messages per replica KEDA aims at")
-    sp = add("worker-probe", cmd_worker_probe, "exit 0 while this host's worker node sends heartbeats")
+    sp = add("worker-probe", cmd_worker_probe)
     sp.add_argument("--name", help="the node name before the @ (demo, ocr.gpu, control); host: this one")
     sp.add_argument("--node", help="the full node name instead, e.g. demo@pod-1")
     sp.add_argument(

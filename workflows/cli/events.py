@@ -13,7 +13,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from canvasflow.workflows.cli.metrics import AddCommand
+from canvasflow.workflows.cli._common import AddCommand
+from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.telemetry.events import follow, read
 
 
 def line(event: dict[str, Any]) -> str:
@@ -38,9 +40,6 @@ def line(event: dict[str, Any]) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from canvasflow.workflows.runtime.context import runtime
-    from canvasflow.workflows.telemetry.events import follow, read
-
     rt = runtime()
     prefix = rt.settings.key_prefix
 
@@ -61,8 +60,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover (follow ends with Ctrl-C)
 
 
-def register(add: AddCommand) -> None:
-    sp = add("events", cmd_events, "the event stream: run and step events as they happen")
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("events", cmd_events)
     sp.add_argument("--follow", "-f", action="store_true", help="keep printing new events (Ctrl-C ends)")
     sp.add_argument("--run", help="only this run's events (all the stream holds of it)")
     sp.add_argument("--limit", type=int, help="print at most this many held events first (default 50)")

@@ -1,15 +1,16 @@
 """``canvasflow history RUN [--json]``: a run's events in the order they happened.
 
-Registered by ``cli.build_parser`` through :func:`register`. An unknown run id is a
-``RunNotFound``: one line, exit 2, like every other command.
+An unknown run id is a ``RunNotFound``: one line, exit 2, like every other command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
+
+from canvasflow.workflows.cli._common import RUN_HELP, AddCommand
+from canvasflow.workflows.runs.history import history
 
 TRACEBACK_LINES = 6  # of a failure's traceback, in the text output (--json has all of it)
 
@@ -42,14 +43,11 @@ def history_text(events: list[dict[str, Any]]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from canvasflow.workflows.runs.history import history
-
     events = [ev.to_json() for ev in history(args.run)]
     print(json.dumps(events, indent=2, default=str) if args.json else history_text(events))
     return 0
 
 
-def register(add: Callable[..., argparse.ArgumentParser], run_help: str) -> None:
-    """Add the ``history`` command with the CLI's ``add(name, fn, help)``."""
-    sp = add("history", cmd_history, "a run's events in order: attempts, errors and tracebacks, rollback")
-    sp.add_argument("run", help=run_help)
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("history", cmd_history)
+    sp.add_argument("run", help=RUN_HELP)

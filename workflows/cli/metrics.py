@@ -10,30 +10,34 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
-AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.authoring.definition import registry
+from canvasflow.workflows.cli._common import AddCommand
+from canvasflow.workflows.telemetry.exporter import build_registry, serve
+from canvasflow.workflows.telemetry.metrics import metrics_dir
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from prometheus_client import generate_latest
-
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workflows import registry
-    from canvasflow.workflows.telemetry.exporter import build_registry, serve
-
     registry.load()  # the steps' capabilities: their queues are measured
     settings = get_settings()
     if args.once:
         text = generate_latest(build_registry(settings)).decode()
         if args.json:
-            print(json.dumps(_samples(text), indent=2))
+            print(json.dumps(_samples(text_string_to_metric_families(text)), indent=2))
         else:
             print(text, end="")
         return 0
     server = serve(settings, args.port, args.address)
-    where = {"url": f"http://{args.address}:{server.server_port}/metrics", "directory": _directory(settings)}
+    where = {
+        "url": f"http://{args.address}:{server.server_port}/metrics",
+        "directory": str(metrics_dir(settings)),
+    }
     print(
         json.dumps(where) if args.json else f"serving {where['url']} (metric files in {where['directory']})"
     )
@@ -41,26 +45,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         time.sleep(3600)
 
 
-def _directory(settings: Any) -> str:
-    from canvasflow.workflows.telemetry.metrics import metrics_dir
-
-    return str(metrics_dir(settings))
-
-
-def _samples(text: str) -> list[dict[str, Any]]:
-    from prometheus_client.parser import text_string_to_metric_families
-
+def _samples(families: Iterable[Any]) -> list[dict[str, Any]]:
     return [
-        {"name": s.name, "labels": s.labels, "value": s.value}
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
+        {"name": s.name, "labels": s.labels, "value": s.value} for family in families for s in family.samples
     ]
 
 
-def register(add: AddCommand) -> None:
-    sp = add(
-        "metrics", cmd_metrics, "serve Prometheus metrics (/metrics) of this host's canvasflow processes"
-    )
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("metrics", cmd_metrics)
     sp.add_argument("--port", type=int, default=9808, help="port to serve on (default 9808)")
     sp.add_argument("--address", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     sp.add_argument("--once", action="store_true", help="print the metrics once and exit (--json: parsed)")

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
 
+from canvasflow.config.errors import InputError
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.cli._common import AddCommand
 from canvasflow.workflows.store.records import TERMINAL
-
-AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from canvasflow.workflows.store.retention import prune
+from canvasflow.workflows.store.sql import store_for
+from canvasflow.workflows.views.reports import parse_when
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from canvasflow.config.errors import InputError
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workflows.cli.main import _when
-    from canvasflow.workflows.store.retention import prune
-    from canvasflow.workflows.store.sql import store_for
-
-    cutoff = _when(args.older_than, "--older-than")
+    cutoff = parse_when(args.older_than, "--older-than")
     if cutoff is None:  # argparse requires it; kept for callers of cmd_prune
         raise InputError("--older-than is required: a time ago (30d, 12h) or an ISO timestamp")
     report = prune(
@@ -48,9 +45,8 @@ def _text(data: dict[str, Any]) -> str:
     return line
 
 
-def register(add: AddCommand) -> None:
-    """Add ``prune`` to the CLI (``add`` is cli.build_parser's: --json, --workflows, -A come with it)."""
-    sp = add("prune", cmd_prune, "delete old finished runs, their steps and events from the journal")
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("prune", cmd_prune)
     sp.add_argument(
         "--older-than",
         required=True,

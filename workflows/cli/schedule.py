@@ -7,15 +7,14 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from canvasflow.workflows.cli.prune import AddCommand
+from canvasflow.config.errors import InputError
+from canvasflow.workflows.cli._common import AddCommand, load_json
+from canvasflow.workflows.runs import schedules
 
 BEAT = "celery -A canvasflow.app beat -S canvasflow.workflows.runs.schedule_beat:ScheduleFileScheduler"
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from canvasflow.config.errors import InputError
-    from canvasflow.workflows.runs import schedules
-
     path = schedules.schedules_path()
     if args.action == "list":
         data: Any = [asdict(s) for s in schedules.load(path).values()]
@@ -23,9 +22,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     elif args.target is None:
         raise InputError(f"schedule {args.action} needs a name: canvasflow schedule {args.action} NAME ...")
     elif args.action == "add":
-        from canvasflow.workflows.cli.main import _load_json
-
-        inputs = _load_json(args.input, "--input")
+        inputs = load_json(args.input, "--input")
         sched = schedules.Schedule(
             name=args.name or args.target,
             workflow=args.target,
@@ -49,9 +46,8 @@ def _line(s: dict[str, Any]) -> str:
     return f"{s['name']}: {s['workflow']}{version} {when} inputs {json.dumps(s['inputs'])}"
 
 
-def register(add: AddCommand) -> None:
-    """Add ``schedule`` to the CLI (``add`` is cli.build_parser's)."""
-    sp = add("schedule", cmd_schedule, "start workflows on a schedule (celery beat): add, list, remove")
+def configure_parsers(add: AddCommand) -> None:
+    sp = add("schedule", cmd_schedule)
     sp.add_argument("action", choices=["add", "list", "remove"], help="what to do")
     sp.add_argument("target", nargs="?", help="add: the workflow to start; remove: the schedule's name")
     sp.add_argument("--name", help="add: the schedule's name (default: the workflow's)")

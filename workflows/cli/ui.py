@@ -9,21 +9,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from canvasflow.config.errors import SettingsError
-
-Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.authoring.definition import registry
+from canvasflow.workflows.cli._common import AddCommand
+from canvasflow.workflows.console.credentials import Credentials, check_exposure, is_loopback
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the console with uvicorn until interrupted."""
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workflows import registry
-    from canvasflow.workflows.console.auth import Credentials, check_exposure
-
     settings = get_settings()
     host = args.host or settings.ui_host
     port = args.port or settings.ui_port
@@ -31,7 +28,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from canvasflow.workflows.console import create_app
+        # the ui extra (uvicorn, starlette, jinja2): imported when the console is served
+        from canvasflow.workflows.console.app import create_app
     except ModuleNotFoundError as exc:
         raise SettingsError(f"the console needs {exc.name}: pip install 'canvasflow[ui]'") from None
     registry.load()  # resume checks the run's workflow version against the definitions
@@ -47,8 +45,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def flower_command(settings: Any, host: str, port: int, app: str) -> tuple[list[str], dict[str, str]]:
     """The ``celery flower`` command line and the environment it needs; SettingsError for an
     unauthenticated Flower beyond localhost or malformed credentials."""
-    from canvasflow.workflows.console.auth import is_loopback
-
     auth = (settings.flower_basic_auth or "").strip()
     entries = [e.strip() for e in auth.split(",") if e.strip()]
     if any(not all(e.partition(":")[::2]) for e in entries):
@@ -77,8 +73,6 @@ def flower_command(settings: Any, host: str, port: int, app: str) -> tuple[list[
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    from canvasflow.config.settings import get_settings
-
     cmd, env = flower_command(get_settings(), args.host, args.port, args.app or "canvasflow.app")
     if args.json:
         shown = {k: ("***" if k == "FLOWER_BASIC_AUTH" else v) for k, v in env.items()}
@@ -89,11 +83,11 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def register(add: Add) -> None:
-    """Add ``ui`` and ``flower`` to the CLI's parser."""
-    sp = add("ui", cmd_ui, "serve the web console (runs, live graphs, actions, JSON API)")
+def configure_parsers(add: AddCommand) -> None:
+    """``ui`` and ``flower``."""
+    sp = add("ui", cmd_ui)
     sp.add_argument("--host", help="address to bind (default CANVASFLOW_UI_HOST, 127.0.0.1)")
     sp.add_argument("--port", type=int, help="port (default CANVASFLOW_UI_PORT, 8077)")
-    sp = add("flower", cmd_flower, "run Flower with basic auth and persistent state")
+    sp = add("flower", cmd_flower)
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=5555, help="port (default 5555)")

@@ -16,6 +16,8 @@ from canvasflow.config.errors import (
     RunStateError,
     WorkflowNotFound,
 )
+from canvasflow.workflows.client import cancel, compensate, resume, signal
+from canvasflow.workflows.views.errors import explain
 
 
 @dataclass(frozen=True)
@@ -69,28 +71,24 @@ def payload_from_text(text: str | None) -> Any:
 
 def perform(name: str, run_id: str, fields: Mapping[str, Any]) -> None:
     """Do action ``name``; ``fields``: ``compensate`` (cancel), ``name`` and ``payload`` (signal)."""
-    import canvasflow.workflows as api
-
     if name not in ACTIONS:
         raise InputError(f"unknown action {name!r}: one of {', '.join(ACTIONS)}")
     if name == "resume":
-        api.resume(run_id)
+        resume(run_id)
     elif name == "cancel":
-        api.cancel(run_id, compensate=bool(fields.get("compensate")))
+        cancel(run_id, compensate=bool(fields.get("compensate")))
     elif name == "signal":
-        signal = str(fields.get("name") or "").strip()
-        if not signal:
+        signal_name = str(fields.get("name") or "").strip()
+        if not signal_name:
             raise InputError("give the signal's name: one the run waits for")
-        api.signal(run_id, signal, fields.get("payload"))
+        signal(run_id, signal_name, fields.get("payload"))
     else:
-        api.compensate(run_id)
+        compensate(run_id)
 
 
 def http_error(exc: BaseException) -> tuple[int, str, str]:
     """``(status, message, kind)`` for an error: 404 unknown run, 400 bad input, 409 wrong state,
     503 a store or broker that does not answer, 500 anything else."""
-    from canvasflow.workflows.cli.errors import explain
-
     told = explain(exc)
     if isinstance(exc, RunNotFound | WorkflowNotFound):
         return 404, told.message, told.kind

@@ -13,7 +13,8 @@ from starlette.routing import Route
 
 from canvasflow.config.settings import Settings, get_settings
 from canvasflow.workflows.console.api import Api
-from canvasflow.workflows.console.auth import ActionGuard, AuthMiddleware, Credentials
+from canvasflow.workflows.console.auth import ActionGuard, AuthMiddleware
+from canvasflow.workflows.console.credentials import Credentials
 from canvasflow.workflows.console.pages import Pages, templates
 
 ACTION = "{action:str}"

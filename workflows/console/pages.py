@@ -17,6 +17,7 @@ from canvasflow.workflows.console import svg
 from canvasflow.workflows.console.actions import ACTIONS, http_error, payload_from_text, perform
 from canvasflow.workflows.console.auth import ActionGuard, cross_origin
 from canvasflow.workflows.console.queries import RunFilters, RunView, run_view, runs_page
+from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES
 from canvasflow.workflows.views.pictures import STATUS_COLORS
 from canvasflow.workflows.views.runtree import error_text
@@ -153,6 +154,4 @@ def _action(name: str) -> Any:
 
 
 def _workflow_names() -> list[str]:
-    from canvasflow.workflows.runtime.context import runtime
-
     return sorted({d["name"] for d in runtime().store.definitions()})

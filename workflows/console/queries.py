@@ -10,8 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from canvasflow.config.errors import InputError
+from canvasflow.workflows.client import get_run, list_runs
+from canvasflow.workflows.runs.history import history
+from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL
 from canvasflow.workflows.views.reports import parse_when, run_json, runs_json
@@ -39,8 +43,6 @@ class RunFilters:
 
     def query(self, **changes: str) -> str:
         """The query string of these filters with ``changes`` applied."""
-        from urllib.parse import urlencode
-
         values = {**self.__dict__, **changes}
         return urlencode({k: v for k, v in values.items() if v})
 
@@ -53,8 +55,6 @@ class RunsPage:
 
 def runs_page(filters: RunFilters, page_size: int) -> RunsPage:
     """One page of runs, newest first, and the cursor of the next page (None on the last)."""
-    from canvasflow.workflows import list_runs
-
     until = parse_when(filters.until or None, "until")
     before = _cursor(filters.before)
     if before is not None and (until is None or before < until):
@@ -110,9 +110,6 @@ class RunView:
 
 def run_view(run_id: str, flower_url: str | None) -> RunView:
     """The run page's data; RunNotFound for an unknown id."""
-    from canvasflow.workflows import get_run
-    from canvasflow.workflows.runtime.context import runtime
-
     record = get_run(run_id)
     data = run_json(record)
     steps = {s["step_id"]: s for s in data["steps"]}
@@ -150,13 +147,4 @@ def _rows(
 
 def _events(run_id: str) -> tuple[list[dict[str, Any]], str]:
     """The run's events in the order they happened, and where they come from."""
-    import canvasflow.workflows as api
-
-    history = getattr(api, "history", None)
-    if callable(history):
-        found = history(run_id)
-        return [e.to_json() if hasattr(e, "to_json") else dict(e) for e in found], "history"
-    from canvasflow.workflows.runtime.context import runtime
-
-    events = runtime().store.events(run_id)  # by when each happened (batched writes land later)
-    return sorted(events, key=lambda e: e["at"]), "journal events"
+    return [e.to_json() for e in history(run_id)], "history"

@@ -1,15 +1,23 @@
-"""What the ``canvasflow`` command prints for an error: one line saying what to do, no traceback.
+"""What an error means to an operator: one line saying what to do, no traceback.
 
-:func:`explain` turns an exception into that line and an exit status: 2 for anything the
-operator can fix (a CanvasflowError, a database or Redis that does not answer, a missing
-driver), 1 for an unexpected error (``--debug`` shows its traceback).
+:func:`explain` turns an exception into that line, the name of its kind and an exit status:
+2 for anything the operator can fix (a CanvasflowError, a database or Redis that does not
+answer, a missing driver), 1 for an unexpected error (``--debug`` shows its traceback). The
+``canvasflow`` command prints it; the console answers it over HTTP (``console/actions.py``).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisDown
+from redis.exceptions import TimeoutError as RedisTimeout
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from canvasflow.config.celery_app import current_app, redact
 from canvasflow.config.errors import CanvasflowError
+from canvasflow.config.settings import get_settings
 
 DRIVERS = {
     "psycopg": "pip install 'psycopg[binary]' (PostgreSQL)",
@@ -26,17 +34,9 @@ class Explained(NamedTuple):
     status: int
 
 
-def _redacted(url: str) -> str:
-    from canvasflow.config.celery_app import redact
-
-    return redact(url)
-
-
 def _database_url() -> str:
     try:
-        from canvasflow.config.settings import get_settings
-
-        return _redacted(get_settings().database_url)
+        return redact(get_settings().database_url)
     except CanvasflowError:
         return "CANVASFLOW_DATABASE_URL"
 
@@ -57,8 +57,6 @@ def explain(exc: BaseException) -> Explained:
             "DriverMissing",
             2,
         )
-    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-
     if isinstance(exc, DBAPIError | ArgumentError | NoSuchModuleError):
         return Explained(
             f"the journal database {_database_url()} cannot be used ({type(exc).__name__}: "
@@ -67,9 +65,6 @@ def explain(exc: BaseException) -> Explained:
             "DatabaseUnavailable",
             2,
         )
-    from redis.exceptions import ConnectionError as RedisDown
-    from redis.exceptions import TimeoutError as RedisTimeout
-
     if isinstance(exc, RedisDown | RedisTimeout):
         return Explained(
             f"Redis does not answer ({_first_line(exc)}): start it, or point CANVASFLOW_STATE_URL / "
@@ -77,13 +72,9 @@ def explain(exc: BaseException) -> Explained:
             "RedisUnavailable",
             2,
         )
-    from kombu.exceptions import OperationalError
-
     if isinstance(exc, OperationalError):
-        from canvasflow.config.celery_app import current_app
-
         return Explained(
-            f"the broker {_redacted(str(current_app().conf.broker_url))} does not answer "
+            f"the broker {redact(str(current_app().conf.broker_url))} does not answer "
             f"({_first_line(exc)}): start it or set CANVASFLOW_BROKER_URL",
             "BrokerUnavailable",
             2,
