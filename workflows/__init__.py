@@ -1,34 +1,70 @@
 """Authoring and running workflows: the public API.
 
-from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
+    from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
+
+A face: the names below are imported on first use, and importing it registers nothing. The
+client's names (``start``, ``get_run``, ...) bring the composition root, ``canvasflow.app``,
+with them (the runtime's tasks, the rollback listener, the telemetry the settings switch on).
 """
 
-from canvasflow.compensation import subscriber as _rollback  # noqa: F401  (the rollback listens to the runtime)
-from canvasflow.workflows import tasks as _tasks  # noqa: F401  (registers the runtime's Celery tasks)
-from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
-from canvasflow.workflows.authoring.dag import input, result, value
-from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.authoring.patterns import (
-    map_reduce,
-    mapper_step,
-    pipeline,
-    scatter_gather,
-    wait_signal,
-)
-from canvasflow.workflows.client import (
-    Run,
-    cancel,
-    compensate,
-    get_run,
-    list_runs,
-    resume,
-    signal,
-    start,
-    undo,
-)
-from canvasflow.workflows.runs import schedule_beat as _schedule_beat  # noqa: F401  (canvasflow.start_scheduled)
-from canvasflow.workflows.runs.history import HistoryEvent, history
-from canvasflow.workflows.runtime import deadlines as _deadlines  # noqa: F401  (canvasflow.deadline)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from canvasflow.config.faces import lazy
+
+if TYPE_CHECKING:
+    from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
+    from canvasflow.workflows.authoring.dag import input, result, value
+    from canvasflow.workflows.authoring.definition import Workflow, registry
+    from canvasflow.workflows.authoring.patterns import (
+        map_reduce,
+        mapper_step,
+        pipeline,
+        scatter_gather,
+        wait_signal,
+    )
+    from canvasflow.workflows.client import (
+        Run,
+        cancel,
+        compensate,
+        get_run,
+        list_runs,
+        resume,
+        signal,
+        start,
+        undo,
+    )
+    from canvasflow.workflows.runs.history import HistoryEvent, history
+
+_AUTHORING = "canvasflow.workflows.authoring"
+_CLIENT = "canvasflow.workflows.client"
+_EXPORTS = {
+    "HistoryEvent": "canvasflow.workflows.runs.history",
+    "Run": _CLIENT,
+    "Workflow": f"{_AUTHORING}.definition",
+    "cancel": _CLIENT,
+    "compensate": _CLIENT,
+    "get_run": _CLIENT,
+    "history": "canvasflow.workflows.runs.history",
+    "input": f"{_AUTHORING}.dag",
+    "list_runs": _CLIENT,
+    "map_reduce": f"{_AUTHORING}.patterns",
+    "mapper_step": f"{_AUTHORING}.patterns",
+    "pipeline": f"{_AUTHORING}.patterns",
+    "registry": f"{_AUTHORING}.definition",
+    "result": f"{_AUTHORING}.dag",
+    "resume": _CLIENT,
+    "scatter_gather": f"{_AUTHORING}.patterns",
+    "send_signal": f"{_AUTHORING}.conversation",
+    "signal": _CLIENT,
+    "start": _CLIENT,
+    "undo": _CLIENT,
+    "value": f"{_AUTHORING}.dag",
+    "wait_for_response": f"{_AUTHORING}.conversation",
+    "wait_signal": f"{_AUTHORING}.patterns",
+}
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)
 
 __all__ = [
     "HistoryEvent",

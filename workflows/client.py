@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+import canvasflow.app  # noqa: F401  (the composition root: tasks, rollback listener, telemetry)
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
 from canvasflow.workflows.runs.history import attempt_logs, run_history

@@ -549,7 +549,8 @@ def use_app(target: str) -> None:
     """Find the app as ``celery -A`` does and make it canvasflow's (init_app, unless it was already)."""
     from celery.app.utils import find_app
 
-    from canvasflow.config.celery_app import current_app, init_app
+    from canvasflow.app import init_app
+    from canvasflow.config.celery_app import current_app
     from canvasflow.config.errors import SettingsError
 
     try:

@@ -2,58 +2,21 @@
 
 Each built-in one is a module of its own; register another with :func:`register_strategy`.
 Candidates are the capability's live engines that satisfy the step's ``requires``, highest
-priority first, never empty.
+priority first, never empty. A face: the names below are imported on first use (from
+:mod:`.registry`, which registers the built-in ones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from canvasflow.config.errors import RoutingError
-from canvasflow.workers.routing.snapshot import Choice, EngineState, StepNeeds
+from canvasflow.config.faces import lazy
 
+if TYPE_CHECKING:
+    from canvasflow.workers.routing.strategies.registry import Strategy, names, register_strategy, strategy
 
-class Strategy(Protocol):
-    def __call__(self, candidates: Sequence[EngineState], needs: StepNeeds) -> Choice | None: ...
+_REGISTRY = "canvasflow.workers.routing.strategies.registry"
+_EXPORTS = {"Strategy": _REGISTRY, "names": _REGISTRY, "register_strategy": _REGISTRY, "strategy": _REGISTRY}
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)
 
-
-_strategies: dict[str, Strategy] = {}
-
-
-def register_strategy(name: str, fn: Strategy) -> Strategy:
-    """Make ``fn`` usable as ``route=name``; a second function under a taken name is refused."""
-    known = _strategies.get(name)
-    if known is not None and known is not fn:
-        raise RoutingError(f"a routing strategy named {name!r} is registered already: pick another name")
-    _strategies[name] = fn
-    return fn
-
-
-def strategy(name: str) -> Strategy:
-    found = _strategies.get(name)
-    if found is None:
-        raise RoutingError(
-            f"unknown routing strategy {name!r}: use one of {sorted(_strategies)} "
-            "or register it with canvasflow.register_strategy"
-        )
-    return found
-
-
-def names() -> list[str]:
-    return sorted(_strategies)
-
-
-def _builtin() -> None:
-    from canvasflow.workers.routing.strategies import (
-        best_available,
-        load_balanced,
-        performance_based,
-        resource_aware,
-    )
-
-    for module in (best_available, load_balanced, performance_based, resource_aware):
-        register_strategy(module.NAME, module.choose)
-
-
-_builtin()
+__all__ = ["Strategy", "names", "register_strategy", "strategy"]

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from canvasflow.workflows.telemetry import hooks
-from canvasflow.workflows.telemetry.hooks import Middleware, RunEvent, StepEvent, add_middleware, emit
+from canvasflow.workflows.telemetry import registry
+from canvasflow.workflows.telemetry.hooks import Middleware, RunEvent, StepEvent
 from canvasflow.workflows.telemetry.logs import EventLog
+from canvasflow.workflows.telemetry.registry import add_middleware, emit
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def registered() -> Iterator[list[Middleware]]:
     added: list[Middleware] = []
     yield added
     for mw in added:
-        hooks.remove_middleware(mw)
+        registry.remove_middleware(mw)
 
 
 class Starts(Middleware):
@@ -34,15 +35,15 @@ class Broken(Middleware):
 
 
 def test_only_overridden_hooks_are_listened_to(registered):
-    assert not hooks.listening("on_step_start")  # nothing registered: the runtime builds no event
+    assert not registry.listening("on_step_start")  # nothing registered: the runtime builds no event
     starts = Starts()
     registered.append(add_middleware(starts))
-    assert hooks.listening("on_step_start") and not hooks.listening("on_step_success")
+    assert registry.listening("on_step_start") and not registry.listening("on_step_success")
     emit("on_step_start", StepEvent("r", "s1", "t"))
     emit("on_step_success", StepEvent("r", "s1", "t"))  # nobody overrides it: nothing called
     assert starts.seen == ["s1"]
-    hooks.remove_middleware(starts)
-    assert not hooks.listening("on_step_start")
+    registry.remove_middleware(starts)
+    assert not registry.listening("on_step_start")
 
 
 def test_a_raising_middleware_is_logged_and_the_others_still_run(registered):
@@ -58,7 +59,7 @@ def test_a_raising_middleware_is_logged_and_the_others_still_run(registered):
 
 def test_a_core_listener_raises_through(registered):
     registered.append(add_middleware(Broken(), core=True))
-    assert hooks.core_listening("on_step_start")
+    assert registry.core_listening("on_step_start")
     with pytest.raises(RuntimeError, match="broken middleware"):
         emit("on_step_start", StepEvent("r", "s3", "t"))
 
