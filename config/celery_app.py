@@ -28,9 +28,10 @@ from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import capability_route, declare_queues
 from canvasflow.config.settings import Settings, get_settings
 
-# imported by every worker: the composition root (canvasflow's own Celery tasks, the rollback
-# listener, the telemetry built-ins), also on a project's app that init_app adopted
-RUNTIME_MODULES = ["canvasflow.app"]
+# imported by every worker, also of a project's app that init_app adopted: the composition root
+# (canvasflow's Celery tasks, the rollback listener, the telemetry built-ins), then the task
+# modules it imports, named too so that the app's imports still show where the tasks come from
+RUNTIME_MODULES = ["canvasflow.app", "canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
 # the demo's steps and workflows: only for `canvasflow demo`, `canvasflow worker --demo` and tests
 DEMO_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.demo"]
 START_TASK = "canvasflow.start"
