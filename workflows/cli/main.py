@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from canvasflow.app import init_app  # the composition root: every command runs in a composed process
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.store.records import RUN_STATUSES
 from canvasflow.workflows.views.reports import parse_when, run_json, run_text, runs_json
@@ -549,7 +550,6 @@ def use_app(target: str) -> None:
     """Find the app as ``celery -A`` does and make it canvasflow's (init_app, unless it was already)."""
     from celery.app.utils import find_app
 
-    from canvasflow.app import init_app
     from canvasflow.config.celery_app import current_app
     from canvasflow.config.errors import SettingsError
 
