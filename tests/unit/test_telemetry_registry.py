@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -74,3 +75,33 @@ def test_the_event_log_writes_one_structured_line_per_event(registered):
     assert logs[0]["log_level"] == "warning" and logs[0]["duration"] == 1.5
     assert logs[1]["event"] == "step.failed" and logs[1]["step_id"] == "s" and logs[1]["attempt"] == 2
     assert logs[1]["error"] == {"type": "ValueError", "message": "bad"}  # the traceback: DEBUG only
+
+
+class Built(Middleware):
+    def on_run_start(self, event: RunEvent) -> None:
+        pass
+
+
+def test_builtins_are_built_with_the_settings_on_first_use_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composition root hands a factory to the registry: it runs when the settings'
+    middleware is loaded (or at once when that happened already), each factory once."""
+    calls: list[tuple[Any, ...]] = []
+
+    def factory(settings: Any, present: Any) -> list[Middleware]:
+        calls.append((settings, tuple(present)))
+        return [built]
+
+    built = Built()
+    monkeypatch.setattr(registry, "_builtins", [])
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        registry.use_builtins(factory)
+        registry.use_builtins(factory)
+        assert calls == [] and not registry.core_listening("on_run_start")  # nothing built yet
+        assert registry.listening("on_run_start") and len(calls) == 1  # the first use loads them
+        assert registry.middlewares().count(built) == 1
+        registry.remove_middleware(built)
+        registry.use_builtins(lambda s, present: [built])  # after the first use: at once
+        assert registry.middlewares().count(built) == 1 and len(calls) == 1
+    finally:
+        registry.remove_middleware(built)
