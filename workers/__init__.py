@@ -1,26 +1,25 @@
-"""The fleet: steps and their task class, the capability and engine registries, routing, limits,
-heartbeats, worker start-up. A face only: names are handed on lazily (``@step`` itself is
-``canvasflow.step``, or ``canvasflow.workers.step.step``), and importing it registers nothing."""
+"""Steps and the fleet: ``@step``, the capability registry, engines, routing, limits, workers.
+
+A face: the names below are imported on first use, and importing it registers nothing (the
+worker-side signal handlers and the runtime's tasks are imported by ``canvasflow.app``).
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from canvasflow.config.faces import lazy
 
 if TYPE_CHECKING:
     from canvasflow.workers.capabilities import registry
-    from canvasflow.workers.step import StepTask
+    from canvasflow.workers.step import StepTask, step
 
-_EXPORTS = {"StepTask": "canvasflow.workers.step", "registry": "canvasflow.workers.capabilities"}
+_EXPORTS = {
+    "StepTask": "canvasflow.workers.step",
+    "registry": "canvasflow.workers.capabilities",
+    "step": "canvasflow.workers.step",
+}
+# ``step`` is the decorator, also when its module canvasflow.workers.step has been imported
+__getattr__, __dir__ = lazy(__name__, _EXPORTS, keep=("step",))
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'canvasflow.workers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-__all__ = ["StepTask", "registry"]
+__all__ = ["StepTask", "registry", "step"]

@@ -4,6 +4,8 @@
 * with ``CANVASFLOW_METRICS`` on and ``CANVASFLOW_METRICS_PORT`` set, the worker's main process
   serves ``/metrics`` (docs/observability.md), and each pool process that exits drops its live
   gauges from the metrics directory.
+
+Connected when imported: the composition root (``canvasflow.app``) imports it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 
 import structlog
 from celery.signals import task_postrun, task_prerun, worker_init, worker_process_shutdown
+
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.telemetry.exporter import serve
+from canvasflow.workflows.telemetry.metrics import process_gone
 
 
 @task_prerun.connect
@@ -27,21 +33,13 @@ def _unbind_task(**_: Any) -> None:
 
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
-    from canvasflow.config.settings import get_settings
-
     s = get_settings()
     if s.metrics and s.metrics_port:
-        from canvasflow.workflows.telemetry.exporter import serve
-
         serve(s, s.metrics_port)
 
 
 @worker_process_shutdown.connect
 def _metrics_process_gone(pid: int | None = None, **_: Any) -> None:
-    from canvasflow.config.settings import get_settings
-
     s = get_settings()
     if s.metrics:
-        from canvasflow.workflows.telemetry.metrics import process_gone
-
         process_gone(s, pid)

@@ -1,12 +1,19 @@
-"""Authoring and running workflows: the public API (names handed on lazily; nothing registered).
+"""Authoring and running workflows: the public API.
 
-from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
+    from canvasflow.workflows import Workflow, start, get_run, resume, cancel, signal
+
+A face: the names below are imported on first use, and importing it registers nothing. The
+client's names (``start``, ``get_run``, ...) bring the composition root, ``canvasflow.app``,
+with them (the runtime's tasks, the rollback listener, the telemetry the settings switch on);
+so do ``Workflow`` and ``registry``, handed on from the client, which makes ``Workflow.start``
+launch runs.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from canvasflow.config.faces import lazy
 
 if TYPE_CHECKING:
     from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
@@ -32,42 +39,34 @@ if TYPE_CHECKING:
     )
     from canvasflow.workflows.runs.history import HistoryEvent, history
 
+_AUTHORING = "canvasflow.workflows.authoring"
 _CLIENT = "canvasflow.workflows.client"
 _EXPORTS = {
     "HistoryEvent": "canvasflow.workflows.runs.history",
     "Run": _CLIENT,
-    "Workflow": _CLIENT,  # from the client, which makes Workflow.start launch runs
+    "Workflow": _CLIENT,
     "cancel": _CLIENT,
     "compensate": _CLIENT,
     "get_run": _CLIENT,
     "history": "canvasflow.workflows.runs.history",
-    "input": "canvasflow.workflows.authoring.dag",
+    "input": f"{_AUTHORING}.dag",
     "list_runs": _CLIENT,
-    "map_reduce": "canvasflow.workflows.authoring.patterns",
-    "mapper_step": "canvasflow.workflows.authoring.patterns",
-    "pipeline": "canvasflow.workflows.authoring.patterns",
+    "map_reduce": f"{_AUTHORING}.patterns",
+    "mapper_step": f"{_AUTHORING}.patterns",
+    "pipeline": f"{_AUTHORING}.patterns",
     "registry": _CLIENT,
-    "result": "canvasflow.workflows.authoring.dag",
+    "result": f"{_AUTHORING}.dag",
     "resume": _CLIENT,
-    "scatter_gather": "canvasflow.workflows.authoring.patterns",
-    "send_signal": "canvasflow.workflows.authoring.conversation",
+    "scatter_gather": f"{_AUTHORING}.patterns",
+    "send_signal": f"{_AUTHORING}.conversation",
     "signal": _CLIENT,
     "start": _CLIENT,
     "undo": _CLIENT,
-    "value": "canvasflow.workflows.authoring.dag",
-    "wait_for_response": "canvasflow.workflows.authoring.conversation",
-    "wait_signal": "canvasflow.workflows.authoring.patterns",
+    "value": f"{_AUTHORING}.dag",
+    "wait_for_response": f"{_AUTHORING}.conversation",
+    "wait_signal": f"{_AUTHORING}.patterns",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'canvasflow.workflows' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)
 
 __all__ = [
     "HistoryEvent",

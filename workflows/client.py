@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-import canvasflow.app  # noqa: F401  (a client process is composed: tasks, listeners)
+import canvasflow.app  # noqa: F401  (the composition root: tasks, rollback listener, telemetry)
 from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.authoring.definition import Workflow, registry

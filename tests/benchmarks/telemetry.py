@@ -22,7 +22,7 @@ TARGET = 1.1
 
 @contextlib.contextmanager
 def client_telemetry(middleware: list[Any]) -> Iterator[None]:
-    from canvasflow.workflows.telemetry.hooks import add_middleware, remove_middleware
+    from canvasflow.workflows.telemetry.registry import add_middleware, remove_middleware
 
     for mw in middleware:
         add_middleware(mw)
@@ -98,7 +98,8 @@ def hook_cost_us(middleware: list[Any], n: int = 3_000) -> str:
 
     from celery.signals import task_postrun, task_prerun
 
-    from canvasflow.workflows.telemetry.hooks import StepEvent, emit, listening
+    from canvasflow.workflows.telemetry.hooks import StepEvent
+    from canvasflow.workflows.telemetry.registry import emit, listening
 
     def one_step() -> None:
         task_prerun.send(sender=None)

@@ -8,7 +8,7 @@ import json
 import pytest
 from celery import chain
 
-from canvasflow.workflows.telemetry.hooks import add_middleware, remove_middleware
+from canvasflow.workflows.telemetry.registry import add_middleware, remove_middleware
 from tests.harness.plugin import StartWorker
 from tests.harness.workers import WorkerProcess
 from tests.integration.sagacheck import assert_rolled_back, new_log, run_saga, step_of

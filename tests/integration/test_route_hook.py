@@ -9,7 +9,7 @@ import pytest
 from celery import group
 
 from canvasflow.workflows import Workflow, start
-from canvasflow.workflows.telemetry.hooks import add_middleware, remove_middleware
+from canvasflow.workflows.telemetry.registry import add_middleware, remove_middleware
 from tests.integration.routing_flows import lb
 from tests.integration.telemetry_probe import Recorder, recorded
 from tests.integration.test_routing import engine_env, queues, wait_live

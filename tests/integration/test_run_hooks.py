@@ -10,7 +10,7 @@ from celery import chain
 
 from canvasflow.workers.demo import add, gate, open_gate
 from canvasflow.workflows import Workflow, resume, start
-from canvasflow.workflows.telemetry.hooks import add_middleware, remove_middleware
+from canvasflow.workflows.telemetry.registry import add_middleware, remove_middleware
 from tests.integration.telemetry_probe import Recorder, recorded
 from tests.integration.test_progress import MODULES, PROBE
 

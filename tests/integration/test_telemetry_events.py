@@ -14,7 +14,8 @@ import pytest
 
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.telemetry.events import EventStream, read, stream_key
-from canvasflow.workflows.telemetry.hooks import RunEvent, StepEvent, add_middleware, emit, remove_middleware
+from canvasflow.workflows.telemetry.hooks import RunEvent, StepEvent
+from canvasflow.workflows.telemetry.registry import add_middleware, emit, remove_middleware
 from tests.harness.plugin import ROOT
 
 pytestmark = [pytest.mark.redis]

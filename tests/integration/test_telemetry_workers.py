@@ -32,8 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from canvasflow.workflows import get_run, start
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.telemetry.events import EventStream, read
-from canvasflow.workflows.telemetry.hooks import Middleware, add_middleware, remove_middleware
+from canvasflow.workflows.telemetry.hooks import Middleware
 from canvasflow.workflows.telemetry.metrics import Metrics
+from canvasflow.workflows.telemetry.registry import add_middleware, remove_middleware
 from canvasflow.workflows.telemetry.tracing import run_trace_id
 from tests.harness.plugin import ROOT
 from tests.integration import span_probe, telemetry_flows

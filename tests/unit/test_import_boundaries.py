@@ -192,11 +192,14 @@ def test_imports_point_down_the_floors():
 
 
 def test_package_faces_only_hand_on_names_of_their_own_package():
-    """An ``__init__.py`` imports (if at all) only from inside its own package: it registers nothing."""
+    """An ``__init__.py`` imports (if at all) from inside its own package and the face helper
+    (config/faces.py): it hands names on and registers nothing."""
     strays = sorted(
         f"{imp.source}:{imp.line} -> {imp.target}"
         for imp in _edges()
-        if _is_package(imp.source) and not imp.target.startswith(imp.source + ".")
+        if _is_package(imp.source)
+        and not imp.target.startswith(imp.source + ".")
+        and imp.target not in ("canvasflow.config.faces", "canvasflow.config")
     )
     assert strays == []
 
@@ -257,28 +260,86 @@ def test_no_runtime_module_imports_compensation():
     assert offenders == []
 
 
+# modules a process may import before anything else: low ones register nothing; the composition
+# root (canvasflow.app), the client and init_app put the process together, each once
 FIRST_IMPORTS = (
-    "canvasflow.app",  # what `celery -A canvasflow.app worker` loads
+    "canvasflow.config.settings",
     "canvasflow.compensation.claims",  # a compensation module first: it reads the runtime's state helpers
     "canvasflow.compensation.delivery",
     "canvasflow.workflows.runtime.executor",
     "canvasflow.workers.step",
+    "canvasflow.workflows.store.sql",
+    "canvasflow.workflows.telemetry.registry",
 )
+COMPOSERS = ("canvasflow.app", "canvasflow.workflows.client", "init_app")
+
+COMPOSED = """
+import importlib, sys
+from celery import Celery
+
+first, order = sys.argv[1], sys.argv[2].split(",")
+importlib.import_module(first)
+from canvasflow.workflows.telemetry import registry
+
+def rollbacks():
+    assert registry.core_listening("on_rollback_needed") == bool(registry._core), registry._core
+    return sum(type(mw).__name__ == "Rollback" for mw in registry.middlewares())
+
+assert rollbacks() == 0, f"importing {first} registered the rollback"
+for composer in order:
+    if composer == "init_app":
+        import canvasflow
+        canvasflow.init_app(Celery("project", set_as_current=False))
+    else:
+        importlib.import_module(composer)
+    assert rollbacks() == 1, f"{first} then {composer}: {rollbacks()} rollback listeners"
+"""
+
+FACES_ONLY = """
+import importlib, sys
+from tests.layout import declared_packages
+
+packages = set(declared_packages())
+for package in sorted(packages):
+    importlib.import_module(package)
+loaded = {m for m in sys.modules if m.startswith("canvasflow")} - packages - {"canvasflow.config.faces"}
+assert not loaded, f"importing the package faces imported {sorted(loaded)}"
+"""
 
 
-def test_the_rollback_listens_whatever_is_imported_first():
-    """However a process starts, importing canvasflow works and the rollback is registered."""
+def _run_all(scripts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each script in a fresh interpreter (all at once); the last error line of those that fail."""
     import subprocess
     import sys
 
-    check = (
-        "import importlib, sys; importlib.import_module(sys.argv[1]); import canvasflow.workflows; "
-        "from canvasflow.workflows.telemetry.hooks import core_listening; "
-        "assert core_listening('on_rollback_needed'), 'no rollback listener'"
-    )
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, argv in scripts.items()
+    }
     failed = {}
-    for module in FIRST_IMPORTS:
-        done = subprocess.run([sys.executable, "-c", check, module], capture_output=True, text=True, cwd=ROOT)
-        if done.returncode:
-            failed[module] = done.stderr.strip().splitlines()[-1:]
-    assert not failed, f"importing these first breaks: {failed}"
+    for name, process in running.items():
+        _, err = process.communicate(timeout=120)
+        if process.returncode:
+            failed[name] = err.strip().splitlines()[-1:]
+    return failed
+
+
+def test_the_rollback_listens_whatever_is_imported_first():
+    """However a process starts (a low module first), importing the composition root, the client
+    or calling init_app registers the rollback listener, and any of them again adds none: each
+    process below tries the three in another order, checking after each."""
+    scripts = {}
+    for i, module in enumerate(FIRST_IMPORTS):
+        order = COMPOSERS[i % 3 :] + COMPOSERS[: i % 3]
+        scripts[f"{module} then {order[0]}"] = [COMPOSED, module, ",".join(order)]
+    failed = _run_all(scripts)
+    assert not failed, f"these starts break: {failed}"
+
+
+def test_the_package_faces_register_and_import_nothing():
+    """A package face hands names on lazily: importing every one of them imports no module of
+    canvasflow beyond the faces, so it registers no task, listener or middleware."""
+    failed = _run_all({"faces": [FACES_ONLY]})
+    assert not failed, failed

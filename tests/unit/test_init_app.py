@@ -9,7 +9,8 @@ import celery
 import pytest
 from celery import Celery
 
-from canvasflow.config.celery_app import app, current_app, init_app, set_app
+from canvasflow.app import init_app
+from canvasflow.config.celery_app import app, current_app, set_app
 from canvasflow.workers.step import step
 
 

@@ -85,4 +85,11 @@ def test_importing_the_face_builds_nothing():
     """``import canvasflow`` hands names on lazily: no Celery app, no runtime module until asked."""
     probe = "import sys, canvasflow; print(sorted(m for m in sys.modules if m.startswith('canvasflow')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
-    assert out.stdout.strip() == "['canvasflow']"
+    assert out.stdout.strip() == "['canvasflow', 'canvasflow.config', 'canvasflow.config.faces']"
+    assert "celery" not in subprocess.run(
+        [sys.executable, "-c", "import sys, canvasflow; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout

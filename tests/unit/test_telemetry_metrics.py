@@ -18,11 +18,9 @@ from canvasflow.workflows.telemetry.hooks import (
     RouteEvent,
     RunEvent,
     StepEvent,
-    add_middleware,
-    emit,
-    remove_middleware,
 )
 from canvasflow.workflows.telemetry.metrics import Metrics
+from canvasflow.workflows.telemetry.registry import add_middleware, emit, remove_middleware
 
 
 @pytest.fixture

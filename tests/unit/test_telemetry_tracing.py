@@ -16,10 +16,8 @@ from canvasflow.workflows.telemetry.hooks import (
     CompensationEvent,
     RunEvent,
     StepEvent,
-    add_middleware,
-    emit,
-    remove_middleware,
 )
+from canvasflow.workflows.telemetry.registry import add_middleware, emit, remove_middleware
 from canvasflow.workflows.telemetry.tracing import Tracing, run_span_context
 
 

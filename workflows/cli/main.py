@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 
 from celery.app.utils import find_app
 
-import canvasflow.app  # noqa: F401  (the composition root: canvasflow's app, its tasks and listeners)
-from canvasflow.config.celery_app import current_app, init_app
+from canvasflow.app import init_app  # the composition root: every command runs in a composed process
+from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.settings import get_settings, set_for_process

@@ -1,23 +1,18 @@
 """The web console: runs, their live graphs and steps, actions, a JSON API (docs/console.md).
 
-``create_app`` is imported on first use: the console needs the ``ui`` extra (starlette,
-jinja2), while ``console/credentials.py`` (checked by ``canvasflow ui`` first) needs nothing.
+A face: ``create_app`` is imported on first use.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from canvasflow.config.faces import lazy
 
 if TYPE_CHECKING:
     from canvasflow.workflows.console.app import create_app
 
+_EXPORTS = {"create_app": "canvasflow.workflows.console.app"}
+__getattr__, __dir__ = lazy(__name__, _EXPORTS)
+
 __all__ = ["create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name != "create_app":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = importlib.import_module("canvasflow.workflows.console.app").create_app
-    globals()[name] = value
-    return value

@@ -2,8 +2,8 @@
 
 The runtime knows *that* a run must roll back, or that something a rollback waits on
 changed; it does not know *how* to roll back. It raises these internal hooks through the
-middleware registry (``telemetry.hooks``) and the rollback (``compensation/subscriber.py``),
-registered there with ``core=True`` when canvasflow's runtime is imported, acts on them. So
+middleware registry (``telemetry.registry``) and the rollback (``compensation/subscriber.py``),
+registered there with ``core=True`` by the composition root (``canvasflow.app``), acts on them. So
 no module under ``workflows/runtime/`` imports ``canvasflow.compensation``.
 
 These hooks are internal (not on :class:`~canvasflow.workflows.telemetry.hooks.Middleware`,
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from canvasflow.config.errors import CanvasflowError
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.telemetry.hooks import Middleware, core_listening, emit
+from canvasflow.workflows.telemetry.hooks import Middleware
+from canvasflow.workflows.telemetry.registry import core_listening, emit
 
 
 class NoRollbackListener(CanvasflowError):
@@ -58,7 +59,7 @@ def _raise(hook: str, event: RollbackEvent) -> None:
     if not core_listening(hook):
         raise NoRollbackListener(
             f"run {event.run_id} needs its rollback ({hook}) but no rollback listens in this process: "
-            "import canvasflow.workflows (it registers canvasflow.compensation.subscriber)"
+            "import canvasflow.app (the composition root registers canvasflow.compensation.subscriber)"
         )
     emit(hook, event)
 

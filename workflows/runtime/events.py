@@ -1,6 +1,6 @@
-"""The runtime's telemetry events: built here, handed to the middleware (``telemetry.hooks``).
+"""The runtime's telemetry events: built here, handed to the middleware (``telemetry.registry``).
 
-Every function first asks :func:`~canvasflow.workflows.telemetry.hooks.listening` and returns
+Every function first asks :func:`~canvasflow.workflows.telemetry.registry.listening` and returns
 at once when no middleware overrides the hook, so a process without middleware builds no
 event and makes no extra Redis call. ``run_finished`` is guarded by one ``SET NX`` per run
 and generation, so a terminal status reached on two paths (the failing worker and the
@@ -21,14 +21,8 @@ from celery.exceptions import Retry
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.graph import StepNode
-from canvasflow.workflows.telemetry.hooks import (
-    CompensationEvent,
-    RouteEvent,
-    RunEvent,
-    StepEvent,
-    emit,
-    listening,
-)
+from canvasflow.workflows.telemetry.hooks import CompensationEvent, RouteEvent, RunEvent, StepEvent
+from canvasflow.workflows.telemetry.registry import emit, listening
 
 CARRIER_HEADER = "canvasflow_carrier"  # the dispatch event's carrier, sent with the step message
 CREATED = "created"  # the run's meta field: when the run was created (unix time; kept by a resume)

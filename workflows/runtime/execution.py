@@ -30,14 +30,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from canvasflow.config.errors import CanvasflowError
-
-if TYPE_CHECKING:
-    from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime import progress
+from canvasflow.workflows.runtime.context import Runtime, runtime
 
 _current: ContextVar[ExecutionContext | None] = ContextVar("canvasflow_context", default=None)
 
@@ -72,9 +71,20 @@ class ExecutionContext:
     def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
         """Report how far the step got (``done`` of ``total``, a short ``note``): kept in the
         run's state, shown by ``get_run(id).steps[i].progress`` and ``canvasflow status``."""
-        from canvasflow.workflows.runtime.progress import report
-
-        report(self, done, total, note)
+        progress.report(
+            self._runtime,
+            self.run_id,
+            self.step_id,
+            self.generation,
+            done,
+            total,
+            note,
+            task=self.task,
+            attempt=self.attempt,
+            queue=self.queue,
+            worker=self.worker,
+            compensation=self.compensation,
+        )
 
     @cached_property
     def _labels(self) -> dict[str, str]:
@@ -83,8 +93,6 @@ class ExecutionContext:
     @property
     def _runtime(self) -> Runtime:
         if self._rt is None:
-            from canvasflow.workflows.runtime.context import runtime
-
             return runtime()
         return self._rt
 

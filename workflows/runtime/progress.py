@@ -17,15 +17,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.runtime import events
+from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
-
-if TYPE_CHECKING:
-    from canvasflow.workflows.runtime.context import Runtime
-    from canvasflow.workflows.runtime.execution import ExecutionContext
 
 PART = "progress"
 NOTE_LIMIT = 500
@@ -37,20 +34,34 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
-def report(ctx: ExecutionContext, done: float, total: float | None = None, note: str | None = None) -> None:
-    """Store the step's progress in its run's state and tell the middleware."""
+def report(
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    generation: int,
+    done: float,
+    total: float | None = None,
+    note: str | None = None,
+    *,
+    task: str | None = None,
+    attempt: int = 1,
+    queue: str | None = None,
+    worker: str | None = None,
+    compensation: bool = False,
+) -> None:
+    """Store a step's progress in its run's state and tell the middleware (a compensation's
+    progress goes to the middleware only)."""
     done = _number("done", done)
     if total is not None:
         total = _number("total", total)
     if note is not None and not isinstance(note, str):
         raise InputError(f"progress: note must be a string, got {type(note).__name__}")
     value = {"done": done, "total": total, "note": note[:NOTE_LIMIT] if note else None, "at": time.time()}
-    if not ctx.compensation:  # a compensation's progress goes to the middleware only
-        rt = ctx._runtime
-        rt.redis.hset(rt.state.key(ctx.run_id, PART), ctx.step_id, json.dumps(value))
+    if not compensation:
+        rt.redis.hset(rt.state.key(run_id, PART), step_id, json.dumps(value))
     if events.listening("on_step_progress"):
-        info = {"queue": ctx.queue, "worker": ctx.worker}
-        delivery = events.Delivery(ctx.run_id, ctx.step_id, ctx.task, ctx.generation, ctx.attempt, info)
+        info = {"queue": queue, "worker": worker}
+        delivery = events.Delivery(run_id, step_id, task, generation, attempt, info)
         events.step_progress(delivery.event(), done, total, note)
 
 

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, func, select
 
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.store.records import TERMINAL
-from canvasflow.workflows.store.sql import SqlRunStore, _utc
+from canvasflow.workflows.store.rows import utc
+from canvasflow.workflows.store.sql import SqlRunStore
 
 _CHILD_TABLES = ("events", "steps", "signals", "run_tags")
 
@@ -59,7 +60,7 @@ def prune(
         )
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
-    cutoff = _utc(before)
+    cutoff = utc(before)
     report = PruneReport(cutoff, dry_run)
     runs = store.t.runs
     ended = func.coalesce(runs.c.finished_at, runs.c.created_at)

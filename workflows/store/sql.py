@@ -3,125 +3,34 @@
 Status changes are guarded in the database: ``UPDATE ... WHERE status IN (:expected)`` and
 a rowcount check, so two processes racing on one run cannot both win. A run's business key
 is unique in the database, so two starts racing on one key create one run.
+
+This module holds the writes and :func:`store_for`; the reads are in ``reads.py``, the engine
+in ``engine.py``, a row's conversion to a record in ``rows.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, exists, func, select
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from canvasflow.config.errors import SettingsError
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
-from canvasflow.workflows.store.records import TERMINAL, RunRecord, StepRecord
+from canvasflow.workflows.store.reads import RunReads
+from canvasflow.workflows.store.records import TERMINAL
+from canvasflow.workflows.store.rows import EVENT_AT, EVENT_DATA, event_data, now, utc
+from canvasflow.workflows.store.schema import ensure_schema
+
+__all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-EVENT_AT = "at"  # a step record's field holding when its event happened (not a step column)
-EVENT_DATA = "event_data"  # a step record's field: more data for its event only (not a step column)
-# the step columns an event keeps: each attempt stays readable after a resume resets the row
-_EVENT_FIELDS = (
-    "status",
-    "attempts",
-    "worker",
-    "queue",
-    "task_id",
-    "started_at",
-    "finished_at",
-    "error",
-    "compensation_status",
-    "compensation_error",
-)
-# the step columns (StepRecord's other fields are read from elsewhere: attempt_log, progress)
-_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord) if f.name not in StepRecord.DERIVED)
-
-
-def _event_data(fields: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a step event keeps of its record: the fields worth history (times as ISO text)."""
-    data = {k: fields[k] for k in _EVENT_FIELDS if fields.get(k) is not None}
-    for k, v in data.items():
-        if isinstance(v, datetime):
-            data[k] = _utc(v).isoformat()
-    if extra:
-        data.update(extra)
-    return data or None
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    from canvasflow.config.settings import get_settings
-
-    s = get_settings()  # the pool is per process: a prefork worker has one in each child
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=s.database_pool_size,
-        max_overflow=s.database_max_overflow,
-        pool_recycle=s.database_pool_recycle,
-        pool_timeout=s.database_pool_timeout,
-    )
-
-
-def _step_record(row: RowMapping) -> StepRecord:
-    return StepRecord(**{k: row[k] for k in _STEP_FIELDS})
-
-
-def _run_record(row: RowMapping, steps: Iterable[RowMapping] = ()) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        workflow=row["workflow"],
-        version=row["version"],
-        status=row["status"],
-        generation=row["generation"],
-        inputs=row["inputs"],
-        graph=row["graph"],
-        created_at=_aware(row["created_at"]),
-        result=row["result"],
-        error=row["error"],
-        parent_run_id=row["parent_run_id"],
-        parent_step=row["parent_step"],
-        finished_at=_aware(row["finished_at"]),
-        key=row["run_key"],
-        tags=list(row["tags"] or []),
-        steps=[_step_record(s) for s in steps],
-    )
-
-
-def _utc(at: datetime) -> datetime:
-    """In UTC, as every time is stored (SQLite keeps no offset); a naive time is taken as UTC."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _aware(at: datetime | None) -> Any:
-    """SQLite hands back naive datetimes for what was written in UTC."""
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
-
-
-class SqlRunStore:
+class SqlRunStore(RunReads):
     """Runs, steps and their journal in one SQL database, in tables named ``<prefix>...``."""
 
     def __init__(self, url: str, *, table_prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
@@ -190,62 +99,6 @@ class SqlRunStore:
             return holder.id
         return run_id
 
-    def _steps(self, conn: Connection, run_id: str, graph: Mapping[str, Any]) -> list[RowMapping]:
-        rows = list(conn.execute(select(self.t.steps).where(self.t.steps.c.run_id == run_id)).mappings())
-        order = {sid["id"]: i for i, sid in enumerate(graph.get("steps", []))}
-        rows.sort(key=lambda st: order.get(st["step_id"], len(order)))
-        return rows
-
-    def get_run(self, run_id: str, *, with_steps: bool = True) -> RunRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(self.t.runs).where(self.t.runs.c.id == run_id)).mappings().first()
-            if row is None:
-                return None
-            return _run_record(row, self._steps(conn, run_id, row["graph"]) if with_steps else ())
-
-    def run_by_key(self, key: str) -> RunRecord | None:
-        """The run started with business key ``key``, if any (without its steps)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_key == key)).mappings().first()
-            return None if row is None else _run_record(row)
-
-    def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        workflow: str | None = None,
-        key: str | None = None,
-        tags: Sequence[str] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        """Newest first; every filter given must hold (each tag in ``tags`` included)."""
-        runs, run_tags = self.t.runs, self.t.run_tags
-        q = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
-        if status:
-            q = q.where(runs.c.status == status)
-        if workflow:
-            q = q.where(runs.c.workflow == workflow)
-        if key is not None:
-            q = q.where(runs.c.run_key == key)
-        for tag in dict.fromkeys(tags):
-            q = q.where(
-                exists().where(run_tags.c.run_id == runs.c.id, run_tags.c.tag == tag),
-            )
-        if since is not None:
-            q = q.where(runs.c.created_at >= _utc(since))
-        if until is not None:
-            q = q.where(runs.c.created_at < _utc(until))
-        with self.engine.connect() as conn:
-            return [_run_record(r) for r in conn.execute(q).mappings()]
-
-    def children(self, run_id: str) -> list[RunRecord]:
-        runs = self.t.runs
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(runs).where(runs.c.parent_run_id == run_id)).mappings()
-            return [_run_record(r) for r in rows]
-
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
         """Move the run to ``new`` only from one of ``expected``; True when this call did it."""
         at = now()
@@ -311,8 +164,8 @@ class SqlRunStore:
                     "run_id": run_id,
                     "step_id": step_id,
                     "event": name,
-                    "at": _utc(at) if isinstance(at, datetime) else written,
-                    "data": _event_data(fields, raw.get(EVENT_DATA)),
+                    "at": utc(at) if isinstance(at, datetime) else written,
+                    "data": event_data(fields, raw.get(EVENT_DATA)),
                 }
             )
         with self.engine.begin() as conn:
@@ -348,19 +201,6 @@ class SqlRunStore:
             if rows:
                 conn.execute(steps.insert(), rows)
 
-    def runs_with_status(self, statuses: Iterable[str], limit: int = 10_000) -> dict[str, int]:
-        """Run id -> generation of the runs in one of ``statuses`` (the sweep's and recovery's view)."""
-        runs = self.t.runs
-        q = select(runs.c.id, runs.c.generation).where(runs.c.status.in_(list(statuses))).limit(limit)
-        with self.engine.connect() as conn:
-            return {run_id: gen for run_id, gen in conn.execute(q)}
-
-    def last_event_at(self, run_id: str) -> datetime | None:
-        ev = self.t.events
-        with self.engine.connect() as conn:
-            at = conn.scalar(select(func.max(ev.c.at)).where(ev.c.run_id == run_id))
-        return _aware(at) if at else None
-
     def delete_run(self, run_id: str) -> None:
         """Remove a run and everything journaled of it (a start that could not finish)."""
         t = self.t
@@ -368,20 +208,6 @@ class SqlRunStore:
             for table in (t.events, t.steps, t.signals, t.run_tags):
                 conn.execute(table.delete().where(table.c.run_id == run_id))
             conn.execute(t.runs.delete().where(t.runs.c.id == run_id))
-
-    def events(self, run_id: str) -> list[dict[str, Any]]:
-        ev = self.t.events
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(ev).where(ev.c.run_id == run_id).order_by(ev.c.id)).mappings()
-            return [
-                {
-                    "step_id": r["step_id"],
-                    "event": r["event"],
-                    "at": _aware(r["at"]).isoformat(),
-                    "data": r["data"],
-                }
-                for r in rows
-            ]
 
     # -- definitions and signals ------------------------------------------------------
     def record_definition(self, name: str, version: str, input_schema: Any) -> None:
@@ -398,22 +224,6 @@ class SqlRunStore:
                     )
         except IntegrityError:
             pass
-
-    def definitions(self, name: str | None = None) -> list[dict[str, Any]]:
-        d = self.t.definitions
-        q = select(d).order_by(d.c.name, d.c.registered_at)
-        if name:
-            q = q.where(d.c.name == name)
-        with self.engine.connect() as conn:
-            return [
-                {
-                    "name": r["name"],
-                    "version": r["version"],
-                    "input_schema": r["input_schema"],
-                    "registered_at": _aware(r["registered_at"]).isoformat(),
-                }
-                for r in conn.execute(q).mappings()
-            ]
 
     def record_event(self, run_id: str, step_id: str | None, event: str, data: Any = None) -> None:
         """Journal an event alone (no row changes), e.g. ``run.resumed``."""
@@ -439,14 +249,6 @@ class SqlRunStore:
             )
             return True
 
-    def get_signal(self, run_id: str, name: str) -> tuple[bool, Any]:
-        sig = self.t.signals
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sig.c.payload).where(sig.c.run_id == run_id, sig.c.name == name)
-            ).first()
-            return (False, None) if row is None else (True, row[0])
-
 
 _stores: dict[tuple[int, str, str, str | None], SqlRunStore] = {}
 
@@ -455,16 +257,12 @@ def store_for(url: str, *, table_prefix: str | None = None, schema: str | None =
     """One store per process, URL, prefix and schema (a forked worker child builds its own engine);
     the prefix and schema default to the settings. The schema is brought to head on first use."""
     if table_prefix is None or schema is None:
-        from canvasflow.config.settings import get_settings
-
         settings = get_settings()
         table_prefix = settings.table_prefix if table_prefix is None else table_prefix
         schema = settings.database_schema if schema is None else schema
     schema = schema or None
     key = (os.getpid(), url, table_prefix, schema)
     if key not in _stores:
-        from canvasflow.workflows.store.schema import ensure_schema
-
         store = SqlRunStore(url, table_prefix=table_prefix, schema=schema)
         ensure_schema(store.engine, table_prefix=table_prefix, schema=schema)
         _stores[key] = store

@@ -23,7 +23,10 @@ from typing import Any
 
 import redis
 import structlog
+from celery.signals import task_postrun, task_prerun
 
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.telemetry.hooks import (
     CompensationEvent,
     Middleware,
@@ -76,10 +79,6 @@ class EventStream(Middleware):
     def __init__(
         self, client: redis.Redis | None = None, prefix: str | None = None, maxlen: int | None = None
     ) -> None:
-        from celery.signals import task_postrun, task_prerun
-
-        from canvasflow.config.settings import get_settings
-
         s = get_settings()
         self._client = client
         self.key = stream_key(prefix or s.key_prefix)
@@ -92,8 +91,6 @@ class EventStream(Middleware):
     def client(self) -> redis.Redis:
         if self._client is not None:
             return self._client
-        from canvasflow.workflows.runtime.context import runtime
-
         return runtime().redis  # this process's state Redis (a forked child builds its own)
 
     @property

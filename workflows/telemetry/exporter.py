@@ -17,6 +17,7 @@ Served by ``canvasflow metrics --port N`` and, with ``--metrics-port N`` (or
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +28,19 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
 
+from canvasflow.config.brokers import queue_stats
+from canvasflow.config.celery_app import current_app
+from canvasflow.config.queues import queue_for
 from canvasflow.config.settings import Settings
+from canvasflow.workers.capabilities import registry as capabilities
+from canvasflow.workers.engines import registry as engines
+from canvasflow.workflows.runs.recovery import stalled_runs
+from canvasflow.workflows.runtime.active import ACTIVE_SQL
+from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.progress import PART
+from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.telemetry.metrics import metrics_dir, use_directory
 
 log = structlog.get_logger("canvasflow.telemetry")
@@ -69,16 +81,9 @@ class LiveCollector(Collector):
         return [*out, errors]
 
     def capabilities(self) -> list[str]:
-        from canvasflow.workers.capabilities import registry
-
-        return sorted({*self.settings.capabilities, *registry.capabilities()})
+        return sorted({*self.settings.capabilities, *capabilities.capabilities()})
 
     def _queues(self) -> list[GaugeMetricFamily]:
-        from canvasflow.config.brokers import queue_stats
-        from canvasflow.config.celery_app import current_app
-        from canvasflow.config.queues import queue_for
-        from canvasflow.workers.engines import registry as engines
-
         # each capability's shared queue, then each declared engine's own queue
         queues = [(c, queue_for(c)) for c in self.capabilities()]
         queues += [(e.capability, e.queue) for e in engines.all()]
@@ -95,12 +100,6 @@ class LiveCollector(Collector):
         return [depth, consumers]
 
     def _runs(self) -> list[GaugeMetricFamily]:
-        from sqlalchemy import func, select
-
-        from canvasflow.workflows.runs.recovery import stalled_runs
-        from canvasflow.workflows.runtime.active import ACTIVE_SQL
-        from canvasflow.workflows.runtime.context import runtime
-
         rt = runtime()
         runs = rt.store.t.runs
         query = (
@@ -146,18 +145,11 @@ def serve(settings: Settings, port: int, address: str = "0.0.0.0", *, live: bool
     return server
 
 
-def _progress(rt: Any) -> GaugeMetricFamily:
+def _progress(rt: Runtime) -> GaugeMetricFamily:
     """The last progress report of each running step (``context().progress``): done / total.
 
     One series per running step that reported progress (gone when it finishes), for at most
     ``PROGRESS_LIMIT`` running runs: one SQL query, then one pipelined Redis round trip."""
-    import json
-
-    from sqlalchemy import select
-
-    from canvasflow.workflows.runtime.progress import PART
-    from canvasflow.workflows.runtime.state import as_text
-
     runs = rt.store.t.runs
     query = select(runs.c.id, runs.c.workflow).where(runs.c.status == "running").limit(PROGRESS_LIMIT)
     with rt.store.engine.connect() as conn:

@@ -38,6 +38,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from celery.signals import task_postrun, worker_process_shutdown
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -47,6 +48,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from canvasflow.config.settings import get_settings
+from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.telemetry.hooks import CompensationEvent, Middleware, RunEvent, StepEvent
 
 log = structlog.get_logger("canvasflow.telemetry")
@@ -99,8 +102,6 @@ class Tracing(Middleware):
     """Records run, step and compensation spans; see the module's docstring for their shape."""
 
     def __init__(self, exporter: str | None = None, processors: Sequence[SpanProcessor] = ()) -> None:
-        from canvasflow.config.settings import get_settings
-
         kind = exporter or get_settings().tracing
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": SERVICE}), id_generator=_RunIds()
@@ -117,8 +118,6 @@ class Tracing(Middleware):
         self._open: dict[tuple[str, str], tuple[Any, object]] = {}
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(self.provider)  # step code's own spans land in the same place
-        from celery.signals import task_postrun, worker_process_shutdown
-
         worker_process_shutdown.connect(self._flush, weak=False)
         task_postrun.connect(self._task_ended, weak=False)
 
@@ -288,8 +287,6 @@ def _record_error(span: Any, error: dict[str, Any] | None) -> None:
 def _generation(run_id: str) -> int:
     """The run's current generation, from its Redis state (1 when it cannot be read)."""
     try:
-        from canvasflow.workflows.runtime.context import runtime
-
         rt = runtime()
         raw = rt.redis.hget(rt.state.key(run_id, "meta"), "gen")
         return int(raw) if raw is not None else 1

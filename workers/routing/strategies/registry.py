@@ -1,4 +1,5 @@
-"""The strategies by name: the built-in ones, and those registered with :func:`register_strategy`."""
+"""The routing strategies by name: the built-in ones (one module each) and those registered
+with :func:`register_strategy`."""
 
 from __future__ import annotations
 
@@ -45,5 +46,5 @@ def names() -> list[str]:
     return sorted(_strategies)
 
 
-for _module in (best_available, load_balanced, performance_based, resource_aware):
-    register_strategy(_module.NAME, _module.choose)
+for _builtin in (best_available, load_balanced, performance_based, resource_aware):
+    register_strategy(_builtin.NAME, _builtin.choose)
