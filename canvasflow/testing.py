@@ -22,7 +22,7 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,22 +37,8 @@ from canvasflow.config.redis_claim import answers, claim_database
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.capabilities import registry as capabilities_registry
 from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
-from canvasflow.workflows.authoring.definition import Workflow
-from canvasflow.workflows.runs import inline
+from canvasflow.workflows.runs.inline import run_inline
 from canvasflow.workflows.runtime.context import reset_runtime
-from canvasflow.workflows.store.records import RunRecord
-
-
-def run_inline(
-    workflow: Workflow | str,
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    version: str | None = None,
-    signals: Mapping[str, Any] | None = None,
-) -> RunRecord:
-    """Run ``workflow`` to its end in this process (see canvasflow.workflows.runs.inline)."""
-    return inline.run_inline(workflow, inputs, version=version, signals=signals)
-
 
 __all__ = ["CanvasflowSession", "StartWorker", "WorkerHandle", "run_inline"]
 
