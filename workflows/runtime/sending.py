@@ -22,13 +22,14 @@ from canvasflow.workflows.runtime.wire import HEADER, WORKFLOW_TASK, task_id_for
 
 def results_for(
     rt: Runtime, run_id: str, nodes: Iterable[StepNode], known: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The results ``nodes`` read: those in ``known``, the rest from the run's state (one read)."""
-    results = dict(known or {})
-    needed = {r for node in nodes for r in node.reads()} - results.keys()
-    if needed:
-        results.update(rt.state.results(run_id, sorted(needed)))
-    return results
+) -> Mapping[str, Any]:
+    """The results ``nodes`` read: those in ``known``, the rest from the run's state (one read;
+    none, and no copy of ``known``, when it holds them all: the common case on the hot path)."""
+    have = known or {}
+    needed = {r for node in nodes for r in node.reads()} - have.keys()
+    if not needed:
+        return have
+    return {**have, **rt.state.results(run_id, sorted(needed))}
 
 
 def arguments(
