@@ -111,7 +111,6 @@ def install(prefix: str = "", signals: bool = True) -> None:
     special.send_step = publish
     fusion.send_step = publish
     _wrap(special, "chunk_completed", "special.chunk_completed")
-    _wrap(special, "parent_step", "special.parent_step")
     try:  # the batched journal writer, where the runtime has one
         from canvasflow.workflows.runtime import journal
 

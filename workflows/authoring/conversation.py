@@ -21,8 +21,7 @@ from celery.canvas import Signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
-from canvasflow.workflows.runtime.compiler import SIGNAL_TASK
-from canvasflow.workflows.runtime.wire import SEND_SIGNAL_TASK
+from canvasflow.workflows.runtime.wire import SEND_SIGNAL_TASK, SIGNAL_TASK
 
 UNSET = "__canvasflow_unset__"  # no payload given: the previous step's result is the payload
 

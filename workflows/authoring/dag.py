@@ -24,7 +24,6 @@ from celery.canvas import Signature, maybe_signature
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.workflows.runtime.compiler import (
-    PARALLEL_TASK,
     PASSED_OPTIONS,
     SPECIAL_KINDS,
     routing_options,
@@ -33,6 +32,7 @@ from canvasflow.workflows.runtime.compiler import (
 )
 from canvasflow.workflows.runtime.graph import Expr, StepGraph, StepNode, listof, lit, ref
 from canvasflow.workflows.runtime.parallel import parts
+from canvasflow.workflows.runtime.wire import PARALLEL_TASK
 
 
 @dataclass(frozen=True)

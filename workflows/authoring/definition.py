@@ -29,8 +29,9 @@ from canvasflow.config.errors import (
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.capabilities import registry as capabilities
 from canvasflow.workflows.authoring.dag import Dag
-from canvasflow.workflows.runtime.compiler import WORKFLOW_TASK, compile_canvas
+from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.wire import WORKFLOW_TASK
 
 # starts a run of a workflow by name: (name, inputs, *, version) -> a handle on the run
 Launcher = Callable[..., Any]

@@ -17,7 +17,7 @@ from celery import chain, chord
 from celery.canvas import Signature
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.workflows.runtime.compiler import MAP_TASK, SIGNAL_TASK
+from canvasflow.workflows.runtime.wire import MAP_TASK, SIGNAL_TASK
 
 
 def pipeline(*steps: Signature) -> Signature:

@@ -34,6 +34,7 @@ from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.graph import StepGraph, refs_in, resolve
 from canvasflow.workflows.runtime.journal import sync_steps
+from canvasflow.workflows.runtime.outcome import parent_step
 from canvasflow.workflows.runtime.state import ACTIVE
 from canvasflow.workflows.runtime.wire import encode_result
 
@@ -312,7 +313,7 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
         events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
         rt.state.expire(run_id, rt.settings.finished_state_ttl)
-        parent = special.parent_step(rt, run_id)
+        parent = parent_step(rt, run_id)
         if parent is not None:  # a child run: its result completes the parent's step
             parent_id, step_id, parent_gen = parent
             complete(rt, parent_id, step_id, parent_gen, value, encode_result(step_id, value), None)

@@ -24,7 +24,7 @@ from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import sync_steps
-from canvasflow.workflows.runtime.outcome import skip_unrun
+from canvasflow.workflows.runtime.outcome import parent_step, skip_unrun
 from canvasflow.workflows.runtime.reroute import reroute
 from canvasflow.workflows.runtime.wire import HEADER
 
@@ -144,12 +144,11 @@ def close_failed(rt: Runtime, run_id: str, error: dict[str, Any]) -> None:
     events.run_finished(rt, run_id, error=error if error.get("type") else None)
     rt.state.notify_finished(run_id)
     rt.state.expire(run_id, rt.settings.finished_state_ttl)
-    record = rt.store.get_run(run_id, with_steps=False)
-    if record and record.parent_run_id and record.parent_step:
-        parent = rt.store.get_run(record.parent_run_id, with_steps=False)
-        if parent is not None:
-            child_error = RuntimeError(f"child run {run_id} failed: {error.get('message')}")
-            fail_step(rt, parent.id, record.parent_step, parent.generation, None, child_error)
+    parent = parent_step(rt, run_id)
+    if parent is not None:  # a child run: its failure fails the parent's step
+        parent_id, step_id, parent_gen = parent
+        child_error = RuntimeError(f"child run {run_id} failed: {error.get('message')}")
+        fail_step(rt, parent_id, step_id, parent_gen, None, child_error)
 
 
 def _call_errbacks(

@@ -8,6 +8,8 @@ nothing does not claim to have compensated anything.
   compensation failed, ``compensated`` when at least one ran; when none ran (nothing that
   completed had anything to undo) the status of what started the rollback: ``failed`` for a
   step's failure or a deadline, ``cancelled`` for a cancel, ``compensated`` for an undo.
+* :func:`parent_step` -- the step of the parent run that a child run's end completes (its
+  result, executor.finish_run) or fails (failure.close_failed).
 """
 
 from __future__ import annotations
@@ -47,3 +49,14 @@ def skip_unrun(rt: Any, run_id: str) -> None:
             rows.append({"step_id": s.step_id, "status": "revoked" if state == "revoked" else "skipped"})
     if rows:
         rt.store.record_steps(run_id, rows, "step.skipped")
+
+
+def parent_step(rt: Any, run_id: str) -> tuple[str, str, int] | None:
+    """``(parent run, parent step, parent generation)`` when ``run_id`` is a child run."""
+    record = rt.store.get_run(run_id, with_steps=False)
+    if record is None or record.parent_run_id is None or record.parent_step is None:
+        return None
+    parent = rt.store.get_run(record.parent_run_id, with_steps=False)
+    if parent is None:
+        return None
+    return parent.id, record.parent_step, parent.generation

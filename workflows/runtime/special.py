@@ -6,7 +6,7 @@
 * ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload; with
   a ``timeout`` (``wait_for_response``) it fails when none arrived in time (deadlines.py).
 * ``workflow``: a ``canvasflow.subworkflow`` message whose body starts a child run; the
-  child's result completes this step (see parent_step).
+  child's result completes this step (``outcome.parent_step`` finds it when the child ends).
 
 These decide and return: what completes is completed by the executor.
 """
@@ -110,15 +110,3 @@ def take_signal(rt: Runtime, run_id: str, step_id: str) -> bool:
         rt.store.transition_run(run_id, ("waiting",), "running")
     return True
 
-
-# -- sub-workflows (the step itself is a ``canvasflow.subworkflow`` message) ----------------
-def parent_step(rt: Runtime, run_id: str) -> tuple[str, str, int] | None:
-    """``(parent run, parent step, parent generation)`` when ``run_id`` is a child run: its
-    result completes that step."""
-    record = rt.store.get_run(run_id, with_steps=False)
-    if record is None or record.parent_run_id is None or record.parent_step is None:
-        return None
-    parent = rt.store.get_run(record.parent_run_id, with_steps=False)
-    if parent is None:
-        return None
-    return parent.id, record.parent_step, parent.generation
