@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from canvasflow.config.redis_transport import TRANSPORTS
 from canvasflow.config.settings import Settings
 
 BrokerKind = Literal["redis", "amqp", "other"]
@@ -57,11 +58,19 @@ def broker_kind(url: str) -> BrokerKind:
     return "other"
 
 
+def redis_transport(url: str) -> str | None:
+    """canvasflow's kombu transport for a Redis URL (config/redis_transport.py: a worker that
+    outlives a broker restart), or None for any other broker."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    return TRANSPORTS.get(scheme)
+
+
 def broker_options(s: Settings) -> dict[str, Any]:
     """Celery settings for the configured broker only (the common ones live in celery_app)."""
     kind = broker_kind(s.broker_url)
     if kind == "redis":
         return {
+            "broker_transport": redis_transport(s.broker_url),
             "broker_transport_options": {
                 "visibility_timeout": s.visibility_timeout,
                 "unacked_restore_interval": s.unacked_restore_interval,
@@ -75,6 +84,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
         }
     if kind == "amqp":
         return {
+            "broker_transport": None,
             "broker_transport_options": {"confirm_publish": True},
             "broker_heartbeat": AMQP_HEARTBEAT_S,
             # on connection loss RabbitMQ requeues the running steps' messages at once: a task
@@ -82,7 +92,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
             "worker_cancel_long_running_tasks_on_connection_loss": True,
             "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
-    return {"broker_transport_options": {}}
+    return {"broker_transport": None, "broker_transport_options": {}}
 
 
 @dataclass(frozen=True)

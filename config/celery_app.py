@@ -149,9 +149,8 @@ def adopt(celery: Celery, s: Settings) -> None:
     else:
         route_list = list(existing_routes)
     broker_url = conf.broker_url or s.broker_url
-    ours_transport = broker_options(s.model_copy(update={"broker_url": broker_url}))[
-        "broker_transport_options"
-    ]
+    for_broker = broker_options(s.model_copy(update={"broker_url": broker_url}))
+    ours_transport = for_broker["broker_transport_options"]
     conf.update(
         broker_url=broker_url,
         result_backend=conf.result_backend or s.result_backend,
@@ -163,6 +162,7 @@ def adopt(celery: Celery, s: Settings) -> None:
         result_extended=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={**ours_transport, **(conf.broker_transport_options or {})},
+        broker_transport=conf.broker_transport or for_broker.get("broker_transport"),
         task_queues=[*theirs, *ours],
         task_routes=[  # once each
             *route_list,
