@@ -20,7 +20,7 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
     conf = rt.app.conf
     names = {q.name for q in (conf.task_queues or [])} | queues
     names |= {conf.task_default_queue, rt.settings.control_queue}
-    if not str(conf.broker_url).startswith(("redis://", "rediss://", "unix://")):
+    if not searchable(rt):
         return set(task_ids) if any(_depth(rt, q) != 0 for q in queues or names) else set()
     from kombu.transport.redis import Channel
 
@@ -38,6 +38,11 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
                         text = as_text(raw)
                         found |= {t for t in task_ids if t in text}
     return found
+
+
+def searchable(rt: Runtime) -> bool:
+    """Can the broker's queues be searched for a message (Redis: lists), or not (RabbitMQ)?"""
+    return str(rt.app.conf.broker_url).startswith(("redis://", "rediss://", "unix://", "sentinel://"))
 
 
 def _message_ids(raw: bytes | str) -> set[str] | None:
