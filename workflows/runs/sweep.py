@@ -20,8 +20,9 @@ The suspicion hash (``<run>:suspect``) keeps, per step, when it was first seen l
 positive time) or waiting in a queue (the time, negated).
 
 :class:`SweepThread` sweeps every ``sweep_interval``, sooner when a suspect can ripen before
-then, and at once when the state Redis answers again after an outage (once the workers'
-heartbeats are back), so a step an outage interrupted runs again seconds after it.
+then, at once when a worker node dies (its heartbeat expires), and at once when the state Redis
+answers again after an outage (once the workers' heartbeats are back), so a step a kill or an
+outage interrupted runs again seconds after it is noticed.
 """
 
 from __future__ import annotations
@@ -247,7 +248,9 @@ class Sweeper:
 
 class SweepThread(threading.Thread):
     """Sweeps in a worker's main process until :meth:`stop`: every ``sweep_interval`` seconds,
-    sooner when a suspect can ripen before then, and at once when the state Redis answers again."""
+    sooner when a suspect can ripen before then, and at once when the state Redis answers again
+    or a worker node's heartbeat expires (it looks every heartbeat interval: one read of the
+    heartbeats)."""
 
     def __init__(self, rt: Runtime, hostname: str) -> None:
         super().__init__(name="canvasflow-sweep", daemon=True)
@@ -256,22 +259,31 @@ class SweepThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = self.rt.settings.sweep_interval
+        s = self.rt.settings
+        interval = s.sweep_interval
+        tick = max(min(interval, s.heartbeat_interval), RETRY_WHILE_DOWN)  # how often it looks
         sweeper = Sweeper(self.rt)
-        wait, down = interval, False
+        wait, down, due, nodes = 0.0, False, time.time() + interval, set[str]()
         while not self._stop_event.wait(wait):
             try:
+                now_up = down
                 if down:
                     self.rt.redis.ping()
                     log.info("state Redis answers again: sweeping now")
                     # the heartbeats come back within their retry (workers/heartbeat.py): a node
                     # that holds a step says so before this sweep judges it
                     self._stop_event.wait(2 * RETRY_WHILE_DOWN)
-                self._sweep_if_my_turn(sweeper, interval, recovering=down)
-                down = False
-                wait = interval
-                if sweeper.next_ripe is not None:  # come back when the first suspect can ripen
-                    wait = min(interval, max(sweeper.next_ripe - time.time() + 0.2, RETRY_WHILE_DOWN))
+                    down = False
+                live = set(beats(self.rt))
+                died, nodes = nodes - live, live
+                if now_up or died or time.time() >= due:
+                    if died:
+                        log.info("worker nodes gone: sweeping now", hostnames=sorted(died))
+                    self._sweep_if_my_turn(sweeper, interval, at_once=now_up or bool(died))
+                    due = time.time() + interval
+                    if sweeper.next_ripe is not None:  # come back when the first suspect can ripen
+                        due = min(due, sweeper.next_ripe + 0.2)
+                wait = max(min(tick, due - time.time()), RETRY_WHILE_DOWN)
             except (redis.RedisError, OSError) as exc:
                 if not down:
                     log.warning("sweep skipped: state Redis unreachable", error=str(exc))
@@ -280,16 +292,16 @@ class SweepThread(threading.Thread):
                 log.exception("sweep failed")
                 wait = interval
 
-    def _sweep_if_my_turn(self, sweeper: Sweeper, interval: float, *, recovering: bool) -> None:
+    def _sweep_if_my_turn(self, sweeper: Sweeper, interval: float, *, at_once: bool) -> None:
         """One sweep per interval across the fleet (``turn``), never two at once (``busy``). A
-        node may sweep again early when the turn is its own, or when Redis was just back (a turn
-        taken before the outage would hold every sweeper back)."""
+        node may sweep again early when the turn is its own, and at once when Redis is just back
+        (a turn taken before the outage would hold every sweeper back) or a worker node died."""
         r = self.rt.redis
         prefix = self.rt.settings.key_prefix
         turn, busy = f"{prefix}:sweep:turn", f"{prefix}:sweep:busy"
         px = max(int(interval * 900), 100)
         me = self.hostname.encode()
-        mine = recovering or r.set(turn, self.hostname, nx=True, px=px) or r.get(turn) == me
+        mine = at_once or r.set(turn, self.hostname, nx=True, px=px) or r.get(turn) == me
         if not mine:
             return
         r.set(turn, self.hostname, px=px)
