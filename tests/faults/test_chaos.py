@@ -67,6 +67,10 @@ def _starts(log: str) -> list[str]:
     return _redis().lrange(f"{log}:starts", 0, -1)
 
 
+def _calls(log: str) -> str:
+    return f"keys {_redis().lrange(f'{log}:keys', 0, -1)} starts {_starts(log)}"
+
+
 def _explain(run_id: str) -> str:
     from canvasflow.compensation.rollback import comp_states
     from canvasflow.workflows.runtime.context import runtime
@@ -145,12 +149,12 @@ def test_fifty_sagas_under_random_kills_all_end_with_effects_once(celery_worker_
         if fail:
             assert record.status == "compensated", (run_id, record.status, record.error)
             assert sorted(done) == sorted(LABELS[:-1]) and sorted(undone) == sorted(done), (
-                f"{run_id}: {entries}; {_explain(run_id)}"
+                f"{run_id}: {entries}; {_explain(run_id)}; {_calls(log)}"
             )
             assert undone.index("a") == len(undone) - 1  # the first step is undone last
         else:
             assert record.status == "succeeded", (run_id, record.status, record.error)
-            assert sorted(done) == sorted(LABELS) and not undone, f"{run_id}: {entries}; {_explain(run_id)}"
+            assert sorted(done) == sorted(LABELS) and not undone, f"{run_id}: {entries}; {_explain(run_id)}; {_calls(log)}"
         durations.append(ended[run_id] - started)
     waits.sort()
     print(
