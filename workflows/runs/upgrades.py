@@ -73,10 +73,10 @@ def plan_for(rt: Runtime, record: RunRecord, wf: Workflow) -> tuple[UpgradePlan,
 
 
 def _completed(rt: Runtime, record: RunRecord) -> set[str]:
+    """The run's completed steps as a restart keeps them: the journal's, and those Redis has
+    completed that the journal has not written yet (a step that finished after a cancel)."""
     done = {s.step_id for s in record.steps if s.status == "succeeded"}
-    if record.status in ACTIVE:  # completions the journal has not written yet
-        done |= {sid for sid, st in rt.state.step_states(record.id).items() if st == "succeeded"}
-    return done
+    return done | {sid for sid, st in rt.state.step_states(record.id).items() if st == "succeeded"}
 
 
 def migrate(run_id: str, to_version: str) -> RunRecord:
