@@ -1,0 +1,99 @@
+"""Priorities on both brokers: with 1,000 low-priority steps queued on one capability, the
+steps of a high-priority run start before the backlog drains.
+
+Redis: kombu keeps a list per priority step and reads the most urgent first (canvasflow sends
+``9 - priority``). RabbitMQ: the queues are declared with ``x-max-priority``
+(``CANVASFLOW_QUEUE_MAX_PRIORITY=9``); the test runs in a vhost of its own, as an operator
+would start on fresh queues (a queue declared without the argument cannot take it later)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from celery import chain, group
+
+from canvasflow.config.celery_app import current_app
+from canvasflow.workers.demo import add, sleep
+from canvasflow.workflows import Workflow, get_run, start
+from canvasflow.workflows.runtime.context import runtime
+from tests.harness.plugin import HarnessSession
+from tests.harness.rabbitmq import plan_rabbit
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+
+BACKLOG = 1_000
+STEP_S = 0.02
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def prio_broker(request: pytest.FixtureRequest, canvasflow_session: HarnessSession) -> Iterator[str]:
+    """The broker this test runs on; RabbitMQ in a vhost of its own, queues with x-max-priority."""
+    if request.param == "redis":
+        yield request.param
+        return
+    target = plan_rabbit(owner=f"{canvasflow_session.rabbit.vhost}-prio")
+    url = target.ensure_running()
+    os.environ["CANVASFLOW_QUEUE_MAX_PRIORITY"] = "9"
+    canvasflow_session.use_broker(url)
+    _declare_again()
+    try:
+        yield request.param
+    finally:
+        os.environ.pop("CANVASFLOW_QUEUE_MAX_PRIORITY", None)
+        canvasflow_session.use_broker(canvasflow_session.env["CANVASFLOW_BROKER_URL"])
+        _declare_again()
+        target.close()
+
+
+def _declare_again() -> None:
+    """Make this process's app build its queue declarations again from its (changed) settings:
+    Celery builds them once and keeps them, and its message sender holds them."""
+    amqp = current_app().amqp
+    for cached in ("queues", "default_queue", "send_task_message", "router"):
+        amqp.__dict__.pop(cached, None)
+    amqp.flush_routes()
+
+
+def completed(run_id: str) -> int:
+    return sum(st == "succeeded" for st in runtime().state.step_states(run_id).values())
+
+
+def test_a_high_priority_run_passes_a_backlog_of_low_priority_steps(prio_broker, celery_worker_factory):
+    tag = uuid.uuid4().hex[:8]
+    backlog = Workflow(
+        f"t.prio.backlog.{tag}", "1", build=lambda: group(sleep.s(STEP_S) for _ in range(BACKLOG))
+    )
+    urgent = Workflow(f"t.prio.urgent.{tag}", "1", build=lambda: chain(add.s(1, 1), add.s(1), add.s(1)))
+    slow = start(backlog.name, priority=0)  # queued before any worker runs
+    celery_worker_factory(concurrency=2)
+    began = time.monotonic()
+    while completed(slow.id) < 50:  # the worker is busy with the backlog
+        assert time.monotonic() - began < 60, "the backlog does not move"
+        time.sleep(0.05)
+    at_start = completed(slow.id)
+    t0 = time.monotonic()
+    fast = start(urgent.name, priority=9)
+    same = start(urgent.name, priority=0)  # the control: as urgent, on the backlog's priority
+    done = fast.wait(60)
+    latency = time.monotonic() - t0
+    passed = completed(slow.id) - at_start
+    assert done.status == "succeeded" and done.result == 4
+    assert same.wait(300).status == "succeeded"
+    same_latency, same_passed = time.monotonic() - t0, completed(slow.id) - at_start
+    slow.wait(300)
+    drain = time.monotonic() - began
+    print(
+        f"\n{prio_broker}: the urgent run (3 chained steps, priority 9) took {latency:.2f}s while {passed} "
+        f"backlog steps completed; the same run at priority 0 took {same_latency:.1f}s ({same_passed} "
+        f"backlog steps before it); the backlog of {BACKLOG} took {drain:.1f}s"
+    )
+    # loosely: the urgent run's steps went before the backlog's (each of its 3 steps waits for
+    # at most what the worker had already taken), while the control waited behind the backlog
+    assert passed < 100, f"{passed} backlog steps completed while the urgent run ran"
+    assert same_passed > BACKLOG / 2, f"the control passed the backlog too ({same_passed} before it)"
+    assert latency < same_latency / 4
+    assert all(s.status == "succeeded" for s in get_run(fast.id).steps)
