@@ -17,11 +17,12 @@ import pytest
 from celery import chain, group
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.workers.demo import add, sleep
+from canvasflow.workers.demo import add, fail, sleep
 from canvasflow.workflows import Workflow, get_run, start
 from canvasflow.workflows.runtime.context import runtime
 from tests.harness.plugin import HarnessSession
 from tests.harness.rabbitmq import plan_rabbit
+from tests.integration import priority_steps
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -97,3 +98,23 @@ def test_a_high_priority_run_passes_a_backlog_of_low_priority_steps(prio_broker,
     assert same_passed > BACKLOG / 2, f"the control passed the backlog too ({same_passed} before it)"
     assert latency < same_latency / 4
     assert all(s.status == "succeeded" for s in get_run(fast.id).steps)
+
+
+def test_every_step_and_compensation_of_a_run_carries_its_priority(worker):
+    log = f"prio-log:{uuid.uuid4().hex}"
+    wf = Workflow(
+        f"t.prio.saga.{uuid.uuid4().hex[:8]}",
+        "1",
+        build=lambda: chain(priority_steps.act.s(log=log), priority_steps.act.s(log=log), fail.s()),
+    )
+    record = start(wf.name, priority=5).wait(60)
+    deadline = time.monotonic() + 30
+    while (record := get_run(record.id)).status == "compensating":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert record.status == "compensated"
+    sent = 9 - 5 if runtime().app.conf.broker_url.startswith("redis") else 5  # kombu's Redis: lowest first
+    entries = [e.decode() for e in runtime().redis.lrange(log, 0, -1)]
+    assert entries == [f"do:{sent}", f"do:{sent}", f"undo:{sent}", f"undo:{sent}"]
+    assert {n["options"].get("priority") for n in record.graph["steps"]} == {sent}
+    assert record.graph["options"]["priority"] == 5  # the run's own, kept for a resume or a move
