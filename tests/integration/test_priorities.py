@@ -17,6 +17,7 @@ import pytest
 from celery import chain, group
 
 from canvasflow.config.celery_app import current_app
+from canvasflow.config.errors import StartRefused
 from canvasflow.workers.demo import add, fail, sleep
 from canvasflow.workflows import Workflow, get_run, start
 from canvasflow.workflows.runtime.context import runtime
@@ -118,3 +119,27 @@ def test_every_step_and_compensation_of_a_run_carries_its_priority(worker):
     assert entries == [f"do:{sent}", f"do:{sent}", f"undo:{sent}", f"undo:{sent}"]
     assert {n["options"].get("priority") for n in record.graph["steps"]} == {sent}
     assert record.graph["options"]["priority"] == 5  # the run's own, kept for a resume or a move
+
+
+def test_a_child_run_takes_its_parents_priority(worker):
+    parent = start("tests.parent", priority=3).wait(60)
+    assert parent.status == "succeeded"
+    (child,) = runtime().store.children(parent.id)
+    child_graph = get_run(child.id).graph
+    assert child_graph["options"]["priority"] == 3
+    sent = 9 - 3 if runtime().app.conf.broker_url.startswith("redis") else 3
+    assert {n["options"].get("priority") for n in child_graph["steps"]} == {sent}
+
+
+def test_a_start_message_takes_a_priority_and_refuses_a_bad_one(worker):
+    app = current_app()
+    sent = app.send_task(
+        "canvasflow.start", kwargs={"workflow": "tests.child", "inputs": {"x": 1}, "priority": 8}
+    )
+    run_id = sent.get(timeout=30)["run_id"]
+    assert get_run(run_id).graph["options"]["priority"] == 8
+    refused = app.send_task(
+        "canvasflow.start", kwargs={"workflow": "tests.child", "inputs": {"x": 1}, "priority": 10}
+    )
+    with pytest.raises(StartRefused, match="priority must be an integer from 0 to 9"):
+        refused.get(timeout=30)

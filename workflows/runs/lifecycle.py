@@ -116,12 +116,16 @@ def _checked_tags(tags: Sequence[str] | None) -> list[str]:
 
 
 def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str, parent_gen: int) -> str:
-    """Start a sub-workflow run; its id is derived from the parent step, so a duplicate is a no-op."""
+    """Start a sub-workflow run, at its parent's priority; its id is derived from the parent step,
+    so a duplicate is a no-op."""
     run_id = f"{parent_run_id}.{parent_gen}.{uuid.uuid5(uuid.NAMESPACE_URL, parent_step).hex[:12]}"
     rt = runtime()
     if rt.store.get_run(run_id, with_steps=False) is not None:
         return run_id
-    return start_run(name, inputs, run_id=run_id, parent_run_id=parent_run_id, parent_step=parent_step)
+    priority = priorities.run_priority(rt.graph(parent_run_id, parent_gen))  # the parent's, if any
+    return start_run(
+        name, inputs, run_id=run_id, parent_run_id=parent_run_id, parent_step=parent_step, priority=priority
+    )
 
 
 def _launch(
