@@ -16,6 +16,7 @@ from canvasflow.workers.demo import add, fail, sleep
 from canvasflow.workflows import Workflow, check_versions, get_run, migrate, resume, signal, start
 from canvasflow.workflows.authoring.patterns import wait_signal
 from canvasflow.workflows.cli.main import main
+from canvasflow.workflows.runtime.context import runtime
 from tests.integration.sagacheck import finished
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
@@ -81,6 +82,10 @@ def test_a_run_waiting_for_a_signal_moves_and_still_takes_the_signal(worker):
         assert time.monotonic() < deadline, record.status
         time.sleep(0.05)
     assert record.version == "2" and record.generation == 2
+    rt = runtime()  # the cancel before the move set the run's keys to expire; active again, they stay
+    assert (
+        rt.redis.ttl(rt.state.key(run.id, "meta")) == -1 and rt.redis.ttl(rt.state.key(run.id, "res")) == -1
+    )
     signal(run.id, "approved", 10)
     done = finished(run.id)
     assert done.status == "succeeded" and done.result == 115
