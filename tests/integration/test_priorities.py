@@ -8,6 +8,7 @@ would start on fresh queues (a queue declared without the argument cannot take i
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -20,6 +21,7 @@ from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import StartRefused
 from canvasflow.workers.demo import add, fail, sleep
 from canvasflow.workflows import Workflow, get_run, start
+from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.context import runtime
 from tests.harness.plugin import HarnessSession
 from tests.harness.rabbitmq import plan_rabbit
@@ -129,6 +131,13 @@ def test_a_child_run_takes_its_parents_priority(worker):
     assert child_graph["options"]["priority"] == 3
     sent = 9 - 3 if runtime().app.conf.broker_url.startswith("redis") else 3
     assert {n["options"].get("priority") for n in child_graph["steps"]} == {sent}
+
+
+def test_canvasflow_start_takes_a_priority(worker, capsys):
+    assert main(["start", "tests.child", "--input", '{"x": 1}', "--priority", "4", "--wait", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "succeeded"
+    assert get_run(shown["id"]).graph["options"]["priority"] == 4
 
 
 def test_a_start_message_takes_a_priority_and_refuses_a_bad_one(worker):

@@ -47,6 +47,13 @@ def test_a_failed_run_moves_to_a_fixed_version_keeping_its_completed_steps(worke
     assert plan["compatible"] and plan["kept"] == ["0.add", "1.add"]
     assert plan["added"] == ["2.add"] and plan["skipped"] == ["2.fail"] and plan["rerun"] == []
 
+    assert main(["versions", "check", name, "--to", "2"]) == 0
+    text = capsys.readouterr().out
+    assert f"{failed.id}  failed     1 -> 2  can move" in text
+    assert "kept (not run again): 0.add, 1.add" in text and "skipped (not in 2): 2.fail" in text
+    assert main(["versions", "check", name, "--to", "3"]) == 0
+    assert f"{failed.id}  failed     1 -> 3  cannot move: step 1.add does not map" in capsys.readouterr().out
+
     (bad,) = [p for p in check_versions(name, "3") if p.run_id == failed.id]
     assert not bad.compatible and bad.first_mismatch.step_id == "1.add"
     assert main(["migrate", failed.id, "--to-version", "3"]) == 2
