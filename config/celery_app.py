@@ -142,7 +142,8 @@ def adopt(celery: Celery, s: Settings) -> None:
     known = {q.name for q in theirs}
     ours = [q for q in declare_queues(default_queue, s.control_queue, s.capabilities) if q.name not in known]
     if s.queue_max_priority and broker_kind(conf.broker_url or s.broker_url) == "amqp":
-        for q in ours:  # canvasflow's queues only: the app's own keep their declaration
+        declared: list[Any] = ours  # kombu's Queue: queue_arguments is untyped
+        for q in declared:  # canvasflow's queues only: the app's own keep their declaration
             q.queue_arguments = {**(q.queue_arguments or {}), "x-max-priority": s.queue_max_priority}
     existing_routes = conf.task_routes
     if existing_routes is None:
