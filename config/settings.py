@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # seconds a finished run's hot state stays in Redis (default RESULT_EXPIRES); the journal keeps it
     state_expires: int | None = Field(default=None, ge=1)
     visibility_timeout: int = Field(default=3_600, ge=1)
+    # RabbitMQ: declare canvasflow's queues with x-max-priority (9 covers priorities 0..9); unset: none
+    queue_max_priority: int | None = Field(default=None, ge=1, le=255)
     # seconds between a worker's sweeps for messages a dead worker left unacknowledged
     unacked_restore_interval: int = Field(default=10, ge=1)
     # seconds kombu's restore lock outlives a worker killed while holding it (kombu: 300)
