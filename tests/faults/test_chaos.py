@@ -154,7 +154,9 @@ def test_fifty_sagas_under_random_kills_all_end_with_effects_once(celery_worker_
             assert undone.index("a") == len(undone) - 1  # the first step is undone last
         else:
             assert record.status == "succeeded", (run_id, record.status, record.error)
-            assert sorted(done) == sorted(LABELS) and not undone, f"{run_id}: {entries}; {_explain(run_id)}; {_calls(log)}"
+            assert sorted(done) == sorted(LABELS) and not undone, (
+                f"{run_id}: {entries}; {_explain(run_id)}; {_calls(log)}"
+            )
         durations.append(ended[run_id] - started)
     waits.sort()
     print(
