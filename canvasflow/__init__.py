@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         wait_signal,
     )
     from canvasflow.workflows.authoring import blobs
+    from canvasflow.workflows.authoring.once import once
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
     from canvasflow.workflows.runtime.parallel import parallel_capability
 
@@ -108,6 +109,7 @@ _EXPORTS = {
     "input": "canvasflow.workflows",
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
+    "once": "canvasflow.workflows.authoring.once",
     "parallel_capability": "canvasflow.workflows.runtime.parallel",
     "pipeline": "canvasflow.workflows",
     "register_engine": "canvasflow.workers.engines",
@@ -161,6 +163,7 @@ __all__ = [
     "input",
     "list_runs",
     "map_reduce",
+    "once",
     "parallel_capability",
     "pipeline",
     "register_engine",

@@ -7,8 +7,11 @@ import time
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 
 from canvasflow.workers.step import step
+from canvasflow.workflows.authoring.once import once
+from canvasflow.workflows.runtime.execution import context
 
 
 def counts(counter_url: str, counter: str) -> dict[str, int]:
@@ -57,4 +60,22 @@ def flaky(*parents: Any, label: str, counter: str, counter_url: str) -> str:
     if r.hincrby(counter, f"{label}:attempts", 1) == 1:
         raise GatewayDown(f"{label}: the gateway refused, try again")
     r.hincrby(counter, label, 1)
+    return label
+
+
+@step(name="faults.ship_once", capability="demo")
+def ship_once(*parents: Any, label: str, db_url: str, hold: float, counter: str, counter_url: str) -> str:
+    """Write the effect ``label`` to the application's database under ``once``; after a first
+    write committed, hold for ``hold`` s (a test kills this process then). Counts every run."""
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, label, 1)
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn, once(conn) as first:
+        if first:
+            row = {"key": context().idempotency_key, "what": label, "attempt": context().attempt}
+            conn.execute(
+                sa.text("INSERT INTO effects (key, what, attempt) VALUES (:key, :what, :attempt)"), row
+            )
+    engine.dispose()
+    if first:
+        time.sleep(hold)  # committed: the effect and its key are in the database
     return label

@@ -48,6 +48,7 @@ PUBLIC = [
     "input",
     "list_runs",
     "map_reduce",
+    "once",
     "parallel_capability",
     "pipeline",
     "register_engine",
