@@ -308,7 +308,8 @@ def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
     results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
     value = resolve(graph.result, results)
     sync_steps(rt, run_id)
-    if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
+    ended = rt.state.ended_at(run_id)  # when the last step completed (the journal may write it later)
+    if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value, finished_at=ended):
         log.info("run succeeded", run_id=run_id)
         events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
