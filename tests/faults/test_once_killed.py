@@ -3,10 +3,12 @@ runs again, and the effect is in the application's database once."""
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 
 import pytest
+import redis
 import sqlalchemy as sa
 from celery import chain
 
@@ -14,6 +16,7 @@ from canvasflow.workflows import Workflow, start
 from tests.faults.outage import MODULES
 from tests.faults.steps import counts, ship_once, tick
 from tests.faults.test_killed_workers import QUEUES, running_step, wait_for
+from tests.integration.saga import act
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults, pytest.mark.usefixtures("broker")]
 ENV = {"CANVASFLOW_WORKFLOW_MODULES": MODULES}
@@ -60,8 +63,6 @@ def test_a_step_killed_after_its_effect_committed_runs_again_and_the_effect_is_t
     info = running_step(run.id, "1.ship_once")
     assert info, "the step should still be running after its commit"
     if kill == "pool process":
-        import os
-
         os.kill(info["pid"], signal.SIGKILL)
     else:
         first.kill_group(signal.SIGKILL)
@@ -74,3 +75,28 @@ def test_a_step_killed_after_its_effect_committed_runs_again_and_the_effect_is_t
     key = f"{run.id}:1.ship_once:1"
     assert rows(app_db, "SELECT key, what, attempt FROM effects") == [(key, "ship", 1)]  # ... the effect once
     assert rows(app_db, "SELECT key, run_id, step_id FROM canvasflow_once") == [(key, run.id, "1.ship_once")]
+
+
+def test_a_compensation_killed_after_its_effect_committed_runs_again_and_the_undo_is_there_once(
+    app_db, redis_url, celery_worker_factory
+):
+    celery_worker_factory(queues=QUEUES, concurrency=2, extra_env=ENV)
+    counter = f"counter:{uuid.uuid4().hex}"
+    ship = ship_once.s(
+        label="ship", db_url=app_db, hold=0.0, undo_hold=30.0, counter=counter, counter_url=redis_url
+    )
+    fail = act.s(label="pay", log=f"log:{uuid.uuid4().hex}", fail=True)
+    run = start(Workflow(f"t.once.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(ship, fail)).name)
+
+    # the undo and its key committed; the compensation still holds: kill its process
+    pid = wait_for(lambda: redis.Redis.from_url(redis_url).hget(f"{counter}:pid", "undo:ship"), timeout=60)
+    os.kill(int(pid), signal.SIGKILL)
+
+    record = run.wait(120)
+    assert record.status == "compensated", record.error
+    assert counts(redis_url, counter) == {"ship": 1, "undo:ship": 2}  # the compensation ran again ...
+    undo_key = f"{run.id}:0.ship_once:undo"
+    effects = rows(app_db, "SELECT key, what FROM effects ORDER BY what")
+    assert effects == [(f"{run.id}:0.ship_once:1", "ship"), (undo_key, "undo:ship")]  # ... the undo once
+    keys = rows(app_db, "SELECT key, run_id, step_id FROM canvasflow_once ORDER BY key")
+    assert keys == [(f"{run.id}:0.ship_once:1", run.id, "0.ship_once"), (undo_key, run.id, "0.ship_once")]
