@@ -199,3 +199,16 @@ def test_two_concurrent_transactions_with_one_key_on_postgres(postgres_url, winn
         assert seen["b"] is False and who == ["a"]
     else:
         assert seen["b"] is True and who == ["b"]
+
+
+@pytest.mark.postgres
+def test_an_autocommit_psycopg_connection_is_refused_with_what_to_do(postgres_url):
+    auto = psycopg.connect(postgres_url, autocommit=True)
+    with pytest.raises(OnceError, match="autocommit mode: turn autocommit off"), once(auto, key="k"):
+        pass
+    auto.close()
+    with (
+        psycopg.connect(postgres_url) as conn,
+        once(conn, key=uuid.uuid4().hex, table="once_psycopg") as first,
+    ):
+        assert first  # the same connection without autocommit records the key
