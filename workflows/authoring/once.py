@@ -160,14 +160,15 @@ def create_once_table(connection: Any, *, table: str = DEFAULT_TABLE) -> None:
         sql.run(_DDL[sql.dialect].format(t=_table(table)))
 
 
-# (the database's URL or the DB-API connection's id, table) whose creation a transaction of ours committed
+# (database URL, table) whose creation a transaction of ours committed: once() skips the DDL there.
+# A memo of this process only; a DB-API connection names no database, so its DDL always runs.
 _created: set[tuple[str, str]] = set()
 
 
-def _created_key(sql: _Sql, table: str) -> tuple[str, str]:
+def _created_key(sql: _Sql, table: str) -> tuple[str, str] | None:
     conn = sql.connection
     if sql.dbapi:
-        return f"dbapi:{id(conn)}", table
+        return None
     bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
     return str(getattr(bind, "engine", bind).url), table
 
@@ -195,5 +196,5 @@ def once(connection: Any, *, key: str | None = None, table: str = DEFAULT_TABLE)
             _create(sql, name)
         params = {"key": key, "run_id": ctx.run_id if ctx else None, "step_id": ctx.step_id if ctx else None}
         yield sql.run(_INSERT.format(t=name), params) == 1
-    if ours:  # committed: the table exists for good
+    if ours and seen is not None:  # committed: the table exists for good
         _created.add(seen)
