@@ -142,7 +142,7 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
     ended = rt.state.ended_at(run_id)  # when it ended in Redis, not now that SQL catches up
     changed = False
     if redis_status == "succeeded":
-        finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation))
+        finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation), finished_at=ended)
     elif redis_status == "failed":
         sync_steps(rt, run_id)
         if rt.store.transition_run(run_id, running, "failed", error=error, finished_at=ended):
