@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
 from canvasflow.config.redis_clients import state_client

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.authoring.definition import registry
 from canvasflow.workflows.cli._common import AddCommand
