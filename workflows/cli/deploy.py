@@ -41,6 +41,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         backlog_per_replica=args.backlog,
+        app=args.app,  # -A: the workers and Flower run the project's app
     )
     rendered = render(
         s,
