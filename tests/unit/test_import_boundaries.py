@@ -79,6 +79,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "canvasflow.workflows.console",
             "canvasflow.testing",
             "canvasflow.pytest_plugin",
+            "canvasflow.aio",
         ),
     ),
 ]
