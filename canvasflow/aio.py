@@ -77,9 +77,10 @@ async def start(
     version: str | None = None,
     key: str | None = None,
     tags: Sequence[str] = (),
+    priority: int | None = None,
 ) -> Run:
     """``canvasflow.start``: validate, journal and dispatch a run (idempotent by ``key``)."""
-    run = await _call(client.start, name, inputs, version=version, key=key, tags=tags)
+    run = await _call(client.start, name, inputs, version=version, key=key, tags=tags, priority=priority)
     return Run(run.id)
 
 
@@ -122,9 +123,9 @@ async def cancel(run_id: str, *, compensate: bool = False) -> Run:
     return Run(run_id)
 
 
-async def resume(run_id: str, *, from_step: str | None = None) -> Run:
+async def resume(run_id: str, *, from_step: str | None = None, to_version: str | None = None) -> Run:
     """``canvasflow.resume``: run a failed or cancelled run again from where it stopped."""
-    await _call(client.resume, run_id, from_step=from_step)
+    await _call(client.resume, run_id, from_step=from_step, to_version=to_version)
     return Run(run_id)
 
 

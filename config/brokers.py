@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from canvasflow.config.redis_transport import TRANSPORTS
 from canvasflow.config.settings import Settings
 
 BrokerKind = Literal["redis", "amqp", "other"]
@@ -45,6 +46,7 @@ BrokerKind = Literal["redis", "amqp", "other"]
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "socket")
 AMQP_HEARTBEAT_S = 30.0
+REDIS_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default lanes, stated: messages.py reads each list
 
 
 def broker_kind(url: str) -> BrokerKind:
@@ -57,11 +59,19 @@ def broker_kind(url: str) -> BrokerKind:
     return "other"
 
 
+def redis_transport(url: str) -> str | None:
+    """canvasflow's kombu transport for a Redis URL (config/redis_transport.py: a worker that
+    outlives a broker restart), or None for any other broker."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    return TRANSPORTS.get(scheme)
+
+
 def broker_options(s: Settings) -> dict[str, Any]:
     """Celery settings for the configured broker only (the common ones live in celery_app)."""
     kind = broker_kind(s.broker_url)
     if kind == "redis":
         return {
+            "broker_transport": redis_transport(s.broker_url),
             "broker_transport_options": {
                 "visibility_timeout": s.visibility_timeout,
                 "unacked_restore_interval": s.unacked_restore_interval,
@@ -71,10 +81,17 @@ def broker_options(s: Settings) -> dict[str, Any]:
                 "unacked_mutex_expire": s.unacked_mutex_expire,
                 "socket_connect_timeout": s.broker_timeout,
                 "socket_timeout": max(s.broker_timeout, 5.0),
+                # one list per step, read lowest first: canvasflow sends 9 - priority (runtime/priorities.py)
+                "priority_steps": list(REDIS_PRIORITY_STEPS),
             }
         }
     if kind == "amqp":
+        # x-max-priority on the queues canvasflow declares; off by default: RabbitMQ refuses to
+        # redeclare an existing queue with other arguments (docs/brokers.md, "Priorities")
+        max_priority = {"task_queue_max_priority": s.queue_max_priority} if s.queue_max_priority else {}
         return {
+            "broker_transport": None,
+            **max_priority,
             "broker_transport_options": {"confirm_publish": True},
             "broker_heartbeat": AMQP_HEARTBEAT_S,
             # on connection loss RabbitMQ requeues the running steps' messages at once: a task
@@ -82,7 +99,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
             "worker_cancel_long_running_tasks_on_connection_loss": True,
             "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
-    return {"broker_transport_options": {}}
+    return {"broker_transport": None, "broker_transport_options": {}}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from celery.signals import setup_logging
 
-from canvasflow.config.brokers import broker_options
+from canvasflow.config.brokers import broker_kind, broker_options
 from canvasflow.config.deadletters import DeadLetters
 from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
@@ -141,6 +141,10 @@ def adopt(celery: Celery, s: Settings) -> None:
     theirs = list(conf.task_queues or [])
     known = {q.name for q in theirs}
     ours = [q for q in declare_queues(default_queue, s.control_queue, s.capabilities) if q.name not in known]
+    if s.queue_max_priority and broker_kind(conf.broker_url or s.broker_url) == "amqp":
+        declared: list[Any] = ours  # kombu's Queue: queue_arguments is untyped
+        for q in declared:  # canvasflow's queues only: the app's own keep their declaration
+            q.queue_arguments = {**(q.queue_arguments or {}), "x-max-priority": s.queue_max_priority}
     existing_routes = conf.task_routes
     if existing_routes is None:
         route_list: list[Any] = []
@@ -149,9 +153,8 @@ def adopt(celery: Celery, s: Settings) -> None:
     else:
         route_list = list(existing_routes)
     broker_url = conf.broker_url or s.broker_url
-    ours_transport = broker_options(s.model_copy(update={"broker_url": broker_url}))[
-        "broker_transport_options"
-    ]
+    for_broker = broker_options(s.model_copy(update={"broker_url": broker_url}))
+    ours_transport = for_broker["broker_transport_options"]
     conf.update(
         broker_url=broker_url,
         result_backend=conf.result_backend or s.result_backend,
@@ -163,6 +166,7 @@ def adopt(celery: Celery, s: Settings) -> None:
         result_extended=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={**ours_transport, **(conf.broker_transport_options or {})},
+        broker_transport=conf.broker_transport or for_broker.get("broker_transport"),
         task_queues=[*theirs, *ours],
         task_routes=[  # once each
             *route_list,

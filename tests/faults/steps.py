@@ -43,3 +43,18 @@ def slow_item(item: int, *, counter: str, counter_url: str, sleep: float = 0.0) 
 @step(name="faults.total", capability="demo")
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+class GatewayDown(RuntimeError):
+    """A flaky payment gateway's refusal (retried)."""
+
+
+@step(name="faults.flaky", capability="demo", retries=3, retry_on=(GatewayDown,), retry_backoff=8)
+def flaky(*parents: Any, label: str, counter: str, counter_url: str) -> str:
+    """Fail the first attempt of ``label`` (a retry with a countdown follows: its message waits in
+    the worker, unacknowledged, with the prefetch raised), then count one execution."""
+    r = redis.Redis.from_url(counter_url, socket_timeout=5)
+    if r.hincrby(counter, f"{label}:attempts", 1) == 1:
+        raise GatewayDown(f"{label}: the gateway refused, try again")
+    r.hincrby(counter, label, 1)
+    return label

@@ -1,5 +1,5 @@
 """``POST /api/runs``: start a run over HTTP, as ``canvasflow start`` does, from a JSON body
-``{"workflow", "inputs", "version", "key", "tags"}``.
+``{"workflow", "inputs", "version", "key", "tags", "priority"}``.
 
 The body is checked before anything is enqueued, and every refusal is the CLI's one line
 (``workflows/views/errors.py``): unknown workflow (404), invalid inputs or fields (400),
@@ -19,7 +19,7 @@ from canvasflow.config.settings import get_settings
 from canvasflow.workflows.client import start
 from canvasflow.workflows.runtime.context import runtime
 
-FIELDS = ("workflow", "inputs", "version", "key", "tags")
+FIELDS = ("workflow", "inputs", "version", "key", "tags", "priority")
 ENVELOPE_BYTES = 64 * 1024  # room for the fields around the inputs, beyond the inputs' own limit
 
 
@@ -30,6 +30,7 @@ class StartRequest:
     version: str | None
     key: str | None
     tags: list[str]
+    priority: int | None = None
 
 
 def body_limit() -> int:
@@ -68,12 +69,21 @@ def parse(raw: bytes) -> StartRequest:
     tags = fields.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InputError(f"tags must be a list of strings, got {tags!r}")
-    key = fields.get("key")
-    return StartRequest(workflow, inputs, None if version is None else str(version), key, tags)
+    key, priority = fields.get("key"), fields.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InputError(f"priority must be a whole number from 0 to 9, got {priority!r}")
+    return StartRequest(workflow, inputs, None if version is None else str(version), key, tags, priority)
 
 
 def launch(request: StartRequest) -> tuple[str, bool]:
     """Start the run (``canvasflow.start``): its id, and whether this request created it."""
     held = runtime().store.run_by_key(request.key) if isinstance(request.key, str) else None
-    run = start(request.workflow, request.inputs, version=request.version, key=request.key, tags=request.tags)
+    run = start(
+        request.workflow,
+        request.inputs,
+        version=request.version,
+        key=request.key,
+        tags=request.tags,
+        priority=request.priority,
+    )
     return run.id, held is None or held.id != run.id

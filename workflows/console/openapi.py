@@ -158,6 +158,7 @@ def document() -> dict[str, Any]:
                             "description": "business key: one run per key",
                         },
                         "tags": {"type": "array", "items": {"type": "string"}},
+                        "priority": {"type": "integer", "minimum": 0, "maximum": 9, "description": "9 first"},
                     },
                 },
                 "Run": {
