@@ -99,10 +99,15 @@ def test_refusals_are_4xx_with_the_clis_message(worker, console, capsys, tmp_pat
     huge = post(console, {"workflow": console_flows.saga.name, "inputs": {"flag": "x" * 2_000_000}})
     assert huge.status == 413 and huge.json()["error"].startswith("the request body is over")
 
+    urgent = post(console, {"workflow": console_flows.saga.name, "inputs": {"flag": "f"}, "priority": 12})
+    assert urgent.status == 400
+    told = cli_error(capsys, console_flows.saga.name, "--input", '{"flag": "f"}', "--priority", "12")
+    assert urgent.json() == {"error": told, "type": "InputError"}
+
     not_json = post(console, b"{workflow: ")
     assert not_json.status == 400 and not_json.json()["error"].startswith("the body is not JSON")
-    unknown_field = post(console, {"workflow": console_flows.saga.name, "priority": 3})
-    assert unknown_field.status == 400 and "unknown field(s) priority" in unknown_field.json()["error"]
+    unknown_field = post(console, {"workflow": console_flows.saga.name, "colour": "red"})
+    assert unknown_field.status == 400 and "unknown field(s) colour" in unknown_field.json()["error"]
     form = post(console, b"workflow=x", {**JSON_BEARER, "Content-Type": "application/x-www-form-urlencoded"})
     assert form.status == 415
     elsewhere = post(
