@@ -24,8 +24,8 @@ from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
 from canvasflow.workflows.store.reads import RunReads
 from canvasflow.workflows.store.records import TERMINAL
+from canvasflow.workflows.store.revision import ensure_schema
 from canvasflow.workflows.store.rows import EVENT_AT, EVENT_DATA, event_data, now, utc
-from canvasflow.workflows.store.schema import ensure_schema
 
 __all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
