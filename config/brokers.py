@@ -69,9 +69,11 @@ def redis_transport(url: str) -> str | None:
 def broker_options(s: Settings) -> dict[str, Any]:
     """Celery settings for the configured broker only (the common ones live in celery_app)."""
     kind = broker_kind(s.broker_url)
+    # every key is set for every broker: settings applied again (another broker) leave nothing behind
     if kind == "redis":
         return {
             "broker_transport": redis_transport(s.broker_url),
+            "task_queue_max_priority": None,
             "broker_transport_options": {
                 "visibility_timeout": s.visibility_timeout,
                 "unacked_restore_interval": s.unacked_restore_interval,
@@ -88,10 +90,9 @@ def broker_options(s: Settings) -> dict[str, Any]:
     if kind == "amqp":
         # x-max-priority on the queues canvasflow declares; off by default: RabbitMQ refuses to
         # redeclare an existing queue with other arguments (docs/brokers.md, "Priorities")
-        max_priority = {"task_queue_max_priority": s.queue_max_priority} if s.queue_max_priority else {}
         return {
             "broker_transport": None,
-            **max_priority,
+            "task_queue_max_priority": s.queue_max_priority or None,
             "broker_transport_options": {"confirm_publish": True},
             "broker_heartbeat": AMQP_HEARTBEAT_S,
             # on connection loss RabbitMQ requeues the running steps' messages at once: a task
@@ -99,7 +100,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
             "worker_cancel_long_running_tasks_on_connection_loss": True,
             "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
-    return {"broker_transport": None, "broker_transport_options": {}}
+    return {"broker_transport": None, "task_queue_max_priority": None, "broker_transport_options": {}}
 
 
 @dataclass(frozen=True)

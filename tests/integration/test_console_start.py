@@ -82,7 +82,12 @@ def test_a_second_start_with_the_key_gets_the_first_run_back_with_200(worker, co
 def test_refusals_are_4xx_with_the_clis_message(worker, console, capsys, tmp_path):
     unknown = post(console, {"workflow": "no.such.flow", "inputs": {}})
     assert unknown.status == 404
-    assert unknown.json() == {"error": cli_error(capsys, "no.such.flow"), "type": "WorkflowNotFound"}
+    # the same line as the CLI's, but for the list of registered workflows: each process lists
+    # what it imported (this test process has imported the modules of earlier tests too)
+    said, told = unknown.json()["error"], cli_error(capsys, "no.such.flow")
+    assert unknown.json()["type"] == "WorkflowNotFound"
+    assert said.split(" (registered:")[0] == told.split(" (registered:")[0]
+    assert console_flows.saga.name in said.split(" (registered:")[1]
 
     invalid = post(console, {"workflow": console_flows.saga.name, "inputs": {"flag": ["not", "text"]}})
     assert invalid.status == 400
