@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from canvasflow.config.brokers import broker_kind
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.runtime.wire import HEADER, carried_ids
@@ -20,7 +21,8 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
     conf = rt.app.conf
     names = {q.name for q in (conf.task_queues or [])} | queues
     names |= {conf.task_default_queue, rt.settings.control_queue}
-    if not str(conf.broker_url).startswith(("redis://", "rediss://", "unix://")):
+    url = str(conf.broker_url)
+    if broker_kind(url) != "redis" and not url.startswith("unix://"):  # sentinel:// is Redis too
         return set(task_ids) if any(_depth(rt, q) != 0 for q in queues or names) else set()
     from kombu.transport.redis import Channel
 
