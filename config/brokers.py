@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from canvasflow.config.redis_sentinel import is_sentinel_url
 from canvasflow.config.redis_transport import TRANSPORTS
 from canvasflow.config.settings import Settings
 
@@ -69,9 +70,11 @@ def broker_options(s: Settings) -> dict[str, Any]:
     """Celery settings for the configured broker only (the common ones live in celery_app)."""
     kind = broker_kind(s.broker_url)
     if kind == "redis":
+        sentinel = {"master_name": s.sentinel_master} if is_sentinel_url(s.broker_url) else {}
         return {
             "broker_transport": redis_transport(s.broker_url),
             "broker_transport_options": {
+                **sentinel,
                 "visibility_timeout": s.visibility_timeout,
                 "unacked_restore_interval": s.unacked_restore_interval,
                 "unacked_restore_throttle": 1,
@@ -80,7 +83,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
                 "unacked_mutex_expire": s.unacked_mutex_expire,
                 "socket_connect_timeout": s.broker_timeout,
                 "socket_timeout": max(s.broker_timeout, 5.0),
-            }
+            },
         }
     if kind == "amqp":
         return {
@@ -93,6 +96,11 @@ def broker_options(s: Settings) -> dict[str, Any]:
             "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
     return {"broker_transport": None, "broker_transport_options": {}}
+
+
+def result_backend_options(s: Settings, url: str) -> dict[str, Any]:
+    """Celery's ``sentinel://`` result backend finds its primary by ``master_name``."""
+    return {"master_name": s.sentinel_master} if is_sentinel_url(url) else {}
 
 
 @dataclass(frozen=True)
