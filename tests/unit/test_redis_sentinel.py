@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import redis
+from celery import Celery
 from redis.sentinel import SentinelConnectionPool
 
 from canvasflow.config.brokers import broker_options, result_backend_options
+from canvasflow.config.celery_app import adopt
 from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import load_settings
 
@@ -57,3 +59,11 @@ def test_broker_and_result_backend_get_the_master_name(clean_env: pytest.MonkeyP
         "master_name"
         not in broker_options(load_settings(broker_url="redis://h:6379/0"))["broker_transport_options"]
     )
+
+
+def test_an_adopted_app_on_sentinel_gets_the_master_name_and_keeps_its_own() -> None:
+    theirs = Celery("theirs", broker=CELERY_FORM, backend=CELERY_FORM, set_as_current=False)
+    theirs.conf.result_backend_transport_options = {"master_name": "their-results"}
+    adopt(theirs, load_settings(sentinel_master="orders"))
+    assert theirs.conf.broker_transport_options["master_name"] == "orders"
+    assert theirs.conf.result_backend_transport_options == {"master_name": "their-results"}
