@@ -28,6 +28,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+
 class CompensationTask(Task):
     """Base class of compensation tasks: journaled, at least once per step, when run by canvasflow."""
 

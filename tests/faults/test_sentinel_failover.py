@@ -60,7 +60,7 @@ def test_failover_mid_run_every_run_ends_and_nothing_is_lost(tmp_path, redis_url
         runs = [start(wf).id for _ in range(4)]
         wait_for(lambda: any_step_running(runs), timeout=20)
 
-        stop, during, refused = threading.Event(), [], []
+        stop, during, refused = threading.Event(), list[str](), list[str]()
         starter = threading.Thread(target=_starts_during, args=(wf, stop, during, refused))
         starter.start()
         time.sleep(0.3)
