@@ -159,6 +159,7 @@ def _defer(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs: di
         headers={COMP_HEADER: ref},
         queue=(req.delivery_info or {}).get("routing_key"),
         countdown=max(rt.settings.compensation_lease_ttl / 2, 1.0),
+        priority=(req.delivery_info or {}).get("priority"),
         retries=req.retries or 0,
         ignore_result=True,
         add_to_parent=False,

@@ -163,6 +163,8 @@ def _dispatch(rt: Runtime, run_id: str, gen: int, graph: StepGraph, unit: str, a
         "ignore_result": True,
         "add_to_parent": False,
     }
+    if "priority" in node.options:  # the step's, in the broker's terms already (runtime/priorities.py)
+        options["priority"] = node.options["priority"]
     # an event only: journaled states move forward, and this write may land after the
     # compensation's own (final) one; the live state is in Redis
     rt.journal.record_step(run_id, unit, "compensation.dispatched")

@@ -47,6 +47,7 @@ BrokerKind = Literal["redis", "amqp", "other"]
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "socket")
 AMQP_HEARTBEAT_S = 30.0
+REDIS_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default lanes, stated: messages.py reads each list
 
 
 def broker_kind(url: str) -> BrokerKind:
@@ -83,11 +84,17 @@ def broker_options(s: Settings) -> dict[str, Any]:
                 "unacked_mutex_expire": s.unacked_mutex_expire,
                 "socket_connect_timeout": s.broker_timeout,
                 "socket_timeout": max(s.broker_timeout, 5.0),
+                # one list per step, read lowest first: canvasflow sends 9 - priority (runtime/priorities.py)
+                "priority_steps": list(REDIS_PRIORITY_STEPS),
             },
         }
     if kind == "amqp":
+        # x-max-priority on the queues canvasflow declares; off by default: RabbitMQ refuses to
+        # redeclare an existing queue with other arguments (docs/brokers.md, "Priorities")
+        max_priority = {"task_queue_max_priority": s.queue_max_priority} if s.queue_max_priority else {}
         return {
             "broker_transport": None,
+            **max_priority,
             "broker_transport_options": {"confirm_publish": True},
             "broker_heartbeat": AMQP_HEARTBEAT_S,
             # on connection loss RabbitMQ requeues the running steps' messages at once: a task

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from celery.signals import setup_logging
 
-from canvasflow.config.brokers import broker_options, result_backend_options
+from canvasflow.config.brokers import broker_kind, broker_options, result_backend_options
 from canvasflow.config.deadletters import DeadLetters
 from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
@@ -142,6 +142,10 @@ def adopt(celery: Celery, s: Settings) -> None:
     theirs = list(conf.task_queues or [])
     known = {q.name for q in theirs}
     ours = [q for q in declare_queues(default_queue, s.control_queue, s.capabilities) if q.name not in known]
+    if s.queue_max_priority and broker_kind(conf.broker_url or s.broker_url) == "amqp":
+        declared: list[Any] = ours  # kombu's Queue: queue_arguments is untyped
+        for q in declared:  # canvasflow's queues only: the app's own keep their declaration
+            q.queue_arguments = {**(q.queue_arguments or {}), "x-max-priority": s.queue_max_priority}
     existing_routes = conf.task_routes
     if existing_routes is None:
         route_list: list[Any] = []

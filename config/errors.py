@@ -12,6 +12,7 @@ docstring is its default message and says what to do about it::
      ├── InputError               inputs fail validation or are not JSON
      ├── RunNotFound              no run with that id
      ├── ResumeRefused            the run cannot be resumed (state or version)
+     │    └── UpgradeRefused      the run cannot move to another version of its workflow
      ├── RunStateError            the run is not in a state that allows the action
      ├── RoutingError             no queue can take a step's capability
      ├── DeadlineExceeded         a step or run passed one of its deadlines
@@ -70,6 +71,10 @@ class RunNotFound(CanvasflowError):
 
 class ResumeRefused(CanvasflowError):
     """The run cannot be resumed: only failed or cancelled runs (succeeded ones from a step) can."""
+
+
+class UpgradeRefused(ResumeRefused):
+    """The run cannot move to that version: resume it under its own version, or start a new run."""
 
 
 class RunStateError(CanvasflowError):

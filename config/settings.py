@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # seconds a finished run's hot state stays in Redis (default RESULT_EXPIRES); the journal keeps it
     state_expires: int | None = Field(default=None, ge=1)
     visibility_timeout: int = Field(default=3_600, ge=1)
+    # RabbitMQ: declare canvasflow's queues with x-max-priority (9 covers priorities 0..9); unset: none
+    queue_max_priority: int | None = Field(default=None, ge=1, le=255)
     # seconds between a worker's sweeps for messages a dead worker left unacknowledged
     unacked_restore_interval: int = Field(default=10, ge=1)
     # seconds kombu's restore lock outlives a worker killed while holding it (kombu: 300)
@@ -72,9 +74,10 @@ class Settings(BaseSettings):
     # journal records a worker process holds while the database is unreachable; past it, steps wait
     journal_max_pending: int = Field(default=100_000, ge=100)
     journal_retry_max: float = Field(default=10.0, gt=0)  # longest pause between journal retries
-    # liveness: each worker node writes a heartbeat every interval, kept for ttl seconds
-    heartbeat_interval: float = Field(default=5.0, gt=0)
-    heartbeat_ttl: int = Field(default=15, ge=2)
+    # liveness: each worker node writes a heartbeat every interval, kept for ttl seconds; a
+    # whole worker that died is noticed after ttl, and its steps run again about an interval later
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+    heartbeat_ttl: int = Field(default=8, ge=2)
     # the recovery sweep (control workers): re-dispatch lost steps, rebuild lost state, reconcile SQL
     sweep_interval: float = Field(default=10.0, gt=0)
     queued_grace: int = Field(default=60, ge=1)  # a queued step with no message is lost after this

@@ -62,6 +62,11 @@ class Beat:
     tasks: frozenset[str]
 
 
+# seconds between tries while the state Redis is unreachable: a node beats again within this of
+# Redis answering, so the sweep that follows an outage knows which steps are still held
+RETRY_WHILE_DOWN = 0.5
+
+
 def beat_key(prefix: str, hostname: str) -> str:
     return f"{prefix}:hb:{hostname}"
 

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 import structlog
 
-from canvasflow.workers.beats import HasRedis, Serving, clear_beat, timing, write_beat
+from canvasflow.workers.beats import RETRY_WHILE_DOWN, HasRedis, Serving, clear_beat, timing, write_beat
 from canvasflow.workers.engines import engines_in
 from canvasflow.workflows.runtime.wire import HEADER, carried_ids
 
@@ -98,7 +98,9 @@ class HeartbeatThread(threading.Thread):
                 failing = True
             except Exception:  # a bug must not stop the beat silently
                 log.exception("heartbeat failed")
-            self._stop_event.wait(self.interval)
+            # while Redis is away, try often: the first beat after it is back tells the sweep
+            # which steps this node still holds
+            self._stop_event.wait(min(self.interval, RETRY_WHILE_DOWN) if failing else self.interval)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -19,9 +19,10 @@ import canvasflow.app  # noqa: F401  (the composition root: tasks, rollback list
 from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.runs import lifecycle, resumption, rollbacks
+from canvasflow.workflows.runs import lifecycle, resumption, rollbacks, upgrades
 from canvasflow.workflows.runs.history import attempt_logs, run_history
 from canvasflow.workflows.runs.records import get_record
+from canvasflow.workflows.runs.upgrade_plan import UpgradePlan
 from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
@@ -71,15 +72,19 @@ def start(
     version: str | None = None,
     key: str | None = None,
     tags: Sequence[str] = (),
+    priority: int | None = None,
 ) -> Run:
     """Validate ``inputs``, journal a new run of workflow ``name`` and dispatch its first steps.
 
     ``key`` is a business key (``"order-42"``): a second start with the same key returns
     the first run, even when both race (a key names one run across all workflows: another
     workflow's start with it is refused). ``tags`` are strings to find runs by
-    (``list_runs(tags=["tenant:acme"])``).
+    (``list_runs(tags=["tenant:acme"])``). ``priority`` (0 to 9, 9 first) goes with every step
+    of the run and its compensations, ahead of the steps' own ``@step(priority=)``.
     """
-    return Run(lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags))
+    return Run(
+        lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags, priority=priority)
+    )
 
 
 # Workflow.start(**inputs) is start(its name, inputs, version=its version): the faces hand out
@@ -157,10 +162,28 @@ def list_runs(
     )
 
 
-def resume(run_id: str, *, from_step: str | None = None) -> Run:
+def resume(run_id: str, *, from_step: str | None = None, to_version: str | None = None) -> Run:
     """Run a failed or cancelled run again from where it stopped (completed steps kept); with
-    ``from_step``, run that step and everything downstream of it again, keeping the rest."""
+    ``from_step``, run that step and everything downstream of it again, keeping the rest; with
+    ``to_version``, under that version of its workflow (as ``migrate``)."""
+    if to_version is not None:
+        if from_step is not None:
+            raise InputError("resume takes from_step or to_version, not both: migrate first, then resume")
+        return migrate(run_id, to_version)
     resumption.resume(run_id, from_step=from_step)
+    return Run(run_id)
+
+
+def check_versions(workflow: str, to_version: str) -> list[UpgradePlan]:
+    """For each active, failed or cancelled run of ``workflow`` under another version: can it
+    move to ``to_version``, which completed steps are kept, which steps run, which are skipped."""
+    return upgrades.check_versions(workflow, to_version)
+
+
+def migrate(run_id: str, to_version: str) -> Run:
+    """Move a run (active, failed or cancelled) to ``to_version`` of its workflow, keeping its
+    completed steps; UpgradeRefused, naming the first step that does not map, when it cannot."""
+    upgrades.migrate(run_id, to_version)
     return Run(run_id)
 
 
@@ -192,11 +215,14 @@ def signal(run_id: str, name: str, payload: Any = None) -> Run:
 
 __all__ = [
     "Run",
+    "UpgradePlan",
     "Workflow",
     "cancel",
+    "check_versions",
     "compensate",
     "get_run",
     "list_runs",
+    "migrate",
     "registry",
     "resume",
     "signal",

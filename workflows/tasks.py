@@ -173,8 +173,9 @@ def start_workflow(
     version: Any = None,
     key: Any = None,
     tags: Any = None,
+    priority: Any = None,
 ) -> dict[str, Any]:
-    """Start ``workflow``; returns ``{"run_id": ...}``.
+    """Start ``workflow``; returns ``{"run_id": ...}``. ``priority``: 0..9, 9 first.
 
     A refused message (unknown workflow, invalid inputs, arguments of the wrong type) fails the
     task with :class:`StartRefused` and its reason: the sender's result, the result backend and
@@ -182,7 +183,10 @@ def start_workflow(
     With ``key``, a redelivered or repeated message returns the run the key already has."""
     try:
         _check_start_types(workflow, inputs, version, key, tags)
-        return {"run_id": start_run(workflow, inputs or {}, version=version, key=key, tags=tags or ())}
+        run_id = start_run(
+            workflow, inputs or {}, version=version, key=key, tags=tags or (), priority=priority
+        )
+        return {"run_id": run_id}
     except CanvasflowError as exc:
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("start refused", workflow=repr(workflow)[:200], reason=reason)

@@ -61,7 +61,9 @@ def keyed(
     undo_sleep: float = 0.0,
 ) -> str:
     """``die_once_when=STATUS``: after the effect, wait until the run is STATUS and kill this
-    process (first delivery only): an effect applied by a body that never completed."""
+    process (first delivery only): an effect applied by a body that never completed. Each
+    body's start is logged (``<log>:starts``), so a test can tell how long a rerun waited."""
+    _redis().rpush(f"{log}:starts", f"{label} {time.time():.3f}")
     if sleep:
         time.sleep(sleep)
     if fail:

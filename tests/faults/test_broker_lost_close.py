@@ -9,6 +9,9 @@ the unacknowledged message comes back once Redis does."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
 from kombu import Connection, Exchange, Queue
 from kombu.common import ignore_errors
@@ -36,14 +39,13 @@ def lose_connection_mid_step(url: str, server: PrivateRedis, transport: str) -> 
     conn.drain_events(timeout=5)
     assert len(held) == 1, "the first message is being worked on"
     broadcast = conn.channel()  # as Celery's remote-control (pidbox) queue: fanout, auto-delete
-    conn.Consumer([Queue("bcast.w", Exchange("bcast", "fanout"), auto_delete=True)], channel=broadcast).consume()
+    pidbox = Queue("bcast.w", Exchange("bcast", "fanout"), auto_delete=True)
+    conn.Consumer([pidbox], channel=broadcast).consume()
     channel.qos.prefetch_count = 2  # a retry waiting for its countdown raises the prefetch
     channel._brpop_start()  # the next BRPOP is out, waiting on an empty queue
     server.stop()
-    try:
+    with contextlib.suppress(Exception):  # Celery ignores every error of collect(), as here
         conn.collect(socket_timeout=0.2)
-    except Exception:  # noqa: BLE001 - Celery ignores every error of collect(), as here
-        pass
     ignore_errors(conn, conn.close)  # raises whatever is not a connection error: what kills a worker
     return conn
 
@@ -67,9 +69,15 @@ def test_canvasflow_transport_closes_cleanly_and_the_message_comes_back(tmp_path
 
         server.start()  # appendonly: the queue and kombu's unacked hash are back
         queue = Queue("steps", Exchange("steps"), "steps")
-        with Connection(server.url(), transport=transport, transport_options={"visibility_timeout": 1}) as conn:
+        options = {"visibility_timeout": 1}
+        with Connection(server.url(), transport=transport, transport_options=options) as conn:
             got: list[dict[str, int]] = []
-            consumer = conn.Consumer([queue], callbacks=[lambda body, message: (got.append(body), message.ack())])
+
+            def take(body: dict[str, int], message: Any) -> None:
+                got.append(body)
+                message.ack()
+
+            consumer = conn.Consumer([queue], callbacks=[take])
             with consumer:
                 deadline_events = 40
                 while not got and deadline_events:
@@ -84,7 +92,8 @@ def test_canvasflow_transport_closes_cleanly_and_the_message_comes_back(tmp_path
 
 
 def test_transport_is_chosen_for_redis_urls_only():
-    assert redis_transport("redis://127.0.0.1:6379/0") == "canvasflow.config.redis_transport:Transport"
-    assert redis_transport("rediss://example:6380/0") == "canvasflow.config.redis_transport:Transport"
-    assert redis_transport("sentinel://127.0.0.1:26379") == "canvasflow.config.redis_transport:SentinelTransport"
+    ours = "canvasflow.config.redis_transport"
+    assert redis_transport("redis://127.0.0.1:6379/0") == f"{ours}:Transport"
+    assert redis_transport("rediss://example:6380/0") == f"{ours}:Transport"
+    assert redis_transport("sentinel://127.0.0.1:26379") == f"{ours}:SentinelTransport"
     assert redis_transport("amqp://guest@127.0.0.1//") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from functools import partial
 
 import pytest
 from celery import chain
@@ -49,7 +50,13 @@ def retries_waiting(counter_url: str, counter: str) -> int:
     return sum(1 for k in ran if k.endswith(":attempts") and k.removesuffix(":attempts") not in ran)
 
 
-def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(tmp_path, redis_url, celery_worker_factory):
+def ready_to_cut(counter_url: str, counter: str, runs: list[str]) -> bool:
+    return retries_waiting(counter_url, counter) >= 2 and any_step_running(runs)
+
+
+def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(
+    tmp_path, redis_url, celery_worker_factory
+):
     server = PrivateRedis(tmp_path / "redis", "aof").start()
     try:
         with settings_env(**redis_env(server.url()), **FAST) as env:
@@ -65,7 +72,7 @@ def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(tmp_path, re
                 runs += [start(wf).id for _ in range(6)]
                 # restart while payments wait for their retry (held by the workers, unacknowledged)
                 # and other steps are in the middle of their bodies
-                wait_for(lambda: retries_waiting(redis_url, counter) >= 2 and any_step_running(runs), timeout=60)
+                wait_for(partial(ready_to_cut, redis_url, counter, list(runs)), timeout=60)
                 server.restart_after(down)
                 time.sleep(3)  # the consumers notice and reconnect
                 dead = {w.hostname: w.log_tail(30) for w in workers if not w.alive}
@@ -79,5 +86,63 @@ def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(tmp_path, re
             assert all(r.result == f"s{STEPS - 1}" for r in records.values())
             assert counts(redis_url, counter).get(f"s{STEPS - 1}", 0) >= len(runs)
             assert all(w.alive for w in workers)
+    finally:
+        server.stop()
+
+
+def test_after_a_redis_restart_interrupted_steps_run_again_within_seconds(
+    tmp_path, redis_url, celery_worker_factory
+):
+    """Default liveness and sweep settings (heartbeat 5 s, sweep 10 s, queued grace 60 s): the
+    sweep runs as soon as Redis is back, and a step it proves gone does not wait out the grace."""
+    server = PrivateRedis(tmp_path / "redis", "aof").start()
+    sleep = 1.0
+    try:
+        with settings_env(**redis_env(server.url())) as env:
+            workers = [
+                celery_worker_factory(queues=CONTROL if i == 0 else QUEUES, concurrency=2, extra_env=env)
+                for i in range(3)
+            ]
+            counter = f"counter:{uuid.uuid4().hex}"
+
+            def build() -> object:
+                return chain(
+                    *(
+                        tick.s(label=f"s{i}", counter=counter, counter_url=redis_url, sleep=sleep)
+                        for i in range(STEPS)
+                    )
+                )
+
+            wf = Workflow(f"t.recovery.{uuid.uuid4().hex[:8]}", "1", build=build).name
+            runs = [start(wf).id for _ in range(6)]
+            wait_for(
+                lambda: sum("running" in runtime().state.step_states(r).values() for r in runs) >= 4,
+                timeout=30,
+            )
+            time.sleep(0.3)
+            states = {r: runtime().state.step_states(r) for r in runs}
+            server.stop()
+            time.sleep(5)
+            server.start()
+            back = time.time()
+
+            records = wait_all_terminal(lambda r: runtime().store.get_run(r), runs, timeout=120)
+            assert all(w.alive for w in workers)
+            late: dict[str, float] = {}
+            for run_id, record in records.items():
+                assert record.status == "succeeded", (run_id, record.status, record.error)
+                left = sum(1 for i in range(STEPS) if states[run_id].get(f"{i}.tick") != "succeeded")
+                ended = record.finished_at.timestamp() - back
+                late[run_id] = ended - left * sleep
+                for sid, st in states[run_id].items():
+                    if st == "running":  # interrupted by the outage: ran again within 10 s of it
+                        again = record.step(sid).started_at.timestamp() - back
+                        print(f"recovery: {sid} of {run_id} ran again {again:.1f}s after Redis was back")
+                        assert again <= 10, f"{run_id} {sid} ran again {again:.1f}s after Redis was back"
+            print(
+                "recovery: runs ended beyond their remaining work by",
+                sorted(round(v, 1) for v in late.values()),
+            )
+            assert max(late.values()) <= 15, f"runs ended late beyond their remaining work: {late}"
     finally:
         server.stop()

@@ -14,4 +14,4 @@ parent_of_failing = Workflow(
     "tests.parent_of_failing", "1", build=lambda: chain(add.s(1, 1), failing_child.s(), echo.s())
 )
 
-from tests.integration import fusion_steps, saga, timing  # noqa: E402,F401  (test steps must be on the workers)
+from tests.integration import fusion_steps, priority_steps, saga, timing  # noqa: E402,F401  (test steps must be on the workers)

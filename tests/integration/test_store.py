@@ -143,3 +143,24 @@ def test_listing_by_creation_time_in_any_offset(store):
         r.id for r in store.list_runs(until=just_before.replace(tzinfo=None) - timedelta(hours=5))
     }
     assert created.tzinfo is not None and created <= datetime.now(UTC)
+
+
+def test_moving_a_run_to_another_version_updates_adds_and_skips_steps_once(store):
+    run_id = new_run(store, steps=("a", "b", "c"))
+    store.record_step(run_id, "a", "step.succeeded", status="succeeded", attempts=1, result=2)
+    assert store.transition_run(run_id, ("running",), "failed")
+    graph = {"steps": [{"id": s} for s in ("a", "b", "d")], "result": {"r": "d"}}
+    rows = [
+        {"step_id": "b", "task": "demo.mul", "kind": "task", "queue": "cap.demo", "compensation": None},
+        {"step_id": "d", "task": "demo.add", "kind": "task", "queue": "cap.demo", "compensation": "x.undo"},
+    ]
+    moved = dict(version="2", graph=graph, steps=rows, skipped=["c"], data={"kept": ["a"]})
+    assert store.move_version(run_id, ("failed",), **moved)
+    assert not store.move_version(run_id, ("cancelled",), **moved)  # guarded by the run's status
+    record = store.get_run(run_id)
+    assert record.version == "2" and record.graph == graph and record.status == "failed"
+    steps = {s.step_id: s for s in record.steps}
+    assert steps["a"].status == "succeeded" and steps["a"].result == 2  # kept as it was
+    assert steps["b"].task == "demo.mul" and steps["c"].status == "skipped"
+    assert steps["d"].status == "pending" and steps["d"].compensation == "x.undo"
+    assert [e["data"] for e in store.events(run_id) if e["event"] == "run.migrated"] == [{"kept": ["a"]}]

@@ -57,3 +57,15 @@ def test_configure_switches_the_options_with_the_broker() -> None:
     configure(app, load_settings(broker_url="amqp://guest:guest@127.0.0.1:5672//"))
     assert app.conf.broker_transport_options == {"confirm_publish": True}
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost  # the common ones stay
+
+
+def test_priorities_redis_states_its_lanes_and_rabbitmq_declares_x_max_priority_only_when_asked() -> None:
+    redis_options = broker_options(load_settings(broker_url="redis://127.0.0.1:6379/3"))
+    assert redis_options["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9]
+    plain = Celery("probe", set_as_current=False)
+    configure(plain, load_settings(broker_url="amqp://guest:guest@127.0.0.1:5672//"))
+    assert plain.amqp.queues["cap.default"].queue_arguments in (None, {})  # existing queues stay declarable
+    app = Celery("probe", set_as_current=False)
+    configure(app, load_settings(broker_url="amqp://guest:guest@127.0.0.1:5672//", queue_max_priority=9))
+    assert app.amqp.queues["cap.default"].queue_arguments == {"x-max-priority": 9}
+    assert app.amqp.queues["cap.ocr.gpu"].queue_arguments == {"x-max-priority": 9}  # made on demand

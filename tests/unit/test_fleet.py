@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
+from kombu import Queue
 
 from canvasflow.config.celery_app import DEMO_MODULES, RUNTIME_MODULES, adopt, app, worker_imports
 from canvasflow.config.settings import get_settings, load_settings
@@ -127,3 +128,12 @@ def test_a_control_only_worker_is_named_control_and_imports_every_workflow_modul
     assert json.loads(out["env"]["CANVASFLOW_WORKER_MODULES"]) == ["shop.flows"]
     assert main(["worker", "--json"]) == 2  # neither a capability nor --control
     assert "--capability" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_adopt_declares_only_canvasflows_queues_with_x_max_priority_when_asked() -> None:
+    theirs = Celery("shop", broker="amqp://guest:guest@127.0.0.1:5672//", set_as_current=False)
+    theirs.conf.task_queues = [Queue("shop")]
+    adopt(theirs, load_settings(capabilities=["payments"], queue_max_priority=9))
+    declared = {q.name: q.queue_arguments for q in theirs.conf.task_queues}
+    assert declared["cap.payments"] == {"x-max-priority": 9} == declared["canvasflow.control"]
+    assert not declared["shop"]  # the app's own queue is declared as it was

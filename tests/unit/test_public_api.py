@@ -32,11 +32,13 @@ PUBLIC = [
     "RunStateError",
     "SettingsError",
     "StateUnavailable",
+    "UpgradeRefused",
     "Workflow",
     "WorkflowNotFound",
     "action",
     "blobs",
     "cancel",
+    "check_versions",
     "compensate",
     "compensates",
     "context",
@@ -48,6 +50,7 @@ PUBLIC = [
     "input",
     "list_runs",
     "map_reduce",
+    "migrate",
     "parallel_capability",
     "pipeline",
     "register_engine",
@@ -86,10 +89,13 @@ def test_importing_the_face_builds_nothing():
     probe = "import sys, canvasflow; print(sorted(m for m in sys.modules if m.startswith('canvasflow')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "['canvasflow', 'canvasflow.config', 'canvasflow.config.faces']"
-    assert "celery" not in subprocess.run(
-        [sys.executable, "-c", "import sys, canvasflow; print(sorted(sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd="/",
-    ).stdout
+    assert (
+        "celery"
+        not in subprocess.run(
+            [sys.executable, "-c", "import sys, canvasflow; print(sorted(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout
+    )

@@ -24,8 +24,8 @@ from celery.canvas import Signature, maybe_signature
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import DefinitionError, InputError
 from canvasflow.workflows.runtime.compiler import (
-    PASSED_OPTIONS,
     SPECIAL_KINDS,
+    passed_options,
     routing_options,
     step_deadlines,
     task_queue,
@@ -186,7 +186,7 @@ class Dag:
             if kind != "task":
                 spec = {k: v.get("v") for k, v in kwargs.items()}
                 kwargs = {}
-            options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
+            options = passed_options(current_app(), sig)
             routed_by = spec["mapper"]["task"] if kind == "map" else sig.task
             if "queue" not in options:  # a step given its queue explicitly is not routed
                 options.update(routing_options(routed_by))

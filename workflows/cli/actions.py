@@ -20,7 +20,7 @@ def _show(args: argparse.Namespace, run: Run) -> RunRecord:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    _show(args, resume(args.run, from_step=args.from_step))
+    _show(args, resume(args.run, from_step=args.from_step, to_version=args.to_version))
     return 0
 
 
@@ -58,6 +58,11 @@ def configure_parsers(add: AddCommand) -> None:
         dest="from_step",
         metavar="STEP",
         help="run this step and everything downstream of it again (also of a succeeded run)",
+    )
+    sp.add_argument(
+        "--to-version",
+        metavar="VERSION",
+        help="resume under this version of the workflow, keeping completed steps that map (as migrate)",
     )
     _waits(sp)
     sp = add("cancel", cmd_cancel)

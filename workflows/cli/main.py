@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("db", "the journal's schema: upgrade it, or show its revision"),
     "recover": ("runs", "rebuild lost run state from the journal; bring the journal up to Redis"),
     "resume": ("actions", "resume a failed, cancelled or stalled run"),
+    "versions": ("versions", "which runs in flight could move to another version (versions check)"),
+    "migrate": ("versions", "move a run to another version of its workflow, keeping completed steps"),
     "cancel": ("actions", "cancel a run"),
     "undo": ("actions", "compensate every step of a succeeded or cancelled run"),
     "compensate": ("actions", "retry failed compensations of a run (of a cancelled one: undo it)"),

@@ -15,7 +15,12 @@ from canvasflow.workflows.views.reports import parse_when, run_json, run_text, r
 
 def cmd_start(args: argparse.Namespace) -> int:
     run = start(
-        args.name, load_json(args.input, "--input"), version=args.version, key=args.key, tags=args.tag or ()
+        args.name,
+        load_json(args.input, "--input"),
+        version=args.version,
+        key=args.key,
+        tags=args.tag or (),
+        priority=args.priority,
     )
     record = run.wait(args.timeout) if args.wait else run.record
     data = run_json(record)
@@ -108,6 +113,7 @@ def configure_parsers(add: AddCommand) -> None:
     sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     sp.add_argument("--key", help="business key: a second start with it returns the first run")
     sp.add_argument("--tag", action="append", help="a tag to find the run by (repeatable)")
+    sp.add_argument("--priority", type=int, help="0..9, 9 first: every step of the run and its compensations")
     add("status", cmd_status).add_argument("run", help=RUN_HELP)
     sp = add("runs", cmd_runs)
     sp.add_argument(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 import structlog
 from kombu.exceptions import OperationalError
 
+from canvasflow.config.brokers import broker_kind
 from canvasflow.config.celery_app import redact
 from canvasflow.config.errors import (
     BrokerUnavailable,
@@ -28,12 +29,12 @@ from canvasflow.config.errors import (
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
 from canvasflow.workflows.runs.records import get_record, run_labels
-from canvasflow.workflows.runtime import deadlines, events
+from canvasflow.workflows.runtime import deadlines, events, priorities
 from canvasflow.workflows.runtime.active import mark_active
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, finish_run
-from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.graph import StepGraph, StepNode
 from canvasflow.workflows.runtime.outcome import skip_unrun
 from canvasflow.workflows.runtime.secrets import for_journal
 from canvasflow.workflows.runtime.wire import check_value
@@ -52,13 +53,19 @@ def start_run(
     parent_step: str | None = None,
     key: str | None = None,
     tags: Sequence[str] = (),
+    priority: int | None = None,
 ) -> str:
     """Validate, compile, journal and dispatch a new run; return its id.
+
+    ``priority`` (0..9, 9 first) goes to every step of the run and its compensations, over
+    the steps' own (``@step(priority=)``).
 
     With a business ``key`` the start is idempotent: when a run with that key exists (or
     another start creates it first, racing), its id is returned and nothing is dispatched.
     """
     key, tags = _checked_key(key), _checked_tags(tags)
+    if priority is not None:
+        priorities.checked(priority)
     rt = runtime()
     if key is not None and (held := rt.store.run_by_key(key)) is not None:
         return _holder(held, name, key)
@@ -66,6 +73,7 @@ def start_run(
     check_value(f"the inputs of {name}", inputs)  # before validating: refuse a huge input cheaply
     values = wf.validate(inputs)
     graph = wf.compile(values)
+    priorities.apply(graph, priority, broker_kind(rt.app.conf.broker_url))
     _check_routes(rt, graph)
     run_id = run_id or uuid.uuid4().hex
     return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
@@ -108,12 +116,16 @@ def _checked_tags(tags: Sequence[str] | None) -> list[str]:
 
 
 def start_child(name: str, inputs: Any, *, parent_run_id: str, parent_step: str, parent_gen: int) -> str:
-    """Start a sub-workflow run; its id is derived from the parent step, so a duplicate is a no-op."""
+    """Start a sub-workflow run, at its parent's priority; its id is derived from the parent step,
+    so a duplicate is a no-op."""
     run_id = f"{parent_run_id}.{parent_gen}.{uuid.uuid5(uuid.NAMESPACE_URL, parent_step).hex[:12]}"
     rt = runtime()
     if rt.store.get_run(run_id, with_steps=False) is not None:
         return run_id
-    return start_run(name, inputs, run_id=run_id, parent_run_id=parent_run_id, parent_step=parent_step)
+    priority = priorities.run_priority(rt.graph(parent_run_id, parent_gen))  # the parent's, if any
+    return start_run(
+        name, inputs, run_id=run_id, parent_run_id=parent_run_id, parent_step=parent_step, priority=priority
+    )
 
 
 def _launch(
@@ -131,16 +143,7 @@ def _launch(
     _record_definition(rt, wf)
     graph_json = graph.to_json()
     journal_graph, journal_inputs = for_journal(rt.app.tasks, graph_json, values)  # secrets masked
-    rows = [
-        {
-            "step_id": n.id,
-            "task": n.task,
-            "kind": n.kind,
-            "queue": n.options.get("queue"),
-            "compensation": n.compensation,
-        }
-        for n in graph.steps.values()
-    ]
+    rows = step_rows(graph.steps.values())
     created = rt.store.create_run(
         run_id=run_id,
         workflow=wf.name,
@@ -176,6 +179,20 @@ def _launch(
     events.run_started(run_id, wf.name, wf.version, 1, parent_run_id)
     launch_ready(rt, run_id, 1, graph, graph.roots())
     return run_id
+
+
+def step_rows(nodes: Iterable[StepNode]) -> list[dict[str, Any]]:
+    """The journal's row of each step of ``nodes``, before it runs."""
+    return [
+        {
+            "step_id": n.id,
+            "task": n.task,
+            "kind": n.kind,
+            "queue": n.options.get("queue"),
+            "compensation": n.compensation,
+        }
+        for n in nodes
+    ]
 
 
 def _state_down(rt: Runtime, exc: BaseException) -> StateUnavailable:

@@ -123,6 +123,7 @@ def restart(
             CREATED: str(record.created_at.timestamp()) if record.created_at else str(time.time()),
         },
     )
+    rt.state.expire(run_id, None)  # active again: what the end of the last attempt set to expire stays
     mark_active(rt, run_id)
     log.info(
         "run restarted",

@@ -7,12 +7,22 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
 * rebuilds a run's Redis state from the journal when it is gone (:func:`recovery.rebuild`);
 * closes in SQL a run Redis already ended (:func:`recovery.reconcile`);
 * re-dispatches a **lost** step: one ``running`` or ``queued`` whose task id no live worker
-  holds (see :mod:`canvasflow.workers.beats`) and, on the Redis broker, that is in no
-  queue either. A step must look lost on consecutive sweeps for a grace period
-  (``2 x heartbeat_interval`` when running, ``queued_grace`` when queued), and every live
-  node must have beaten since it first looked lost, so a step in a long backlog or one
-  received a moment ago is never published twice. The claim makes a duplicate harmless;
+  holds (see :mod:`canvasflow.workers.beats`) and, on a broker it can search (Redis), that is
+  in no queue either. A step must look lost on two sweeps at least ``heartbeat_interval``
+  apart, with every live node beaten in between (a node that held it would have said so),
+  so one received a moment ago is never published twice. On Redis a queued step is searched
+  for on both sweeps: one found waiting in a queue is a backlog, looked at again only after
+  ``queued_grace``; on a broker it cannot search (RabbitMQ) a queued step waits
+  ``queued_grace``. The claim makes a duplicate harmless;
 * asks the rollback to go on (``rollback.progress``) for runs ``compensating``.
+
+The suspicion hash (``<run>:suspect``) keeps, per step, when it was first seen lost (a
+positive time) or waiting in a queue (the time, negated).
+
+:class:`SweepThread` sweeps every ``sweep_interval``, sooner when a suspect can ripen before
+then, at once when a worker node dies (its heartbeat expires), and at once when the state Redis
+answers again after an outage (once the workers' heartbeats are back), so a step a kill or an
+outage interrupted runs again seconds after it is noticed.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import redis
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.workers.beats import beats, held_tasks
+from canvasflow.workers.beats import RETRY_WHILE_DOWN, beats, held_tasks
 from canvasflow.workflows.runs import recovery
 from canvasflow.workflows.runs.recovery import SweepReport
 from canvasflow.workflows.runs.suspects import (
@@ -42,7 +52,7 @@ from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.control import rollback_progress
 from canvasflow.workflows.runtime.executor import dispatch
 from canvasflow.workflows.runtime.graph import StepGraph
-from canvasflow.workflows.runtime.messages import on_broker
+from canvasflow.workflows.runtime.messages import on_broker, searchable
 
 log = structlog.get_logger("canvasflow.sweep")
 FINAL_REDIS = ("succeeded", "failed", "cancelled", "compensated", "compensation_failed")
@@ -72,6 +82,13 @@ class Sweeper:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.searchable = searchable(rt)
+        self.next_ripe: float | None = None  # when the earliest suspect left can ripen (epoch s)
+
+    def _first_queued(self, f: _Suspects) -> list[Candidate]:
+        if not self.searchable:
+            return []
+        return [c for sid, c in f.now.items() if not c.running and sid not in f.seen]
 
     def sweep(self) -> SweepReport:
         report = SweepReport()
@@ -137,46 +154,82 @@ class Sweeper:
                 report.rebuilt.append(run_id)
             return None
         graph = rt.graph(run_id, gen)
-        s, now, seen = rt.settings, time.time(), snap.seen
+        now, seen = time.time(), snap.seen
         suspects = {c.unit: c for c in candidates(rt, run_id, graph, gen, snap) if not set(c.task_ids) & held}
         ripe = [
-            c
-            for sid, c in suspects.items()
-            if sid in seen
-            and oldest_beat > seen[sid]
-            and now - seen[sid] >= (2 * s.heartbeat_interval if c.running else s.queued_grace)
+            c for sid, c in suspects.items() if sid in seen and self._ripe(c, seen[sid], now, oldest_beat)
         ]
         if not suspects and not seen and status != "compensating":
             return None
         return _Suspects(run_id, gen, graph, status == "compensating", suspects, ripe, seen)
 
+    def _ripe(self, c: Candidate, seen: float, now: float, oldest_beat: float) -> bool:
+        """Has ``c``, suspected since ``seen``, been lost long enough to be dispatched again?"""
+        s = self.rt.settings
+        if seen < 0:  # waiting in a queue when last searched: a backlog, looked at again later
+            return now + seen >= s.queued_grace
+        if oldest_beat <= seen:  # some live node has not beaten since: it may hold the step
+            return False
+        if c.running or self.searchable:  # a queued step was searched for when first seen
+            return now - seen >= s.heartbeat_interval
+        return now - seen >= s.queued_grace
+
     def _settle(self, found: list[_Suspects], report: SweepReport) -> None:
         """One broker search for every ripe suspect; record suspicions; dispatch the lost steps."""
         rt = self.rt
-        ripe = [c for f in found for c in f.ripe]
+        # searched: the ripe, and on Redis the queued steps suspected for the first time
+        looked = {f.run_id: [*f.ripe, *self._first_queued(f)] for f in found}
         queues: set[str] = set()
         for f in found:
-            queues |= queues_of(f.graph, f.ripe)
-        queued = on_broker(rt, {t for c in ripe for t in c.task_ids}, queues)
+            queues |= queues_of(f.graph, looked[f.run_id])
+        queued = on_broker(rt, {t for cs in looked.values() for c in cs for t in c.task_ids}, queues)
         now = time.time()
         p = rt.redis.pipeline(transaction=False)
         for f in found:
             key = rt.state.key(f.run_id, "suspect")
             if stale := [sid for sid in f.seen if sid not in f.now]:
                 p.hdel(key, *stale)
-            fresh = {sid: now for sid, c in f.now.items() if sid not in f.seen or c in f.ripe}
-            if fresh:  # new suspicions, and the lost or backlogged ones start their grace again
+            # new suspicions, and the lost or backlogged ones start their grace again; one seen
+            # waiting in a queue is marked so (negated time)
+            fresh = {
+                c.unit: -now if set(c.task_ids) & queued else now
+                for c in f.now.values()
+                if c.unit not in f.seen or c in looked[f.run_id]
+            }
+            if fresh:
                 p.hset(key, mapping=cast(dict[Any, Any], fresh))
             if f.now:
                 p.expire(key, rt.settings.result_expires)
         p.execute()
+        self.next_ripe = self._next_ripe(found, looked, queued, now)
         for f in found:
             try:
-                self._redispatch(f, sorted(c.unit for c in f.ripe if not set(c.task_ids) & queued), report)
+                # lost: not held, not queued, on two looks; a backlog gone from its queue is only
+                # suspected now (the worker that took it may not have beaten since)
+                lost = [c.unit for c in f.ripe if f.seen[c.unit] >= 0 and not set(c.task_ids) & queued]
+                self._redispatch(f, sorted(lost), report)
             except (redis.RedisError, OSError):
                 raise
             except Exception:
                 log.exception("sweep of a run failed", run_id=f.run_id)
+
+    def _next_ripe(
+        self, found: list[_Suspects], looked: dict[str, list[Candidate]], queued: set[str], now: float
+    ) -> float | None:
+        """When the earliest suspect still waiting could ripen (None: none waits)."""
+        s = self.rt.settings
+        times = []
+        for f in found:
+            for sid, c in f.now.items():
+                t = f.seen.get(sid) if sid in f.seen and c not in looked[f.run_id] else None
+                if t is None:  # suspected or searched in this sweep
+                    t = -now if set(c.task_ids) & queued else now
+                if t < 0:
+                    times.append(-t + s.queued_grace)
+                else:
+                    fast = c.running or self.searchable
+                    times.append(t + (s.heartbeat_interval if fast else s.queued_grace))
+        return min(times, default=None)
 
     def _redispatch(self, f: _Suspects, lost: list[str], report: SweepReport) -> None:
         rt = self.rt
@@ -194,7 +247,10 @@ class Sweeper:
 
 
 class SweepThread(threading.Thread):
-    """Sweeps every ``sweep_interval`` seconds in a worker's main process until :meth:`stop`."""
+    """Sweeps in a worker's main process until :meth:`stop`: every ``sweep_interval`` seconds,
+    sooner when a suspect can ripen before then, and at once when the state Redis answers again
+    or a worker node's heartbeat expires (it looks every heartbeat interval: one read of the
+    heartbeats)."""
 
     def __init__(self, rt: Runtime, hostname: str) -> None:
         super().__init__(name="canvasflow-sweep", daemon=True)
@@ -203,28 +259,60 @@ class SweepThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = self.rt.settings.sweep_interval
+        s = self.rt.settings
+        interval = s.sweep_interval
+        tick = max(min(interval, s.heartbeat_interval), RETRY_WHILE_DOWN)  # how often it looks
         sweeper = Sweeper(self.rt)
-        prefix = self.rt.settings.key_prefix
-        turn, busy = f"{prefix}:sweep:turn", f"{prefix}:sweep:busy"
-        while not self._stop_event.wait(interval):
+        wait, down, due, nodes = 0.0, False, time.time() + interval, set[str]()
+        while not self._stop_event.wait(wait):
             try:
-                # one sweep per interval across the fleet (turn), never two at once (busy)
-                r = self.rt.redis
-                if not r.set(turn, self.hostname, nx=True, px=max(int(interval * 900), 100)):
-                    continue
-                # (a sweeper killed mid-sweep holds `busy` for two intervals at most)
-                if not r.set(busy, self.hostname, nx=True, px=max(int(interval * 2000), 2_000)):
-                    continue
-                try:
-                    sweeper.sweep()
-                finally:
-                    if r.get(busy) == self.hostname.encode():
-                        r.delete(busy)
+                now_up = down
+                if down:
+                    self.rt.redis.ping()
+                    log.info("state Redis answers again: sweeping now")
+                    # the heartbeats come back within their retry (workers/heartbeat.py): a node
+                    # that holds a step says so before this sweep judges it
+                    self._stop_event.wait(2 * RETRY_WHILE_DOWN)
+                    down = False
+                live = set(beats(self.rt))
+                died, nodes = nodes - live, live
+                if now_up or died or time.time() >= due:
+                    if died:
+                        log.info("worker nodes gone: sweeping now", hostnames=sorted(died))
+                    self._sweep_if_my_turn(sweeper, interval, at_once=now_up or bool(died))
+                    due = time.time() + interval
+                    if sweeper.next_ripe is not None:  # come back when the first suspect can ripen
+                        due = min(due, sweeper.next_ripe + 0.2)
+                wait = max(min(tick, due - time.time()), RETRY_WHILE_DOWN)
             except (redis.RedisError, OSError) as exc:
-                log.warning("sweep skipped: state Redis unreachable", error=str(exc))
+                if not down:
+                    log.warning("sweep skipped: state Redis unreachable", error=str(exc))
+                down, wait = True, RETRY_WHILE_DOWN
             except Exception:
                 log.exception("sweep failed")
+                wait = interval
+
+    def _sweep_if_my_turn(self, sweeper: Sweeper, interval: float, *, at_once: bool) -> None:
+        """One sweep per interval across the fleet (``turn``), never two at once (``busy``). A
+        node may sweep again early when the turn is its own, and at once when Redis is just back
+        (a turn taken before the outage would hold every sweeper back) or a worker node died."""
+        r = self.rt.redis
+        prefix = self.rt.settings.key_prefix
+        turn, busy = f"{prefix}:sweep:turn", f"{prefix}:sweep:busy"
+        px = max(int(interval * 900), 100)
+        me = self.hostname.encode()
+        mine = at_once or r.set(turn, self.hostname, nx=True, px=px) or r.get(turn) == me
+        if not mine:
+            return
+        r.set(turn, self.hostname, px=px)
+        # (a sweeper killed mid-sweep holds `busy` for two intervals at most)
+        if not r.set(busy, self.hostname, nx=True, px=max(int(interval * 2000), 2_000)):
+            return
+        try:
+            sweeper.sweep()
+        finally:
+            if r.get(busy) == me:
+                r.delete(busy)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -143,7 +143,7 @@ class CanvasCompiler:
             args.append(flow.value)
         args.extend(self._literal(a, step_id) for a in sig.args)
         kwargs = {k: self._literal(v, step_id) for k, v in (sig.kwargs or {}).items()}
-        options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
+        options = passed_options(self.app, sig)
         kind = SPECIAL_KINDS.get(name, "task")
         spec: dict[str, Any] = {}
         if kind != "task":
@@ -209,6 +209,14 @@ class CanvasCompiler:
         task = self.app.tasks.get(name)
         if task is not None and not is_step(task):
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
+
+
+def passed_options(app: Celery, sig: Signature) -> dict[str, Any]:
+    """The Celery options of ``sig`` a step keeps, with the step's own ``@step(priority=)``."""
+    options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
+    if "priority" not in options and (own := getattr(app.tasks.get(sig.task), "priority", None)) is not None:
+        options["priority"] = own
+    return options
 
 
 def step_deadlines(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from canvasflow.config.brokers import broker_kind
+from canvasflow.config.brokers import REDIS_PRIORITY_STEPS
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.runtime.wire import HEADER, carried_ids
@@ -21,12 +21,12 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
     conf = rt.app.conf
     names = {q.name for q in (conf.task_queues or [])} | queues
     names |= {conf.task_default_queue, rt.settings.control_queue}
-    url = str(conf.broker_url)
-    if broker_kind(url) != "redis" and not url.startswith("unix://"):  # sentinel:// is Redis too
+    if not searchable(rt):
         return set(task_ids) if any(_depth(rt, q) != 0 for q in queues or names) else set()
     from kombu.transport.redis import Channel
 
-    keys = [*names, *(f"{n}{Channel.sep}{p}" for n in names for p in (3, 6, 9))]
+    steps = rt.app.conf.broker_transport_options.get("priority_steps") or REDIS_PRIORITY_STEPS
+    keys = [*names, *(f"{n}{Channel.sep}{p}" for n in names for p in steps if p)]
     found: set[str] = set()
     with rt.app.connection_for_read() as conn:
         client = conn.default_channel.client
@@ -40,6 +40,11 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
                         text = as_text(raw)
                         found |= {t for t in task_ids if t in text}
     return found
+
+
+def searchable(rt: Runtime) -> bool:
+    """Can the broker's queues be searched for a message (Redis: lists), or not (RabbitMQ)?"""
+    return str(rt.app.conf.broker_url).startswith(("redis://", "rediss://", "unix://", "sentinel://"))
 
 
 def _message_ids(raw: bytes | str) -> set[str] | None:

@@ -275,29 +275,14 @@ class RunState:
         if self.r.blpop([key], timeout=max(timeout, 0.01)):
             self.notify_finished(run_id)  # leave it for other waiters
 
-    def expire(self, run_id: str, seconds: int) -> None:
-        parts = (
-            "meta",
-            "st",
-            "deps",
-            "left",
-            "res",
-            "att",
-            "info",
-            "graph",
-            "chunksleft",
-            "comp",
-            "compclaim",
-            "compround",
-            "comperr",
-            "compdisp",
-            "data",
-            "progress",
-            "suspect",  # the recovery sweep's suspicions of the run's steps (sweep.py)
-        )
+    def expire(self, run_id: str, seconds: int | None) -> None:
+        """Let a finished run's keys expire after ``seconds``; None: keep them (a resumed run)."""
         p = self.r.pipeline()
-        for part in (*parts, *self._graph_parts(run_id)):
-            p.expire(self.key(run_id, part), seconds)
+        for part in (*RUN_PARTS, *self._graph_parts(run_id)):
+            if seconds is None:
+                p.persist(self.key(run_id, part))
+            else:
+                p.expire(self.key(run_id, part), seconds)
         p.execute()
 
     def _graph_parts(self, run_id: str) -> list[str]:
@@ -308,6 +293,27 @@ class RunState:
         graph = json.loads(raw)
         maps = [f"chunks:{s['id']}" for s in graph.get("steps", []) if s.get("kind") == "map"]
         return [*maps, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
+
+
+RUN_PARTS = (  # every key of a run, but those its graph adds (_graph_parts)
+    "meta",
+    "st",
+    "deps",
+    "left",
+    "res",
+    "att",
+    "info",
+    "graph",
+    "chunksleft",
+    "comp",
+    "compclaim",
+    "compround",
+    "comperr",
+    "compdisp",
+    "data",
+    "progress",
+    "suspect",  # the recovery sweep's suspicions of the run's steps (sweep.py)
+)
 
 
 def as_text(value: Any) -> str:

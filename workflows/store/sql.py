@@ -120,6 +120,54 @@ class SqlRunStore(RunReads):
                 )
             return won
 
+    def move_version(
+        self,
+        run_id: str,
+        expected: Iterable[str],
+        *,
+        version: str,
+        graph: dict[str, Any],
+        steps: list[dict[str, Any]],
+        skipped: Sequence[str],
+        data: Any = None,
+    ) -> bool:
+        """Journal the run under ``version`` with ``graph``: each row of ``steps`` (``step_id``,
+        ``task``, ``kind``, ``queue``, ``compensation``) updated or added, the ``skipped`` ones
+        marked so; only from a status in ``expected``. True when this call did it."""
+        t, at = self.t, now()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id, t.runs.c.status.in_(list(expected)))
+                .values(version=version, graph=graph)
+            )
+            if res.rowcount != 1:
+                return False
+            have = set(conn.scalars(select(t.steps.c.step_id).where(t.steps.c.run_id == run_id)))
+            new = [
+                {"run_id": run_id, "status": "pending", "attempts": 0, **r}
+                for r in steps
+                if r["step_id"] not in have
+            ]
+            if new:
+                conn.execute(t.steps.insert(), new)
+            for r in steps:
+                if r["step_id"] in have:
+                    fields = {k: v for k, v in r.items() if k != "step_id"}
+                    conn.execute(
+                        t.steps.update()
+                        .where(t.steps.c.run_id == run_id, t.steps.c.step_id == r["step_id"])
+                        .values(**fields)
+                    )
+            for sid in skipped:
+                conn.execute(
+                    t.steps.update()
+                    .where(t.steps.c.run_id == run_id, t.steps.c.step_id == sid)
+                    .values(status="skipped")
+                )
+            conn.execute(t.events.insert().values(run_id=run_id, event="run.migrated", at=at, data=data))
+        return True
+
     # -- steps -------------------------------------------------------------------
     def record_step(self, run_id: str, step_id: str, event_name: str, **fields: Any) -> None:
         """Write a step's new state and journal the event, in one transaction."""
