@@ -113,7 +113,7 @@ def test_a_step_cut_off_runs_elsewhere_and_its_late_completion_is_refused(tmp_pa
         wait_for(lambda: len(ledger_lines(sc.ledger, "do:b")) == 2, timeout=FIRST_SLEEP)
         # its completion reaches Redis and is refused, or fails on the connection the cut left
         # broken and the failure that follows is refused: either way nothing changes
-        wait_for(lambda: re.search(r"late (completion|failure) refused", sc.cut_off.read_log()), timeout=15)
+        refused = wait_for(lambda: re.search(r"late (completion|failure) refused", sc.cut_off.read_log()), 15)
 
         record = rt.store.get_run(sc.run_id)
         assert (record.status, record.result, record.finished_at) == ("succeeded", "c", ended.finished_at)
@@ -121,7 +121,7 @@ def test_a_step_cut_off_runs_elsewhere_and_its_late_completion_is_refused(tmp_pa
         assert (b.status, b.worker) == ("succeeded", sc.outside.hostname)
         _assert_twice_under_one_key(sc, "do:b")
         assert len(ledger_lines(sc.ledger, "do:a")) == len(ledger_lines(sc.ledger, "do:c")) == 1
-        print(f"step: the run ended {took:.1f}s into the {CUT_S:g}s cut; late completion refused")
+        print(f"step: the run ended {took:.1f}s into the {CUT_S:g}s cut; {refused.group(0)}")
 
 
 def test_a_compensation_whose_holder_is_cut_off_is_taken_over_and_its_late_result_fenced(
