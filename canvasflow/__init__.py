@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         wait_signal,
     )
     from canvasflow.workflows.authoring import blobs
+    from canvasflow.workflows.authoring.once import once
     from canvasflow.workflows.runtime.execution import ExecutionContext, NoContext, context
     from canvasflow.workflows.runtime.parallel import parallel_capability
 
@@ -112,6 +113,7 @@ _EXPORTS = {
     "list_runs": "canvasflow.workflows",
     "map_reduce": "canvasflow.workflows",
     "migrate": "canvasflow.workflows",
+    "once": "canvasflow.workflows.authoring.once",
     "parallel_capability": "canvasflow.workflows.runtime.parallel",
     "pipeline": "canvasflow.workflows",
     "register_engine": "canvasflow.workers.engines",
@@ -168,6 +170,7 @@ __all__ = [
     "list_runs",
     "map_reduce",
     "migrate",
+    "once",
     "parallel_capability",
     "pipeline",
     "register_engine",

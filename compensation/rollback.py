@@ -21,6 +21,7 @@ from canvasflow.compensation.claims import RollbackClaims, parse_stamp
 from canvasflow.compensation.header import COMP_HEADER
 from canvasflow.compensation.leases import Leases, holder_dead, holder_id
 from canvasflow.compensation.planner import node_of, plan
+from canvasflow.compensation.states import comp_key, comp_states
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.failure import close_failed
 from canvasflow.workflows.runtime.graph import StepGraph, resolve
@@ -49,15 +50,6 @@ def rollback_tools(rt: Runtime) -> _Tools:
         tools = _Tools(RollbackClaims(rt.redis), Leases(rt.redis, rt.settings.compensation_lease_ttl))
         _tools_by_runtime[id(rt)] = tools
     return tools
-
-
-def comp_key(rt: Runtime, run_id: str) -> str:
-    return rt.state.key(run_id, "comp")
-
-
-def comp_states(rt: Runtime, run_id: str) -> dict[str, str]:
-    raw = rt.redis.hgetall(comp_key(rt, run_id))
-    return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
 def mark_not_needed(rt: Runtime, run_id: str, unit: str) -> None:

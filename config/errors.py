@@ -61,6 +61,10 @@ class WorkflowNotFound(CanvasflowError):
     """No workflow is registered under that name: check `canvasflow workflows` for the names."""
 
 
+class DefinitionWarning(UserWarning):
+    """A workflow does what Celery allows but seldom means: the warning says what to write instead."""
+
+
 class InputError(CanvasflowError):
     """The inputs were refused before anything was enqueued: correct them and start again."""
 

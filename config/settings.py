@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=10, ge=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     database_pool_timeout: float = Field(default=30.0, gt=0)
+    # threads canvasflow.aio runs the client's calls in, per process (None: the journal's pool
+    # size plus its overflow, so no thread waits for a database connection)
+    aio_threads: int | None = Field(default=None, ge=1, le=256)
     # bytes of run graphs (their JSON) each process keeps parsed, so many runs in flight share no reads
     graph_cache_bytes: int = Field(default=8 * 2**20, ge=0)
     # chain fusion (docs/performance.md): a step that releases one successor bound for the queue it

@@ -13,17 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
-
 import canvasflow.app  # noqa: F401  (the composition root: tasks, rollback listener, telemetry)
-from canvasflow.compensation.rollback import comp_states
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.authoring.definition import Workflow, registry
 from canvasflow.workflows.runs import lifecycle, resumption, rollbacks, upgrades
-from canvasflow.workflows.runs.history import attempt_logs, run_history
-from canvasflow.workflows.runs.records import get_record
+from canvasflow.workflows.runs.reading import read_run
 from canvasflow.workflows.runs.upgrade_plan import UpgradePlan
-from canvasflow.workflows.runtime import progress
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES, TERMINAL, RunRecord, StepRecord
 
@@ -94,53 +89,7 @@ registry.set_launcher(start)
 
 def get_run(run_id: str) -> RunRecord:
     """The run and its steps; live step states from Redis fill in what the journal lacks yet."""
-    record = get_record(run_id)
-    if record.status not in TERMINAL:
-        _live(record)
-    _observed(record)
-    return record
-
-
-def _observed(record: RunRecord) -> None:
-    """Each step's attempts (from the journal's events) and its last reported progress."""
-    rt = runtime()
-    logs = attempt_logs(run_history(rt, record.id))
-    try:
-        maps = [s.step_id for s in record.steps if s.kind == "map"]
-        reported = progress.read(rt, record.id, maps)
-    except (redis.RedisError, OSError):  # the state Redis is down: the journal alone tells
-        reported = {}
-    for step in record.steps:
-        step.attempt_log = logs.get(step.step_id, [])
-        step.progress = reported.get(step.step_id)
-
-
-def _live(record: RunRecord) -> None:
-    """Live step states from Redis fill in what the journal of an active run lacks yet."""
-    run_id = record.id
-    rt = runtime()
-    states, info, attempts = (
-        rt.state.step_states(run_id),
-        rt.state.step_info(run_id),
-        rt.state.attempts(run_id),
-    )
-    unwritten = [
-        s.step_id for s in record.steps if s.status == "pending" and states.get(s.step_id) == "succeeded"
-    ]
-    results = rt.state.results(run_id, unwritten)  # completed, journal write still queued
-    for step in record.steps:
-        live = states.get(step.step_id)
-        if live and step.status == "pending" and live != "pending":
-            step.status = live
-            meta = info.get(step.step_id, {})
-            step.worker = meta.get("worker", step.worker)
-            step.queue = meta.get("queue", step.queue)
-            step.attempts = attempts.get(step.step_id, step.attempts)
-            step.result = results.get(step.step_id, step.result)
-    if record.status == "compensating":
-        live_comp = comp_states(rt, run_id)
-        for step in record.steps:
-            step.compensation_status = live_comp.get(step.step_id, step.compensation_status)
+    return read_run(run_id)
 
 
 def list_runs(

@@ -57,7 +57,7 @@ from canvasflow.workflows.runtime.wire import (
     SIGNAL_TASK,
     WORKFLOW_TASK,
 )
-from canvasflow.workflows.store.schema import ensure_schema
+from canvasflow.workflows.store.revision import ensure_schema
 from canvasflow.workflows.store.sql import make_engine
 
 log = structlog.get_logger("canvasflow.worker")

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 
+from canvasflow.compensation import compensates
 from canvasflow.workers.step import step
+from canvasflow.workflows.authoring.once import once
+from canvasflow.workflows.runtime.execution import context
 
 
 def counts(counter_url: str, counter: str) -> dict[str, int]:
@@ -58,3 +63,46 @@ def flaky(*parents: Any, label: str, counter: str, counter_url: str) -> str:
         raise GatewayDown(f"{label}: the gateway refused, try again")
     r.hincrby(counter, label, 1)
     return label
+
+
+def _effect_once(label: str, db_url: str, hold: float, counter: str, counter_url: str) -> None:
+    """Write the effect ``label`` to the application's database under ``once``; after a first
+    write committed, note this process's pid and hold for ``hold`` s (a test kills it then).
+    Counts every run of the body."""
+    r = redis.Redis.from_url(counter_url, socket_timeout=5)
+    r.hincrby(counter, label, 1)
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn, once(conn) as first:
+        if first:
+            row = {"key": context().idempotency_key, "what": label, "attempt": context().attempt}
+            conn.execute(
+                sa.text("INSERT INTO effects (key, what, attempt) VALUES (:key, :what, :attempt)"), row
+            )
+    engine.dispose()
+    if first and hold:  # committed: the effect and its key are in the database
+        r.hset(f"{counter}:pid", label, os.getpid())
+        time.sleep(hold)
+
+
+@step(name="faults.ship_once", capability="demo")
+def ship_once(
+    *parents: Any,
+    label: str,
+    db_url: str,
+    hold: float,
+    counter: str,
+    counter_url: str,
+    undo_hold: float = 0.0,
+) -> str:
+    """The effect ``label``, once per idempotency key (``_effect_once``)."""
+    _effect_once(label, db_url, hold, counter, counter_url)
+    return label
+
+
+@compensates(ship_once, name="faults.unship_once")
+def unship_once(result: str, *parents: Any, **kw: Any) -> None:
+    """Undo ``label`` with an effect ``undo:<label>`` (holding ``undo_hold`` s), once per the
+    compensation's key; it takes the step's keyword arguments."""
+    _effect_once(
+        f"undo:{kw['label']}", kw["db_url"], kw.get("undo_hold", 0.0), kw["counter"], kw["counter_url"]
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -52,13 +53,22 @@ def test_database_refusing_connections_for_15s_while_runs_finish(pg_proxy, redis
         cut_at = time.monotonic()
         # the runs end in Redis while the journal cannot be written
         wait_for(lambda: all(rt.state.status(r) == "succeeded" for r in runs), timeout=14)
+        ended_by = datetime.now(UTC)
         time.sleep(max(0.0, 15 - (time.monotonic() - cut_at)))
         proxy.restore()
+        restored_at = datetime.now(UTC)
 
         records = wait_all_terminal(lambda r: runtime().store.get_run(r), runs, timeout=60)
         for run_id, record in records.items():
             assert record.status == "succeeded" == rt.state.status(run_id)
             assert record.result == "s3"
+            # finished_at is when the last step completed, not when the journal caught up
+            last_step = max(s.finished_at for s in record.steps if s.finished_at)
+            assert record.finished_at is not None
+            assert last_step - timedelta(seconds=0.5) <= record.finished_at <= ended_by, (run_id, record)
+            assert record.finished_at < restored_at - timedelta(seconds=5)
+            ended = [e for e in rt.store.events(run_id) if e["event"] == "run.succeeded"]
+            assert len(ended) == 1 and ended[0]["at"] == record.finished_at.isoformat()
             live = rt.state.step_states(run_id)
             results = rt.state.results(run_id, list(live))
             for s in record.steps:
@@ -138,6 +148,8 @@ def test_a_run_failing_while_the_database_is_down_still_compensates_and_journals
         wait_for(lambda: rt.state.step_states(run.id).get("1.act") == "running", timeout=30)
         proxy.cut()
         wait_for(lambda: rt.state.status(run.id) in ("compensating", "compensated"), timeout=14)
+        wait_for(lambda: rt.state.status(run.id) == "compensated", timeout=6)
+        compensated_by = datetime.now(UTC)
         time.sleep(8)
         proxy.restore()
 
@@ -147,3 +159,5 @@ def test_a_run_failing_while_the_database_is_down_still_compensates_and_journals
         assert record.step("1.act").status == "failed" and record.step("1.act").error
         assert record.step("0.act").compensation_status == "compensated"
         assert effects(log).count("undo:a") == 1
+        # finished_at is when the rollback ended (during the cut), not when the journal caught up
+        assert record.finished_at is not None and record.finished_at <= compensated_by

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from celery import Celery
 
 from canvasflow.config.settings import load_settings
+from canvasflow.workers.deploy import render as render_module
 from canvasflow.workers.deploy.manifests import Target, deployment
 from canvasflow.workers.deploy.plan import Longest, grace_period, longest_step, plan_fleets
 from canvasflow.workers.deploy.render import deployed_capabilities, drift, render, step_limits, write
@@ -89,19 +91,64 @@ def test_the_deployment_stops_within_the_grace_period_and_is_probed_by_its_heart
         assert worker[probe]["exec"]["command"] == ["canvasflow", "worker-probe", "--name", "payments"]
 
 
-def _render(tmp_path: Path, **env: object) -> tuple[object, dict[str, list[dict]]]:
+def _render(tmp_path: Path, target: Target | None = None, **env: object) -> tuple[Any, dict[str, list[dict]]]:
     # the harness's session settings (a 10 s visibility timeout, its own Redis) are not the point here
     base: dict[str, object] = {"visibility_timeout": 3600, "broker_url": "redis://127.0.0.1:6379/0"}
     s = load_settings(**{**base, "engines": None, **env})
-    rendered = render(s, Target(), app=_app(), capabilities=CAPS, engines=[GPU])
-    docs = {name: list(yaml.safe_load_all(text)) for name, text in rendered.files.items()}
+    rendered = render(s, target or Target(), app=_app(), capabilities=CAPS, engines=[GPU])
+    docs = {
+        name: list(yaml.safe_load_all(text))
+        for name, text in rendered.files.items()
+        if name.endswith(".yaml")
+    }
     return rendered, docs
+
+
+def _containers(docs: dict[str, list[dict]]) -> dict[str, dict]:
+    return {
+        doc["metadata"]["name"]: doc["spec"]["template"]["spec"]["containers"][0]
+        for ds in docs.values()
+        for doc in ds
+        if doc["kind"] == "Deployment"
+    }
+
+
+def test_an_app_given_with_dash_a_runs_in_every_worker_and_in_flower(tmp_path):
+    _, docs = _render(tmp_path, Target(app="shop.celery"))
+    containers = _containers(docs)
+    workers = {name: c for name, c in containers.items() if name.startswith("canvasflow-worker-")}
+    assert len(workers) == 4 and all(
+        c["args"][:3] == ["-A", "shop.celery", "worker"] for c in workers.values()
+    )
+    assert containers["canvasflow-flower"]["args"][:3] == ["-A", "shop.celery", "flower"]
+    _, plain = _render(tmp_path)
+    assert _containers(plain)["canvasflow-worker-payments"]["args"][0] == "worker"
+    assert _containers(plain)["canvasflow-flower"]["args"][:2] == ["-A", "canvasflow.app"]
+
+
+def test_flower_reads_the_settings_written_into_the_deploy_folder(tmp_path):
+    rendered, docs = _render(tmp_path)
+    shipped = Path(render_module.__file__).with_name("flowerconfig.py").read_text()
+    assert rendered.files["flowerconfig.py"] == shipped
+    write(tmp_path, rendered)
+    assert (tmp_path / "flowerconfig.py").read_text() == shipped
+    kustomization = docs["kustomization.yaml"][0]
+    assert kustomization["configMapGenerator"] == [
+        {"name": "canvasflow-flower-config", "files": ["flowerconfig.py"]}
+    ]
+    flower = docs["flower.yaml"][0]["spec"]["template"]["spec"]
+    mount = next(m for m in flower["containers"][0]["volumeMounts"] if m["name"] == "conf")
+    assert f"--conf={mount['mountPath']}/flowerconfig.py" in flower["containers"][0]["args"]
+    conf = next(v for v in flower["volumes"] if v["name"] == "conf")
+    assert conf["configMap"]["name"] == "canvasflow-flower-config"
+    assert not any("/app/deploy" in arg for arg in flower["containers"][0]["args"])
 
 
 def test_render_lists_every_file_in_the_kustomization_and_scales_each_fleet(tmp_path):
     rendered, docs = _render(tmp_path)
     kustomization = docs.pop("kustomization.yaml")[0]
     assert sorted(kustomization["resources"]) == sorted(set(docs) - {"secret.example.yaml"})
+    assert set(rendered.files) - set(docs) == {"kustomization.yaml", "flowerconfig.py"}
     scaled = {
         d["spec"]["scaleTargetRef"]["name"] for ds in docs.values() for d in ds if d["kind"] == "ScaledObject"
     }

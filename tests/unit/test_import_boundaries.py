@@ -78,6 +78,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "canvasflow.workflows.cli",
             "canvasflow.workflows.console",
             "canvasflow.testing",
+            "canvasflow.pytest_plugin",
+            "canvasflow.aio",
         ),
     ),
 ]

@@ -51,6 +51,7 @@ PUBLIC = [
     "list_runs",
     "map_reduce",
     "migrate",
+    "once",
     "parallel_capability",
     "pipeline",
     "register_engine",

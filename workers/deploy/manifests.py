@@ -18,6 +18,11 @@ SECRET = "canvasflow-secrets"
 CONFIG = "canvasflow-config"
 ENGINES = "canvasflow-engines"
 ENGINES_DIR = "/etc/canvasflow"
+# Flower's settings: flowerconfig.py, written into the deploy folder beside these manifests,
+# made a ConfigMap by kustomize (configMapGenerator) and mounted here
+FLOWER_CONF = "flowerconfig.py"
+FLOWER_CONFIG_MAP = "canvasflow-flower-config"
+FLOWER_CONF_DIR = "/etc/canvasflow/flower"
 NAME = {"app.kubernetes.io/name": "canvasflow"}
 SECRET_ENV = ("CANVASFLOW_BROKER_URL", "CANVASFLOW_RESULT_BACKEND", "CANVASFLOW_DATABASE_URL")
 
@@ -34,6 +39,7 @@ class Target:
     max_replicas: int = 20
     backlog_per_replica: int = 20  # KEDA's target: waiting messages per replica
     engines_file: str | None = None  # the engines file's name in the canvasflow-engines ConfigMap
+    app: str | None = None  # the project's Celery app (`canvasflow -A`); None: canvasflow.app
 
     @property
     def trigger_auth(self) -> str:
@@ -264,7 +270,13 @@ def flower(t: Target) -> list[Doc]:
         "name": "flower",
         "image": t.image,
         "command": ["celery"],
-        "args": ["-A", "canvasflow.app", "flower", "--conf=/app/deploy/flowerconfig.py", "--port=5555"],
+        "args": [
+            "-A",
+            t.app or "canvasflow.app",
+            "flower",
+            f"--conf={FLOWER_CONF_DIR}/{FLOWER_CONF}",
+            "--port=5555",
+        ],
         "ports": [{"name": "http", "containerPort": 5555}],
         "envFrom": [{"configMapRef": {"name": CONFIG}}],
         "env": [
@@ -275,7 +287,11 @@ def flower(t: Target) -> list[Doc]:
         "readinessProbe": {**probe, "periodSeconds": 10},
         "livenessProbe": {**probe, "initialDelaySeconds": 15, "periodSeconds": 30, "failureThreshold": 3},
         "securityContext": _hardened(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "state", "mountPath": "/data"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "state", "mountPath": "/data"},
+            {"name": "conf", "mountPath": FLOWER_CONF_DIR, "readOnly": True},
+        ],
     }
     claim = {
         "apiVersion": "v1",
@@ -301,6 +317,7 @@ def flower(t: Target) -> list[Doc]:
                     "volumes": [
                         {"name": "tmp", "emptyDir": {}},
                         {"name": "state", "persistentVolumeClaim": {"claimName": "canvasflow-flower-state"}},
+                        {"name": "conf", "configMap": {"name": FLOWER_CONFIG_MAP}},
                     ],
                 },
             },

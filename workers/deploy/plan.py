@@ -68,11 +68,14 @@ def plan_fleets(
     margin: int,
     concurrency: int,
     control_queues: Sequence[str] = ("canvasflow", "canvasflow.control"),
+    app: str | None = None,
 ) -> list[Fleet]:
     """The capability and engine fleets, sorted by name, then the control worker.
 
     ``step_limits``: capability -> the time limit of each of its steps (None where unset).
-    A capability only an engine names (no step imported) still gets its fleets."""
+    A capability only an engine names (no step imported) still gets its fleets. ``app``: the
+    project's Celery app (``canvasflow -A``), passed on to every worker."""
+    adopt = ("-A", app) if app else ()
     by_cap: dict[str, list[Engine]] = {}
     for engine in engines:
         if engine.workflow is None:
@@ -82,7 +85,7 @@ def plan_fleets(
         longest = longest_step(step_limits.get(cap, ()), default_seconds)
         grace = grace_period(longest, margin)
         shared = queue_for(cap)
-        base = ("worker", "--capability", cap)
+        base = (*adopt, "worker", "--capability", cap)
         tail = ("--concurrency", str(concurrency))
         if cap not in by_cap:
             fleets.append(Fleet(_fleet_name(cap), cap, (shared,), (*base, *tail), cap, None, longest, grace))
@@ -106,7 +109,7 @@ def plan_fleets(
             "control",
             "control",
             tuple(control_queues),
-            ("worker", "--control", "--concurrency", "4"),
+            (*adopt, "worker", "--control", "--concurrency", "4"),
             None,
             None,
             control,

@@ -28,6 +28,7 @@ from canvasflow.config.errors import (
 )
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.capabilities import registry as capabilities
+from canvasflow.workflows.authoring.advice import advise
 from canvasflow.workflows.authoring.dag import Dag
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
@@ -77,6 +78,8 @@ class Workflow:
             self.dag = Dag(name, steps, returns=returns, input_names=_fields(inputs))
         self.inputs: type[BaseModel] = inputs or _model_from(name, build, self.dag)
         self.registry = registry  # where ``start`` finds its launcher (``add`` rebinds it)
+        if build is not None:
+            advise(name, build)
         if register:
             registry.add(self)
 

@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from canvasflow.config.errors import InputError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -42,14 +40,30 @@ def command_parser(
     return sp
 
 
+JSON_SOURCES = "JSON, @FILE (a file's contents) or - (standard input)"
+
+
 def load_json(text: str | None, what: str) -> Any:
-    """The JSON an option gave (``{}`` when it was not given); InputError naming ``what``."""
+    """The JSON an option gave (``{}`` when it was not given): a literal, ``@path`` (the file's
+    contents, as curl's ``-d @file``) or ``-`` (standard input), so that an input above the
+    system's limit on one argument (128 KiB on Linux) can be given; InputError naming ``what``."""
     if text is None:
         return {}
+    source = repr(text)
+    if text == "-":
+        text, source = sys.stdin.read(), "standard input"
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as f:
+                text, source = f.read(), path
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InputError(f"{what} @{path}: cannot read the file ({reason})") from None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise InputError(f"{what} is not JSON ({exc}): {text!r}") from None
+        raise InputError(f"{what} is not JSON ({exc}): {source}") from None
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
@@ -63,8 +77,3 @@ def print_error(args: argparse.Namespace, message: str, kind: str) -> None:
         print(json.dumps({"error": message, "type": kind}))
     else:
         print(f"error: {message}", file=sys.stderr)
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password."""
-    return make_url(url).render_as_string(hide_password=True)

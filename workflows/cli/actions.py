@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from canvasflow.workflows.cli._common import RUN_HELP, TIMEOUT_HELP, WAIT_HELP, AddCommand, emit, load_json
+from canvasflow.workflows.cli._common import (
+    JSON_SOURCES,
+    RUN_HELP,
+    TIMEOUT_HELP,
+    WAIT_HELP,
+    AddCommand,
+    emit,
+    load_json,
+)
 from canvasflow.workflows.client import Run, cancel, compensate, get_run, resume, signal, undo
 from canvasflow.workflows.store.records import RunRecord
 from canvasflow.workflows.views.reports import run_json, run_text
@@ -80,4 +88,4 @@ def configure_parsers(add: AddCommand) -> None:
     sp = add("signal", cmd_signal)
     sp.add_argument("run", help=RUN_HELP)
     sp.add_argument("name", help="the signal's name: one the run waits for")
-    sp.add_argument("--payload", help="payload as JSON")
+    sp.add_argument("--payload", help="payload: " + JSON_SOURCES)

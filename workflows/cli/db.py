@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from sqlalchemy.engine import make_url
+
 from canvasflow.config.settings import get_settings
-from canvasflow.workflows.cli._common import AddCommand, emit, redact_url
+from canvasflow.workflows.cli._common import AddCommand, emit
 from canvasflow.workflows.store.schema import current_revision, head_revision, names_for, upgrade
 from canvasflow.workflows.store.sql import make_engine
 
@@ -19,7 +21,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.action == "upgrade":
             upgrade(engine, names, args.revision)
         data = {
-            "database": redact_url(settings.database_url),
+            "database": make_url(settings.database_url).render_as_string(hide_password=True),
             "table_prefix": names.prefix,
             "schema": names.schema,
             "version_table": names.version_table,

@@ -10,7 +10,7 @@ from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import RunNotFound, WorkflowNotFound
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.authoring.definition import registry
-from canvasflow.workflows.cli._common import AddCommand, emit, load_json
+from canvasflow.workflows.cli._common import JSON_SOURCES, AddCommand, emit, load_json
 from canvasflow.workflows.client import get_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.views.pictures import dot, mermaid
@@ -72,5 +72,5 @@ def configure_parsers(add: AddCommand) -> None:
     sp = add("graph", cmd_graph)
     sp.add_argument("target", help="a run id or a workflow name")
     sp.add_argument("--format", choices=["mermaid", "dot"], default="mermaid", help="picture language")
-    sp.add_argument("--input", help="inputs (for a workflow name)")
+    sp.add_argument("--input", help="inputs (for a workflow name): " + JSON_SOURCES)
     add("workflows", cmd_workflows)

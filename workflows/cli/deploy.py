@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import InputError
 from canvasflow.config.redis_clients import state_client
@@ -40,6 +41,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         backlog_per_replica=args.backlog,
+        app=args.app,  # -A: the workers and Flower run the project's app
     )
     rendered = render(
         s,

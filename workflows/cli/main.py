@@ -1,45 +1,26 @@
-"""The ``canvasflow`` command: the table of commands, the global options, the parser, and what
-an error prints and exits with.
+"""The ``canvasflow`` command: the table of commands, the global options and the parser.
 
 One module of this package defines each group of commands: its handlers, and the arguments
 they take (``configure_parsers(add)``); no command module imports this one (Celery's
 ``celery/bin/``, procrastinate's CLI). The table below lists every command with the module that
-defines it, so that a command loads its own module only and ``canvasflow --help`` none.
-
-Every command takes ``--json`` for machines. An error is one line (or ``{"error", "type"}`` with
---json) and exit 2 when the operator can fix it, 1 when unexpected (``workflows/views/errors.py``),
-3 when --wait gave up; ``--debug`` shows the traceback instead.
+defines it, so that a command loads its own module only and ``canvasflow --help`` none: this
+module imports the standard library and ``_common`` only (tests/unit/test_cli_imports.py), and
+what runs a parsed command (settings, the app, logging, errors) is ``process``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Iterable, Sequence
 
-from celery.app.utils import find_app
-
-from canvasflow.app import init_app  # the composition root: every command runs in a composed process
-from canvasflow.config.celery_app import current_app
-from canvasflow.config.errors import SettingsError
-from canvasflow.config.logging import configure_logging
-from canvasflow.config.settings import get_settings, set_for_process
-from canvasflow.workflows.cli._common import (
-    APP_HELP,
-    DEBUG_HELP,
-    WORKFLOWS_HELP,
-    Handler,
-    command_parser,
-    print_error,
-)
-from canvasflow.workflows.views.errors import explain
+from canvasflow.workflows.cli._common import APP_HELP, DEBUG_HELP, WORKFLOWS_HELP, Handler, command_parser
 
 # every command, in the order `canvasflow --help` lists them: its module (in this package), what it does
 COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("runs", "start a workflow by name"),
-    "status": ("runs", "a run and its steps"),
+    "status": ("status", "a run and its steps"),
     "runs": ("runs", "list runs"),
     "db": ("db", "the journal's schema: upgrade it, or show its revision"),
     "recover": ("runs", "rebuild lost run state from the journal; bring the journal up to Redis"),
@@ -109,52 +90,12 @@ def command_in(argv: Sequence[str]) -> str | None:
         return None
 
 
-def find_modules_here(workflows: str | None) -> None:
-    """As ``celery -A`` does: the working directory on ``sys.path``; ``--workflows`` over the setting."""
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.insert(0, here)
-    if workflows is not None:
-        set_for_process(workflow_modules=[m.strip() for m in workflows.split(",") if m.strip()])
-
-
-def use_app(target: str) -> None:
-    """Find the app as ``celery -A`` does and make it canvasflow's (init_app, unless it was already)."""
-    try:
-        found = find_app(target)
-    except (ImportError, AttributeError) as exc:
-        raise SettingsError(f"-A {target}: no Celery app found there ({exc})") from None
-    if found is not current_app():
-        init_app(found)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; an error is one line (or JSON with --json), exit 2, a traceback only with --debug."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_in(argv)
     args = build_parser([command] if command else []).parse_args(argv)
-    try:
-        find_modules_here(args.workflows)
-        if args.app and args.command != "worker":  # the worker command passes it on to celery
-            use_app(args.app)
-        configure_logging(get_settings().log_format, "WARNING" if args.command != "worker" else "INFO")
-        status = int(args.fn(args))
-        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
-        return status
-    except BrokenPipeError:  # `canvasflow runs | head`: the reader left; nothing to say
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except TimeoutError as exc:
-        if args.debug:
-            raise
-        print_error(args, str(exc), "TimeoutError")
-        return 3
-    except Exception as exc:
-        if args.debug:
-            raise
-        told = explain(exc)
-        print_error(args, told.message, told.kind)
-        return told.status
+    # a command that runs loads settings, logging and error reports (`--help` stopped above)
+    from canvasflow.workflows.cli.process import run_command
+
+    return run_command(args)

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.authoring.definition import registry
 from canvasflow.workflows.cli._common import AddCommand
@@ -54,5 +55,9 @@ def _samples(families: Iterable[Any]) -> list[dict[str, Any]]:
 def configure_parsers(add: AddCommand) -> None:
     sp = add("metrics", cmd_metrics)
     sp.add_argument("--port", type=int, default=9808, help="port to serve on (default 9808)")
-    sp.add_argument("--address", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    sp.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1, this host only; 0.0.0.0 for a Prometheus elsewhere)",
+    )
     sp.add_argument("--once", action="store_true", help="print the metrics once and exit (--json: parsed)")

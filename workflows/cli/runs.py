@@ -1,12 +1,19 @@
-"""``canvasflow start``, ``status``, ``runs`` (``--stalled`` too) and ``recover``: start runs,
+"""``canvasflow start``, ``runs`` (``--stalled`` too) and ``recover``: start runs,
 look at them, and bring back the state of active runs."""
 
 from __future__ import annotations
 
 import argparse
 
-from canvasflow.workflows.cli._common import RUN_HELP, TIMEOUT_HELP, WAIT_HELP, AddCommand, emit, load_json
-from canvasflow.workflows.client import get_run, list_runs, start
+from canvasflow.workflows.cli._common import (
+    JSON_SOURCES,
+    TIMEOUT_HELP,
+    WAIT_HELP,
+    AddCommand,
+    emit,
+    load_json,
+)
+from canvasflow.workflows.client import list_runs, start
 from canvasflow.workflows.runs.recovery import recover, stalled_runs
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.store.records import RUN_STATUSES
@@ -26,13 +33,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     data = run_json(record)
     emit(args, data, lambda: run_text(data, record.graph))
     return 0 if not args.wait or record.status in ("succeeded", "waiting") else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    record = get_run(args.run)
-    data = run_json(record)
-    emit(args, data, lambda: run_text(data, record.graph))
-    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -104,17 +104,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def configure_parsers(add: AddCommand) -> None:
-    """``start``, ``status``, ``runs`` and ``recover``."""
+    """``start``, ``runs`` and ``recover``."""
     sp = add("start", cmd_start)
     sp.add_argument("name", help="the workflow's name (see `canvasflow workflows`)")
-    sp.add_argument("--input", help="inputs as a JSON object")
+    sp.add_argument("--input", help="inputs, a JSON object: " + JSON_SOURCES)
     sp.add_argument("--version", help="the workflow version to run (default: the newest)")
     sp.add_argument("--wait", action="store_true", help=WAIT_HELP)
     sp.add_argument("--timeout", type=float, default=300, help=TIMEOUT_HELP)
     sp.add_argument("--key", help="business key: a second start with it returns the first run")
     sp.add_argument("--tag", action="append", help="a tag to find the run by (repeatable)")
     sp.add_argument("--priority", type=int, help="0..9, 9 first: every step of the run and its compensations")
-    add("status", cmd_status).add_argument("run", help=RUN_HELP)
     sp = add("runs", cmd_runs)
     sp.add_argument(
         "--status", choices=RUN_STATUSES, metavar="STATUS", help="in this state: " + ", ".join(RUN_STATUSES)

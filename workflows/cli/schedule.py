@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.errors import InputError
-from canvasflow.workflows.cli._common import AddCommand, load_json
+from canvasflow.workflows.cli._common import JSON_SOURCES, AddCommand, load_json
 from canvasflow.workflows.runs import schedules
 
 BEAT = "celery -A canvasflow.app beat -S canvasflow.workflows.runs.schedule_beat:ScheduleFileScheduler"
@@ -53,6 +54,8 @@ def configure_parsers(add: AddCommand) -> None:
     sp.add_argument("--name", help="add: the schedule's name (default: the workflow's)")
     sp.add_argument("--cron", help="add: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'")
     sp.add_argument("--every", help="add: an interval instead of cron: 30s, 5m, 1h")
-    sp.add_argument("--input", help="add: the inputs as a JSON object (validated now and at each start)")
+    sp.add_argument(
+        "--input", help="add: the inputs, a JSON object (validated now and at each start): " + JSON_SOURCES
+    )
     sp.add_argument("--version", help="add: the workflow version (default: the newest at each start)")
     sp.add_argument("--replace", action="store_true", help="add: replace a schedule of that name")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.authoring.definition import registry

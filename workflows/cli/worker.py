@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+import canvasflow.app  # noqa: F401  (the composition root: this command runs in a composed process)
 from canvasflow.config.brokers import queue_stats
 from canvasflow.config.celery_app import check_broker, current_app
 from canvasflow.config.errors import InputError

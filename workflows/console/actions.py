@@ -11,6 +11,7 @@ from typing import Any
 from canvasflow.config.errors import (
     CanvasflowError,
     InputError,
+    PayloadTooLarge,
     ResumeRefused,
     RunNotFound,
     RunStateError,
@@ -87,9 +88,11 @@ def perform(name: str, run_id: str, fields: Mapping[str, Any]) -> None:
 
 
 def http_error(exc: BaseException) -> tuple[int, str, str]:
-    """``(status, message, kind)`` for an error: 404 unknown run, 400 bad input, 409 wrong state,
-    503 a store or broker that does not answer, 500 anything else."""
+    """``(status, message, kind)`` for an error: 404 unknown run or workflow, 400 bad input, 413
+    too large, 409 wrong state, 503 a store or broker that does not answer, 500 anything else."""
     told = explain(exc)
+    if isinstance(exc, PayloadTooLarge):
+        return 413, told.message, told.kind
     if isinstance(exc, RunNotFound | WorkflowNotFound):
         return 404, told.message, told.kind
     if isinstance(exc, RunStateError | ResumeRefused):

@@ -17,7 +17,10 @@ errbacks are called once, then the rollback planner (``compensation.planner``) o
 compensations, reverse dependency order, each with the step's result then its arguments.
 
 The answer is a :class:`RunRecord` like ``get_run`` returns; ``wait_signal`` steps complete
-with the payloads given in ``signals=``, else the run stops ``waiting``.
+with the payloads given in ``signals=``, else the run stops ``waiting``. Steps and
+compensations get a real ``context()`` (``workflows/runs/inline_context.py``): run, step,
+attempt, idempotency key, lineage; progress lands on the step's record, metadata stays in
+the run.
 """
 
 from __future__ import annotations
@@ -26,27 +29,27 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from celery import Task
-from celery.app.task import Context
-from celery.exceptions import Retry
-from celery.utils.functional import arity_greater
 
 from canvasflow.compensation import tasks as _compensation_tasks  # noqa: F401  (the chunk compensation)
 from canvasflow.compensation.planner import node_of, plan
 from canvasflow.compensation.rollback import CHUNK_COMP_TASK
 from canvasflow.config.celery_app import app
+from canvasflow.config.errors import DeadlineExceeded
 from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.runs.inline_calls import call_errback, call_with_retries
+from canvasflow.workflows.runs.inline_clock import Clock
+from canvasflow.workflows.runs.inline_context import WORKER, InlineScope
+from canvasflow.workflows.runs.inline_deadlines import InlineDeadlines
 from canvasflow.workflows.runtime.errors import error_info
+from canvasflow.workflows.runtime.execution import ExecutionContext, executing
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.outcome import rollback_status
 from canvasflow.workflows.runtime.wire import CHUNK_TASK, encode_result
 from canvasflow.workflows.store.records import RunRecord, StepRecord
-
-WORKER = "inline"
 
 
 def run_inline(
@@ -55,21 +58,43 @@ def run_inline(
     *,
     version: str | None = None,
     signals: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
 ) -> RunRecord:
-    """Validate ``inputs``, compile ``workflow`` and run it to its end in this process."""
+    """Validate ``inputs``, compile ``workflow`` and run it to its end in this process. With
+    ``clock`` (a :class:`FakeClock`), the run's ``timeout`` and its steps' ``start_to_close``
+    and ``schedule_to_start`` are measured by it (without one, deadlines are not applied)."""
+    return _inline(workflow, inputs, version, dict(signals or {}), (), clock)
+
+
+def _inline(
+    workflow: Workflow | str,
+    inputs: Mapping[str, Any] | None,
+    version: str | None,
+    signals: dict[str, Any],
+    parents: tuple[tuple[str, str], ...],
+    clock: Clock | None = None,
+) -> RunRecord:
     wf = workflow if isinstance(workflow, Workflow) else registry.get(workflow, version)
     values = wf.validate(dict(inputs or {}))
-    return InlineRun(wf, values, wf.compile(values), dict(signals or {})).run()
+    return InlineRun(wf, values, wf.compile(values), signals, parents, clock).run()
 
 
 class InlineRun:
     """One run's graph, executed step by step; its state is kept the way the planner reads it."""
 
     def __init__(
-        self, wf: Workflow, values: dict[str, Any], graph: StepGraph, signals: dict[str, Any]
+        self,
+        wf: Workflow,
+        values: dict[str, Any],
+        graph: StepGraph,
+        signals: dict[str, Any],
+        parents: tuple[tuple[str, str], ...] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.wf, self.values, self.graph, self.signals = wf, values, graph, signals
+        self.deadlines = InlineDeadlines(graph, clock)
         self.id = f"inline-{uuid.uuid4().hex}"
+        self.scope = InlineScope(self.id, wf.name, wf.version, parents, on_progress=self._progress)
         self.results: dict[str, Any] = {}
         self.states: dict[str, str] = {}  # unit -> succeeded | failed | partial
         self.comp: dict[str, str] = {}  # unit -> not_needed | compensated | compensation_failed
@@ -93,7 +118,10 @@ class InlineRun:
             ]
             if not wave:
                 break
+            self.deadlines.dispatched(wave)
             for sid in wave:
+                if self.error is None and (expired := self.deadlines.run_expired()) is not None:
+                    self._fail_run(expired)
                 if self.error is not None and self.graph.options.get("inflight") == "revoke":
                     break
                 if not self._step(self.graph.steps[sid]):
@@ -115,8 +143,17 @@ class InlineRun:
             steps=list(self.records.values()),
         )  # fmt: skip
 
+    def _fail_run(self, exc: DeadlineExceeded) -> None:
+        """The run's ``timeout`` passed: it fails (and rolls back) as on workers."""
+        self.error = {**error_info(exc), "step": None}
+
     def _step(self, node: StepNode) -> bool:
         """Run one step; False when it waits for a signal that was not given."""
+        if self.error is not None and self.error.get("step") is None:  # the run's timeout passed
+            return True
+        if (late := self.deadlines.not_started(node.id)) is not None:
+            self._fail(node.id, late, None)
+            return True
         args = [resolve(a, self.results) for a in node.args]
         kwargs = {k: resolve(v, self.results) for k, v in node.kwargs.items()}
         record = self.records[node.id]
@@ -138,8 +175,15 @@ class InlineRun:
 
     def _task(self, node: StepNode, task: Task, args: list[Any], kwargs: dict[str, Any]) -> None:
         record = self.records[node.id]
+        queue = node.options.get("queue")
         try:
-            value, record.attempts = call_with_retries(task, args, kwargs)
+            value, record.attempts = call_with_retries(
+                task,
+                args,
+                kwargs,
+                lambda attempt: self.scope.step(node.id, node.task, attempt, queue),
+                self.deadlines.limited(node.id),
+            )
             self._succeed(node.id, value)
         except Exception as exc:
             record.attempts = getattr(exc, "canvasflow_attempts", 1)
@@ -162,9 +206,9 @@ class InlineRun:
             record.compensation = node.compensation
             self.records[unit] = record
             try:
-                done = json.loads(
-                    encode_result(unit, chunk_task.run(node.spec["mapper"], items[start : start + size]))
-                )
+                with executing(self.scope.step(unit, node.spec["mapper"], 1, record.queue)):
+                    out = chunk_task.run(node.spec["mapper"], items[start : start + size])
+                done = json.loads(encode_result(unit, out))
             except Exception as exc:
                 partial_done = getattr(exc, "canvasflow_partial", None)
                 record.status, record.error = "failed", {**error_info(exc), "step": unit}
@@ -186,7 +230,9 @@ class InlineRun:
         values = dict(spec.get("inputs") or {})
         if args and spec.get("result_as"):
             values[spec["result_as"]] = args[0]
-        child = run_inline(spec["workflow"], values, signals=self.signals)
+        child = _inline(
+            spec["workflow"], values, None, self.signals, (*self.scope.parents, (self.id, node.id))
+        )
         self.records[node.id].attempts = 1
         if child.status == "succeeded":
             self._succeed(node.id, child.result)
@@ -195,6 +241,10 @@ class InlineRun:
             self._fail(node.id, RuntimeError(f"child run {child.id} {child.status}: {message}"), None)
 
     # -- outcomes --------------------------------------------------------------------------
+    def _progress(self, unit: str, value: dict[str, Any]) -> None:
+        """``context().progress(...)`` of a step: on its record, as ``get_run`` shows it."""
+        self.records[unit].progress = value
+
     def _succeed(self, step_id: str, value: Any) -> None:
         record = self.records[step_id]
         try:
@@ -241,51 +291,20 @@ class InlineRun:
         args = [resolve(a, self.results) for a in node.args]
         kwargs = {k: resolve(v, self.results) for k, v in node.kwargs.items()}
         record = self.records[unit]
+        queue = node.options.get("queue")
+
+        def undo_context(attempt: int) -> ExecutionContext:
+            return self.scope.compensation(unit, comp_task.name, attempt, queue)
+
         try:
             if node.kind == "map":
                 index, size = int(unit.split("#", 1)[1]), max(int(node.spec.get("chunk_size") or 1), 1)
                 items = list(args[0])[index * size : (index + 1) * size]
                 chunk = [node.compensation, node.spec["mapper"], items, self.results[unit]]
-                call_with_retries(app.tasks[CHUNK_COMP_TASK], chunk, {})
+                call_with_retries(app.tasks[CHUNK_COMP_TASK], chunk, {}, undo_context)
             else:
-                call_with_retries(comp_task, [self.results.get(node.id), *args], kwargs)
+                call_with_retries(comp_task, [self.results.get(node.id), *args], kwargs, undo_context)
             self.comp[unit] = record.compensation_status = "compensated"
         except Exception as exc:
             self.comp[unit] = record.compensation_status = "compensation_failed"
             record.compensation_error = {"type": type(exc).__name__, "message": str(exc)}
-
-
-def call_with_retries(task: Task, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, int]:
-    """``task``'s body and the attempts it took: retried as its autoretry options say, no backoff."""
-    retry_on = tuple(getattr(task, "autoretry_for", ()) or ())
-    retries = int(task.max_retries or 0) if retry_on else 0
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return task.run(*args, **kwargs), attempt
-        except Retry as exc:
-            if attempt > int(task.max_retries or 0):
-                exc.canvasflow_attempts = attempt
-                raise
-        except Exception as exc:
-            if not isinstance(exc, retry_on) or attempt > retries:
-                exc.canvasflow_attempts = attempt  # type: ignore[attr-defined]
-                raise
-
-
-def call_errback(signature: dict[str, Any], task_id: str, task_name: str, exc: BaseException) -> None:
-    """Call an errback in this process: ``(request, exc, traceback)`` when the task takes them,
-    else the failed task's id (Celery's two styles)."""
-    sig = app.signature(signature)
-    task = app.tasks.get(sig.task)
-    header = getattr(task, "__header__", None)
-    if (
-        task is not None
-        and header is not None
-        and not isinstance(header, partial)
-        and arity_greater(header, 1)
-    ):
-        sig(Context(id=task_id, task=task_name), exc, exc.__traceback__)
-    else:
-        sig(task_id)

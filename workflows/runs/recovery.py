@@ -139,16 +139,17 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
     raw = rt.redis.hget(rt.state.key(run_id, "meta"), "error")
     error: dict[str, Any] | None = json.loads(raw) if raw else None
     running = ("pending", "running", "waiting")
+    ended = rt.state.ended_at(run_id)  # when it ended in Redis, not now that SQL catches up
     changed = False
     if redis_status == "succeeded":
-        finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation))
+        finish_run(rt, run_id, record.generation, rt.graph(run_id, record.generation), finished_at=ended)
     elif redis_status == "failed":
         sync_steps(rt, run_id)
-        if rt.store.transition_run(run_id, running, "failed", error=error):
+        if rt.store.transition_run(run_id, running, "failed", error=error, finished_at=ended):
             close_failed(rt, run_id, error or {"message": "run failed"})
     elif redis_status == "cancelled":
         sync_steps(rt, run_id)
-        if rt.store.transition_run(run_id, running, "cancelled"):
+        if rt.store.transition_run(run_id, running, "cancelled", finished_at=ended):
             events.run_finished(rt, run_id, "cancelled")
             rt.state.notify_finished(run_id)
             rt.state.expire(run_id, rt.settings.finished_state_ttl)
@@ -162,7 +163,10 @@ def reconcile(rt: Runtime, run_id: str, redis_status: str, *, patient: bool = Tr
         failed = sorted(u for u, st in states.items() if st == "compensation_failed")
         final_error = {**(error or {}), **({"compensation_failed": failed} if failed else {})}
         rt.store.transition_run(run_id, running, "compensating", error=error)
-        if rt.store.transition_run(run_id, ("compensating",), redis_status, error=final_error or None):
+        closed = rt.store.transition_run(
+            run_id, ("compensating",), redis_status, error=final_error or None, finished_at=ended
+        )
+        if closed:
             close_failed(rt, run_id, {"message": f"run {redis_status}"})
     after = rt.store.get_run(run_id, with_steps=False)
     changed = changed or (after is not None and after.status != record.status)

@@ -304,12 +304,18 @@ def complete(
         control.late_completion(rt, run_id, step_id, done.run_status)
 
 
-def finish_run(rt: Runtime, run_id: str, gen: int, graph: StepGraph) -> None:
-    """The last step completed: compute the run's result, journal it, wake waiters, tell a parent."""
+def finish_run(
+    rt: Runtime, run_id: str, gen: int, graph: StepGraph, *, finished_at: datetime | None = None
+) -> None:
+    """The last step completed: compute the run's result, journal it, wake waiters, tell a parent.
+    ``finished_at``: when that was, for a journal written later (else now)."""
     results = rt.state.results(run_id, sorted(set(refs_in(graph.result))))
     value = resolve(graph.result, results)
     sync_steps(rt, run_id)
-    if rt.store.transition_run(run_id, ("running", "waiting"), "succeeded", result=value):
+    done = rt.store.transition_run(
+        run_id, ("running", "waiting"), "succeeded", result=value, finished_at=finished_at
+    )
+    if done:
         log.info("run succeeded", run_id=run_id)
         events.run_finished(rt, run_id, "succeeded")
         rt.state.notify_finished(run_id)
@@ -345,5 +351,5 @@ def recover(rt: Runtime, run_id: str, step_id: str, gen: int, *, delivery: str |
     if record.step(step_id).status != "succeeded":
         result = rt.state.results(run_id, [step_id]).get(step_id)
         rt.journal.succeeded(run_id, step_id, result, rt.state.step_info(run_id).get(step_id))
-    if rt.state.status(run_id) == "succeeded" and record.status in ACTIVE:
-        finish_run(rt, run_id, gen, graph)
+    if rt.state.status(run_id) == "succeeded" and record.status in ACTIVE:  # its first delivery died
+        finish_run(rt, run_id, gen, graph, finished_at=rt.state.ended_at(run_id))

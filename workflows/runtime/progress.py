@@ -34,6 +34,16 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
+def progress_value(done: float, total: float | None = None, note: str | None = None) -> dict[str, Any]:
+    """A report as it is kept: ``{"done", "total", "note", "at"}``; InputError for what is not a number."""
+    done = _number("done", done)
+    if total is not None:
+        total = _number("total", total)
+    if note is not None and not isinstance(note, str):
+        raise InputError(f"progress: note must be a string, got {type(note).__name__}")
+    return {"done": done, "total": total, "note": note[:NOTE_LIMIT] if note else None, "at": time.time()}
+
+
 def report(
     rt: Runtime,
     run_id: str,
@@ -51,12 +61,8 @@ def report(
 ) -> None:
     """Store a step's progress in its run's state and tell the middleware (a compensation's
     progress goes to the middleware only)."""
-    done = _number("done", done)
-    if total is not None:
-        total = _number("total", total)
-    if note is not None and not isinstance(note, str):
-        raise InputError(f"progress: note must be a string, got {type(note).__name__}")
-    value = {"done": done, "total": total, "note": note[:NOTE_LIMIT] if note else None, "at": time.time()}
+    value = progress_value(done, total, note)
+    done, total = value["done"], value["total"]
     if not compensation:
         rt.redis.hset(rt.state.key(run_id, PART), step_id, json.dumps(value))
     if events.listening("on_step_progress"):

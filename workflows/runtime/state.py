@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -49,6 +50,19 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == 'running' then redis.call('HSET', KEY
 return 1
 """
 
+# a run's end is stamped where it happens, with Redis's clock (``meta.ended``: epoch seconds), so a
+# journal written later (the database was down) says when the run ended, not when SQL caught up;
+# prepended to each script that may end a run (complete, fail, transition)
+_ENDED = """
+local function ended(status)  -- KEYS[1] is the run's meta in every script it is prepended to
+  if status == 'succeeded' or status == 'failed' or status == 'cancelled'
+     or status == 'compensated' or status == 'compensation_failed' then
+    local t = redis.call('TIME')
+    redis.call('HSET', KEYS[1], 'ended', t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+  end
+end
+"""
+
 _COMPLETE = """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'succeeded' then return {0} end
@@ -71,6 +85,7 @@ if status == 'running' or status == 'waiting' then
   end
   if left == 0 then
     redis.call('HSET', KEYS[1], 'status', 'succeeded')
+    ended('succeeded')
     out[2] = 'finished'
   end
 end
@@ -85,6 +100,7 @@ if cur ~= 'partial' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'running' or status == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2])
+  ended(ARGV[2])
   return {1, status}
 end
 return {0, status or ''}
@@ -95,6 +111,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 for i = 2, #ARGV do
   if status == ARGV[i] then
     redis.call('HSET', KEYS[1], 'status', ARGV[1])
+    ended(ARGV[1])
     return 1
   end
 end
@@ -139,9 +156,9 @@ class RunState:
         self.prefix = prefix
         self.wakeup_ttl = min(3600, finished_ttl)  # a finished run's wake-up token lives no longer
         self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_COMPLETE)
-        self._fail = client.register_script(_FAIL)
-        self._transition = client.register_script(_TRANSITION)
+        self._complete = client.register_script(_ENDED + _COMPLETE)
+        self._fail = client.register_script(_ENDED + _FAIL)
+        self._transition = client.register_script(_ENDED + _TRANSITION)
         self._chunk = client.register_script(_CHUNK)
         self._revoked = client.register_script(_REVOKED)
         self._retrying = client.register_script(_RETRYING)
@@ -174,6 +191,7 @@ class RunState:
             p.hset(k(run_id, "st"), mapping=dict.fromkeys(completed, "succeeded"))
         p.set(k(run_id, "left"), left)
         meta: dict[Any, Any] = {**(labels or {}), "status": status, "gen": str(generation)}
+        p.hdel(k(run_id, "meta"), "ended")  # a resumed run ends anew
         p.hset(k(run_id, "meta"), mapping=meta)
         p.execute()
 
@@ -245,6 +263,11 @@ class RunState:
     def status(self, run_id: str) -> str | None:
         raw = self.r.hget(self.key(run_id, "meta"), "status")
         return as_text(raw) if raw is not None else None
+
+    def ended_at(self, run_id: str) -> datetime | None:
+        """When the run last reached a terminal status in Redis (stamped by that script; None: never)."""
+        raw = self.r.hget(self.key(run_id, "meta"), "ended")
+        return datetime.fromtimestamp(float(raw), UTC) if raw is not None else None
 
     def results(self, run_id: str, step_ids: list[str]) -> dict[str, Any]:
         if not step_ids:

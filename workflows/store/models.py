@@ -23,6 +23,8 @@ from sqlalchemy import (
     Table,
 )
 
+from canvasflow.config.settings import get_settings
+
 DEFAULT_PREFIX = "cf_"
 TS = DateTime(timezone=True)
 
@@ -49,6 +51,15 @@ class JournalNames:
     def version_table(self) -> str:
         """canvasflow's own Alembic version table, so an app's ``alembic_version`` is left alone."""
         return f"{self.prefix}alembic_version"
+
+
+def names_for(table_prefix: str | None = None, schema: str | None = None) -> JournalNames:
+    """The journal's names; the prefix and schema default to the settings."""
+    if table_prefix is None or schema is None:
+        settings = get_settings()
+        table_prefix = settings.table_prefix if table_prefix is None else table_prefix
+        schema = settings.database_schema if schema is None else schema
+    return JournalNames(table_prefix, schema or None)
 
 
 @dataclass(frozen=True)

@@ -19,21 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 
-from canvasflow.config.settings import get_settings
-from canvasflow.workflows.store.models import JournalNames
+from canvasflow.workflows.store.models import JournalNames, names_for
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 LEGACY_VERSION_TABLE = "alembic_version"
 MIGRATION_LOCK = 0x63665F6A6F75  # PostgreSQL advisory lock key held while migrating ("cf_jou")
-
-
-def names_for(table_prefix: str | None = None, schema: str | None = None) -> JournalNames:
-    """The journal's names; the prefix and schema default to the settings."""
-    if table_prefix is None or schema is None:
-        settings = get_settings()
-        table_prefix = settings.table_prefix if table_prefix is None else table_prefix
-        schema = settings.database_schema if schema is None else schema
-    return JournalNames(table_prefix, schema or None)
 
 
 def alembic_config(engine: Engine, names: JournalNames) -> Config:

@@ -24,8 +24,8 @@ from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
 from canvasflow.workflows.store.reads import RunReads
 from canvasflow.workflows.store.records import TERMINAL
+from canvasflow.workflows.store.revision import ensure_schema
 from canvasflow.workflows.store.rows import EVENT_AT, EVENT_DATA, event_data, now, utc
-from canvasflow.workflows.store.schema import ensure_schema
 
 __all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
@@ -100,10 +100,13 @@ class SqlRunStore(RunReads):
         return run_id
 
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
-        """Move the run to ``new`` only from one of ``expected``; True when this call did it."""
+        """Move the run to ``new`` only from one of ``expected``; True when this call did it.
+
+        A terminal status is stamped ``finished_at`` (given: when the run ended, written later;
+        else now), and its event carries that time."""
         at = now()
         if new in TERMINAL:
-            fields.setdefault("finished_at", at)
+            at = fields["finished_at"] = fields.get("finished_at") or at
         runs = self.t.runs
         with self.engine.begin() as conn:
             res = conn.execute(

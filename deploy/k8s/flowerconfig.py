@@ -1,9 +1,10 @@
-"""Flower settings for canvasflow (Flower 2.2).
+"""Flower settings for canvasflow (Flower 2.2): a file Flower executes, not a module to import.
 
-Use it with the same app, and so the same broker, as the workers::
+``canvasflow deploy render`` writes it into the deploy folder (``--out``, as ``flowerconfig.py``),
+from where the rendered Flower reads it (a ConfigMap kustomize generates from it). Edit that
+copy; a render writes it again. Use it with the same app, and so the same broker, as the workers::
 
-    celery -A canvasflow.app flower --conf=deploy/flowerconfig.py
-    # in the image (WORKDIR /app):  --conf=/app/deploy/flowerconfig.py
+    celery -A yourproject.celery flower --conf=deploy/k8s/flowerconfig.py
 
 Flower executes this file as Python and applies every top-level name that matches one of
 its options (see flower/options.py); names starting with ``_`` match none and are ignored.
@@ -13,8 +14,8 @@ Precedence, lowest first: Flower's defaults, ``FLOWER_<OPTION>`` environment var
 is applied after the environment, so each value below is read from the same
 ``FLOWER_<OPTION>`` variable first: the environment still wins over the defaults here.
 
-The broker is not set here: Flower takes it from ``canvasflow.app``, i.e. from
-``CANVASFLOW_BROKER_URL`` (and ``CANVASFLOW_RESULT_BACKEND`` for task results).
+The broker is not set here: Flower takes it from the app (``canvasflow.app``: from
+``CANVASFLOW_BROKER_URL``, and ``CANVASFLOW_RESULT_BACKEND`` for task results).
 """
 
 import os as _os
