@@ -74,6 +74,20 @@ return {kind, tostring(deliveries)}
 """
 
 
+_FINISH = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local holder = cjson.decode(raw).holder
+  if holder ~= ARGV[4] then return {0, holder} end
+end
+local state = redis.call('HGET', KEYS[2], ARGV[2])
+if state == 'compensated' or state == 'compensation_failed' then return {0, state} end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
+return {1, ''}
+"""
+
+
 @dataclass(frozen=True)
 class CompClaim:
     kind: str  # new | retry | interrupted | held | finished | exhausted | once
@@ -89,6 +103,7 @@ class RollbackClaims:
         self._take_over = client.register_script(_TAKE_OVER)
         self._claim = client.register_script(_CLAIM)
         self._abandoned = client.register_script(_ABANDONED)
+        self._finish = client.register_script(_FINISH)
 
     def mark_dispatched(self, comp_key: str, disp_key: str, unit: str, holder: str) -> bool:
         return bool(self._mark(keys=[comp_key, disp_key], args=[unit, _stamp(holder)]))
@@ -132,6 +147,22 @@ class RollbackClaims:
             ],
         )
         return CompClaim(as_text(out[0]), as_text(out[1]))
+
+    def finish(
+        self,
+        claim_key: str,
+        comp_key: str,
+        err_key: str,
+        field: str,
+        unit: str,
+        status: str,
+        holder: str,
+        error: str,
+    ) -> str | None:
+        """Record a unit's end if ``holder`` still holds its claim and it is not finished yet;
+        otherwise the newer holder, or the finished state, that fenced this late result."""
+        out = self._finish(keys=[claim_key, comp_key, err_key], args=[field, unit, status, holder, error])
+        return None if int(out[0]) else as_text(out[1])
 
 
 def _stamp(holder: str) -> str:

@@ -78,6 +78,7 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             key=ctx.idempotency_key,
             worker=req.hostname,
         )
+        fence = (claim_field(unit, ref), me)  # a late result of a holder taken over is refused
         said("on_compensation_start")
         began = time.perf_counter()
         with rollback_tools(rt).leases.hold(rt.state.key(run_id, f"complease:{unit}"), me):
@@ -92,11 +93,11 @@ def run_compensation(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict)
             except Exception as exc:
                 error = {**_error(exc), "attempts": (req.retries or 0) + 1}
                 said("on_compensation_failure", duration=time.perf_counter() - began, error=error)
-                finish_unit(rt, run_id, unit, gen, "compensation_failed", error=error)
+                finish_unit(rt, run_id, unit, gen, "compensation_failed", error=error, fence=fence)
                 raise
             # inside the lease: a unit running without one is taken for interrupted
             said("on_compensation_success", duration=time.perf_counter() - began)
-            finish_unit(rt, run_id, unit, gen, "compensated")
+            finish_unit(rt, run_id, unit, gen, "compensated", fence=fence)
         return out
 
 
@@ -115,7 +116,7 @@ def _claim(
         "claim_key": rt.state.key(run_id, "compclaim"),
         "lease_key": rt.state.key(run_id, f"complease:{unit}"),
         "comp_key": comp_key(rt, run_id),
-        "field": f"{unit}:{ref.get('round', 1)}",
+        "field": claim_field(unit, ref),
         "unit": unit,
         "retries": retries,
         "holder": me,
@@ -127,6 +128,11 @@ def _claim(
     if claim.kind == "held" and holder_dead(claim.detail):  # on this machine, gone: no need to wait
         claim = rollback_tools(rt).claims.claim(**fields, dead_holder=claim.detail)
     return claim
+
+
+def claim_field(unit: str, ref: dict[str, Any]) -> str:
+    """The unit's claim record for this round of the rollback."""
+    return f"{unit}:{ref.get('round', 1)}"
 
 
 def _interrupted(claim: CompClaim) -> dict[str, Any]:

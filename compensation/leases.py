@@ -24,6 +24,17 @@ import structlog
 log = structlog.get_logger("canvasflow.leases")
 _MACHINE = socket.gethostname()
 
+# a holder renews and releases only its own lease: one cut off by the network past its ttl finds
+# the lease taken over, and must neither keep the new holder's alive nor delete it
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 def holder_id(node: str | None = None) -> str:
     """This process, as a lease holder."""
@@ -66,6 +77,8 @@ class Leases:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renew_script = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
 
     @contextmanager
     def hold(self, key: str, holder: str) -> Iterator[None]:
@@ -81,7 +94,8 @@ class Leases:
             with self._lock:
                 self._held.pop(key, None)
             try:
-                self.client.delete(key)
+                if not self._release(keys=[key], args=[holder]):
+                    log.warning("lease was taken over while this holder was away", key=key, holder=holder)
             except redis.RedisError:  # it expires by itself
                 log.warning("lease not released", key=key)
 
@@ -93,9 +107,7 @@ class Leases:
             if not held:
                 continue
             try:
-                p = self.client.pipeline(transaction=False)
-                for key in held:
-                    p.pexpire(key, self.ttl_ms)
-                p.execute()
+                for key, holder in held.items():  # one script per key: a cluster keeps each in its slot
+                    self._renew_script(keys=[key], args=[self.ttl_ms, holder])
             except redis.RedisError as exc:
                 log.warning("lease renewal failed", error=str(exc))

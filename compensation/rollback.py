@@ -195,19 +195,40 @@ def _close(rt: Runtime, run_id: str, failed: list[str]) -> None:
 
 
 def finish_unit(
-    rt: Runtime, run_id: str, unit: str, gen: int, status: str, error: dict[str, Any] | None = None
-) -> None:
-    p = rt.redis.pipeline(transaction=True)
-    p.hset(comp_key(rt, run_id), unit, status)
-    if error:
-        p.hset(rt.state.key(run_id, "comperr"), unit, json.dumps(error))
-    p.execute()
+    rt: Runtime,
+    run_id: str,
+    unit: str,
+    gen: int,
+    status: str,
+    error: dict[str, Any] | None = None,
+    *,
+    fence: tuple[str, str] | None = None,
+) -> bool:
+    """Record the unit's end and move the rollback on; False when ``fence`` (the delivery's claim
+    field and holder) shows another delivery took the unit over, or it finished already: a late
+    result (its holder was cut off past its lease) is refused and changes nothing."""
+    if fence is not None:
+        field, holder = fence
+        keys = (rt.state.key(run_id, "compclaim"), comp_key(rt, run_id), rt.state.key(run_id, "comperr"))
+        refused = rollback_tools(rt).claims.finish(
+            *keys, field, unit, status, holder, json.dumps(error) if error else ""
+        )
+        if refused is not None:
+            log.warning("late compensation result refused", unit=unit, status=status, fenced_by=refused)
+            return False
+    else:
+        p = rt.redis.pipeline(transaction=True)
+        p.hset(comp_key(rt, run_id), unit, status)
+        if error:
+            p.hset(rt.state.key(run_id, "comperr"), unit, json.dumps(error))
+        p.execute()
     rt.journal.record_step(
         run_id, unit, f"compensation.{status}", compensation_status=status, compensation_error=error
     )
     if status == "compensation_failed":
         log.error("compensation failed", error=error)
     progress(rt, run_id, gen)
+    return True
 
 
 def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from canvasflow.config.redis_sentinel import is_sentinel_url
 from canvasflow.config.redis_transport import TRANSPORTS
 from canvasflow.config.settings import Settings
 
@@ -71,10 +72,12 @@ def broker_options(s: Settings) -> dict[str, Any]:
     kind = broker_kind(s.broker_url)
     # every key is set for every broker: settings applied again (another broker) leave nothing behind
     if kind == "redis":
+        sentinel = {"master_name": s.sentinel_master} if is_sentinel_url(s.broker_url) else {}
         return {
             "broker_transport": redis_transport(s.broker_url),
             "task_queue_max_priority": None,
             "broker_transport_options": {
+                **sentinel,
                 "visibility_timeout": s.visibility_timeout,
                 "unacked_restore_interval": s.unacked_restore_interval,
                 "unacked_restore_throttle": 1,
@@ -85,7 +88,7 @@ def broker_options(s: Settings) -> dict[str, Any]:
                 "socket_timeout": max(s.broker_timeout, 5.0),
                 # one list per step, read lowest first: canvasflow sends 9 - priority (runtime/priorities.py)
                 "priority_steps": list(REDIS_PRIORITY_STEPS),
-            }
+            },
         }
     if kind == "amqp":
         # x-max-priority on the queues canvasflow declares; off by default: RabbitMQ refuses to
@@ -101,6 +104,11 @@ def broker_options(s: Settings) -> dict[str, Any]:
             "worker_detect_quorum_queues": True,  # per-consumer QoS on queues declared quorum
         }
     return {"broker_transport": None, "task_queue_max_priority": None, "broker_transport_options": {}}
+
+
+def result_backend_options(s: Settings, url: str) -> dict[str, Any]:
+    """Celery's ``sentinel://`` result backend finds its primary by ``master_name``."""
+    return {"master_name": s.sentinel_master} if is_sentinel_url(url) else {}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from celery import Celery
 from celery.signals import setup_logging
 
-from canvasflow.config.brokers import broker_kind, broker_options
+from canvasflow.config.brokers import broker_kind, broker_options, result_backend_options
 from canvasflow.config.deadletters import DeadLetters
 from canvasflow.config.errors import BrokerUnavailable, SettingsError
 from canvasflow.config.logging import configure_logging
@@ -91,6 +91,7 @@ def configure(celery: Celery, s: Settings) -> None:
         enable_utc=True,
     )
     celery.conf.update(broker_options(s))  # Redis- or RabbitMQ-only settings: config/brokers.py
+    celery.conf.result_backend_transport_options = result_backend_options(s, s.result_backend)
     celery.steps["consumer"].add(DeadLetters)
     if s.security_key or s.security_certificate or s.security_cert_store:
         sign_messages(celery, s)
@@ -167,6 +168,10 @@ def adopt(celery: Celery, s: Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_transport_options={**ours_transport, **(conf.broker_transport_options or {})},
         broker_transport=conf.broker_transport or for_broker.get("broker_transport"),
+        result_backend_transport_options={
+            **result_backend_options(s, conf.result_backend or s.result_backend),
+            **(conf.result_backend_transport_options or {}),
+        },
         task_queues=[*theirs, *ours],
         task_routes=[  # once each
             *route_list,

@@ -1,4 +1,5 @@
-"""The client of the state Redis: one server, or a Redis Cluster.
+"""The client of the state Redis: one server, a Redis Cluster, or a primary behind Sentinel
+(``redis+sentinel://``: config/redis_sentinel.py).
 
 ``CANVASFLOW_STATE_URL`` (and ``CANVASFLOW_BLOB_URL``) name either one server
 (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster::
@@ -33,10 +34,14 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
 from canvasflow.config.errors import SettingsError
+from canvasflow.config.redis_sentinel import host_ports, is_sentinel_url, sentinel_client, sentinel_problem
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SERVER_SCHEMES = ("redis", "rediss", "unix")
-URL_FORMS = "redis://host:port/db, rediss://..., unix:///path, or redis+cluster://host:port[,host:port...]/0"
+URL_FORMS = (
+    "redis://host:port/db, rediss://..., unix:///path, redis+cluster://host:port[,host:port...]/0 "
+    "or redis+sentinel://host:port[,host:port...]/db?master_name=NAME"
+)
 
 
 def is_cluster_url(url: str | None) -> bool:
@@ -50,14 +55,7 @@ def _scheme(url: str) -> str:
 
 def _seeds(parts: SplitResult) -> list[tuple[str, int]]:
     """The ``host:port`` seed nodes of a cluster URL; ValueError naming what is wrong."""
-    hosts = parts.netloc.rpartition("@")[2]
-    seeds = []
-    for item in hosts.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{item.strip() or '(nothing)'!r} is not host:port")
-        seeds.append((host.strip("[]"), int(port)))
-    return seeds
+    return host_ports(parts.netloc.rpartition("@")[2])
 
 
 def url_problem(url: str) -> str | None:
@@ -65,6 +63,8 @@ def url_problem(url: str) -> str | None:
     scheme = _scheme(url)
     if scheme in SERVER_SCHEMES:
         return None
+    if is_sentinel_url(url):
+        return sentinel_problem(url)
     if scheme not in CLUSTER_SCHEMES:
         return f"{scheme or 'no scheme'}:// is not a Redis URL; use {URL_FORMS}"
     parts = urlsplit(url)
@@ -86,6 +86,14 @@ def state_client(url: str, **options: Any) -> redis.Redis:
 
     A cluster that does not answer raises :class:`redis.ConnectionError` (redis-py's own
     ``RedisClusterException`` is no ``RedisError``, which callers catch)."""
+    if is_sentinel_url(url):
+        problem = url_problem(url)
+        if problem:
+            raise SettingsError(f"invalid Redis URL: {problem}")
+        try:
+            return sentinel_client(url, **options)
+        except ValueError as exc:
+            raise SettingsError(f"invalid Redis URL: {exc}") from None
     if not is_cluster_url(url):
         return redis.Redis.from_url(url, **options)
     problem = url_problem(url)

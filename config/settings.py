@@ -8,12 +8,13 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.redis_clients import url_problem
+from canvasflow.config.redis_sentinel import is_sentinel_url, with_master
 
 ENV_PREFIX = "CANVASFLOW_"
 
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
     result_backend: str = "redis://127.0.0.1:6379/0"
     # Redis that holds the hot-path run state (joins, claims); defaults to the result backend.
     state_url: str | None = None
+    # Redis Sentinel (docs/brokers.md): the name the sentinels monitor, for sentinel:// broker and
+    # result backend URLs and a redis+sentinel:// state or blob URL without ?master_name=
+    sentinel_master: str = Field(default="mymaster", min_length=1)
     key_prefix: str = "cf"
     database_url: str = "sqlite:///canvasflow.db"
     # the journal beside an app's tables: table names start with this prefix (canvasflow's own
@@ -174,7 +178,17 @@ class Settings(BaseSettings):
 
     @property
     def redis_state_url(self) -> str:
-        return self.state_url or self.result_backend
+        url = self.state_url or self.result_backend
+        return with_master(url, self.sentinel_master) if is_sentinel_url(url) else url
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        """A sentinel state or blob URL without ``?master_name=`` names ``sentinel_master``."""
+        for name in ("state_url", "blob_url"):
+            url = getattr(self, name)
+            if url and is_sentinel_url(url):
+                object.__setattr__(self, name, with_master(url, self.sentinel_master))
+        return self
 
     # Redis Cluster for run state (docs/redis-cluster.md): STATE_URL and BLOB_URL may be
     # redis+cluster://host:port[,host:port...]/0; a malformed URL is refused here, not at first use

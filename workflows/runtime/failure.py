@@ -26,6 +26,7 @@ from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.outcome import parent_step, skip_unrun
 from canvasflow.workflows.runtime.reroute import reroute
+from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.runtime.wire import HEADER
 
 log = structlog.get_logger("canvasflow.failure")
@@ -74,8 +75,15 @@ def fail_step(
     request: Any = None,
     traceback: Any = None,
 ) -> None:
-    graph = rt.graph(run_id, gen)
     unit = step_id if chunk is None else f"{step_id}#{chunk}"
+    if as_text(rt.redis.hget(rt.state.key(run_id, "st"), step_id) or b"") == "succeeded":
+        # another delivery completed the step (this one was cut off and is back late): its
+        # failure changes nothing, as its late success would not (state.fail refuses it too)
+        log.warning(
+            "late failure refused: the step completed in another delivery", run_id=run_id, step_id=unit
+        )
+        return
+    graph = rt.graph(run_id, gen)
     task = rt.app.tasks.get(getattr(request, "task", None) or "")
     error = {**error_info(exc, task), "step": unit}
     step_error = {**error, "traceback": str(traceback)[-TRACEBACK_LIMIT:]} if traceback else error

@@ -94,7 +94,9 @@ return out
 
 _FAIL = """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur ~= 'succeeded' and cur ~= 'partial' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
+-- completed by another delivery: this failure is a superseded one's (cut off, then back)
+if cur == 'succeeded' then return {0, 'superseded'} end
+if cur ~= 'partial' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'running' or status == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2])
