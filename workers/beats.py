@@ -60,6 +60,7 @@ class Beat:
     pids: frozenset[int]
     at: float  # epoch seconds, the node's clock
     tasks: frozenset[str]
+    queues: frozenset[str] = frozenset()  # what it consumes
 
 
 def beat_key(prefix: str, hostname: str) -> str:
@@ -156,6 +157,7 @@ def _parse(name: str, value: bytes | str) -> Beat:
         frozenset(int(p) for p in data.get("pids", [data["pid"]])),
         float(data["at"]),
         frozenset(data.get("tasks", [])),
+        frozenset(data.get("queues", [])),
     )
 
 

@@ -25,8 +25,10 @@ from canvasflow.config.errors import (
     RunStateError,
     StateUnavailable,
 )
+from canvasflow.workers.routing.known import refuse_unknown
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.runs.reach import capability_needs
 from canvasflow.workflows.runs.records import get_record, run_labels
 from canvasflow.workflows.runtime import deadlines, events
 from canvasflow.workflows.runtime.active import mark_active
@@ -72,7 +74,9 @@ def start_run(
 
 
 def _check_routes(rt: Runtime, graph: StepGraph) -> None:
-    """Refuse, before anything is created, routed steps that no live engine can take."""
+    """Refuse, before anything is created, steps whose capability nobody serves (known.py) and
+    routed steps that no live engine can take."""
+    refuse_unknown(rt, capability_needs(graph))
     routed = [(sid, n.options["routing"]) for sid, n in graph.steps.items() if "routing" in n.options]
     if routed:
         preflight(rt.redis, rt.settings, routed)
