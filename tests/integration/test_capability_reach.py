@@ -10,8 +10,8 @@ import os
 import pytest
 
 from canvasflow import RoutingError, current_app, list_runs, start
-from canvasflow.config.errors import StartRefused
 from canvasflow.config.brokers import queue_stats
+from canvasflow.config.errors import StartRefused
 from tests.integration import reach_flows
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]

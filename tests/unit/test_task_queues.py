@@ -16,7 +16,9 @@ from canvasflow.config.settings import load_settings
 # fills in from the app's configuration (``priority`` from task_default_priority)
 FILLED = {attr for attr, _ in Task.from_config}
 DEPRECATED = [
-    a for a in ("queue", "exchange", "exchange_type", "routing_key", "delivery_mode", "priority") if a not in FILLED
+    a
+    for a in ("queue", "exchange", "exchange_type", "routing_key", "delivery_mode", "priority")
+    if a not in FILLED
 ]
 
 

@@ -23,8 +23,8 @@ def capability_needs(graph: StepGraph, prefix: str = "", depth: int = 0) -> dict
     needs: dict[str, list[str]] = {}
     for sid, node in graph.steps.items():
         if node.kind == "workflow":
-            for cap, steps in _child_needs(node.spec, f"{prefix}{sid}/", depth).items():
-                needs.setdefault(cap, []).extend(steps)
+            for child_cap, steps in _child_needs(node.spec, f"{prefix}{sid}/", depth).items():
+                needs.setdefault(child_cap, []).extend(steps)
             continue
         if "routing" in node.options or node.kind not in ("task", "map"):
             continue

@@ -24,8 +24,8 @@ import json
 import structlog
 from celery import shared_task
 
-from canvasflow.config.errors import DeadlineExceeded
 from canvasflow.config.celery_app import DEADLINE_TASK
+from canvasflow.config.errors import DeadlineExceeded
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.control import rollback_needed
 from canvasflow.workflows.runtime.failure import close_failed, fail_step, failure_status
