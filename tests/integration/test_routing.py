@@ -178,7 +178,9 @@ def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_fac
     assert {s.result for s in after.steps} == {"slow"}
 
 
-def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
+def test_fallback_after_an_engine_fails_the_step(celery_worker_factory, capsys):
+    from canvasflow.workflows.cli.main import main
+
     start_engines(celery_worker_factory, "rfb", "flaky", "steady")
     record = start("rt.fallback").wait(60)
     assert record.status == "succeeded", record.error
@@ -188,14 +190,34 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
             s.result == "steady" and s.route["engine"] == "rfb/steady" and s.route["tried"] == ["rfb/flaky"]
         )
         assert s.attempts == 2
+        # every decision in order, with what became of it: flaky failed it, steady ran it
+        assert [(d["engine"], d["outcome"]) for d in s.routes] == [
+            ("rfb/flaky", "EngineError"),
+            ("rfb/steady", "ran"),
+        ]
+        assert s.routes[0]["queue"] == "cap.rfb.flaky" and s.routes[0]["strategy"] == "best_available"
+        assert s.routes[0]["worker"] and "backend is down" in s.routes[0]["error"]
+        assert s.routes[0]["at"] <= s.routes[1]["at"]
     rerouted = [e for e in runtime().store.events(record.id) if e["event"] == "step.rerouted"]
     assert len(rerouted) == 2 and {e["data"]["error"]["engine"] for e in rerouted} == {"rfb/flaky"}
     assert all(e["data"]["worker"] for e in rerouted)
+    assert all(e["data"]["routes"][-1]["outcome"] == "EngineError" for e in rerouted)  # history has it
+    for command in (["status", record.id], ["history", record.id]):  # the chain, oldest first
+        assert main(command) == 0
+        shown = capsys.readouterr().out
+        assert (
+            "rfb/flaky (best_available: highest priority (10) with a live worker) -> EngineError on" in shown
+        )
+        assert "| rfb/steady (best_available: highest priority (1) with a live worker) -> ran" in shown
     # when every engine failed it, the run fails (nothing to compensate here) with the last error
     failed = start("rt.no_engine_left").wait(60)
     assert failed.status == "failed" and failed.error["type"] == "EngineError"
     assert "steady is down too" in failed.error["message"]
     assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
+    assert [(d["engine"], d["outcome"]) for d in failed.step("1.fb_never").routes] == [
+        ("rfb/flaky", "EngineError"),
+        ("rfb/steady", "EngineError"),
+    ]
 
 
 def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory, capsys):
@@ -205,6 +227,13 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     everyone = start("rt.par_all").wait(60)
     assert everyone.status == "succeeded", everyone.error
     assert everyone.result == {f"rpar/{e}": {"engine": e, "n": 7} for e in ("e1", "e2", "e3")}
+    members = [s for s in everyone.steps if s.route and s.route["strategy"] == "pinned"]
+    assert sorted(s.route["engine"] for s in members) == ["rpar/e1", "rpar/e2", "rpar/e3"]
+    for s in members:  # each member carries its own decision, journaled under its action's name
+        assert s.task == "rpar.identify" and s.queue == s.route["queue"]
+        assert s.routes == [{**s.route, "outcome": "ran"}]
+        assert s.route["implementation"] == "tests.integration.routing_flows.identify"
+        assert s.result["engine"] == s.route["engine"].split("/")[1]  # where it really ran
     majority = start("rt.par_majority").wait(60)
     assert (majority.status, majority.result) == ("succeeded", "yes"), majority.error
     custom = start("rt.par_custom").wait(60)
@@ -227,6 +256,7 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     assert shown["reason"].startswith("highest priority")
     assert main(["status", one.id]) == 0
     assert "engine=rpar/e1 (best_available: highest priority (3)" in capsys.readouterr().out
+    assert one.steps[0].task == "rpar.identify" and one.steps[0].routes[-1]["outcome"] == "ran"
 
 
 def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery_worker_factory):

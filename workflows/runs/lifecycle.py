@@ -38,7 +38,7 @@ from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, fini
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.outcome import skip_unrun
 from canvasflow.workflows.runtime.secrets import for_journal
-from canvasflow.workflows.runtime.wire import check_value
+from canvasflow.workflows.runtime.wire import check_value, journaled_task
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -138,7 +138,7 @@ def _launch(
     rows = [
         {
             "step_id": n.id,
-            "task": n.task,
+            "task": journaled_task(n.task, n.args),  # an action step: its action's name
             "kind": n.kind,
             "queue": n.options.get("queue"),
             "compensation": n.compensation,
