@@ -72,10 +72,25 @@ def test_load_balanced_spreads_200_steps_over_two_engines(celery_worker_factory)
     assert record.status == "succeeded", record.error
     counts = Counter(engines_of(record))
     assert sum(counts.values()) == 200
-    assert counts["rlb/a"] >= 60 and counts["rlb/b"] >= 60, counts
+    assert counts["rlb/a"] >= 80 and counts["rlb/b"] >= 80, counts  # no worse than 40/60
     # each step ran where it was routed, and the decision is journaled with it
     for s in record.steps:
         assert s.queue == s.route["queue"] and s.route["strategy"] == "load_balanced"
+
+
+def test_load_balanced_keeps_a_chain_on_one_engine_and_still_spreads_a_burst(celery_worker_factory):
+    start_engines(celery_worker_factory, "rlb", "a", "b")
+    chained = start("rt.lb_chain").wait(60)
+    assert chained.status == "succeeded", chained.error
+    ran = [s.result for s in sorted(chained.steps, key=lambda s: int(s.step_id.split(".")[0]))]
+    assert len(set(ran)) == 1, ran  # each step ran where its predecessor did (locality) ...
+    assert len({s.task_id for s in chained.steps}) == 1  # ... fused into one delivery
+    burst = start("rt.lb_burst").wait(120)
+    assert burst.status == "succeeded", burst.error
+    spread = Counter(s.result for s in burst.steps if s.step_id.startswith("1."))
+    assert sum(spread.values()) == 200 and min(spread.values()) >= 80, spread  # no worse than 40/60
+    members = [s for s in burst.steps if s.step_id.startswith("1.")]
+    assert all(s.route["engine"] == f"rlb/{s.result}" for s in members)  # journaled where it ran
 
 
 def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(celery_worker_factory):
@@ -176,6 +191,15 @@ def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_fac
     after = start("rt.perf30").wait(90)
     assert after.status == "succeeded", after.error
     assert {s.result for s in after.steps} == {"slow"}
+
+
+def test_performance_based_finds_an_engine_twice_as_fast_within_20_steps(celery_worker_factory):
+    start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
+    record = start("rt.perf_twice").wait(120)
+    assert record.status == "succeeded", record.error
+    ran = [s.result for s in sorted(record.steps, key=lambda s: int(s.step_id.split(".")[0]))]
+    after = ran[20:]
+    assert after.count("fast") >= 0.9 * len(after), ran
 
 
 def test_fallback_after_an_engine_fails_the_step(celery_worker_factory, capsys):

@@ -22,6 +22,8 @@ from canvasflow.workers.routing.snapshot import EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import strategy
 
 Decision = dict[str, Any]
+# the strategies whose choice is a matter of load: a step may stay near its predecessor
+LOCAL = frozenset({"load_balanced", "resource_aware"})
 
 
 def decide(
@@ -33,8 +35,13 @@ def decide(
     exclude: Collection[str] = (),
     draw: float = 1.0,
     exploration: float = 0.0,
+    prefer: str | None = None,
+    margin: float = 0.0,
 ) -> Decision:
-    """The engine for one step: a strategy's choice among the live engines that fit, else a wait."""
+    """The engine for one step: a strategy's choice among the live engines that fit, else a wait.
+
+    ``prefer``: the engine that ran the step's predecessor in this worker; a load-based strategy
+    keeps the step there while its load is within ``margin`` of its own choice's (locality)."""
     cap = routing["capability"]
     name = routing.get("strategy") or default_strategy
     requires = routing.get("requires") or {}
@@ -53,6 +60,14 @@ def decide(
         untried = [c for c in fit if c.engine.key not in exclude] or fit
         waits = untried[0]
         return _decision(waits, name, f"no live worker fits: waiting on {waits.engine.key}")
+    if prefer and margin > 0 and name in LOCAL and choice.engine.engine.key != prefer:
+        near = next((c for c in live if c.engine.key == prefer), None)
+        if near is not None and near.load <= choice.engine.load + margin:
+            reason = (
+                f"ran the step before it; load {near.load:.2f} within {margin:g} of the least loaded "
+                f"({choice.engine.engine.key}: {choice.engine.load:.2f})"
+            )
+            return _decision(near, name, reason)
     return _decision(choice.engine, name, choice.reason)
 
 
@@ -85,9 +100,17 @@ def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:
 
 
 def route_step(
-    r: redis.Redis, s: Settings, step_id: str, routing: Mapping[str, Any], exclude: Collection[str] = ()
+    r: redis.Redis,
+    s: Settings,
+    step_id: str,
+    routing: Mapping[str, Any],
+    exclude: Collection[str] = (),
+    *,
+    prefer: str | None = None,
+    count: bool = True,
 ) -> Decision:
-    """Decide with this process's live view (read again after ``route_cache_ttl``) and count the send."""
+    """Decide with this process's live view (read again after ``route_cache_ttl``) and count the
+    send (``count=False``: the caller counts it with :func:`sent` if it publishes the step)."""
     view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
     decision = decide(
         view.states(),
@@ -97,9 +120,17 @@ def route_step(
         exclude=exclude,
         draw=random.random(),
         exploration=s.route_exploration,
+        prefer=prefer,
+        margin=s.route_locality_margin,
     )
-    view.sent(decision["engine"])
+    if count:
+        view.sent(decision["engine"])
     return decision
+
+
+def sent(r: redis.Redis, s: Settings, engine_key: str) -> None:
+    """Count one step published to ``engine_key`` in this process's live view."""
+    view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).sent(engine_key)
 
 
 def _depths(s: Settings) -> bool:

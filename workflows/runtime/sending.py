@@ -126,10 +126,20 @@ def send_step(
     )
 
 
-def decide_route(rt: Runtime, run_id: str, node: StepNode, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The router's choice of engine for a routed step that became ready (announced to middleware)."""
+def decide_route(
+    rt: Runtime,
+    run_id: str,
+    node: StepNode,
+    exclude: tuple[str, ...] = (),
+    *,
+    prefer: str | None = None,
+    count: bool = True,
+) -> dict[str, Any]:
+    """The router's choice of engine for a routed step that became ready (announced to middleware);
+    ``prefer`` and ``count``: see :func:`canvasflow.workers.routing.router.route_step`."""
     began = time.perf_counter()
-    route = route_step(rt.redis, rt.settings, node.id, node.options["routing"], exclude)
+    routing = node.options["routing"]
+    route = route_step(rt.redis, rt.settings, node.id, routing, exclude, prefer=prefer, count=count)
     events.routed(run_id, node.id, node.options["routing"], route, time.perf_counter() - began, exclude)
     route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
     return route
