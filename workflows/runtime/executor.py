@@ -138,9 +138,11 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
                 recover(rt, run_id, step_id, gen, delivery=req.id)
             return None
         info["attempt"] = claim.attempt
-        if claim.previous and "route" in info:  # an earlier delivery died: its attempt is journaled too
-            info["route"] = after_death(info["route"], json.loads(claim.previous), claim.attempt - 1)
-            rt.redis.hset(rt.state.key(run_id, "info"), claim_id, json.dumps(info))
+        if claim.previous:  # an earlier delivery died mid-step: its attempt is journaled too
+            _journal_abandoned(rt, run_id, claim_id, json.loads(claim.previous), claim.attempt - 1)
+            if "route" in info:
+                info["route"] = after_death(info["route"], json.loads(claim.previous), claim.attempt - 1)
+                rt.redis.hset(rt.state.key(run_id, "info"), claim_id, json.dumps(info))
         if claim.run_status == "compensating":
             log.warning("step redelivered during the rollback: running it to completion to compensate it")
         ctx = ExecutionContext(
@@ -210,6 +212,19 @@ def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None
         "error": {**error_info(exc, delivery.task), "traceback": traceback_text(exc)},
     }
     rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
+
+
+def _journal_abandoned(rt: Runtime, run_id: str, unit: str, previous: dict[str, Any], attempt: int) -> None:
+    """The attempt a delivery claimed and never finished (its worker died): an event only."""
+    data = {
+        "generation": previous.get("gen"),
+        "attempts": attempt,
+        "worker": previous.get("worker"),
+        "queue": previous.get("queue"),
+        "started_at": previous.get("started_at"),
+        "error": {"type": "WorkerLost", "message": "its worker died before the step finished"},
+    }
+    rt.journal.record_step(run_id, unit, "step.abandoned", event_data=data)
 
 
 def _current_generation(rt: Runtime, run_id: str) -> int | None:
