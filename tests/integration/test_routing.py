@@ -294,7 +294,7 @@ def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery
     assert took < routing_flows.RACE_DELAY["e3"], took  # nobody waited for the slow engine
     revoked = {"revoked": True, "winner": "rpar/e1"}  # what the losers' steps completed with
     won = {"won": True, "engine": "rpar/e1", "result": {"engine": "e1"}}
-    members = [s.result for s in record.steps if s.task == "canvasflow.action.rpar"]
+    members = [s.result for s in record.steps if s.task == "rpar.race_to"]  # journaled by action
     assert sorted(members, key=json.dumps) == sorted([won, revoked, revoked], key=json.dumps)
     r = runtime().redis
     # the slow engine had started its step; it was terminated, so it never finishes

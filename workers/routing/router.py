@@ -24,6 +24,7 @@ from canvasflow.workers.routing.strategies import strategy
 Decision = dict[str, Any]
 # the strategies whose choice is a matter of load: a step may stay near its predecessor
 LOCAL = frozenset({"load_balanced", "resource_aware"})
+NONE_LIVE = "no live worker fits"  # the reason of a step parked on a declared engine's queue
 
 
 def decide(
@@ -59,7 +60,7 @@ def decide(
     if choice is None:
         untried = [c for c in fit if c.engine.key not in exclude] or fit
         waits = untried[0]
-        return _decision(waits, name, f"no live worker fits: waiting on {waits.engine.key}")
+        return _decision(waits, name, f"{NONE_LIVE}: waiting on {waits.engine.key}")
     if prefer and margin > 0 and name in LOCAL and choice.engine.engine.key != prefer:
         near = next((c for c in live if c.engine.key == prefer), None)
         if near is not None and near.load <= choice.engine.load + margin:
@@ -73,17 +74,20 @@ def decide(
 
 def live_left(r: redis.Redis, s: Settings, routing: Mapping[str, Any], exclude: Collection[str]) -> bool:
     """Whether an engine not tried yet, fitting the step and with a live worker, is left."""
-    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
     requires = routing.get("requires") or {}
-    return any(
-        e.key not in exclude and e.satisfies(requires) and e.key in states and states[e.key].live
-        for e in registry.of(routing["capability"])
-    )
+    fitting = [
+        e for e in registry.of(routing["capability"]) if e.key not in exclude and e.satisfies(requires)
+    ]
+    for states in (view.states(), view.fresh()):  # read again before saying none is left
+        if any(e.key in states and states[e.key].live for e in fitting):
+            return True
+    return False
 
 
 def live_engines(r: redis.Redis, s: Settings, capability: str) -> list[Engine]:
-    """The capability's engines with a live worker, highest priority first."""
-    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    """The capability's engines with a live worker, highest priority first (the view read now)."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).fresh()
     return [e for e in registry.of(capability) if e.key in states and states[e.key].live]
 
 
@@ -112,17 +116,21 @@ def route_step(
     """Decide with this process's live view (read again after ``route_cache_ttl``) and count the
     send (``count=False``: the caller counts it with :func:`sent` if it publishes the step)."""
     view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
-    decision = decide(
-        view.states(),
-        step_id,
-        routing,
-        s.route_strategy,
-        exclude=exclude,
-        draw=random.random(),
-        exploration=s.route_exploration,
-        prefer=prefer,
-        margin=s.route_locality_margin,
-    )
+    draw = random.random()
+    for states in (view.states(), None):
+        decision = decide(
+            states if states is not None else view.fresh(),  # no live engine: read the view again
+            step_id,
+            routing,
+            s.route_strategy,
+            exclude=exclude,
+            draw=draw,
+            exploration=s.route_exploration,
+            prefer=prefer,
+            margin=s.route_locality_margin,
+        )
+        if not decision["reason"].startswith(NONE_LIVE):
+            break
     if count:
         view.sent(decision["engine"])
     return decision
@@ -167,10 +175,13 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
         if s.route_when_none_live == "wait":  # the step waits for a worker of an engine that fits
             continue
         view = view or view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
-        states = view.states()
         only = routing.get("engines")  # a hybrid step: the engines that have an implementation
         fitting = [e for e in engines if e.satisfies(requires) and (not only or e.name in only)]
+        states = view.states()
         live = [e for e in fitting if e.key in states and states[e.key].live]
+        if not live:  # read again before refusing: a worker may have just started
+            states = view.fresh()
+            live = [e for e in fitting if e.key in states and states[e.key].live]
         if not live:
             fits = [e.name for e in fitting] or ["(none fits)"]
             problems.append(
