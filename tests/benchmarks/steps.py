@@ -150,7 +150,7 @@ def saga_fail(*_: Any, token: str) -> None:
 
 ROUTED_QUEUES = "cap.benchr.e1,cap.benchr.e2"
 ENGINE_QUEUES = {"e1": "cap.benchr.e1", "e2": "cap.benchr.e2"}
-PERF_SLEEP = {"e1": 0.02, "e2": 0.01}  # e2 twice as fast: performance_based should find it
+PERF_SLEEP = {"e1": 0.06, "e2": 0.03}  # e2 twice as fast (long enough to stand out of the noise)
 register_engine(Engine("e1", "benchr", priority=10))
 register_engine(Engine("e2", "benchr", priority=1))
 

@@ -110,7 +110,7 @@ def lb_where(*_: object) -> str | None:
 @step(name="rt.perf2", capability="rperf", route="performance_based")
 def perf2(i: int) -> str | None:
     engine = context().engine
-    time.sleep(0.04 if engine == "slow" else 0.02)  # the fast engine is twice as fast
+    time.sleep(0.08 if engine == "slow" else 0.04)  # the fast engine is twice as fast
     return engine
 
 
