@@ -35,6 +35,9 @@ RUNTIME_MODULES = ["canvasflow.app", "canvasflow.workflows.tasks", "canvasflow.c
 # the demo's steps and workflows: only for `canvasflow demo`, `canvasflow worker --demo` and tests
 DEMO_MODULES = ["canvasflow.workers.demo", "canvasflow.workflows.demo"]
 START_TASK = "canvasflow.start"
+# runtime tasks that only ever run on the control queue (countdown deadlines, beat's scheduled starts)
+DEADLINE_TASK = "canvasflow.deadline"
+SCHEDULED_TASK = "canvasflow.start_scheduled"
 
 
 def worker_imports(s: Settings) -> list[str]:
@@ -48,12 +51,15 @@ def worker_imports(s: Settings) -> list[str]:
 # canvasflow's tasks that run on the control queue (by task_routes: Celery deprecates the task
 # class's ``queue`` attribute); the names are those of workflows/tasks.py and conversation.py
 CONTROL_TASKS = (START_TASK, "canvasflow.subworkflow", "canvasflow.send_signal")
+# every task the control queue's route names: the control steps and the runtime's own control tasks
+CONTROL_ROUTED = (*CONTROL_TASKS, DEADLINE_TASK, SCHEDULED_TASK)
 
 
 def routes(s: Settings) -> dict[str, dict[str, str]]:
     """canvasflow's task routes: a plain ``send_task("canvasflow.start")`` reaches a control worker,
-    as do sub-workflow and send-signal steps."""
-    return {name: {"queue": s.control_queue} for name in CONTROL_TASKS}
+    as do sub-workflow and send-signal steps, deadlines and beat's scheduled starts (none of
+    canvasflow's tasks sets Celery's deprecated ``queue`` attribute)."""
+    return {name: {"queue": s.control_queue} for name in CONTROL_ROUTED}
 
 
 def configure(celery: Celery, s: Settings) -> None:

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     engine_heartbeat_interval: float = Field(default=2.0, gt=0)
     route_cache_ttl: float = Field(default=0.5, ge=0)
     route_exploration: float = Field(default=0.05, ge=0, le=1)
+    # load_balanced / resource_aware: a step stays on the engine that ran its predecessor in this
+    # worker while that engine's load (queued + in flight per consumer) is at most this much above
+    # the least loaded one's, so a chain keeps running fused; 0 turns locality off
+    route_locality_margin: float = Field(default=1.0, ge=0)
     max_fallbacks: int = Field(default=2, ge=0)
     # seconds a routed step may wait on its engine's queue before an idle worker of another engine takes it
     route_timeout: float | None = Field(default=None, gt=0)

@@ -58,7 +58,20 @@ def action_task(capability: str) -> Any:
                 return run_race(lambda: handler(payload))
             return handler(payload)
 
-        app.task(run_action, name=name, base=StepTask, capability=capability, route=None, requires={})
+        def implementation_of(args: Any) -> str | None:
+            """The handler this worker runs for the action in ``args`` (journaled with its route)."""
+            handler = _handlers.get((capability, args[0])) if args else None
+            return None if handler is None else f"{handler.__module__}.{handler.__qualname__}"
+
+        app.task(
+            run_action,
+            name=name,
+            base=StepTask,
+            capability=capability,
+            route=None,
+            requires={},
+            implementation_of=staticmethod(implementation_of),
+        )
         capabilities.register(name, capability)
     return app.tasks[name]
 

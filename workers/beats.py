@@ -60,6 +60,7 @@ class Beat:
     pids: frozenset[int]
     at: float  # epoch seconds, the node's clock
     tasks: frozenset[str]
+    queues: frozenset[str] = frozenset()  # what it consumes
 
 
 # seconds between tries while the state Redis is unreachable: a node beats again within this of
@@ -161,6 +162,7 @@ def _parse(name: str, value: bytes | str) -> Beat:
         frozenset(int(p) for p in data.get("pids", [data["pid"]])),
         float(data["at"]),
         frozenset(data.get("tasks", [])),
+        frozenset(data.get("queues", [])),
     )
 
 

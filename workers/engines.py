@@ -81,6 +81,12 @@ def engines_in(queues: list[str]) -> list[str]:
     return [f"{m[1]}/{m[2]}" for q in queues if (m := ENGINE_QUEUE.match(q))]
 
 
+def engine_of_queue(queue: str | None) -> str | None:
+    """``capability/engine`` when ``queue`` is an engine's queue, else None."""
+    found = ENGINE_QUEUE.match(queue) if queue else None
+    return f"{found.group(1)}/{found.group(2)}" if found else None
+
+
 def _number(value: Resource) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -233,6 +233,18 @@ def write_doc(
         "runtime journaling to PostgreSQL. Raw, canvasflow/SQLite and canvasflow/PostgreSQL "
         "alternate in the same period, so the three are comparable with each other (not "
         "necessarily with the chain of 10 above, measured minutes earlier).",
+        '* Routed chains (rows "chain of 10 routed (...) vs unrouted canvasflow"): the "raw celery" '
+        'column is the *unrouted* canvasflow chain of 10 on `cap.bench`, the "canvasflow" column the '
+        "same chain of `bench.rnoop_*` steps routed on capability `benchr` with `best_available` or "
+        "`load_balanced`. **Two engines are live, each on a worker of its own**: `e1` (priority 10) on "
+        "the worker that serves `cap.bench`, `e2` on a second worker consuming only `cap.benchr.e2`; so "
+        "a step the router moves to the other engine is a trip through the broker, not a fused hop. The "
+        "two sides alternate, 21 pairs (three times the chain's repetitions), after one warm-up of each. "
+        "Printed after the table, same run: one routing decision's cost (`route_step` with the live view "
+        "cached), where a burst of 200 `load_balanced` steps after one step really ran (each step "
+        "returns the engine whose queue delivered it; target no worse than 40/60), and the share of a "
+        "`performance_based` chain of 40 that ran on `e2` after its first 20 steps when `e1` sleeps "
+        "twice as long (target >= 90%).",
         "* The machine is small (2 cores) and shared with other jobs: run-to-run noise is large "
         "(see the individual repetitions). The alternation keeps the comparison fair; it does "
         "not make the absolute numbers precise.",

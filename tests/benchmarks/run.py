@@ -164,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     extra: list[str] = []
     b = Bench(workdir)
     try:
-        b.add_worker(env, "sqlite", QUEUES + ("," + steps.ROUTED_QUEUES if "routed" in only else ""))
+        routed = "routed" in only
+        b.add_worker(env, "sqlite", QUEUES + ("," + steps.ENGINE_QUEUES["e1"] if routed else ""))
+        if routed:  # two engines live, each on a worker of its own (docs/BENCHMARKS.md)
+            b.add_worker(env, "e2", steps.ENGINE_QUEUES["e2"])
         print(f"worker ready ({b.workers[0].log}); {time.monotonic() - began:.1f}s", flush=True)
         if args.profile:
             from tests.benchmarks.timers import profile_pass

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +110,30 @@ def routed_scenarios(b: Bench, reps: int) -> list[Scenario]:
     print(
         f"  one routing decision (route_step, cached live view): median {median_ms:.4f} ms (target < 0.5 ms)"
     )
+    for line in routed_balance():
+        print(f"  {line}", flush=True)
     return out
+
+
+def routed_balance(burst: int = 200, chain_of: int = 40, within: int = 20) -> list[str]:
+    """Where routed steps really ran (the engine that delivered each, as each step returns):
+    a burst of ``burst`` load_balanced steps (target: no worse than 40/60), and a
+    performance_based chain whose engine e2 is twice as fast (target: >= 90% of the steps
+    after the first ``within`` on e2)."""
+    from canvasflow.workflows import start
+
+    spread = start("bench.routed_burst", {"n": burst, "token": uuid.uuid4().hex}).wait(timeout=300)
+    ran = Counter(s.result for s in spread.steps if s.task == "bench.rwhere_lb")
+    low = min(ran.get("e1", 0), ran.get("e2", 0)) / max(sum(ran.values()), 1)
+    perf = start("bench.routed_perf", {"n": chain_of, "token": uuid.uuid4().hex}).wait(timeout=300)
+    order = sorted(perf.steps, key=lambda s: int(s.step_id.split(".")[0]))
+    fast = [s.result for s in order[within:]].count("e2") / max(len(order) - within, 1)
+    return [
+        f"burst of {burst} load_balanced steps over two engines: e1 {ran.get('e1', 0)}, e2 "
+        f"{ran.get('e2', 0)} (smaller share {low:.0%}; target >= 40%: {'PASS' if low >= 0.4 else 'FAIL'})",
+        f"performance_based chain of {chain_of}, e2 twice as fast: {fast:.0%} of the steps after the "
+        f"first {within} ran on e2 (target >= 90%: {'PASS' if fast >= 0.9 else 'FAIL'})",
+    ]
 
 
 def routing_decision_ms(n: int = 20_000) -> float:

@@ -15,8 +15,11 @@ and the bench BLPOPs it, so both sides are timed the same way and neither is slo
   when it finished, so the bench times failure -> ninth compensation done
 
 All run on capability ``bench`` (queue ``cap.bench``). The routed chain's links
-(``bench.rnoop_*``/``bench.rfinish_*``) run on capability ``benchr``, whose two engines
-``e1`` (priority 10) and ``e2`` are served by the same worker as ``cap.bench``.
+(``bench.rnoop_*``/``bench.rfinish_*``) run on capability ``benchr``, whose two engines are
+live on workers of their own: ``e1`` (priority 10) on the worker that serves ``cap.bench``,
+``e2`` on a second one (docs/BENCHMARKS.md). ``bench.routed_burst`` (200 load_balanced steps
+after one) and ``bench.routed_perf`` (a performance_based chain; ``e1`` sleeps twice as long
+as ``e2``) say where their steps ran, from the engine that delivered each.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from canvasflow.compensation import compensates
 from canvasflow.workers.engines import Engine, register_engine
 from canvasflow.workers.step import step
 from canvasflow.workflows import Workflow, map_reduce
+from canvasflow.workflows.runtime.execution import context
 
 PG_QUEUE = "cap.bench.pg"  # served by the bench's second worker, journaling to PostgreSQL
 TEL_QUEUE = "cap.bench.tel"  # served by a worker with metrics and the event stream on
@@ -145,6 +149,8 @@ def saga_fail(*_: Any, token: str) -> None:
 
 
 ROUTED_QUEUES = "cap.benchr.e1,cap.benchr.e2"
+ENGINE_QUEUES = {"e1": "cap.benchr.e1", "e2": "cap.benchr.e2"}
+PERF_SLEEP = {"e1": 0.06, "e2": 0.03}  # e2 twice as fast (long enough to stand out of the noise)
 register_engine(Engine("e1", "benchr", priority=10))
 register_engine(Engine("e2", "benchr", priority=1))
 
@@ -167,6 +173,33 @@ def rnoop_lb(*_: Any, **__: Any) -> None:
 @step(name="bench.rfinish_lb", capability="benchr", route="load_balanced")
 def rfinish_lb(*_: Any, token: str) -> None:
     push_done(token)
+
+
+@step(name="bench.rwhere_lb", capability="benchr", route="load_balanced")
+def rwhere_lb(*_: Any, **__: Any) -> str | None:
+    return context().engine  # the engine whose queue delivered it: where it really ran
+
+
+@step(name="bench.rtally_lb", capability="benchr", route="load_balanced")
+def rtally_lb(engines: list[Any], token: str) -> None:
+    push_done(token, len(engines))
+
+
+@step(name="bench.rperf", capability="benchr", route="performance_based")
+def rperf(*_: Any, token: str | None = None) -> str | None:
+    engine = context().engine
+    time.sleep(PERF_SLEEP.get(str(engine), 0.0))
+    if token is not None:
+        push_done(token)
+    return engine
+
+
+def _routed_burst(n: int, token: str) -> Any:
+    return chain(rnoop_lb.s(), group(rwhere_lb.s() for _ in range(n)), rtally_lb.s(token=token))
+
+
+def _routed_perf(n: int, token: str) -> Any:
+    return chain(*(rperf.s() for _ in range(n - 1)), rperf.s(token=token))
 
 
 def _routed_chain(n: int, token: str, strategy: str) -> Any:
@@ -245,6 +278,8 @@ CHAIN_PG = Workflow("bench.chain_pg", "1", build=_chain_pg)
 GROUP = Workflow("bench.group", "1", build=_group)
 MAP_REDUCE = Workflow("bench.map_reduce", "1", build=_map_reduce)
 ROUTED_CHAIN = Workflow("bench.routed_chain", "1", build=_routed_chain)
+ROUTED_BURST = Workflow("bench.routed_burst", "1", build=_routed_burst)
+ROUTED_PERF = Workflow("bench.routed_perf", "1", build=_routed_perf)
 CHAIN_TEL = Workflow("bench.chain_tel", "1", build=_chain_tel)
 GROUP_TEL = Workflow("bench.group_tel", "1", build=_group_tel)
 

@@ -102,6 +102,18 @@ def any_res(i: int) -> str | None:
     return context().engine
 
 
+@step(name="rt.lb_where", capability="rlb", route="load_balanced")
+def lb_where(*_: object) -> str | None:
+    return context().engine  # the engine whose queue delivered it: where it really ran
+
+
+@step(name="rt.perf2", capability="rperf", route="performance_based")
+def perf2(i: int) -> str | None:
+    engine = context().engine
+    time.sleep(0.08 if engine == "slow" else 0.04)  # the fast engine is twice as fast
+    return engine
+
+
 @step(name="rt.perf", capability="rperf", route="performance_based")
 def perf(i: int) -> str | None:
     engine = context().engine
@@ -188,6 +200,11 @@ resources = Workflow(
 )
 gpu_alone = Workflow("rt.gpu_alone", "1", build=lambda: wait_gpu.si(0))
 perf30 = Workflow("rt.perf30", "1", build=lambda: chain(perf.si(i) for i in range(30)))
+perf_twice = Workflow("rt.perf_twice", "1", build=lambda: chain(perf2.si(i) for i in range(100)))
+lb_chain = Workflow("rt.lb_chain", "1", build=lambda: chain(lb_where.si() for _ in range(10)))
+lb_burst = Workflow(
+    "rt.lb_burst", "1", build=lambda: chain(lb_where.si(), group(lb_where.si() for _ in range(200)))
+)
 to_nowhere = Workflow("rt.nowhere", "1", build=lambda: chain(lb.si(1), nowhere.si()))
 bad_strategy = Workflow("rt.badstrategy", "1", build=lambda: badstrategy.si())
 needs_tpu = Workflow("rt.tpu", "1", build=lambda: tpu.si())

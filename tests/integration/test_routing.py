@@ -72,10 +72,25 @@ def test_load_balanced_spreads_200_steps_over_two_engines(celery_worker_factory)
     assert record.status == "succeeded", record.error
     counts = Counter(engines_of(record))
     assert sum(counts.values()) == 200
-    assert counts["rlb/a"] >= 60 and counts["rlb/b"] >= 60, counts
+    assert counts["rlb/a"] >= 80 and counts["rlb/b"] >= 80, counts  # no worse than 40/60
     # each step ran where it was routed, and the decision is journaled with it
     for s in record.steps:
         assert s.queue == s.route["queue"] and s.route["strategy"] == "load_balanced"
+
+
+def test_load_balanced_keeps_a_chain_on_one_engine_and_still_spreads_a_burst(celery_worker_factory):
+    start_engines(celery_worker_factory, "rlb", "a", "b")
+    chained = start("rt.lb_chain").wait(60)
+    assert chained.status == "succeeded", chained.error
+    ran = [s.result for s in sorted(chained.steps, key=lambda s: int(s.step_id.split(".")[0]))]
+    assert len(set(ran)) == 1, ran  # each step ran where its predecessor did (locality) ...
+    assert len({s.task_id for s in chained.steps}) == 1  # ... fused into one delivery
+    burst = start("rt.lb_burst").wait(120)
+    assert burst.status == "succeeded", burst.error
+    spread = Counter(s.result for s in burst.steps if s.step_id.startswith("1."))
+    assert sum(spread.values()) == 200 and min(spread.values()) >= 80, spread  # no worse than 40/60
+    members = [s for s in burst.steps if s.step_id.startswith("1.")]
+    assert all(s.route["engine"] == f"rlb/{s.result}" for s in members)  # journaled where it ran
 
 
 def test_best_available_moves_to_the_next_engine_when_the_preferred_one_dies(celery_worker_factory):
@@ -178,7 +193,18 @@ def test_performance_based_sends_most_steps_to_the_fast_engine(celery_worker_fac
     assert {s.result for s in after.steps} == {"slow"}
 
 
-def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
+def test_performance_based_finds_an_engine_twice_as_fast_within_20_steps(celery_worker_factory):
+    start_engines(celery_worker_factory, "rperf", "fast", "slow", concurrency=1)
+    record = start("rt.perf_twice").wait(120)
+    assert record.status == "succeeded", record.error
+    ran = [s.result for s in sorted(record.steps, key=lambda s: int(s.step_id.split(".")[0]))]
+    after = ran[20:]
+    assert after.count("fast") >= 0.9 * len(after), ran
+
+
+def test_fallback_after_an_engine_fails_the_step(celery_worker_factory, capsys):
+    from canvasflow.workflows.cli.main import main
+
     start_engines(celery_worker_factory, "rfb", "flaky", "steady")
     record = start("rt.fallback").wait(60)
     assert record.status == "succeeded", record.error
@@ -188,14 +214,34 @@ def test_fallback_after_an_engine_fails_the_step(celery_worker_factory):
             s.result == "steady" and s.route["engine"] == "rfb/steady" and s.route["tried"] == ["rfb/flaky"]
         )
         assert s.attempts == 2
+        # every decision in order, with what became of it: flaky failed it, steady ran it
+        assert [(d["engine"], d["outcome"]) for d in s.routes] == [
+            ("rfb/flaky", "EngineError"),
+            ("rfb/steady", "ran"),
+        ]
+        assert s.routes[0]["queue"] == "cap.rfb.flaky" and s.routes[0]["strategy"] == "best_available"
+        assert s.routes[0]["worker"] and "backend is down" in s.routes[0]["error"]
+        assert s.routes[0]["at"] <= s.routes[1]["at"]
     rerouted = [e for e in runtime().store.events(record.id) if e["event"] == "step.rerouted"]
     assert len(rerouted) == 2 and {e["data"]["error"]["engine"] for e in rerouted} == {"rfb/flaky"}
     assert all(e["data"]["worker"] for e in rerouted)
+    assert all(e["data"]["routes"][-1]["outcome"] == "EngineError" for e in rerouted)  # history has it
+    for command in (["status", record.id], ["history", record.id]):  # the chain, oldest first
+        assert main(command) == 0
+        shown = capsys.readouterr().out
+        assert (
+            "rfb/flaky (best_available: highest priority (10) with a live worker) -> EngineError on" in shown
+        )
+        assert "| rfb/steady (best_available: highest priority (1) with a live worker) -> ran" in shown
     # when every engine failed it, the run fails (nothing to compensate here) with the last error
     failed = start("rt.no_engine_left").wait(60)
     assert failed.status == "failed" and failed.error["type"] == "EngineError"
     assert "steady is down too" in failed.error["message"]
     assert failed.step("1.fb_never").route["tried"] == ["rfb/flaky"]
+    assert [(d["engine"], d["outcome"]) for d in failed.step("1.fb_never").routes] == [
+        ("rfb/flaky", "EngineError"),
+        ("rfb/steady", "EngineError"),
+    ]
 
 
 def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_factory, capsys):
@@ -205,6 +251,13 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     everyone = start("rt.par_all").wait(60)
     assert everyone.status == "succeeded", everyone.error
     assert everyone.result == {f"rpar/{e}": {"engine": e, "n": 7} for e in ("e1", "e2", "e3")}
+    members = [s for s in everyone.steps if s.route and s.route["strategy"] == "pinned"]
+    assert sorted(s.route["engine"] for s in members) == ["rpar/e1", "rpar/e2", "rpar/e3"]
+    for s in members:  # each member carries its own decision, journaled under its action's name
+        assert s.task == "rpar.identify" and s.queue == s.route["queue"]
+        assert s.routes == [{**s.route, "outcome": "ran"}]
+        assert s.route["implementation"] == "tests.integration.routing_flows.identify"
+        assert s.result["engine"] == s.route["engine"].split("/")[1]  # where it really ran
     majority = start("rt.par_majority").wait(60)
     assert (majority.status, majority.result) == ("succeeded", "yes"), majority.error
     custom = start("rt.par_custom").wait(60)
@@ -227,6 +280,7 @@ def test_parallel_capability_on_three_engines_and_execute_action(celery_worker_f
     assert shown["reason"].startswith("highest priority")
     assert main(["status", one.id]) == 0
     assert "engine=rpar/e1 (best_available: highest priority (3)" in capsys.readouterr().out
+    assert one.steps[0].task == "rpar.identify" and one.steps[0].routes[-1]["outcome"] == "ran"
 
 
 def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery_worker_factory):
@@ -240,7 +294,7 @@ def test_parallel_capability_first_wins_and_revokes_the_slow_engines_step(celery
     assert took < routing_flows.RACE_DELAY["e3"], took  # nobody waited for the slow engine
     revoked = {"revoked": True, "winner": "rpar/e1"}  # what the losers' steps completed with
     won = {"won": True, "engine": "rpar/e1", "result": {"engine": "e1"}}
-    members = [s.result for s in record.steps if s.task == "canvasflow.action.rpar"]
+    members = [s.result for s in record.steps if s.task == "rpar.race_to"]  # journaled by action
     assert sorted(members, key=json.dumps) == sorted([won, revoked, revoked], key=json.dumps)
     r = runtime().redis
     # the slow engine had started its step; it was terminated, so it never finishes

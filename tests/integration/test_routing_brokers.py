@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from canvasflow import start
+from canvasflow import get_run, start
 from tests.integration.test_routing import engine_env, queues, start_engines, wait_live, wait_step
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]
@@ -33,6 +33,16 @@ def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(
         "reason"
     ]
     assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
+    # the attempt the killed worker never finished is journaled, then the one that ran
+    decisions = record.step("1.ba_slow").routes
+    assert [(d["engine"], d["outcome"]) for d in decisions] == [
+        ("rba/primary", "engine died"),
+        ("rba/backup", "ran"),
+    ]
+    assert decisions[0]["worker"] == workers["primary"].hostname and decisions[0]["attempt"] == 1
+    tries = [(a["attempt"], a["status"], a["worker"]) for a in get_run(run.id).step("1.ba_slow").attempt_log]
+    assert tries[0] == (1, "worker died", workers["primary"].hostname), tries
+    assert tries[-1][1] == "succeeded" and tries[-1][2] == workers["backup"].hostname, tries
 
 
 def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_worker_factory):
@@ -46,3 +56,5 @@ def test_a_step_queued_past_route_timeout_is_taken_by_an_idle_engine(celery_work
     assert ran["spare"] >= 1 and ran["busy"] >= 1, ran  # best_available sent all four to busy
     stolen = [s.route for s in record.steps if s.result == "spare"]
     assert all("route_timeout" in r["reason"] and r["tried"] == ["rto/busy"] for r in stolen), stolen
+    chains = [[(d["engine"], d["outcome"]) for d in s.routes] for s in record.steps if s.result == "spare"]
+    assert all(c == [("rto/busy", "timed out"), ("rto/spare", "ran")] for c in chains), chains

@@ -231,3 +231,22 @@ def test_worker_command_of_an_engine(declared: None, capsys: pytest.CaptureFixtu
         "engine 'tpu' is not declared for ['uocr'] (declared: {'uocr': ['gpu', 'cpu']})"
         in capsys.readouterr().out
     )
+
+
+def test_locality_keeps_a_step_near_its_predecessor_within_the_margin(declared: None) -> None:
+    routing = {"capability": "uocr", "strategy": "load_balanced"}
+    states = {GPU.key: state(GPU, inflight=1), CPU.key: state(CPU)}  # the predecessor runs on gpu
+    assert decide(states, "s", routing, "best_available")["engine"] == "uocr/cpu"  # no locality
+    kept = decide(states, "s", routing, "best_available", prefer=GPU.key, margin=1.0)
+    assert kept["engine"] == "uocr/gpu" and kept["reason"].startswith("ran the step before it")
+    states[GPU.key].queued = 1  # load 2 against 0: beyond the margin, the burst spreads
+    assert decide(states, "s", routing, "best_available", prefer=GPU.key, margin=1.0)["engine"] == "uocr/cpu"
+    assert decide(states, "s", routing, "best_available", prefer=GPU.key, margin=0)["engine"] == "uocr/cpu"
+
+
+def test_locality_never_overrides_priority_or_requires(declared: None) -> None:
+    states = {GPU.key: state(GPU), CPU.key: state(CPU)}
+    best = {"capability": "uocr", "strategy": "best_available"}
+    assert decide(states, "s", best, "best_available", prefer=CPU.key, margin=5)["engine"] == "uocr/gpu"
+    gpu = {"capability": "uocr", "strategy": "resource_aware", "requires": {"gpu": 1}}
+    assert decide(states, "s", gpu, "best_available", prefer=CPU.key, margin=5)["engine"] == "uocr/gpu"

@@ -95,6 +95,25 @@ def test_runs_steps_and_compensations_are_counted_and_timed(metrics: Metrics) ->
     assert v("canvasflow_compensations_total", task="shop.release", outcome="failed") == 1
 
 
+def test_each_routing_decision_is_counted_with_its_outcome_when_its_step_ends(metrics: Metrics) -> None:
+    past = (
+        {"engine": "ocr/gpu", "strategy": "best_available", "outcome": "EngineError"},
+        {"engine": "ocr/tpu", "strategy": "best_available", "outcome": "engine died"},
+    )
+    last = {"engine": "ocr/cpu", "strategy": "best_available"}
+    step = {"task": "ocr.read", "capability": "ocr", "queue": "cap.ocr.cpu"}
+    emit("on_step_success", StepEvent("r1", "0.read", routes=(*past, last), **step))
+    emit("on_step_failure", StepEvent("r2", "0.read", routes=(last,), error={"type": "EngineError"}, **step))
+    got = scrape(metrics.directory)
+
+    def v(engine: str, outcome: str) -> float:
+        labels = {"capability": "ocr", "engine": engine, "strategy": "best_available", "outcome": outcome}
+        return got.get(("canvasflow_route_outcomes_total", tuple(sorted(labels.items()))), 0.0)
+
+    assert (v("ocr/gpu", "EngineError"), v("ocr/tpu", "engine died")) == (1, 1)
+    assert (v("ocr/cpu", "ran"), v("ocr/cpu", "EngineError")) == (1, 1)
+
+
 def test_a_second_scrape_adds_up_what_came_in_between(metrics: Metrics) -> None:
     emit("on_run_start", RunEvent("a", "wf"))
     assert scrape(metrics.directory)[("canvasflow_runs_started_total", (("workflow", "wf"),))] == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -89,20 +90,56 @@ def observe(r: redis.Redis, prefix: str, engine_key: str, seconds: float) -> Non
 
 
 class LiveView:
-    """The engines of each capability as last read, plus the sends made since."""
+    """The engines of each capability as last read, plus the sends made since.
+
+    While a process keeps routing (a decision at least every ``IDLE_TTLS`` x ``ttl`` seconds), a
+    daemon thread reads the view again every ``ttl``, so a decision on the hot path (the first
+    hop of each run) does not wait for the read; then the thread stops and the next decision
+    reads the view itself. A decision that finds no live engine reads it again first
+    (:meth:`fresh`), as does the expansion of a ``parallel_capability``."""
+
+    IDLE_TTLS = 2.0
 
     def __init__(self, r: redis.Redis, prefix: str, ttl: float, depths: bool) -> None:
         self.r, self.prefix, self.ttl, self.depths = r, prefix, ttl, depths
         self._states: dict[str, EngineState] = {}
         self._read_at = -1e9
+        self._used_at = -1e9
         self._ignored: set[str] = set()
+        self._reader: threading.Thread | None = None
 
     def states(self, now: float | None = None) -> dict[str, EngineState]:
         now = time.monotonic() if now is None else now
+        self._used_at = now
         if now - self._read_at > self.ttl:
             self.refresh()
             self._read_at = now
+            self._keep_fresh()
         return self._states
+
+    def fresh(self) -> dict[str, EngineState]:
+        """The view read now (before refusing a step or parking it: an engine may have just come up)."""
+        self.refresh()
+        self._read_at = time.monotonic()
+        return self._states
+
+    def _keep_fresh(self) -> None:
+        if self.ttl <= 0 or (self._reader is not None and self._reader.is_alive()):
+            return
+        self._reader = threading.Thread(
+            target=self._read_while_used, name="canvasflow-live-view", daemon=True
+        )
+        self._reader.start()
+
+    def _read_while_used(self) -> None:
+        while time.monotonic() - self._used_at < self.IDLE_TTLS * self.ttl:
+            time.sleep(self.ttl * 0.8)
+            try:
+                self.refresh()
+            except Exception as exc:  # Redis away: the next decision reads (and raises) itself
+                log.warning("live view not read in the background", error=str(exc))
+                return
+            self._read_at = time.monotonic()
 
     def refresh(self) -> None:
         engines = registry.all()

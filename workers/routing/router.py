@@ -22,6 +22,9 @@ from canvasflow.workers.routing.snapshot import EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import strategy
 
 Decision = dict[str, Any]
+# the strategies whose choice is a matter of load: a step may stay near its predecessor
+LOCAL = frozenset({"load_balanced", "resource_aware"})
+NONE_LIVE = "no live worker fits"  # the reason of a step parked on a declared engine's queue
 
 
 def decide(
@@ -33,8 +36,13 @@ def decide(
     exclude: Collection[str] = (),
     draw: float = 1.0,
     exploration: float = 0.0,
+    prefer: str | None = None,
+    margin: float = 0.0,
 ) -> Decision:
-    """The engine for one step: a strategy's choice among the live engines that fit, else a wait."""
+    """The engine for one step: a strategy's choice among the live engines that fit, else a wait.
+
+    ``prefer``: the engine that ran the step's predecessor in this worker; a load-based strategy
+    keeps the step there while its load is within ``margin`` of its own choice's (locality)."""
     cap = routing["capability"]
     name = routing.get("strategy") or default_strategy
     requires = routing.get("requires") or {}
@@ -52,23 +60,34 @@ def decide(
     if choice is None:
         untried = [c for c in fit if c.engine.key not in exclude] or fit
         waits = untried[0]
-        return _decision(waits, name, f"no live worker fits: waiting on {waits.engine.key}")
+        return _decision(waits, name, f"{NONE_LIVE}: waiting on {waits.engine.key}")
+    if prefer and margin > 0 and name in LOCAL and choice.engine.engine.key != prefer:
+        near = next((c for c in live if c.engine.key == prefer), None)
+        if near is not None and near.load <= choice.engine.load + margin:
+            reason = (
+                f"ran the step before it; load {near.load:.2f} within {margin:g} of the least loaded "
+                f"({choice.engine.engine.key}: {choice.engine.load:.2f})"
+            )
+            return _decision(near, name, reason)
     return _decision(choice.engine, name, choice.reason)
 
 
 def live_left(r: redis.Redis, s: Settings, routing: Mapping[str, Any], exclude: Collection[str]) -> bool:
     """Whether an engine not tried yet, fitting the step and with a live worker, is left."""
-    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
     requires = routing.get("requires") or {}
-    return any(
-        e.key not in exclude and e.satisfies(requires) and e.key in states and states[e.key].live
-        for e in registry.of(routing["capability"])
-    )
+    fitting = [
+        e for e in registry.of(routing["capability"]) if e.key not in exclude and e.satisfies(requires)
+    ]
+    for states in (view.states(), view.fresh()):  # read again before saying none is left
+        if any(e.key in states and states[e.key].live for e in fitting):
+            return True
+    return False
 
 
 def live_engines(r: redis.Redis, s: Settings, capability: str) -> list[Engine]:
-    """The capability's engines with a live worker, highest priority first."""
-    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).states()
+    """The capability's engines with a live worker, highest priority first (the view read now)."""
+    states = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).fresh()
     return [e for e in registry.of(capability) if e.key in states and states[e.key].live]
 
 
@@ -85,21 +104,41 @@ def _decision(state: EngineState, strategy_name: str, reason: str) -> Decision:
 
 
 def route_step(
-    r: redis.Redis, s: Settings, step_id: str, routing: Mapping[str, Any], exclude: Collection[str] = ()
+    r: redis.Redis,
+    s: Settings,
+    step_id: str,
+    routing: Mapping[str, Any],
+    exclude: Collection[str] = (),
+    *,
+    prefer: str | None = None,
+    count: bool = True,
 ) -> Decision:
-    """Decide with this process's live view (read again after ``route_cache_ttl``) and count the send."""
+    """Decide with this process's live view (read again after ``route_cache_ttl``) and count the
+    send (``count=False``: the caller counts it with :func:`sent` if it publishes the step)."""
     view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
-    decision = decide(
-        view.states(),
-        step_id,
-        routing,
-        s.route_strategy,
-        exclude=exclude,
-        draw=random.random(),
-        exploration=s.route_exploration,
-    )
-    view.sent(decision["engine"])
+    draw = random.random()
+    for states in (view.states(), None):
+        decision = decide(
+            states if states is not None else view.fresh(),  # no live engine: read the view again
+            step_id,
+            routing,
+            s.route_strategy,
+            exclude=exclude,
+            draw=draw,
+            exploration=s.route_exploration,
+            prefer=prefer,
+            margin=s.route_locality_margin,
+        )
+        if not decision["reason"].startswith(NONE_LIVE):
+            break
+    if count:
+        view.sent(decision["engine"])
     return decision
+
+
+def sent(r: redis.Redis, s: Settings, engine_key: str) -> None:
+    """Count one step published to ``engine_key`` in this process's live view."""
+    view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s)).sent(engine_key)
 
 
 def _depths(s: Settings) -> bool:
@@ -136,10 +175,13 @@ def preflight(r: redis.Redis, s: Settings, routed: Iterable[tuple[str, Mapping[s
         if s.route_when_none_live == "wait":  # the step waits for a worker of an engine that fits
             continue
         view = view or view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
-        states = view.states()
         only = routing.get("engines")  # a hybrid step: the engines that have an implementation
         fitting = [e for e in engines if e.satisfies(requires) and (not only or e.name in only)]
+        states = view.states()
         live = [e for e in fitting if e.key in states and states[e.key].live]
+        if not live:  # read again before refusing: a worker may have just started
+            states = view.fresh()
+            live = [e for e in fitting if e.key in states and states[e.key].live]
         if not live:
             fits = [e.name for e in fitting] or ["(none fits)"]
             problems.append(

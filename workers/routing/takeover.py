@@ -35,6 +35,7 @@ import structlog
 from canvasflow.config.brokers import broker_kind
 from canvasflow.workers.beats import Serving
 from canvasflow.workers.engines import Engine, registry
+from canvasflow.workers.routing.decisions import readdressed
 from canvasflow.workers.routing.live import read_live
 
 log = structlog.get_logger("canvasflow.routing")
@@ -87,15 +88,8 @@ def readdressed_route(headers: dict[str, Any], me: Engine, reason: str) -> None:
     """Point the canvasflow route in a message's headers at ``me`` (in place)."""
     ref = headers.get("canvasflow") or {}
     old = ref.get("route")
-    if old:
-        ref["route"] = {
-            **old,
-            "engine": me.key,
-            "queue": me.queue,
-            "reason": reason,
-            "tried": [*old.get("tried", []), old["engine"]],
-            "at": round(time.time(), 3),
-        }
+    if old:  # the old decision goes to the route's past, "taken over" or "timed out"
+        ref["route"] = readdressed(old, me.key, me.queue, reason, round(time.time(), 3))
 
 
 def waited(headers: dict[str, Any] | None) -> float:

@@ -40,7 +40,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     try:
         record = get_run(args.target)
         graph, status = StepGraph.from_json(record.graph), {s.step_id: s.status for s in record.steps}
-        routes = {s.step_id: s.route for s in record.steps if s.route}
+        routes = {s.step_id: {**s.route, "decisions": s.routes or []} for s in record.steps if s.route}
         for s in record.steps:
             if s.compensation_status:
                 status[s.step_id] = s.compensation_status

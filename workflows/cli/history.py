@@ -9,6 +9,7 @@ import argparse
 import json
 from typing import Any
 
+from canvasflow.workers.routing.decisions import chain_text
 from canvasflow.workflows.cli._common import RUN_HELP, AddCommand
 from canvasflow.workflows.runs.history import history
 
@@ -30,6 +31,8 @@ def _line(ev: dict[str, Any]) -> list[str]:
     if data.get("compensation_status"):
         what.append(f"compensation={data['compensation_status']}")
     lines = [f"{ev['at']}  {'  '.join(what)}"]
+    if data.get("routes"):  # the step's routing decisions so far, oldest first
+        lines.append(f"    routes: {chain_text(data['routes'])}")
     error = ev.get("error")
     if error:
         lines.append(f"    {error.get('type', 'Error')}: {error.get('message', '')}")

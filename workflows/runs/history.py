@@ -7,6 +7,7 @@ events of its earlier attempts, so the first failure (its error, traceback, work
 * :func:`history` -- the run's events: ``run.created``, ``step.started`` (from each attempt's
   ``started_at``; a step running now from its live claim), ``step.succeeded``,
   ``step.retrying``, ``step.failed`` (with the error and its traceback), ``step.rerouted``,
+  ``step.abandoned`` (an attempt whose worker died mid-step, told by the next claim),
   ``compensation.*``, ``run.<status>``, ``run.resumed`` ... ordered by time.
 * :func:`attempt_log` -- one step's attempts, oldest first (``get_run(id).steps[i].attempt_log``).
 """
@@ -27,6 +28,7 @@ ATTEMPT_ENDS = {
     "step.failed": "failed",
     "step.retrying": "retrying",
     "step.rerouted": "rerouted",
+    "step.abandoned": "worker died",  # claimed by a delivery whose worker died mid-step
 }
 
 
@@ -153,7 +155,7 @@ def attempt_logs(events: Iterable[HistoryEvent]) -> dict[str, list[dict[str, Any
         if ev.step_id is None or (ev.event not in ATTEMPT_ENDS and ev.event != "step.synced"):
             continue
         status = ATTEMPT_ENDS.get(ev.event) or ev.data.get("status")
-        if status not in ("succeeded", "failed", "retrying", "rerouted", "partial"):
+        if status not in ("succeeded", "failed", "retrying", "rerouted", "partial", "worker died"):
             continue
         log = out.setdefault(ev.step_id, [])
         started = ev.data.get("started_at")

@@ -26,8 +26,10 @@ from canvasflow.config.errors import (
     RunStateError,
     StateUnavailable,
 )
+from canvasflow.workers.routing.known import refuse_unknown
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.runs.reach import capability_needs
 from canvasflow.workflows.runs.records import get_record, run_labels
 from canvasflow.workflows.runtime import deadlines, events, priorities
 from canvasflow.workflows.runtime.active import mark_active
@@ -37,7 +39,7 @@ from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, fini
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode
 from canvasflow.workflows.runtime.outcome import skip_unrun
 from canvasflow.workflows.runtime.secrets import for_journal
-from canvasflow.workflows.runtime.wire import check_value
+from canvasflow.workflows.runtime.wire import check_value, journaled_task
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -80,7 +82,9 @@ def start_run(
 
 
 def _check_routes(rt: Runtime, graph: StepGraph) -> None:
-    """Refuse, before anything is created, routed steps that no live engine can take."""
+    """Refuse, before anything is created, steps whose capability nobody serves (known.py) and
+    routed steps that no live engine can take."""
+    refuse_unknown(rt, capability_needs(graph))
     routed = [(sid, n.options["routing"]) for sid, n in graph.steps.items() if "routing" in n.options]
     if routed:
         preflight(rt.redis, rt.settings, routed)
@@ -186,7 +190,7 @@ def step_rows(nodes: Iterable[StepNode]) -> list[dict[str, Any]]:
     return [
         {
             "step_id": n.id,
-            "task": n.task,
+            "task": journaled_task(n.task, n.args),  # an action step: its action's name
             "kind": n.kind,
             "queue": n.options.get("queue"),
             "compensation": n.compensation,

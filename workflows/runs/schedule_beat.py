@@ -19,7 +19,6 @@ import structlog
 from celery import beat, shared_task
 
 from canvasflow.config.errors import CanvasflowError, StartRefused
-from canvasflow.config.settings import control_queue
 from canvasflow.workflows.runs.lifecycle import start_run
 from canvasflow.workflows.runs.schedules import SCHEDULED_TASK, beat_entry, load, schedules_path
 
@@ -34,9 +33,8 @@ def slot_key(schedule: str, fired_at: float, period: float) -> str:
     return f"schedule:{schedule}:{datetime.fromtimestamp(slot, UTC).isoformat(timespec=spec)}"
 
 
-@shared_task(
-    name=SCHEDULED_TASK, queue=control_queue(), acks_late=True, throws=(StartRefused,), max_retries=0
-)
+# on the control queue through canvasflow's task_routes (config.celery_app.CONTROL_ROUTED)
+@shared_task(name=SCHEDULED_TASK, acks_late=True, throws=(StartRefused,), max_retries=0)
 def start_scheduled(
     schedule: str,
     workflow: str,

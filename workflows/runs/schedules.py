@@ -23,11 +23,11 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
+from canvasflow.config.celery_app import SCHEDULED_TASK
 from canvasflow.config.errors import InputError
 from canvasflow.config.settings import get_settings
 from canvasflow.workflows.authoring.definition import registry
 
-SCHEDULED_TASK = "canvasflow.start_scheduled"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}

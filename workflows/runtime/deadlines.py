@@ -24,8 +24,8 @@ import json
 import structlog
 from celery import shared_task
 
+from canvasflow.config.celery_app import DEADLINE_TASK
 from canvasflow.config.errors import DeadlineExceeded
-from canvasflow.config.settings import control_queue
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.control import rollback_needed
 from canvasflow.workflows.runtime.failure import close_failed, fail_step, failure_status
@@ -34,7 +34,6 @@ from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.outcome import skip_unrun
 
 log = structlog.get_logger("canvasflow.deadlines")
-DEADLINE_TASK = "canvasflow.deadline"
 
 # fail a step that is still in one of the given states, in the current generation of an active run
 _EXPIRE_STEP = """
@@ -142,7 +141,7 @@ def _expire_run(rt: Runtime, run_id: str, gen: int, exc: DeadlineExceeded) -> bo
     return True
 
 
-@shared_task(name=DEADLINE_TASK, queue=control_queue(), ignore_result=True, acks_late=True)
+@shared_task(name=DEADLINE_TASK, ignore_result=True, acks_late=True)  # control queue: task_routes
 def deadline(run_id: str, gen: int, kind: str, seconds: float, step_id: str | None = None) -> bool:
     """A deadline's countdown ended: fail the step or run if it is still where it must not be."""
     return expire(runtime(), run_id, int(gen), kind, float(seconds), step_id)

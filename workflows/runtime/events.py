@@ -18,6 +18,7 @@ from typing import Any
 
 from celery.exceptions import Retry
 
+from canvasflow.workers.routing.decisions import journaled
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.graph import StepNode
@@ -170,6 +171,7 @@ class Delivery:
             capability=getattr(self.task, "capability", None),
             engine=_engine(info.get("queue"), info.get("route")),
             carrier=dict(self.carrier) if isinstance(self.carrier, dict) else {},
+            routes=tuple(journaled(info["route"], None)) if info.get("route") else (),
             **extra,
         )
 

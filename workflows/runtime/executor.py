@@ -27,6 +27,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 from sqlalchemy.exc import SQLAlchemyError
 
+from canvasflow.workers.routing.decisions import after_death
 from canvasflow.workers.routing.live import observe
 from canvasflow.workflows.runtime import bundles, control, deadlines, events, fusion, sending, special, wire
 from canvasflow.workflows.runtime.context import Runtime, runtime
@@ -119,6 +120,9 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
         info.update(task_id=fused_into, fused=True)
     if "route" in ref:
         info["route"] = ref["route"]
+        implementation = getattr(task, "implementation_of", None)  # an action: its engine's handler
+        if implementation is not None:
+            info["route"] = {**ref["route"], "implementation": implementation(args)}
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=claim_id):
         claim = rt.state.claim(run_id, claim_id, gen, info)
         if claim.outcome == "done" or claim.run_status == "stale":  # rare paths: worth a read
@@ -134,6 +138,11 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
                 recover(rt, run_id, step_id, gen, delivery=req.id)
             return None
         info["attempt"] = claim.attempt
+        if claim.previous:  # an earlier delivery died mid-step: its attempt is journaled too
+            _journal_abandoned(rt, run_id, claim_id, json.loads(claim.previous), claim.attempt - 1)
+            if "route" in info:
+                info["route"] = after_death(info["route"], json.loads(claim.previous), claim.attempt - 1)
+                rt.redis.hset(rt.state.key(run_id, "info"), claim_id, json.dumps(info))
         if claim.run_status == "compensating":
             log.warning("step redelivered during the rollback: running it to completion to compensate it")
         ctx = ExecutionContext(
@@ -203,6 +212,19 @@ def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None
         "error": {**error_info(exc, delivery.task), "traceback": traceback_text(exc)},
     }
     rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
+
+
+def _journal_abandoned(rt: Runtime, run_id: str, unit: str, previous: dict[str, Any], attempt: int) -> None:
+    """The attempt a delivery claimed and never finished (its worker died): an event only."""
+    data = {
+        "generation": previous.get("gen"),
+        "attempts": attempt,
+        "worker": previous.get("worker"),
+        "queue": previous.get("queue"),
+        "started_at": previous.get("started_at"),
+        "error": {"type": "WorkerLost", "message": "its worker died before the step finished"},
+    }
+    rt.journal.record_step(run_id, unit, "step.abandoned", event_data=data)
 
 
 def _current_generation(rt: Runtime, run_id: str) -> int | None:

@@ -37,6 +37,8 @@ import structlog
 from celery import Task
 from celery.app.trace import build_tracer
 
+from canvasflow.workers.engines import engine_of_queue
+from canvasflow.workers.routing.router import sent
 from canvasflow.workflows.runtime import events, publishing
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode
@@ -178,11 +180,13 @@ def keep(
             "routing",
             "queue",
         }:  # decided now, as on publishing
-            nxt = _Next(run_id, gen, node, {step_id: json.loads(encoded)}, decide_route(rt, run_id, node))
-            assert nxt.route is not None
-            if nxt.route["queue"] in consumed(rt, d.queue) and not nxt.route.get("workflow"):
+            # near the step that just ran here (locality: docs/routing.md); counted when published
+            route = decide_route(rt, run_id, node, prefer=engine_of_queue(d.queue), count=False)
+            nxt = _Next(run_id, gen, node, {step_id: json.loads(encoded)}, route)
+            if route["queue"] in consumed(rt, d.queue) and not route.get("workflow"):
                 d.pending = nxt
             else:  # another worker's engine: published with this decision
+                sent(rt.redis, rt.settings, route["engine"])
                 _publish(rt, nxt)
             return rest
     return ready

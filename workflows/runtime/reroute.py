@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from canvasflow.config.errors import EngineError
+from canvasflow.workers.routing.decisions import superseded
 from canvasflow.workers.routing.router import live_left
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.errors import error_info
@@ -41,5 +42,6 @@ def reroute(rt: Runtime, ref: dict[str, Any] | None, exc: BaseException, worker:
         run_id, step_id, "step.rerouted", status="queued", worker=worker, error=error, route=route
     )
     args, kwargs = arguments(rt, run_id, node)
-    send_step(rt, run_id, gen, node, args, kwargs, exclude=tuple(tried))
+    past = superseded(route, "EngineError", worker=worker, error=error.get("message"))
+    send_step(rt, run_id, gen, node, args, kwargs, exclude=tuple(tried), past=past)
     return True

@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from canvasflow.workers.routing.decisions import pinned_route
 from canvasflow.workers.routing.router import route_step, workflow_inputs
 from canvasflow.workflows.runtime import events, publishing, secrets
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
-from canvasflow.workflows.runtime.wire import HEADER, WORKFLOW_TASK, task_id_for
+from canvasflow.workflows.runtime.wire import ACTION_PREFIX, HEADER, WORKFLOW_TASK, task_id_for
 
 
 def results_for(
@@ -80,8 +81,10 @@ def send_step(
     exclude: tuple[str, ...] = (),
     then: Sequence[str] = (),
     route: dict[str, Any] | None = None,
+    past: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Publish one step; ``route`` is the router's decision when it was made already (fusion.py)."""
+    """Publish one step; ``route`` is the router's decision when it was made already (fusion.py),
+    ``past`` the decisions it supersedes, each with its outcome (workers/routing/decisions.py)."""
     header: dict[str, Any] = {"run": run_id, "step": node.id, "gen": generation}
     if chunk is not None:
         header["chunk"] = chunk
@@ -90,7 +93,7 @@ def send_step(
     options = node.options
     if "routing" in options:  # the router picks the engine now, as the step becomes ready
         route = route or decide_route(rt, run_id, node, exclude)
-        header["route"] = {**route, "tried": list(exclude)} if exclude else route
+        header["route"] = {**route, "tried": list(exclude), "past": list(past)} if exclude else route
         options = {k: v for k, v in options.items() if k != "routing"}
         options["queue"] = route["queue"]
         if route.get("workflow") and chunk is None:  # a workflow engine: the step runs as its child run
@@ -99,6 +102,8 @@ def send_step(
                 {"workflow": route["workflow"], "inputs": workflow_inputs(args, kwargs)},
             )
             args, options["queue"] = [], rt.settings.control_queue
+    elif node.task.startswith(ACTION_PREFIX) and (pinned := pinned_route(options.get("queue"))):
+        header["route"] = route = pinned  # a parallel_capability member: its engine chosen at start
     name = task or node.task
     shown = secrets.masked(rt.app.tasks.get(name), args, kwargs)
     if shown is not None:  # what events, Flower and logs show of the call
@@ -121,10 +126,20 @@ def send_step(
     )
 
 
-def decide_route(rt: Runtime, run_id: str, node: StepNode, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The router's choice of engine for a routed step that became ready (announced to middleware)."""
+def decide_route(
+    rt: Runtime,
+    run_id: str,
+    node: StepNode,
+    exclude: tuple[str, ...] = (),
+    *,
+    prefer: str | None = None,
+    count: bool = True,
+) -> dict[str, Any]:
+    """The router's choice of engine for a routed step that became ready (announced to middleware);
+    ``prefer`` and ``count``: see :func:`canvasflow.workers.routing.router.route_step`."""
     began = time.perf_counter()
-    route = route_step(rt.redis, rt.settings, node.id, node.options["routing"], exclude)
+    routing = node.options["routing"]
+    route = route_step(rt.redis, rt.settings, node.id, routing, exclude, prefer=prefer, count=count)
     events.routed(run_id, node.id, node.options["routing"], route, time.perf_counter() - began, exclude)
     route["at"] = round(time.time(), 3)  # publish time: route_timeout measures the wait from it
     return route

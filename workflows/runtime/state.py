@@ -39,10 +39,13 @@ if status ~= 'running' and status ~= 'waiting' then
     return {'skip', status or ''}
   end
 end
+-- a delivery still 'running' never finished (its worker died): hand back what it claimed with
+local prev = ''
+if cur == 'running' then prev = redis.call('HGET', KEYS[4], ARGV[1]) or '' end
 redis.call('HSET', KEYS[2], ARGV[1], 'running')
 local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-return {'run', status, n}
+return {'run', status, n, prev}
 """
 
 _RETRYING = """
@@ -138,6 +141,7 @@ class Claim:
     outcome: str  # run | done | skip
     run_status: str
     attempt: int = 0
+    previous: str = ""  # the info JSON of an earlier delivery that claimed the step and never finished
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,9 @@ class RunState:
         keys = [k(run_id, "meta"), k(run_id, "st"), k(run_id, "att"), k(run_id, "info")]
         out = self._claim(keys=keys, args=[step_id, str(generation), json.dumps(info)])
         outcome, status = as_text(out[0]), as_text(out[1])
-        return Claim(outcome, status, int(out[2]) if len(out) > 2 else 0)
+        return Claim(
+            outcome, status, int(out[2]) if len(out) > 2 else 0, as_text(out[3]) if len(out) > 3 else ""
+        )
 
     def complete(
         self, run_id: str, step_id: str, result_json: str, successors: list[str], info_json: str = ""

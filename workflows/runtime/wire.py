@@ -31,6 +31,7 @@ WORKFLOW_TASK = "canvasflow.subworkflow"  # a step run as a child run
 PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded at compile time (runtime/parallel.py)
 AGGREGATE_TASK = "canvasflow.aggregate"  # the join of a parallel_capability
 ACTION_TASK = "canvasflow.action.{}"  # one action task per capability (workers/actions.py)
+ACTION_PREFIX = ACTION_TASK.format("")
 ERRBACK_TASK = "canvasflow.step_failed"  # the link_error errback every step carries
 
 STEP_MARKER = "canvasflow_step"  # a class attribute of every step task (workers/step.py StepTask)
@@ -129,3 +130,13 @@ def check_value(what: str, value: Any) -> None:
     except (TypeError, ValueError):
         return
     check_payload(what, encoded)
+
+
+def journaled_task(task: str, args: list[Any]) -> str:
+    """The name a step is journaled under: an action step's ``<capability>.<action>`` (its first
+    argument, a literal), any other step's task."""
+    if task.startswith(ACTION_PREFIX) and args and isinstance(args[0], dict):
+        action = args[0].get("v")
+        if isinstance(action, str):
+            return f"{task[len(ACTION_PREFIX) :]}.{action}"
+    return task

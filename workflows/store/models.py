@@ -124,6 +124,7 @@ def journal_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> J
         Column("compensation_status", String(32), nullable=True),
         Column("compensation_error", JSON, nullable=True),
         Column("route", JSON, nullable=True),
+        Column("routes", JSON, nullable=True),
     )
     events = Table(
         n.table("events"),

@@ -40,6 +40,8 @@ class StepRecord:
     compensation_error: Any = None
     # the router's decision: {"engine", "queue", "strategy", "reason"} (and "tried" after a fallback)
     route: Any = None
+    # every routing decision, oldest first, each with its outcome (workers/routing/decisions.py)
+    routes: Any = None
     # not columns: every attempt (generation, attempt, status, worker, queue, started_at,
     # finished_at, error) from the journal's events, and the last progress the step reported
     attempt_log: list[dict[str, Any]] = field(default_factory=list)

@@ -25,6 +25,7 @@ EVENT_FIELDS = (
     "error",
     "compensation_status",
     "compensation_error",
+    "routes",
 )
 # the step columns (StepRecord's other fields are read from elsewhere: attempt_log, progress)
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord) if f.name not in StepRecord.DERIVED)

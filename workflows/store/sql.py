@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings
+from canvasflow.workers.routing.decisions import journaled
 from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
 from canvasflow.workflows.store.reads import RunReads
@@ -207,6 +208,9 @@ class SqlRunStore(RunReads):
         events = []
         for run_id, step_id, name, raw in items:
             fields = {k: v for k, v in raw.items() if k not in (EVENT_AT, EVENT_DATA)}
+            route = fields.get("route")
+            if isinstance(route, dict) and "routes" not in fields:  # the decisions, with their outcome
+                fields["routes"] = journaled(route, fields.get("status"), fields.get("error"))
             params = {"b_run": run_id, "b_step": step_id, **{f"v_{k}": v for k, v in fields.items()}}
             groups.setdefault(tuple(sorted(fields)), []).append(params)
             at = raw.get(EVENT_AT)

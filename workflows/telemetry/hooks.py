@@ -56,6 +56,9 @@ class StepEvent:
     # dispatch: the step runs in the dispatching process without a message of its own (chain
     # fusion or a fan-out bundle, docs/operations.md), so nothing is published for it
     fused: bool = False
+    # a routed step's routing decisions, oldest first, earlier ones with their outcome; the
+    # last is this delivery's (docs/routing.md, "Decisions in the journal")
+    routes: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(slots=True)

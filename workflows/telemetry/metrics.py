@@ -96,6 +96,12 @@ class Metrics(Middleware):
         self.routes = counter(
             "canvasflow_routes", "Routing decisions, by engine chosen", ["capability", "engine", "strategy"]
         )
+        self.route_outcomes = counter(
+            "canvasflow_route_outcomes",
+            "What became of each routing decision (ran, EngineError, engine died, timed out, taken over), "
+            "counted when its step ends",
+            ["capability", "engine", "strategy", "outcome"],
+        )
         self.compensations = counter(
             "canvasflow_compensations", "Compensation attempts, by outcome", ["task", "outcome"]
         )
@@ -131,11 +137,20 @@ class Metrics(Middleware):
 
     def on_step_success(self, event: StepEvent) -> None:
         self._step_time(event, "succeeded")
+        self._decisions(event, "ran")
 
     def on_step_failure(self, event: StepEvent) -> None:
         self._step_time(event, "failed")
         error = str((event.error or {}).get("type") or "unknown")
         self._bound(self.step_failures, event.task, event.capability or "", error).inc()
+        self._decisions(event, "EngineError" if error == "EngineError" else "ran")
+
+    def _decisions(self, event: StepEvent, last: str) -> None:
+        """Each routing decision of a step that ended, with its outcome (the last one's: ``last``)."""
+        for i, d in enumerate(event.routes):
+            outcome = last if i == len(event.routes) - 1 else str(d.get("outcome") or "")
+            labels = (event.capability or "", str(d.get("engine")), str(d.get("strategy")), outcome)
+            self._bound(self.route_outcomes, *labels).inc()
 
     def on_step_retry(self, event: StepEvent) -> None:
         self._step_time(event, "retried")

@@ -29,10 +29,13 @@ def _label(graph: StepGraph, sid: str, status: dict[str, str], routes: Routes) -
     if sid in status:
         text += f"<br/>[{status[sid]}]"
     route = routes.get(sid)
-    if route:  # the router's decision: engine, queue, strategy, reason
-        text += f"<br/>engine {route.get('engine')} on {route.get('queue')}"
-        text += f"<br/>{route.get('strategy')}: {route.get('reason')}"
-        if route.get("tried"):
+    if route:  # every routing decision, oldest first: engine, queue, strategy, reason, outcome
+        for decision in route.get("decisions") or [route]:
+            text += f"<br/>engine {decision.get('engine')} on {decision.get('queue')}"
+            text += f"<br/>{decision.get('strategy')}: {decision.get('reason')}"
+            if decision.get("outcome"):
+                text += f" -> {decision['outcome']}"
+        if not route.get("decisions") and route.get("tried"):  # journaled before 0004: names only
             text += f"<br/>tried {', '.join(route['tried'])}"
     return text
 

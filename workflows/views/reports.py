@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from canvasflow.config.errors import InputError
+from canvasflow.workers.routing.decisions import chain_text
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.store.records import RunRecord
 from canvasflow.workflows.views.runtree import canvas_tree, tree_lines
@@ -49,8 +50,8 @@ def run_text(data: dict[str, Any], graph: dict[str, Any] | None = None) -> str:
         return "\n".join(lines)
     for s in data.get("steps", []):
         comp = f"  comp={s['compensation_status']}" if s.get("compensation_status") else ""
-        route = s.get("route")
-        routed = f"  engine={route['engine']} ({route['strategy']}: {route['reason']})" if route else ""
+        chain = chain_text(s.get("routes"), s.get("route"))  # every routing decision, oldest first
+        routed = f"  engine={chain}" if chain else ""
         lines.append(
             f"  {s['step_id']:<28} {s['task']:<26} {s['status']:<12} "
             f"attempts={s['attempts']} {s.get('worker') or ''}{comp}{routed}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from canvasflow.workers.routing.decisions import chain_text
 from canvasflow.workflows.runtime.graph import StepGraph
 
 NodeKind = Literal["step", "chain", "group", "chord", "header", "body", "link", "dag"]
@@ -190,9 +191,9 @@ def step_details(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
         )
     if step.get("compensation_status"):
         parts.append(f"comp={step['compensation_status']}")
-    route = step.get("route")
-    if isinstance(route, Mapping) and route.get("engine"):
-        parts.append(f"engine={route['engine']} ({route.get('strategy')}: {route.get('reason')})")
+    chain = chain_text(step.get("routes"), step.get("route"))  # every routing decision, oldest first
+    if chain:
+        parts.append(f"engine={chain}")
     if step.get("error"):
         parts.append(f"error: {error_text(step['error'])}")
     if step.get("compensation_error"):
