@@ -304,8 +304,10 @@ class RunState:
         if raw is None:
             return []
         graph = json.loads(raw)
-        maps = [f"chunks:{s['id']}" for s in graph.get("steps", []) if s.get("kind") == "map"]
-        return [*maps, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
+        steps = graph.get("steps", [])
+        maps = [f"chunks:{s['id']}" for s in steps if s.get("kind") == "map"]
+        wake = ["wake"] if any(s.get("kind") == "sleep" for s in steps) else []  # timers.py
+        return [*maps, *wake, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
 
 
 def as_text(value: Any) -> str:

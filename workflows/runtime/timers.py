@@ -1,0 +1,202 @@
+"""Durable timers: ``sleep`` steps, which hold no worker slot and no message while they wait.
+
+A sleep step (``canvasflow.sleep(seconds)``, ``canvasflow.sleep_until(when)``) starts like a
+signal wait (special.py): nothing is published. Its due time is fixed the first time the run
+reaches it and kept in three places:
+
+* the journal: the step's ``wakes_at`` column (one SQL write, the durable record);
+* the run's Redis state: ``<prefix>:{<run>}:wake`` (field: the step), beside its other keys;
+* the timer index: one sorted set ``<prefix>:timers`` scored by due time, member
+  ``[run, step, generation]`` (a key of its own, outside every run's hash slot).
+
+Meanwhile the step and the run are ``waiting``. The timer service of the control workers
+(``workflows/runs/timer_service.py``) reads the index every ``timer_interval`` seconds;
+:func:`take` wakes a due step once (one Lua script on the run's keys: only the current
+generation of an active run, only a step still waiting) and the executor completes it with
+its input, unchanged (:func:`passed_value`). A cancelled, failed or timed-out run is not
+active, so its timer changes nothing when it fires.
+
+A timer outlives what Redis forgets: a run whose state is rebuilt from the journal reaches its
+sleep step again in a new generation, and :func:`begin` takes the due time from the journal,
+never a fresh one, so the run sleeps until the same moment.
+
+Time is :func:`now`: the wall clock plus ``CANVASFLOW_CLOCK_OFFSET`` (0 in production; a test
+moves a worker's clock forward instead of waiting an hour).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from canvasflow.config.errors import InputError
+from canvasflow.config.settings import Settings
+from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.graph import StepNode
+from canvasflow.workflows.runtime.sending import arguments
+
+WAKE = "wake"  # the run's hash of due times (step -> epoch seconds)
+
+# take a due step: the current generation of an active run, the step still waiting. 2 when no
+# other step of the run still waits, so the run itself moved from waiting back to running
+_TAKE = """
+local meta = redis.call('HMGET', KEYS[1], 'status', 'gen')
+if meta[2] ~= ARGV[2] or (meta[1] ~= 'running' and meta[1] ~= 'waiting') then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'waiting' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], 'running')
+if meta[1] == 'running' then return 1 end
+for _, st in ipairs(redis.call('HVALS', KEYS[2])) do
+  if st == 'waiting' then return 1 end
+end
+redis.call('HSET', KEYS[1], 'status', 'running')
+return 2
+"""
+
+
+# -- pure ----------------------------------------------------------------------------------
+def now(settings: Settings) -> float:
+    """The timers' clock: epoch seconds, moved by ``clock_offset`` (a fake clock for tests)."""
+    return time.time() + settings.clock_offset
+
+
+def seconds_of(duration: Any) -> float:
+    """A sleep's length in seconds (a number or a timedelta, at least 0); InputError otherwise."""
+    if isinstance(duration, timedelta):
+        duration = duration.total_seconds()
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or not duration >= 0:
+        raise InputError(
+            f"sleep needs a number of seconds >= 0 or a timedelta, got {duration!r}: "
+            "write canvasflow.sleep(30) or canvasflow.sleep(timedelta(hours=1))"
+        )
+    return float(duration)
+
+
+def instant_of(when: Any) -> str:
+    """A wake-up time as UTC ISO text; a naive datetime is refused (which zone would it be in?)."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise InputError(
+            f"sleep_until needs a timezone-aware datetime, got {when!r}: "
+            "write canvasflow.sleep_until(datetime(2030, 1, 1, tzinfo=UTC))"
+        )
+    return when.astimezone(UTC).isoformat()
+
+
+def due_at(spec: Mapping[str, Any], started: float) -> float:
+    """When a sleep step that started at ``started`` is due (epoch seconds)."""
+    if "until" in spec:
+        return datetime.fromisoformat(str(spec["until"])).timestamp()
+    return started + float(spec.get("seconds") or 0)
+
+
+def member(run_id: str, step_id: str, gen: int) -> str:
+    """A timer's member in the index."""
+    return json.dumps([run_id, step_id, gen], separators=(",", ":"))
+
+
+def parse(raw: Any) -> tuple[str, str, int] | None:
+    """``(run, step, generation)`` of an index member; None for one that is not a timer."""
+    try:
+        run_id, step_id, gen = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    if not (isinstance(run_id, str) and isinstance(step_id, str) and isinstance(gen, int)):
+        return None
+    return run_id, step_id, gen
+
+
+def index_key(settings: Settings) -> str:
+    return f"{settings.key_prefix}:timers"
+
+
+def as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+# -- a sleep step starts -------------------------------------------------------------------------
+def begin(rt: Runtime, run_id: str, gen: int, node: StepNode) -> bool:
+    """Start a sleep step; True when it is due already (the caller completes it now).
+
+    The due time is the one the run's state or (after a rebuild or a resume: generation 2 on)
+    the journal holds, else now plus the sleep. Journal first, then the run's state, then the
+    index: whatever is lost by a crash between them is found by the sweep (:func:`rearm`)."""
+    wake_key = rt.state.key(run_id, WAKE)
+    known = rt.redis.hget(wake_key, node.id)
+    due = float(known) if known is not None else None
+    clock = now(rt.settings)
+    if due is None and gen > 1:
+        journaled = rt.store.wakes_at(run_id, node.id)
+        due = journaled.timestamp() if journaled is not None else None
+    if due is None:
+        due = due_at(node.spec, clock)
+    if due <= clock:
+        return True
+    if known is None:
+        rt.store.record_step(
+            run_id, node.id, "step.sleeping", status="waiting", wakes_at=as_datetime(due),
+            started_at=datetime.now(UTC), attempts=1,
+        )  # fmt: skip
+    p = rt.redis.pipeline(transaction=True)
+    p.hset(rt.state.key(run_id, "st"), node.id, "waiting")
+    p.hset(wake_key, node.id, repr(due))
+    p.execute()
+    rt.redis.zadd(index_key(rt.settings), {member(run_id, node.id, gen): due})
+    if rt.state.transition(run_id, ("running",), "waiting"):
+        rt.store.transition_run(run_id, ("running",), "waiting")
+    return False
+
+
+# -- the timer service's side ----------------------------------------------------------------------
+def due(rt: Runtime, limit: int) -> list[str]:
+    """Index members due now, earliest first, at most ``limit``."""
+    raw = rt.redis.zrangebyscore(index_key(rt.settings), "-inf", now(rt.settings), start=0, num=limit)
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+
+
+def take(rt: Runtime, run_id: str, step_id: str, gen: int) -> bool:
+    """Wake a due sleep step, once; False when it is not the one to wake (completed already, an
+    old generation, or the run is no longer active)."""
+    keys = [rt.state.key(run_id, "meta"), rt.state.key(run_id, "st")]
+    taken = int(rt.redis.eval(_TAKE, 2, *keys, step_id, str(gen)))
+    if taken == 2:
+        rt.store.transition_run(run_id, ("waiting",), "running")
+    return taken > 0
+
+
+def passed_value(rt: Runtime, run_id: str, node: StepNode) -> Any:
+    """What a sleep step hands on: its first argument (the previous result), None without one."""
+    args, _ = arguments(rt, run_id, node)
+    return args[0] if args else None
+
+
+def drop(rt: Runtime, members: Iterable[str]) -> None:
+    """Remove fired (or stale) timers from the index."""
+    members = list(members)
+    if members:
+        rt.redis.zrem(index_key(rt.settings), *members)
+
+
+def rearm(rt: Runtime, sleeping: list[tuple[str, int, list[str]]]) -> int:
+    """Put back in the index the timers of steps still waiting in a sleep (``(run, generation,
+    steps)`` each): a crash between the run's state and the index, or an index lost alone,
+    leaves none asleep for good. Two round trips for all of them; the count put back."""
+    if not sleeping:
+        return 0
+    p = rt.redis.pipeline(transaction=False)
+    for run_id, _, steps in sleeping:
+        p.hmget(rt.state.key(run_id, WAKE), steps)
+    found: dict[str, float] = {}
+    for (run_id, gen, steps), dues in zip(sleeping, p.execute(), strict=True):
+        for step_id, raw in zip(steps, dues, strict=True):
+            if raw is not None:
+                found[member(run_id, step_id, gen)] = float(raw)
+    if not found:
+        return 0
+    return int(rt.redis.zadd(index_key(rt.settings), cast(Mapping[Any, Any], found), nx=True))
+
+
+def asleep(rt: Runtime) -> int:
+    """Timers in the index (the runs asleep, and fired ones not yet removed)."""
+    return int(rt.redis.zcard(index_key(rt.settings)))
