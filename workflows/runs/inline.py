@@ -17,7 +17,8 @@ errbacks are called once, then the rollback planner (``compensation.planner``) o
 compensations, reverse dependency order, each with the step's result then its arguments.
 
 The answer is a :class:`RunRecord` like ``get_run`` returns; ``wait_signal`` steps complete
-with the payloads given in ``signals=``, else the run stops ``waiting``.
+with the payloads given in ``signals=``, else the run stops ``waiting``. A ``sleep`` step's time
+passes at once: it records when it would wake (``wakes_at``) and hands on its input.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from canvasflow.workflows.runtime.errors import error_info
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.outcome import rollback_status
+from canvasflow.workflows.runtime.timers import due_at
 from canvasflow.workflows.runtime.wire import CHUNK_TASK, encode_result
 from canvasflow.workflows.store.records import RunRecord, StepRecord
 
@@ -128,6 +130,9 @@ class InlineRun:
                 record.status = "waiting"
                 return False
             self._succeed(node.id, self.signals[name])
+        elif node.kind == "sleep":
+            record.wakes_at = datetime.fromtimestamp(due_at(node.spec, record.started_at.timestamp()), UTC)
+            self._succeed(node.id, args[0] if args else None)
         elif node.kind == "map":
             self._map(node, args)
         elif node.kind == "workflow":
