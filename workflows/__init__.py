@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
     from canvasflow.workflows.authoring.dag import input, result, value
     from canvasflow.workflows.authoring.definition import Workflow, registry
+    from canvasflow.workflows.authoring.sleeps import sleep, sleep_until
     from canvasflow.workflows.authoring.patterns import (
         map_reduce,
         mapper_step,
@@ -60,6 +61,8 @@ _EXPORTS = {
     "scatter_gather": f"{_AUTHORING}.patterns",
     "send_signal": f"{_AUTHORING}.conversation",
     "signal": _CLIENT,
+    "sleep": f"{_AUTHORING}.sleeps",
+    "sleep_until": f"{_AUTHORING}.sleeps",
     "start": _CLIENT,
     "undo": _CLIENT,
     "value": f"{_AUTHORING}.dag",
@@ -87,6 +90,8 @@ __all__ = [
     "scatter_gather",
     "send_signal",
     "signal",
+    "sleep",
+    "sleep_until",
     "start",
     "undo",
     "value",
