@@ -122,15 +122,6 @@ class RunReads:
                 for r in conn.execute(q).mappings()
             ]
 
-    def wakes_at(self, run_id: str, step_id: str) -> datetime | None:
-        """When a sleep step is due, as journaled (None: not journaled, or not a sleep)."""
-        steps = self.t.steps
-        with self.engine.connect() as conn:
-            at = conn.scalar(
-                select(steps.c.wakes_at).where(steps.c.run_id == run_id, steps.c.step_id == step_id)
-            )
-        return aware(at)
-
     def get_signal(self, run_id: str, name: str) -> tuple[bool, Any]:
         sig = self.t.signals
         with self.engine.connect() as conn:
