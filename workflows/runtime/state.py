@@ -193,10 +193,15 @@ class RunState:
         """First completion wins: store the result (and the step's timing ``info``), release joins."""
         k = self.key
         keys = [k(run_id, p) for p in ("meta", "st", "deps", "left", "res", "info")]
-        out = self._complete(keys=keys, args=[step_id, result_json, info_json, *successors])
-        if not out[0]:
-            return Completion(False, "", -1, [])
-        return Completion(True, as_text(out[1]), int(out[2]), [as_text(x) for x in out[3:]])
+        return _completion(self._complete(keys=keys, args=[step_id, result_json, info_json, *successors]))
+
+    def complete_many(self, items: list[tuple[str, str, str, list[str], str]]) -> list[Completion]:
+        """:meth:`complete` of many ``(run, step, result, successors, info)``, in one round trip."""
+        p = self.r.pipeline(transaction=False)
+        for run_id, step_id, result_json, successors, info_json in items:
+            keys = [self.key(run_id, part) for part in ("meta", "st", "deps", "left", "res", "info")]
+            self._complete(keys=keys, args=[step_id, result_json, info_json, *successors], client=p)
+        return [_completion(out) for out in p.execute()]
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""
@@ -308,6 +313,12 @@ class RunState:
         maps = [f"chunks:{s['id']}" for s in steps if s.get("kind") == "map"]
         wake = ["wake"] if any(s.get("kind") == "sleep" for s in steps) else []  # timers.py
         return [*maps, *wake, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
+
+
+def _completion(out: Any) -> Completion:
+    if not out[0]:
+        return Completion(False, "", -1, [])
+    return Completion(True, as_text(out[1]), int(out[2]), [as_text(x) for x in out[3:]])
 
 
 def as_text(value: Any) -> str:
