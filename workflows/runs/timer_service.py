@@ -11,6 +11,9 @@ timer index, earliest first, ``timer_batch`` at a time, and for each:
 2. the executor completes the step with its input, unchanged, and dispatches its successors;
 3. the member leaves the index.
 
+The runs whose last sleeping step woke move from ``waiting`` to ``running`` in the journal in one
+transaction per look (not one each), between 1 and 2.
+
 A thread killed between 1 and 2 leaves the step ``running`` with no worker holding it: the
 sweep dispatches it again, and a sleep already due completes at once (special.py). One
 killed between 2 and 3 leaves a member whose wake-up (1) refuses it; it is then removed.
@@ -19,49 +22,76 @@ killed between 2 and 3 leaves a member whose wake-up (1) refuses it; it is then 
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 
 import redis
 import structlog
 
-from canvasflow.workflows.runtime import timers
+from canvasflow.workflows.runtime import publishing, timers
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import complete
+from canvasflow.workflows.runtime.executor import complete_many
 from canvasflow.workflows.runtime.wire import encode_result
 
 log = structlog.get_logger("canvasflow.timers")
 
 
-def fire_due(rt: Runtime) -> int:
-    """Wake every sleep step due now (``timer_batch`` at a time); how many were woken."""
+def fire_due(rt: Runtime, hostname: str | None = None) -> int:
+    """Wake every sleep step due now (``timer_batch`` at a time); how many were woken. The steps'
+    journal names ``hostname`` as the worker that woke them."""
     woken = 0
     while True:
         members = timers.due(rt, rt.settings.timer_batch)
-        for raw in members:
-            woken += _fire(rt, raw)
+        woken += _fire(rt, members, hostname)
         timers.drop(rt, members)
         if len(members) < rt.settings.timer_batch:
             return woken
 
 
-def _fire(rt: Runtime, raw: str) -> int:
-    found = timers.parse(raw)
-    if found is None:
-        log.warning("not a timer; removed from the index", member=raw[:200])
-        return 0
-    run_id, step_id, gen = found
-    try:
-        if not timers.take(rt, run_id, step_id, gen):
-            return 0
-        node = rt.graph(run_id, gen).steps[step_id]
-        value = timers.passed_value(rt, run_id, node)
-        complete(rt, run_id, step_id, gen, value, encode_result(step_id, value), None)
-    except (redis.RedisError, OSError):
-        raise  # the member stays in the index; the next look tries again
-    except Exception:
-        log.exception("waking a sleep step failed; the sweep dispatches it again", run_id=run_id, step_id=step_id)
-        return 0
-    log.info("sleep step woken", run_id=run_id, step_id=step_id)
-    return 1
+def _fire(rt: Runtime, members: list[str], hostname: str | None) -> int:
+    """Take each due step (once), move the runs that no longer wait in one journal transaction,
+    then complete each step with its input."""
+    began = time.perf_counter()
+    due = []
+    for raw in members:
+        if (found := timers.parse(raw)) is None:
+            log.warning("not a timer; removed from the index", member=raw[:200])
+            continue
+        run_id, step_id, gen = found
+        try:
+            node = rt.graph(run_id, gen).steps[step_id]
+        except KeyError:  # the run is gone (pruned), or the member names no step of it
+            continue
+        due.append((run_id, gen, node))
+    taken = [(*d, t) for d, t in zip(due, timers.take(rt, due), strict=True) if t is not None]
+    took_redis = time.perf_counter() - began
+    rt.store.woken(run_id for run_id, _, _, t in taken if t.resumed)
+    took_sql = time.perf_counter() - began - took_redis
+    at = datetime.now(UTC).isoformat()
+    items = [
+        (
+            run_id,
+            node.id,
+            gen,
+            t.value,
+            encode_result(node.id, t.value),
+            {**t.info, "finished_at": at, "gen": gen, "worker": hostname},
+        )
+        for run_id, gen, node, t in taken
+    ]
+    # a step taken and never completed (this process died, Redis went away) is running, held by
+    # no worker: the sweep dispatches it again, and a sleep already due completes at once
+    with publishing.batch(rt.app, rt.settings.publish_batch_size, len(taken)):  # successors: one flush
+        complete_many(rt, items)
+    if taken:
+        log.info(
+            "sleep steps woken",
+            woken=len(taken),
+            take_ms=round(took_redis * 1000),
+            journal_ms=round(took_sql * 1000),
+            total_ms=round((time.perf_counter() - began) * 1000),
+        )
+    return len(taken)
 
 
 class TimerThread(threading.Thread):
@@ -86,7 +116,7 @@ class TimerThread(threading.Thread):
                 if not r.set(lock, me, nx=True, px=hold) and r.get(lock) != me:
                     continue
                 r.pexpire(lock, hold)
-                fire_due(self.rt)
+                fire_due(self.rt, self.hostname)
             except (redis.RedisError, OSError) as exc:
                 log.warning("timers not looked at: state Redis unreachable", error=str(exc))
             except Exception:

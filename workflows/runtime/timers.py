@@ -12,9 +12,9 @@ reaches it and kept in three places:
 Meanwhile the step and the run are ``waiting``. The timer service of the control workers
 (``workflows/runs/timer_service.py``) reads the index every ``timer_interval`` seconds;
 :func:`take` wakes a due step once (one Lua script on the run's keys: only the current
-generation of an active run, only a step still waiting) and the executor completes it with
-its input, unchanged (:func:`passed_value`). A cancelled, failed or timed-out run is not
-active, so its timer changes nothing when it fires.
+generation of an active run, only a step still waiting; the same script reads what the step
+hands on: its first argument, unchanged) and the executor completes it with that. A
+cancelled, failed or timed-out run is not active, so its timer changes nothing when it fires.
 
 A timer outlives what Redis forgets: a run whose state is rebuilt from the journal reaches its
 sleep step again in a new generation, and :func:`begin` takes the due time from the journal,
@@ -30,29 +30,37 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from canvasflow.config.errors import InputError
 from canvasflow.config.settings import Settings
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.graph import StepNode
-from canvasflow.workflows.runtime.sending import arguments
+from canvasflow.workflows.runtime.graph import StepNode, resolve
 
 WAKE = "wake"  # the run's hash of due times (step -> epoch seconds)
 
-# take a due step: the current generation of an active run, the step still waiting. 2 when no
-# other step of the run still waits, so the run itself moved from waiting back to running
+# take a due step: the current generation of an active run, the step still waiting; returns the
+# step's info (when it fell asleep) and the results it reads (ARGV[3..], one JSON array). 2 when
+# no other step of the run still waits, so the run itself moved from waiting back to running
 _TAKE = """
 local meta = redis.call('HMGET', KEYS[1], 'status', 'gen')
-if meta[2] ~= ARGV[2] or (meta[1] ~= 'running' and meta[1] ~= 'waiting') then return 0 end
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'waiting' then return 0 end
+if meta[2] ~= ARGV[2] or (meta[1] ~= 'running' and meta[1] ~= 'waiting') then return {0} end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'waiting' then return {0} end
 redis.call('HSET', KEYS[2], ARGV[1], 'running')
-if meta[1] == 'running' then return 1 end
-for _, st in ipairs(redis.call('HVALS', KEYS[2])) do
-  if st == 'waiting' then return 1 end
+local info = redis.call('HGET', KEYS[3], ARGV[1]) or '{}'
+local res = {}
+if #ARGV > 2 then res = redis.call('HMGET', KEYS[4], unpack(ARGV, 3)) end
+local code = 2
+if meta[1] == 'running' then code = 1 end
+if code == 2 then
+  for _, st in ipairs(redis.call('HVALS', KEYS[2])) do
+    if st == 'waiting' then code = 1; break end
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'running')
-return 2
+if code == 2 then redis.call('HSET', KEYS[1], 'status', 'running') end
+local out = {code, info}
+for i = 1, #ARGV - 2 do out[i + 2] = res[i] or '' end
+return out
 """
 
 
@@ -133,18 +141,16 @@ def begin(rt: Runtime, run_id: str, gen: int, node: StepNode) -> bool:
         due = due_at(node.spec, clock)
     if due <= clock:
         return True
+    started = datetime.now(UTC)
     if known is None:
-        rt.store.record_step(
-            run_id, node.id, "step.sleeping", status="waiting", wakes_at=as_datetime(due),
-            started_at=datetime.now(UTC), attempts=1,
-        )  # fmt: skip
+        rt.store.sleeping(run_id, node.id, started, as_datetime(due))
     p = rt.redis.pipeline(transaction=True)
     p.hset(rt.state.key(run_id, "st"), node.id, "waiting")
     p.hset(wake_key, node.id, repr(due))
+    p.hset(rt.state.key(run_id, "info"), node.id, json.dumps({"started_at": started.isoformat(), "gen": gen}))
     p.execute()
     rt.redis.zadd(index_key(rt.settings), {member(run_id, node.id, gen): due})
-    if rt.state.transition(run_id, ("running",), "waiting"):
-        rt.store.transition_run(run_id, ("running",), "waiting")
+    rt.state.transition(run_id, ("running",), "waiting")  # the journal moved with the step
     return False
 
 
@@ -155,20 +161,36 @@ def due(rt: Runtime, limit: int) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
 
 
-def take(rt: Runtime, run_id: str, step_id: str, gen: int) -> bool:
-    """Wake a due sleep step, once; False when it is not the one to wake (completed already, an
-    old generation, or the run is no longer active)."""
-    keys = [rt.state.key(run_id, "meta"), rt.state.key(run_id, "st")]
-    taken = int(rt.redis.eval(_TAKE, 2, *keys, step_id, str(gen)))
-    if taken == 2:
-        rt.store.transition_run(run_id, ("waiting",), "running")
-    return taken > 0
+class Taken(NamedTuple):
+    """A sleep step woken: its info (when it fell asleep) and what it hands on; ``resumed`` when
+    its run moved from ``waiting`` back to ``running`` (no other step of it waits): the journal
+    must follow."""
+
+    info: dict[str, Any]
+    value: Any
+    resumed: bool
 
 
-def passed_value(rt: Runtime, run_id: str, node: StepNode) -> Any:
-    """What a sleep step hands on: its first argument (the previous result), None without one."""
-    args, _ = arguments(rt, run_id, node)
-    return args[0] if args else None
+def take(rt: Runtime, due_steps: list[tuple[str, int, StepNode]]) -> list[Taken | None]:
+    """Wake due sleep steps ``(run, generation, node)``, each once, in one round trip (with the
+    results each hands on): for each, None when it is not the one to wake (completed already,
+    an old generation, or the run is no longer active)."""
+    script = rt.redis.register_script(_TAKE)
+    p = rt.redis.pipeline(transaction=False)
+    reads = []
+    for run_id, gen, node in due_steps:
+        reads.append(sorted(node.reads()))
+        keys = [rt.state.key(run_id, part) for part in ("meta", "st", "info", "res")]
+        script(keys=keys, args=[node.id, str(gen), *reads[-1]], client=p)
+    out: list[Taken | None] = []
+    for (_, _, node), ids, reply in zip(due_steps, reads, p.execute(), strict=True):
+        if not int(reply[0]):
+            out.append(None)
+            continue
+        results = {sid: json.loads(raw) for sid, raw in zip(ids, reply[2:], strict=True) if raw}
+        value = resolve(node.args[0], results) if node.args else None
+        out.append(Taken(json.loads(reply[1]), value, int(reply[0]) == 2))
+    return out
 
 
 def drop(rt: Runtime, members: Iterable[str]) -> None:
