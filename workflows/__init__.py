@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from canvasflow.workflows.authoring.conversation import send_signal, wait_for_response
     from canvasflow.workflows.authoring.dag import input, result, value
     from canvasflow.workflows.authoring.definition import Workflow, registry
-    from canvasflow.workflows.authoring.sleeps import sleep, sleep_until
     from canvasflow.workflows.authoring.patterns import (
         map_reduce,
         mapper_step,
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
         scatter_gather,
         wait_signal,
     )
+    from canvasflow.workflows.authoring.sleeps import sleep, sleep_until
     from canvasflow.workflows.client import (
         Run,
         cancel,

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery import chain, chord, group
+from celery import chain, chord
 
 from canvasflow import Workflow, get_run, result, sleep, sleep_until, start
 from canvasflow.workers.demo import add, echo
