@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import chain, chord
 
-from canvasflow import Workflow, get_run, result, sleep, sleep_until, start
+from canvasflow import Workflow, cancel, get_run, result, sleep, sleep_until, start
 from canvasflow.workers.demo import add, echo
 from canvasflow.workflows.runtime import timers
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration.sagacheck import finished
+from tests.integration.saga import effects
+from tests.integration.sagacheck import assert_rolled_back, finished, new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -94,3 +95,21 @@ def test_a_run_timeout_fails_a_sleeping_run_and_its_timer_then_changes_nothing(w
     assert again.step("1.sleep").status == "waiting"
     due = timers.due(runtime(), 10_000)
     assert timers.member(run.id, "1.sleep", 1) not in due  # fired and removed from the index
+
+
+def test_a_cancel_with_compensate_during_a_sleep_rolls_back_and_the_timer_then_changes_nothing(worker):
+    log = new_log()
+    s = step_of(log)
+    wf = Workflow(name(), "1", build=lambda: chain(s("a"), s("b"), sleep(2), s("c")))
+    run = start(wf.name)
+    assert wait_status(run.id, "waiting").step("2.sleep").status == "waiting"
+    cancel(run.id, compensate=True)
+    record = finished(run.id, timeout=30)
+    assert record.status == "compensated", record.error
+    assert record.error["type"] == "Cancelled"
+    assert assert_rolled_back(record, log) == ["b", "a"]  # newest first; the sleep has nothing to undo
+    time.sleep(3)  # past its due time: the timer fires on a run that is no longer active
+    assert "do:c" not in effects(log)
+    after = get_run(run.id)
+    assert after.status == "compensated" and after.step("3.act").status in ("pending", "skipped")
+    assert timers.member(run.id, "2.sleep", 1) not in timers.due(runtime(), 10_000)
