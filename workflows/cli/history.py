@@ -29,6 +29,8 @@ def _line(ev: dict[str, Any]) -> list[str]:
     data = ev.get("data") or {}
     if data.get("compensation_status"):
         what.append(f"compensation={data['compensation_status']}")
+    if data.get("wakes_at"):  # a sleep step fell asleep (durable timers)
+        what.append(f"wakes_at={data['wakes_at']}")
     lines = [f"{ev['at']}  {'  '.join(what)}"]
     error = ev.get("error")
     if error:

@@ -190,6 +190,8 @@ def step_details(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
         )
     if step.get("compensation_status"):
         parts.append(f"comp={step['compensation_status']}")
+    if step.get("wakes_at"):  # a sleep step: when it wakes (or was due)
+        parts.append(f"{'wakes' if step['status'] == 'waiting' else 'due'} {step['wakes_at']}")
     route = step.get("route")
     if isinstance(route, Mapping) and route.get("engine"):
         parts.append(f"engine={route['engine']} ({route.get('strategy')}: {route.get('reason')})")
