@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import chain, chord
 
-from canvasflow import Workflow, cancel, get_run, result, sleep, sleep_until, start
+from canvasflow import Workflow, cancel, get_run, history, result, sleep, sleep_until, start
 from canvasflow.workers.demo import add, echo
+from canvasflow.workflows.cli.history import history_text
 from canvasflow.workflows.runtime import timers
 from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.views.reports import run_json, run_text
 from tests.integration.saga import effects
 from tests.integration.sagacheck import assert_rolled_back, finished, new_log, step_of
 
@@ -42,6 +44,12 @@ def test_a_chained_sleep_waits_journals_its_wake_up_and_hands_on_its_input(worke
     assert step.status == "waiting" and step.wakes_at is not None
     assert begun + 2 <= step.wakes_at.timestamp() <= time.time() + 2
     assert runtime().store.wakes_at(run.id, "1.sleep") == step.wakes_at  # journaled, not just in Redis
+    # status and history say when it wakes
+    shown = run_text(run_json(asleep), asleep.graph)
+    assert f"asleep until {step.wakes_at.isoformat()}" in shown
+    assert f"wakes {step.wakes_at.isoformat()}" in shown
+    told = history_text([e.to_json() for e in history(run.id)])
+    assert "step.sleeping  1.sleep" in told and f"wakes_at={step.wakes_at.isoformat()}" in told
     record = finished(run.id, timeout=30)
     assert record.status == "succeeded" and record.result == 13
     woke = record.step("1.sleep")

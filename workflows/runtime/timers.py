@@ -27,6 +27,7 @@ moves a worker's clock forward instead of waiting an hour).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -71,10 +72,10 @@ def now(settings: Settings) -> float:
 
 
 def seconds_of(duration: Any) -> float:
-    """A sleep's length in seconds (a number or a timedelta, at least 0); InputError otherwise."""
+    """A sleep's length in seconds (a number or a timedelta, 0 or more, finite); else InputError."""
     if isinstance(duration, timedelta):
         duration = duration.total_seconds()
-    if isinstance(duration, bool) or not isinstance(duration, int | float) or not duration >= 0:
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 <= duration < math.inf:
         raise InputError(
             f"sleep needs a number of seconds >= 0 or a timedelta, got {duration!r}: "
             "write canvasflow.sleep(30) or canvasflow.sleep(timedelta(hours=1))"
@@ -216,7 +217,8 @@ def rearm(rt: Runtime, sleeping: list[tuple[str, int, list[str]]]) -> int:
                 found[member(run_id, step_id, gen)] = float(raw)
     if not found:
         return 0
-    return int(rt.redis.zadd(index_key(rt.settings), cast(Mapping[Any, Any], found), nx=True))
+    added = rt.redis.zadd(index_key(rt.settings), cast(Mapping[Any, Any], found), nx=True)
+    return int(cast(int, added))
 
 
 def asleep(rt: Runtime) -> int:
