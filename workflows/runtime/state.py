@@ -20,6 +20,8 @@ from typing import Any, cast
 
 import redis
 
+from canvasflow.config.redis_clients import run_scripts
+
 ACTIVE = ("running", "waiting")
 
 _CLAIM = """
@@ -196,12 +198,14 @@ class RunState:
         return _completion(self._complete(keys=keys, args=[step_id, result_json, info_json, *successors]))
 
     def complete_many(self, items: list[tuple[str, str, str, list[str], str]]) -> list[Completion]:
-        """:meth:`complete` of many ``(run, step, result, successors, info)``, in one round trip."""
-        p = self.r.pipeline(transaction=False)
-        for run_id, step_id, result_json, successors, info_json in items:
-            keys = [self.key(run_id, part) for part in ("meta", "st", "deps", "left", "res", "info")]
-            self._complete(keys=keys, args=[step_id, result_json, info_json, *successors], client=p)
-        return [_completion(out) for out in p.execute()]
+        """:meth:`complete` of many ``(run, step, result, successors, info)``: one round trip on a
+        server (one call each on a cluster)."""
+        parts = ("meta", "st", "deps", "left", "res", "info")
+        calls = [
+            ([self.key(run_id, part) for part in parts], [step_id, result_json, info_json, *successors])
+            for run_id, step_id, result_json, successors, info_json in items
+        ]
+        return [_completion(out) for out in run_scripts(self.r, _COMPLETE, calls)]
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 from canvasflow.config.errors import InputError
+from canvasflow.config.redis_clients import run_scripts
 from canvasflow.config.settings import Settings
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepNode, resolve
@@ -176,15 +177,13 @@ def take(rt: Runtime, due_steps: list[tuple[str, int, StepNode]]) -> list[Taken 
     """Wake due sleep steps ``(run, generation, node)``, each once, in one round trip (with the
     results each hands on): for each, None when it is not the one to wake (completed already,
     an old generation, or the run is no longer active)."""
-    script = rt.redis.register_script(_TAKE)
-    p = rt.redis.pipeline(transaction=False)
-    reads = []
-    for run_id, gen, node in due_steps:
-        reads.append(sorted(node.reads()))
-        keys = [rt.state.key(run_id, part) for part in ("meta", "st", "info", "res")]
-        script(keys=keys, args=[node.id, str(gen), *reads[-1]], client=p)
+    reads = [sorted(node.reads()) for _, _, node in due_steps]
+    calls = [
+        ([rt.state.key(run_id, part) for part in ("meta", "st", "info", "res")], [node.id, str(gen), *ids])
+        for (run_id, gen, node), ids in zip(due_steps, reads, strict=True)
+    ]
     out: list[Taken | None] = []
-    for (_, _, node), ids, reply in zip(due_steps, reads, p.execute(), strict=True):
+    for (_, _, node), ids, reply in zip(due_steps, reads, run_scripts(rt.redis, _TAKE, calls), strict=True):
         if not int(reply[0]):
             out.append(None)
             continue
