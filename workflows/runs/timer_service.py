@@ -3,8 +3,8 @@
 A control worker runs :class:`TimerThread` in its main process, beside the recovery sweep
 (and for the same reasons: no extra process to deploy, and it keeps working when messages
 are lost). Every ``timer_interval`` seconds one of the fleet's timer threads (a Redis lock
-decides which; another takes over within a look when it dies) reads the due members of the
-timer index, earliest first, ``timer_batch`` at a time, and for each:
+decides which, renewed at each look; another takes over within 2 s when its holder dies)
+reads the due members of the timer index, earliest first, ``timer_batch`` at a time, and:
 
 1. :func:`timers.take` wakes the step once (the current generation of an active run, the step
    still waiting); a cancelled, failed or timed-out run's timer changes nothing;

@@ -129,22 +129,25 @@ def as_datetime(epoch: float) -> datetime:
 def begin(rt: Runtime, run_id: str, gen: int, node: StepNode) -> bool:
     """Start a sleep step; True when it is due already (the caller completes it now).
 
-    The due time is the one the run's state or (after a rebuild or a resume: generation 2 on)
-    the journal holds, else now plus the sleep. Journal first, then the run's state, then the
-    index: whatever is lost by a crash between them is found by the sweep (:func:`rearm`)."""
+    The due time is the one the run's state or (after a rebuild, a resume, or a crash before
+    the run's state was written) the journal holds, else now plus the sleep. Journal first,
+    then the run's state, then the index: a crash before the run's state leaves the step
+    ``queued`` with no message, so the sweep dispatches it again (and the journal gives its
+    due time); one before the index is found by the sweep too (:func:`rearm`)."""
     wake_key = rt.state.key(run_id, WAKE)
     known = rt.redis.hget(wake_key, node.id)
     due = float(known) if known is not None else None
-    clock = now(rt.settings)
-    if due is None and gen > 1:
+    wall = time.time()
+    clock = wall + rt.settings.clock_offset  # now(rt.settings), with the wall time it fell asleep
+    if due is None:
         journaled = rt.store.wakes_at(run_id, node.id)
         due = journaled.timestamp() if journaled is not None else None
     if due is None:
         due = due_at(node.spec, clock)
     if due <= clock:
         return True
-    started = datetime.now(UTC)
-    if known is None:
+    started = as_datetime(wall)
+    if known is None or gen > 1:  # first time, or a new generation (its rows were reset): journal it
         rt.store.sleeping(run_id, node.id, started, as_datetime(due))
     p = rt.redis.pipeline(transaction=True)
     p.hset(rt.state.key(run_id, "st"), node.id, "waiting")
