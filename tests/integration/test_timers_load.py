@@ -26,7 +26,7 @@ SLEEP = 5.0
 PROBE_WHEN = 200  # runs asleep when the probe run starts
 
 
-def sleep_rows(run_ids: list[str]) -> dict[str, dict]:
+def sleep_rows(run_ids: list[str], step: str = "1.sleep") -> dict[str, dict]:
     """Each run's sleep step as journaled: status, started_at, wakes_at, finished_at (epoch s)."""
     store = runtime().store
     steps = store.t.steps
@@ -36,7 +36,7 @@ def sleep_rows(run_ids: list[str]) -> dict[str, dict]:
             rows = conn.execute(
                 select(
                     steps.c.run_id, steps.c.status, steps.c.started_at, steps.c.wakes_at, steps.c.finished_at
-                ).where(steps.c.step_id == "1.sleep", steps.c.run_id.in_(run_ids[i : i + 500]))
+                ).where(steps.c.step_id == step, steps.c.run_id.in_(run_ids[i : i + 500]))
             ).mappings()
             for r in rows:
                 out[r["run_id"]] = {
