@@ -88,10 +88,13 @@ def test_importing_the_face_builds_nothing():
     probe = "import sys, canvasflow; print(sorted(m for m in sys.modules if m.startswith('canvasflow')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "['canvasflow', 'canvasflow.config', 'canvasflow.config.faces']"
-    assert "celery" not in subprocess.run(
-        [sys.executable, "-c", "import sys, canvasflow; print(sorted(sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd="/",
-    ).stdout
+    assert (
+        "celery"
+        not in subprocess.run(
+            [sys.executable, "-c", "import sys, canvasflow; print(sorted(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout
+    )

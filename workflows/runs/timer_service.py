@@ -12,7 +12,7 @@ reads the due members of the timer index, earliest first, ``timer_batch`` at a t
 3. the member leaves the index.
 
 The runs whose last sleeping step woke move from ``waiting`` to ``running`` in the journal in one
-transaction per look (not one each), between 1 and 2.
+transaction per look (not one each), after 2.
 
 A thread killed between 1 and 2 leaves the step ``running`` with no worker holding it: the
 sweep dispatches it again, and a sleep already due completes at once (special.py). One
@@ -49,8 +49,9 @@ def fire_due(rt: Runtime, hostname: str | None = None) -> int:
 
 
 def _fire(rt: Runtime, members: list[str], hostname: str | None) -> int:
-    """Take each due step (once), move the runs that no longer wait in one journal transaction,
-    then complete each step with its input."""
+    """Take each due step (once), complete them with their inputs, then move the runs that no
+    longer wait back to ``running`` in one journal transaction (after: a slow database does not
+    hold the wake-ups back; a run whose next step already finished it is left as it is)."""
     began = time.perf_counter()
     due = []
     for raw in members:
@@ -64,9 +65,7 @@ def _fire(rt: Runtime, members: list[str], hostname: str | None) -> int:
             continue
         due.append((run_id, gen, node))
     taken = [(*d, t) for d, t in zip(due, timers.take(rt, due), strict=True) if t is not None]
-    took_redis = time.perf_counter() - began
-    rt.store.woken(run_id for run_id, _, _, t in taken if t.resumed)
-    took_sql = time.perf_counter() - began - took_redis
+    took = time.perf_counter() - began
     at = datetime.now(UTC).isoformat()
     items = [
         (
@@ -83,19 +82,22 @@ def _fire(rt: Runtime, members: list[str], hostname: str | None) -> int:
     # no worker: the sweep dispatches it again, and a sleep already due completes at once
     with publishing.batch(rt.app, rt.settings.publish_batch_size, len(taken)):  # successors: one flush
         complete_many(rt, items)
+    completed = time.perf_counter() - began
+    rt.store.woken(run_id for run_id, _, _, t in taken if t.resumed)
     if taken:
         log.info(
             "sleep steps woken",
             woken=len(taken),
-            take_ms=round(took_redis * 1000),
-            journal_ms=round(took_sql * 1000),
-            total_ms=round((time.perf_counter() - began) * 1000),
+            take_ms=round(took * 1000),
+            complete_ms=round((completed - took) * 1000),
+            journal_ms=round((time.perf_counter() - began - completed) * 1000),
         )
     return len(taken)
 
 
 class TimerThread(threading.Thread):
-    """Looks for due timers every ``timer_interval`` seconds until :meth:`stop`."""
+    """Looks for due timers every ``timer_interval`` seconds (sooner when the next one falls due
+    sooner) until :meth:`stop`."""
 
     def __init__(self, rt: Runtime, hostname: str) -> None:
         super().__init__(name="canvasflow-timers", daemon=True)
@@ -108,7 +110,9 @@ class TimerThread(threading.Thread):
         lock = f"{self.rt.settings.key_prefix}:timers:lock"
         me = self.hostname.encode()
         hold = max(int(interval * 10_000), 2_000)  # ms: a holder that died is replaced this soon
-        while not self._stop_event.wait(interval):
+        pause = interval
+        while not self._stop_event.wait(pause):
+            pause = interval
             try:
                 r = self.rt.redis
                 # one timer thread of the fleet fires (so a wake-up is not raced for); the holder
@@ -117,6 +121,7 @@ class TimerThread(threading.Thread):
                     continue
                 r.pexpire(lock, hold)
                 fire_due(self.rt, self.hostname)
+                pause = min(interval, max(timers.next_due(self.rt) - timers.now(self.rt.settings), 0.005))
             except (redis.RedisError, OSError) as exc:
                 log.warning("timers not looked at: state Redis unreachable", error=str(exc))
             except Exception:

@@ -196,6 +196,12 @@ def take(rt: Runtime, due_steps: list[tuple[str, int, StepNode]]) -> list[Taken 
     return out
 
 
+def next_due(rt: Runtime) -> float:
+    """When the earliest timer in the index is due (infinity when none is)."""
+    first = rt.redis.zrange(index_key(rt.settings), 0, 0, withscores=True)
+    return float(first[0][1]) if first else math.inf
+
+
 def drop(rt: Runtime, members: Iterable[str]) -> None:
     """Remove fired (or stale) timers from the index."""
     members = list(members)
