@@ -1,6 +1,6 @@
 """Timers fire within 1 s of due with 10,000 runs asleep: 10,000 runs sleep ten minutes while
 200 more, sleeping 5 s, are woken by the timer service (one control worker, ``-c 2``; the
-recovery sweep watches all of them meanwhile). Slow: about 5 minutes here, most of it starting
+recovery sweep watches all of them meanwhile). Slow: 2-3.5 minutes here, most of it starting
 the runs."""
 
 from __future__ import annotations
