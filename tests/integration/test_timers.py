@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import chain, chord
 
-from canvasflow import Workflow, cancel, get_run, history, result, sleep, sleep_until, start
+from canvasflow import Workflow, cancel, get_run, history, result, resume, sleep, sleep_until, start
 from canvasflow.workers.demo import add, echo
 from canvasflow.workflows.cli.history import history_text
 from canvasflow.workflows.runtime import timers
@@ -121,3 +121,30 @@ def test_a_cancel_with_compensate_during_a_sleep_rolls_back_and_the_timer_then_c
     after = get_run(run.id)
     assert after.status == "compensated" and after.step("3.act").status in ("pending", "skipped")
     assert timers.member(run.id, "2.sleep", 1) not in timers.due(runtime(), 10_000)
+
+
+def test_a_run_cancelled_asleep_and_resumed_sleeps_until_the_journaled_due_time(worker):
+    wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(3), add.s(1)))
+    run = start(wf.name)
+    due = wait_status(run.id, "waiting").step("1.sleep").wakes_at
+    cancel(run.id)
+    assert finished(run.id).status == "cancelled"
+    resume(run.id)
+    assert runtime().store.get_run(run.id).status == "waiting"  # journaled asleep again, generation 2
+    record = finished(run.id, timeout=30)
+    assert record.status == "succeeded" and record.result == 3 and record.generation == 2
+    woke = record.step("1.sleep")
+    assert woke.wakes_at == due  # not a fresh 3 s from the resume
+    assert 0 <= woke.finished_at.timestamp() - due.timestamp() < 1.0
+
+
+def test_a_timer_lost_from_the_index_is_put_back_by_the_sweep(celery_worker_factory):
+    celery_worker_factory(extra_env={"CANVASFLOW_SWEEP_INTERVAL": "1"})
+    wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(2), add.s(1)))
+    run = start(wf.name)
+    wait_status(run.id, "waiting")
+    rt = runtime()
+    lost = timers.member(run.id, "1.sleep", 1)
+    assert rt.redis.zrem(timers.index_key(rt.settings), lost) == 1  # as if the index lost it alone
+    record = finished(run.id, timeout=30)  # without the sweep's rearm it would sleep for good
+    assert record.status == "succeeded" and record.result == 3
