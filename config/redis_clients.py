@@ -125,3 +125,15 @@ def get_many(client: redis.Redis, keys: Sequence[str]) -> list[Any]:
     if is_cluster(client):
         return list(cast(RedisCluster, client).mget_nonatomic(list(keys)))
     return list(client.mget(list(keys)))
+
+
+def run_scripts(client: redis.Redis, script: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+    """A Lua ``script`` run once per ``(keys, args)``, replies in order: in one pipeline on a
+    server; on a cluster, one call each (a cluster pipeline runs no scripts)."""
+    runner = client.register_script(script)
+    if is_cluster(client):
+        return [runner(keys=keys, args=args) for keys, args in calls]
+    p = client.pipeline(transaction=False)
+    for keys, args in calls:
+        runner(keys=keys, args=args, client=p)
+    return list(p.execute())

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=10.0, gt=0)
     queued_grace: int = Field(default=60, ge=1)  # a queued step with no message is lost after this
     stalled_after: int = Field(default=300, ge=1)  # no progress for this long: `runs --stalled`, resume
+    # durable timers (sleep steps): the control workers' timer service looks for due timers this
+    # often, waking at most timer_batch of them per look; clock_offset (seconds) moves this
+    # deployment's clock forward for timers only: a fake clock for tests, leave it 0 in production
+    timer_interval: float = Field(default=0.2, gt=0)
+    timer_batch: int = Field(default=500, ge=1)
+    clock_offset: float = 0.0
     # seconds a starting worker waits between attempts to reach its journal database
     startup_retry: float = Field(default=5.0, gt=0)
 

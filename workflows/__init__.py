@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         scatter_gather,
         wait_signal,
     )
+    from canvasflow.workflows.authoring.sleeps import sleep, sleep_until
     from canvasflow.workflows.client import (
         Run,
         cancel,
@@ -64,6 +65,8 @@ _EXPORTS = {
     "scatter_gather": f"{_AUTHORING}.patterns",
     "send_signal": f"{_AUTHORING}.conversation",
     "signal": _CLIENT,
+    "sleep": f"{_AUTHORING}.sleeps",
+    "sleep_until": f"{_AUTHORING}.sleeps",
     "start": _CLIENT,
     "undo": _CLIENT,
     "value": f"{_AUTHORING}.dag",
@@ -93,6 +96,8 @@ __all__ = [
     "scatter_gather",
     "send_signal",
     "signal",
+    "sleep",
+    "sleep_until",
     "start",
     "undo",
     "value",

@@ -10,6 +10,8 @@ was current when this module was first imported).
                               run): a chord of chunks, flattened, so a pattern's canvas runs anywhere
 * ``canvasflow.aggregate``    the join of a ``parallel_capability`` (runtime/parallel.py)
 * ``canvasflow.send_signal``  a step sending a signal to a run (``send_signal(...)``'s task)
+* ``canvasflow.sleep``        a durable timer's name only: a sleep step sends no message (the
+                              timer service wakes it); run outside a canvasflow run, it refuses
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from canvasflow.workers.step import StepTask, step
 from canvasflow.workflows.authoring.conversation import UNSET
 from canvasflow.workflows.runs.lifecycle import send_signal, start_child, start_run
 from canvasflow.workflows.runs.sweep import SweepThread
+from canvasflow.workflows.runs.timer_service import TimerThread
 from canvasflow.workflows.runtime import failure
 from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
 from canvasflow.workflows.runtime.control import step_settled
@@ -55,6 +58,7 @@ from canvasflow.workflows.runtime.wire import (
     MAP_TASK,
     SEND_SIGNAL_TASK,
     SIGNAL_TASK,
+    SLEEP_TASK,
     WORKFLOW_TASK,
 )
 from canvasflow.workflows.store.revision import ensure_schema
@@ -111,7 +115,8 @@ _threads: list[Any] = []
 
 @worker_ready.connect
 def _start_liveness(sender: Any = None, **_: Any) -> None:
-    """Heartbeats from every worker node; the recovery sweep on those consuming the control queue."""
+    """Heartbeats from every worker node; the recovery sweep and the timer service (durable timers)
+    on those consuming the control queue."""
     if _threads:
         return  # a reconnect fires this again
     rt = runtime()
@@ -121,6 +126,7 @@ def _start_liveness(sender: Any = None, **_: Any) -> None:
     consumed = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", [])}
     if rt.settings.control_queue in consumed:
         _threads.append(SweepThread(rt, hostname))
+        _threads.append(TimerThread(rt, hostname))
     for t in _threads:
         t.start()
     log.info("liveness started", hostname=hostname, sweep=len(_threads) > 1, engines=engines)
@@ -248,6 +254,11 @@ def wait_signal(*_: Any, **__: Any) -> None:
     raise DefinitionError("wait_signal only runs inside a canvasflow run (start it with canvasflow)")
 
 
+@shared_task(name=SLEEP_TASK)
+def sleep_step(*_: Any, **__: Any) -> None:
+    raise DefinitionError("a sleep step only runs inside a canvasflow run (start it with canvasflow)")
+
+
 @shared_task(name=WORKFLOW_TASK, base=StepTask, bind=True)
 def subworkflow(
     self: Task, *args: Any, workflow: str, inputs: dict[str, Any] | None = None, result_as: str | None = None
@@ -269,6 +280,8 @@ def subworkflow(
 def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
     """The join of a ``parallel_capability``: the members' results combined as ``how`` says."""
     return combine(results, engines, how)
+
+
 @shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
 def send_signal_step(
     *parents: Any, name: str, run_id: str | None = None, payload: Any = UNSET

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
+from celery import chain
 
-from canvasflow.workflows import get_run, start
+from canvasflow.workers.demo import add
+from canvasflow.workflows import Workflow, cancel, get_run, sleep, start
 from canvasflow.workflows.cli.main import main
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration import console_flows
@@ -182,3 +184,18 @@ def test_child_runs_are_linked_both_ways(worker, console):
     assert f'href="/runs/{parent.id}"' in back.body
     nodes = dict(re.findall(r'data-step="([^"]+)" data-status="([^"]+)"', page.body.split("</svg>")[0]))
     assert set(nodes.values()) == {"succeeded"} and len(nodes) == len(parent.steps)
+
+
+def test_a_sleeping_run_page_and_api_say_when_it_wakes(worker, console):
+    wf = Workflow(
+        f"t.console.sleep.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(add.s(1, 1), sleep(60), add.s(1))
+    )
+    run = start(wf.name)
+    wait_status(run.id, "waiting", timeout=30)
+    due = get_run(run.id).step("1.sleep").wakes_at
+    page = http(f"{console}/runs/{run.id}", headers=AUTH)
+    assert page.status == 200
+    assert f"wakes {due.strftime('%Y-%m-%d %H:%M:%S')} UTC" in page.body
+    api = http(f"{console}/api/runs/{run.id}", headers=BEARER).json()
+    assert {s["step_id"]: s["wakes_at"] for s in api["steps"]}["1.sleep"] == due.isoformat()
+    cancel(run.id)

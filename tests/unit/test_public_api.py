@@ -61,6 +61,8 @@ PUBLIC = [
     "scatter_gather",
     "send_signal",
     "signal",
+    "sleep",
+    "sleep_until",
     "start",
     "step",
     "undo",

@@ -30,6 +30,8 @@ def _line(ev: dict[str, Any]) -> list[str]:
     data = ev.get("data") or {}
     if data.get("compensation_status"):
         what.append(f"compensation={data['compensation_status']}")
+    if data.get("wakes_at"):  # a sleep step fell asleep (durable timers)
+        what.append(f"wakes_at={data['wakes_at']}")
     lines = [f"{ev['at']}  {'  '.join(what)}"]
     if data.get("routes"):  # the step's routing decisions so far, oldest first
         lines.append(f"    routes: {chain_text(data['routes'])}")

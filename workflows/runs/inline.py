@@ -21,6 +21,8 @@ with the payloads given in ``signals=``, else the run stops ``waiting``. Steps a
 compensations get a real ``context()`` (``workflows/runs/inline_context.py``): run, step,
 attempt, idempotency key, lineage; progress lands on the step's record, metadata stays in
 the run.
+A ``sleep`` step's time passes at once: it records when it would wake (``wakes_at``) and hands
+on its input.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from canvasflow.workflows.runtime.execution import ExecutionContext, executing
 from canvasflow.workflows.runtime.failure import failure_status
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, refs_in, resolve
 from canvasflow.workflows.runtime.outcome import rollback_status
+from canvasflow.workflows.runtime.timers import due_at
 from canvasflow.workflows.runtime.wire import CHUNK_TASK, encode_result
 from canvasflow.workflows.store.records import RunRecord, StepRecord
 
@@ -165,6 +168,9 @@ class InlineRun:
                 record.status = "waiting"
                 return False
             self._succeed(node.id, self.signals[name])
+        elif node.kind == "sleep":
+            record.wakes_at = datetime.fromtimestamp(due_at(node.spec, record.started_at.timestamp()), UTC)
+            self._succeed(node.id, args[0] if args else None)
         elif node.kind == "map":
             self._map(node, args)
         elif node.kind == "workflow":

@@ -14,7 +14,9 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
   for on both sweeps: one found waiting in a queue is a backlog, looked at again only after
   ``queued_grace``; on a broker it cannot search (RabbitMQ) a queued step waits
   ``queued_grace``. The claim makes a duplicate harmless;
-* asks the rollback to go on (``rollback.progress``) for runs ``compensating``.
+* asks the rollback to go on (``rollback.progress``) for runs ``compensating``;
+* puts back in the timer index the timers of steps still asleep (``timers.rearm``: a crash
+  between a sleep's run state and the index, or an index lost alone, strands no run).
 
 The suspicion hash (``<run>:suspect``) keeps, per step, when it was first seen lost (a
 positive time) or waiting in a queue (the time, negated).
@@ -47,6 +49,7 @@ from canvasflow.workflows.runs.suspects import (
     resend_chunk,
     snapshots,
 )
+from canvasflow.workflows.runtime import timers
 from canvasflow.workflows.runtime.active import active_runs
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.control import rollback_progress
@@ -82,6 +85,7 @@ class Sweeper:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._asleep: list[tuple[str, int, list[str]]] = []  # this sweep's sleep steps (timers.rearm)
         self.searchable = searchable(rt)
         self.next_ripe: float | None = None  # when the earliest suspect left can ripen (epoch s)
 
@@ -115,6 +119,9 @@ class Sweeper:
                     if suspects is not None:
                         found.append(suspects)
         self._settle(found, report)
+        if self._asleep and (rearmed := timers.rearm(self.rt, self._asleep)):
+            log.warning("sweep: timers put back in the index", timers=rearmed)
+        self._asleep = []
         if journal_down:
             log.warning("sweep: journal unreachable; runs that need it wait", error=journal_down)
         if any(report.__dict__.values()):
@@ -154,6 +161,10 @@ class Sweeper:
                 report.rebuilt.append(run_id)
             return None
         graph = rt.graph(run_id, gen)
+        if status == "waiting":
+            sleeping = [sid for sid, st in snap.states.items() if st == "waiting" and _sleeps(graph, sid)]
+            if sleeping:
+                self._asleep.append((run_id, gen, sleeping))
         now, seen = time.time(), snap.seen
         suspects = {c.unit: c for c in candidates(rt, run_id, graph, gen, snap) if not set(c.task_ids) & held}
         ripe = [
@@ -244,6 +255,11 @@ class Sweeper:
         if f.compensating:
             rollback_progress(rt, f.run_id, f.gen)
             report.progressed.append(f.run_id)
+
+
+def _sleeps(graph: StepGraph, step_id: str) -> bool:
+    node = graph.steps.get(step_id)
+    return node is not None and node.kind == "sleep"
 
 
 class SweepThread(threading.Thread):

@@ -29,9 +29,16 @@ from canvasflow.config.queues import queue_for
 from canvasflow.workers.capabilities import registry as capabilities
 from canvasflow.workflows.runtime.graph import Errback, Expr, StepGraph, StepNode, listof, lit, ref
 from canvasflow.workflows.runtime.parallel import expand
-from canvasflow.workflows.runtime.wire import MAP_TASK, PARALLEL_TASK, SIGNAL_TASK, WORKFLOW_TASK, is_step
+from canvasflow.workflows.runtime.wire import (
+    MAP_TASK,
+    PARALLEL_TASK,
+    SIGNAL_TASK,
+    SLEEP_TASK,
+    WORKFLOW_TASK,
+    is_step,
+)
 
-SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow"}
+SPECIAL_KINDS = {MAP_TASK: "map", SIGNAL_TASK: "signal", WORKFLOW_TASK: "workflow", SLEEP_TASK: "sleep"}
 PASSED_OPTIONS = ("queue", "priority", "countdown", "expires", "time_limit", "soft_time_limit")
 STEP_DEADLINES = ("schedule_to_start", "start_to_close")
 HARD_LIMIT_GRACE = 5.0  # seconds from start_to_close (Celery's soft limit) to the hard kill

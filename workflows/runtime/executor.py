@@ -36,7 +36,7 @@ from canvasflow.workflows.runtime.execution import ExecutionContext, executing, 
 from canvasflow.workflows.runtime.graph import StepGraph, refs_in, resolve
 from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.outcome import parent_step
-from canvasflow.workflows.runtime.state import ACTIVE
+from canvasflow.workflows.runtime.state import ACTIVE, Completion
 from canvasflow.workflows.runtime.wire import encode_result
 
 log = structlog.get_logger("canvasflow.executor")
@@ -308,6 +308,41 @@ def complete(
     done = rt.state.complete(
         run_id, step_id, encoded, graph.successors(step_id), json.dumps(info) if info else ""
     )
+    _completed(rt, run_id, step_id, gen, graph, result, encoded, info, done, stored)
+
+
+def complete_many(rt: Runtime, items: list[tuple[str, str, int, Any, str, dict[str, Any]]]) -> None:
+    """:func:`complete` of many ``(run, step, generation, result, encoded, info)`` at once, their
+    state scripts in one round trip (the timer service wakes many sleep steps together). One
+    that fails is logged and the others go on: its successors, released but not published,
+    are found by the sweep."""
+    graphs = [rt.graph(run_id, gen) for run_id, _, gen, _, _, _ in items]
+    scripts = [
+        (r, s, enc, g.successors(s), json.dumps(info))
+        for (r, s, _, _, enc, info), g in zip(items, graphs, strict=True)
+    ]
+    dones = rt.state.complete_many(scripts)
+    for (run_id, step_id, gen, result, encoded, info), graph, done in zip(items, graphs, dones, strict=True):
+        try:
+            _completed(rt, run_id, step_id, gen, graph, result, encoded, info, done, None)
+        except Exception:
+            log.exception("completing a step failed; the sweep publishes what it released", run_id=run_id)
+
+
+def _completed(
+    rt: Runtime,
+    run_id: str,
+    step_id: str,
+    gen: int,
+    graph: StepGraph,
+    result: Any,
+    encoded: str,
+    info: dict[str, Any],
+    done: Completion,
+    stored: Callable[[], None] | None,
+) -> None:
+    """What follows a step's completion script: the first completion dispatches the successors
+    it released, journals the step, and finishes the run or moves its rollback on."""
     if not done.first:  # a redelivery, or a delivery cut off and back after another completed it
         log.info("late completion refused: the step completed already", run_id=run_id, step_id=step_id)
         return

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Expr = dict[str, Any]
-StepKind = Literal["task", "map", "signal", "workflow"]
+StepKind = Literal["task", "map", "signal", "workflow", "sleep"]
 
 
 def lit(value: Any) -> Expr:

@@ -5,6 +5,8 @@
   (an atomic counter) completes the map step with all results, in item order.
 * ``signal``: completes when ``signal(run, name, payload)`` arrives, with the payload; with
   a ``timeout`` (``wait_for_response``) it fails when none arrived in time (deadlines.py).
+* ``sleep``: a durable timer (timers.py): no message; the timer service completes it with its
+  input when it is due.
 * ``workflow``: a ``canvasflow.subworkflow`` message whose body starts a child run; the
   child's result completes this step (``outcome.parent_step`` finds it when the child ends).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from canvasflow.workflows.runtime import deadlines, publishing
+from canvasflow.workflows.runtime import deadlines, publishing, timers
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepNode
 from canvasflow.workflows.runtime.sending import send_step
@@ -32,12 +34,14 @@ class Completed(NamedTuple):
 def dispatch(
     rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any], kwargs: dict[str, Any]
 ) -> Completed | None:
-    """Start a map or signal step; :class:`Completed` when it is done at once (a map over no
-    items, a signal that arrived before its step was reached)."""
+    """Start a map, signal or sleep step; :class:`Completed` when it is done at once (a map over
+    no items, a signal that arrived before its step was reached, a sleep already due)."""
     if node.kind == "map":
         return _fan_out(rt, run_id, gen, node, args)
     if node.kind == "signal":
         return _await_signal(rt, run_id, gen, node)
+    if node.kind == "sleep":
+        return Completed(args[0] if args else None) if timers.begin(rt, run_id, gen, node) else None
     raise ValueError(f"unknown step kind {node.kind}")  # pragma: no cover - the compiler only makes these
 
 
@@ -109,4 +113,3 @@ def take_signal(rt: Runtime, run_id: str, step_id: str) -> bool:
     if rt.state.transition(run_id, ("waiting",), "running"):
         rt.store.transition_run(run_id, ("waiting",), "running")
     return True
-

@@ -21,6 +21,8 @@ from typing import Any, cast
 
 import redis
 
+from canvasflow.config.redis_clients import run_scripts
+
 ACTIVE = ("running", "waiting")
 
 _CLAIM = """
@@ -219,10 +221,17 @@ class RunState:
         """First completion wins: store the result (and the step's timing ``info``), release joins."""
         k = self.key
         keys = [k(run_id, p) for p in ("meta", "st", "deps", "left", "res", "info")]
-        out = self._complete(keys=keys, args=[step_id, result_json, info_json, *successors])
-        if not out[0]:
-            return Completion(False, "", -1, [])
-        return Completion(True, as_text(out[1]), int(out[2]), [as_text(x) for x in out[3:]])
+        return _completion(self._complete(keys=keys, args=[step_id, result_json, info_json, *successors]))
+
+    def complete_many(self, items: list[tuple[str, str, str, list[str], str]]) -> list[Completion]:
+        """:meth:`complete` of many ``(run, step, result, successors, info)``: one round trip on a
+        server (one call each on a cluster)."""
+        parts = ("meta", "st", "deps", "left", "res", "info")
+        calls = [
+            ([self.key(run_id, part) for part in parts], [step_id, result_json, info_json, *successors])
+            for run_id, step_id, result_json, successors, info_json in items
+        ]
+        return [_completion(out) for out in run_scripts(self.r, _COMPLETE, calls)]
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""
@@ -320,8 +329,16 @@ class RunState:
         if raw is None:
             return []
         graph = json.loads(raw)
-        maps = [f"chunks:{s['id']}" for s in graph.get("steps", []) if s.get("kind") == "map"]
-        return [*maps, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
+        steps = graph.get("steps", [])
+        maps = [f"chunks:{s['id']}" for s in steps if s.get("kind") == "map"]
+        wake = ["wake"] if any(s.get("kind") == "sleep" for s in steps) else []  # timers.py
+        return [*maps, *wake, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
+
+
+def _completion(out: Any) -> Completion:
+    if not out[0]:
+        return Completion(False, "", -1, [])
+    return Completion(True, as_text(out[1]), int(out[2]), [as_text(x) for x in out[3:]])
 
 
 RUN_PARTS = (  # every key of a run, but those its graph adds (_graph_parts)

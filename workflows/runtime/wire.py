@@ -27,6 +27,7 @@ HEADER = "canvasflow"  # the message header naming a step's run, step and genera
 MAP_TASK = "canvasflow.map"  # a map step (compiled to a fan-out of chunks)
 CHUNK_TASK = "canvasflow.chunk"  # one chunk of a map step
 SIGNAL_TASK = "canvasflow.wait_signal"  # a step completed by a signal
+SLEEP_TASK = "canvasflow.sleep"  # a durable timer: completed by the timer service (runtime/timers.py)
 WORKFLOW_TASK = "canvasflow.subworkflow"  # a step run as a child run
 PARALLEL_TASK = "canvasflow.parallel_capability"  # expanded at compile time (runtime/parallel.py)
 AGGREGATE_TASK = "canvasflow.aggregate"  # the join of a parallel_capability

@@ -125,6 +125,7 @@ def journal_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> J
         Column("compensation_error", JSON, nullable=True),
         Column("route", JSON, nullable=True),
         Column("routes", JSON, nullable=True),
+        Column("wakes_at", TS, nullable=True),  # a sleep step's due time (runtime/timers.py)
     )
     events = Table(
         n.table("events"),

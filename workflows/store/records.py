@@ -42,6 +42,8 @@ class StepRecord:
     route: Any = None
     # every routing decision, oldest first, each with its outcome (workers/routing/decisions.py)
     routes: Any = None
+    # a sleep step's due time (durable timers): when the timer service wakes it
+    wakes_at: datetime | None = None
     # not columns: every attempt (generation, attempt, status, worker, queue, started_at,
     # finished_at, error) from the journal's events, and the last progress the step reported
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
@@ -51,7 +53,7 @@ class StepRecord:
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        for key in ("started_at", "finished_at"):
+        for key in ("started_at", "finished_at", "wakes_at"):
             out[key] = out[key].isoformat() if out[key] else None
         return out
 

@@ -26,6 +26,7 @@ EVENT_FIELDS = (
     "compensation_status",
     "compensation_error",
     "routes",
+    "wakes_at",
 )
 # the step columns (StepRecord's other fields are read from elsewhere: attempt_log, progress)
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord) if f.name not in StepRecord.DERIVED)
@@ -57,7 +58,9 @@ def event_data(fields: dict[str, Any], extra: dict[str, Any] | None) -> dict[str
 
 
 def step_record(row: RowMapping) -> StepRecord:
-    return StepRecord(**{k: row[k] for k in STEP_FIELDS})
+    record = StepRecord(**{k: row[k] for k in STEP_FIELDS})
+    record.wakes_at = aware(record.wakes_at)
+    return record
 
 
 def run_record(row: RowMapping, steps: Iterable[RowMapping] = ()) -> RunRecord:

@@ -105,6 +105,7 @@ def prepare(conn: Connection, names: JournalNames) -> None:
         steps = {c["name"] for c in inspect(conn).get_columns(names.table("steps"), schema=names.schema)}
         revision = "0003" if "route" in steps else revision
         revision = "0004" if "routes" in steps else revision
+        revision = "0005" if "wakes_at" in steps else revision
     MigrationContext.configure(conn, opts=context_options(names)).stamp(script(), revision)
 
 

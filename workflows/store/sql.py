@@ -27,11 +27,12 @@ from canvasflow.workflows.store.reads import RunReads
 from canvasflow.workflows.store.records import TERMINAL
 from canvasflow.workflows.store.revision import ensure_schema
 from canvasflow.workflows.store.rows import EVENT_AT, EVENT_DATA, event_data, now, utc
+from canvasflow.workflows.store.sleeps import SleepJournal
 
 __all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
 
-class SqlRunStore(RunReads):
+class SqlRunStore(RunReads, SleepJournal):
     """Runs, steps and their journal in one SQL database, in tables named ``<prefix>...``."""
 
     def __init__(self, url: str, *, table_prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:

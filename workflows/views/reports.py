@@ -44,6 +44,9 @@ def run_text(data: dict[str, Any], graph: dict[str, Any] | None = None) -> str:
         lines.append(f"result: {json.dumps(data['result'])}")
     if data.get("error"):
         lines.append(f"error: {json.dumps(data['error'])}")
+    asleep = [s["wakes_at"] for s in data.get("steps", []) if s.get("wakes_at") and s["status"] == "waiting"]
+    if asleep and data["status"] == "waiting":
+        lines.append(f"asleep until {min(asleep)}")
     steps = {s["step_id"]: s for s in data.get("steps", [])}
     if graph and graph.get("steps"):
         lines.extend("  " + line for line in tree_lines(canvas_tree(StepGraph.from_json(graph)), steps))

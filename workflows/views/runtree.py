@@ -191,6 +191,8 @@ def step_details(step: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
         )
     if step.get("compensation_status"):
         parts.append(f"comp={step['compensation_status']}")
+    if step.get("wakes_at"):  # a sleep step: when it wakes (or was due)
+        parts.append(f"{'wakes' if step['status'] == 'waiting' else 'due'} {step['wakes_at']}")
     chain = chain_text(step.get("routes"), step.get("route"))  # every routing decision, oldest first
     if chain:
         parts.append(f"engine={chain}")
