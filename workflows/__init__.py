@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         resume,
         signal,
         start,
+        start_many,
         undo,
     )
     from canvasflow.workflows.runs.history import HistoryEvent, history
@@ -61,6 +62,7 @@ _EXPORTS = {
     "send_signal": f"{_AUTHORING}.conversation",
     "signal": _CLIENT,
     "start": _CLIENT,
+    "start_many": _CLIENT,
     "undo": _CLIENT,
     "value": f"{_AUTHORING}.dag",
     "wait_for_response": f"{_AUTHORING}.conversation",
@@ -88,6 +90,7 @@ __all__ = [
     "send_signal",
     "signal",
     "start",
+    "start_many",
     "undo",
     "value",
     "wait_for_response",

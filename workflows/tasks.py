@@ -265,6 +265,8 @@ def subworkflow(
 def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
     """The join of a ``parallel_capability``: the members' results combined as ``how`` says."""
     return combine(results, engines, how)
+
+
 @shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
 def send_signal_step(
     *parents: Any, name: str, run_id: str | None = None, payload: Any = UNSET

@@ -58,6 +58,7 @@ PUBLIC = [
     "send_signal",
     "signal",
     "start",
+    "start_many",
     "step",
     "undo",
     "value",

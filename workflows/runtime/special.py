@@ -109,4 +109,3 @@ def take_signal(rt: Runtime, run_id: str, step_id: str) -> bool:
     if rt.state.transition(run_id, ("waiting",), "running"):
         rt.store.transition_run(run_id, ("waiting",), "running")
     return True
-

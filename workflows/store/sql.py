@@ -11,7 +11,7 @@ in ``engine.py``, a row's conversion to a record in ``rows.py``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings
+from canvasflow.workflows.store.creation import RunCreation
 from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
 from canvasflow.workflows.store.reads import RunReads
@@ -30,7 +31,7 @@ from canvasflow.workflows.store.schema import ensure_schema
 __all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
 
-class SqlRunStore(RunReads):
+class SqlRunStore(RunCreation, RunReads):
     """Runs, steps and their journal in one SQL database, in tables named ``<prefix>...``."""
 
     def __init__(self, url: str, *, table_prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
@@ -43,62 +44,7 @@ class SqlRunStore(RunReads):
         self.engine = make_engine(url)
         self.t: JournalTables = journal_tables(table_prefix, schema or None)
 
-    # -- runs --------------------------------------------------------------------
-    def create_run(
-        self,
-        *,
-        run_id: str,
-        workflow: str,
-        version: str,
-        inputs: Any,
-        graph: dict[str, Any],
-        steps: list[dict[str, Any]],
-        status: str = "running",
-        parent_run_id: str | None = None,
-        parent_step: str | None = None,
-        key: str | None = None,
-        tags: Sequence[str] = (),
-    ) -> str:
-        """Journal a new run; return its id, or with ``key`` the id of the run that already holds it."""
-        at = now()
-        t = self.t
-        tags = list(dict.fromkeys(tags))
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    t.runs.insert().values(
-                        id=run_id,
-                        workflow=workflow,
-                        version=version,
-                        status=status,
-                        generation=1,
-                        inputs=inputs,
-                        graph=graph,
-                        parent_run_id=parent_run_id,
-                        parent_step=parent_step,
-                        created_at=at,
-                        run_key=key,
-                        tags=tags or None,
-                    )
-                )
-                if steps:
-                    conn.execute(
-                        t.steps.insert(),
-                        [{"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps],
-                    )
-                if tags:
-                    conn.execute(t.run_tags.insert(), [{"run_id": run_id, "tag": tag} for tag in tags])
-                data: dict[str, Any] = {"workflow": workflow}
-                if key is not None:
-                    data["key"] = key
-                conn.execute(t.events.insert().values(run_id=run_id, event="run.created", at=at, data=data))
-        except IntegrityError:
-            holder = self.run_by_key(key) if key is not None else None
-            if holder is None:
-                raise
-            return holder.id
-        return run_id
-
+    # -- runs (created by RunCreation, creation.py) -----------------------------------
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
         """Move the run to ``new`` only from one of ``expected``; True when this call did it."""
         at = now()
