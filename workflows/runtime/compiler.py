@@ -138,12 +138,13 @@ class CanvasCompiler:
         name = sig.task
         short = name.rsplit(".", 1)[-1]
         step_id = f"{path}{short}" if path else short
+        sig_options = sig.options  # a Signature's fields are descriptors over its dict: read once
         args: list[Expr] = []
         if flow.value is not None and not sig.immutable:
             args.append(flow.value)
         args.extend(self._literal(a, step_id) for a in sig.args)
         kwargs = {k: self._literal(v, step_id) for k, v in (sig.kwargs or {}).items()}
-        options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
+        options = {k: sig_options[k] for k in PASSED_OPTIONS if sig_options.get(k) is not None}
         kind = SPECIAL_KINDS.get(name, "task")
         spec: dict[str, Any] = {}
         if kind != "task":
@@ -218,9 +219,10 @@ def step_deadlines(
     ``@step(...)``); ``start_to_close`` also becomes Celery's soft and hard time limits in
     ``options``. A bad value is added to ``problems``."""
     task = app.tasks.get(sig.task)
+    sig_options = sig.options
     found: dict[str, float] = {}
     for name in STEP_DEADLINES:
-        value = sig.options.get(name, getattr(task, name, None))
+        value = sig_options.get(name, getattr(task, name, None))
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -47,14 +47,16 @@ def seed_new_runs(r: redis.Redis, key: KeyOf, seeds: Sequence[Seed], index: str)
     reads a new run before its first step is published, after this returns)."""
     p = r.pipeline(transaction=False)
     for seed in seeds:
-        _commands(p, key, seed)
+        _commands(p, key, seed, fresh=True)
     p.sadd(index, *[seed.run_id for seed in seeds])
     p.execute()
 
 
-def _commands(p: Any, key: KeyOf, s: Seed) -> None:
+def _commands(p: Any, key: KeyOf, s: Seed, *, fresh: bool = False) -> None:
+    """The commands writing ``s``; a ``fresh`` run (a new id) has no earlier state to delete."""
     run_id = s.run_id
-    p.delete(key(run_id, "st"), key(run_id, "deps"), key(run_id, "left"), key(run_id, "info"))
+    if not fresh:
+        p.delete(key(run_id, "st"), key(run_id, "deps"), key(run_id, "left"), key(run_id, "info"))
     p.set(key(run_id, "graph"), s.graph_json)
     if s.pending:
         p.hset(key(run_id, "deps"), mapping=cast(dict[Any, Any], s.pending))
