@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from canvasflow.config.errors import SettingsError
@@ -51,6 +51,8 @@ class SqlRunStore(RunCreation, RunReads):
         if new in TERMINAL:
             fields.setdefault("finished_at", at)
         runs = self.t.runs
+        if self.engine.dialect.name == "postgresql":
+            return self._transition_pg(run_id, expected, new, at, fields)
         with self.engine.begin() as conn:
             res = conn.execute(
                 runs.update()
@@ -65,6 +67,30 @@ class SqlRunStore(RunCreation, RunReads):
                     )
                 )
             return won
+
+    def _transition_pg(
+        self, run_id: str, expected: Iterable[str], new: str, at: datetime, fields: dict[str, Any]
+    ) -> bool:
+        """PostgreSQL: the guarded UPDATE and its event in one statement, in autocommit (the event
+        is inserted from the UPDATE's ``RETURNING``, so only by the call that moved the run): one
+        round trip where ``BEGIN``, UPDATE, INSERT, ``COMMIT`` took four, at the end of every run."""
+        runs, events = self.t.runs, self.t.events
+        moved = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.status.in_(list(expected)))
+            .values(status=new, **fields)
+            .returning(runs.c.id)
+            .cte("cf_moved")
+        )
+        row = select(
+            moved.c.id,
+            literal(f"run.{new}", events.c.event.type),
+            literal(at, events.c.at.type),
+            literal(fields.get("error"), events.c.data.type),
+        )
+        stmt = events.insert().from_select(["run_id", "event", "at", "data"], row).add_cte(moved)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(stmt.returning(events.c.run_id)).first() is not None
 
     # -- steps -------------------------------------------------------------------
     def record_step(self, run_id: str, step_id: str, event_name: str, **fields: Any) -> None:
@@ -115,6 +141,12 @@ class SqlRunStore(RunCreation, RunReads):
                 }
             )
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Step records need not wait for their WAL flush: nothing depends on them (the
+                # writer's queue is lost with its process anyway; every terminal transition first
+                # syncs each step from Redis) and the next synchronous commit (the run's status)
+                # flushes every earlier one, so no step record is lost behind a durable run status
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             for names, param_sets in groups.items():
                 if names:
                     conn.execute(self._update_steps(names), param_sets)
