@@ -22,16 +22,14 @@ import structlog
 
 from canvasflow.config.errors import CanvasflowError, InputError
 from canvasflow.workflows.authoring.definition import registry
-from canvasflow.workflows.runs.lifecycle import (
+from canvasflow.workflows.runs.launch import (
     check_state,
-    checked_key,
-    checked_tags,
     launch_of,
-    launch_ready,
-    prepare,
     record_definition,
     state_down,
+    state_written,
 )
+from canvasflow.workflows.runs.lifecycle import checked_key, checked_tags, launch_ready, prepare
 from canvasflow.workflows.runtime import events, publishing
 from canvasflow.workflows.runtime.active import active_key
 from canvasflow.workflows.runtime.context import runtime
@@ -91,6 +89,7 @@ def start_many(
     try:
         seeds = [Seed(r.journal["run_id"], generation=1, **r.state) for r, _ in fresh]
         rt.state.init_new_runs(seeds, active_key(rt))
+        state_written(rt)
     except (redis.RedisError, OSError) as exc:
         for r, _ in fresh:  # went down between the check and here: leave no orphan
             rt.store.delete_run(r.journal["run_id"])

@@ -9,10 +9,8 @@ raise a CanvasflowError saying what to do.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,19 +22,23 @@ from canvasflow.config.errors import (
     BrokerUnavailable,
     InputError,
     RunStateError,
-    StateUnavailable,
 )
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.runs.records import get_record, run_labels
+from canvasflow.workflows.runs.launch import (
+    check_state,
+    launch_of,
+    record_definition,
+    state_down,
+    state_written,
+)
+from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime import deadlines, events
 from canvasflow.workflows.runtime.active import active_key
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.outcome import skip_unrun
-from canvasflow.workflows.runtime.secrets import for_journal
 from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
@@ -144,6 +146,7 @@ def _launch(
         return _holder(held, wf.name, key)
     try:
         rt.state.init_run(run_id, generation=1, index=active_key(rt), **new.state)
+        state_written(rt)
     except (redis.RedisError, OSError) as exc:
         _forget(rt, run_id)  # went down between the check and here: leave no orphan
         raise state_down(rt, exc) from None
@@ -153,83 +156,8 @@ def _launch(
     return run_id
 
 
-@dataclass(frozen=True)
-class Launch:
-    """What starting one run writes: its journal rows (``create_run``'s keywords) and its Redis
-    state (``init_run``'s)."""
-
-    journal: dict[str, Any]
-    state: dict[str, Any]
-
-
-def launch_of(
-    rt: Runtime,
-    run_id: str,
-    wf: Workflow,
-    values: dict[str, Any],
-    graph: StepGraph,
-    parent_run_id: str | None = None,
-    parent_step: str | None = None,
-    key: str | None = None,
-    tags: Sequence[str] = (),
-) -> Launch:
-    graph_json = graph.to_json()
-    journal_graph, journal_inputs = for_journal(rt.app.tasks, graph_json, values)  # secrets masked
-    rows = [
-        {"step_id": n.id, "task": n.task, "kind": n.kind, "queue": n.options.get("queue")}
-        | {"compensation": n.compensation}
-        for n in graph.steps.values()
-    ]
-    journal = {
-        "run_id": run_id,
-        "workflow": wf.name,
-        "version": wf.version,
-        "inputs": journal_inputs,
-        "graph": journal_graph,
-        "steps": rows,
-        "parent_run_id": parent_run_id,
-        "parent_step": parent_step,
-        "key": key,
-        "tags": tags,
-    }
-    state = {
-        "graph_json": json.dumps(graph_json),
-        "pending": {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps},
-        "left": len(graph.steps),
-        "labels": {**run_labels(wf.name, wf.version, parent_run_id, parent_step), CREATED: str(time.time())},
-    }
-    return Launch(journal, state)
-
-
-def state_down(rt: Runtime, exc: BaseException) -> StateUnavailable:
-    url = redact(rt.settings.redis_state_url)
-    return StateUnavailable(
-        f"state Redis {url} does not answer ({type(exc).__name__}: {exc}); nothing was created: "
-        "start it (or set CANVASFLOW_STATE_URL to one that runs) and start the run again"
-    )
-
-
 def _forget(rt: Runtime, run_id: str) -> None:
     rt.store.delete_run(run_id)
-
-
-def check_state(rt: Runtime) -> None:
-    """Refuse to create a run whose hot-path state cannot be written (one clear line)."""
-    try:
-        rt.redis.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise state_down(rt, exc) from None
-
-
-_recorded: set[tuple[int, str, str]] = set()
-
-
-def record_definition(rt: Runtime, wf: Workflow) -> None:
-    """Journal each (workflow, version) once, with its input schema, so old runs stay explainable."""
-    key = (id(rt), wf.name, wf.version)
-    if key not in _recorded:
-        rt.store.record_definition(wf.name, wf.version, wf.inputs.model_json_schema())
-        _recorded.add(key)
 
 
 def launch_ready(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:
