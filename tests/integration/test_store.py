@@ -197,3 +197,12 @@ def test_one_run_is_one_statement_that_keeps_its_steps_tags_key_and_event(store)
     (event,) = store.events(run_id)
     assert event["event"] == "run.created" and event["data"] == {"workflow": "wf", "key": key}
     assert store.create_run(run_id=uuid.uuid4().hex, **{**args, "steps": []}) != run_id  # no steps, no tags
+
+
+def test_step_statuses_read_one_query_and_tell_a_missing_run(store):
+    run_id = new_run(store)
+    store.record_step(run_id, "a", "step.succeeded", status="succeeded", attempts=1)
+    assert store.step_statuses(run_id) == {"a": "succeeded", "b": "pending"}
+    assert store.step_statuses(uuid.uuid4().hex) is None
+    empty = new_run(store, steps=())
+    assert store.step_statuses(empty) == {}
