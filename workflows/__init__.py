@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         resume,
         signal,
         start,
+        start_many,
         undo,
     )
     from canvasflow.workflows.runs.history import HistoryEvent, history
@@ -68,6 +69,7 @@ _EXPORTS = {
     "sleep": f"{_AUTHORING}.sleeps",
     "sleep_until": f"{_AUTHORING}.sleeps",
     "start": _CLIENT,
+    "start_many": _CLIENT,
     "undo": _CLIENT,
     "value": f"{_AUTHORING}.dag",
     "wait_for_response": f"{_AUTHORING}.conversation",
@@ -99,6 +101,7 @@ __all__ = [
     "sleep",
     "sleep_until",
     "start",
+    "start_many",
     "undo",
     "value",
     "wait_for_response",

@@ -16,7 +16,7 @@ from typing import Any
 import canvasflow.app  # noqa: F401  (the composition root: tasks, rollback listener, telemetry)
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.authoring.definition import Workflow, registry
-from canvasflow.workflows.runs import lifecycle, resumption, rollbacks, upgrades
+from canvasflow.workflows.runs import batch, lifecycle, resumption, rollbacks, upgrades
 from canvasflow.workflows.runs.reading import read_run
 from canvasflow.workflows.runs.upgrade_plan import UpgradePlan
 from canvasflow.workflows.runtime.context import runtime
@@ -80,6 +80,25 @@ def start(
     return Run(
         lifecycle.start_run(name, inputs or {}, version=version, key=key, tags=tags, priority=priority)
     )
+
+
+def start_many(
+    name: str,
+    inputs: Sequence[Any],
+    *,
+    version: str | None = None,
+    keys: Sequence[str | None] | None = None,
+    tags: Sequence[str] = (),
+) -> list[Run]:
+    """Start one run of workflow ``name`` per item of ``inputs``, in one batch; their handles, in order.
+
+    All or nothing before anything is written: when any input is refused (invalid inputs, a
+    key held by another workflow's run, ...), InputError names each refused input by its
+    position and no run is started. ``keys`` (one per input, ``None`` for none) make each
+    start idempotent as with ``start``; ``tags`` go on every run. About 10x ``start`` in a
+    loop: one journal transaction, one Redis pipeline and batched publishing for all runs.
+    """
+    return [Run(run_id) for run_id in batch.start_many(name, inputs, version=version, keys=keys, tags=tags)]
 
 
 # Workflow.start(**inputs) is start(its name, inputs, version=its version): the faces hand out

@@ -227,7 +227,7 @@ def volume(
     scenarios: list[Scenario],
 ) -> list[str]:
     """The client, throughput, memory and scaling parts; their sections of the doc (markdown)."""
-    from tests.benchmarks import memory, throughput
+    from tests.benchmarks import memory, starts, throughput
 
     out: list[str] = []
     quick = args.quick
@@ -236,6 +236,9 @@ def volume(
             b, steps, 3 if quick else 5
         )
         out += ["", "### Client: starting a run with a 1,000-member group", "", *render_client(group[0])]
+        pg_rt = pg_runtime(b, env, steps) if not args.no_postgres and postgres_answers(PG_URL) else None
+        got = starts.measure(b, steps, 200 if quick else 1000, 1 if quick else 3, pg_rt)
+        out += ["", "### Client: starting chains of 10, one by one and in a batch", "", *starts.render(got)]
     if "throughput" in only or "memory" in only:
         rss_before = {w.label: memory.rss_mib(w) for w in b.workers}
         volumes, rate = [], None
@@ -259,7 +262,7 @@ def volume(
         items = 20_000 if quick else args.scale_items
         s = throughput.scaling(b, env, items, 100, 1 if quick else 3)
         out += ["", f"### Scaling: map_reduce over {items:,} items", "", *throughput.render_scaling(s)]
-    return [*out, "", "### Method (volume)", "", *throughput.METHOD, *memory.METHOD]
+    return [*out, "", "### Method (volume)", "", *starts.METHOD, *throughput.METHOD, *memory.METHOD]
 
 
 def pg_runtime(b: Bench, env: dict[str, str], steps: Any) -> Any:

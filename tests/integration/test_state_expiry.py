@@ -93,3 +93,37 @@ def test_a_run_the_sweep_suspected_leaves_no_suspicions_behind(celery_worker_fac
         record = run.wait(60)
     assert record.status == "succeeded", record.error
     assert wait_gone(record.id, timeout=TTL + 10) == [], "the sweep's suspicions outlived the run"
+
+
+def test_a_suspicion_written_after_the_run_finished_expires_with_the_run(celery_worker_factory):
+    """The race the bench's memory part found: a sweep reads a run, the run finishes and its keys
+    get their expiry, then the sweep writes its suspicions. They must not outlive the run (a plain
+    HSET + EXPIRE gave them ``result_expires``, a day)."""
+    from canvasflow.workflows.runtime.active import note_suspicions
+    from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere
+
+    with settings_env(state_expires=str(TTL)) as env:
+        wf = Workflow(f"t.expiry.late.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(elsewhere.s()))
+        run = start(wf.name)
+        rt = runtime()
+        celery_worker_factory(queues=[f"cap.{OTHER_CAPABILITY}"], concurrency=1, extra_env=env)
+        assert run.wait(60).status == "succeeded"
+        meta = rt.state.key(run.id, "meta")
+        deadline = time.monotonic() + 10  # the run is journaled a moment before its keys get a TTL
+        while rt.redis.pttl(meta) == -1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rt.redis.pttl(meta) != -1  # finished: its keys expire (-2: gone already)
+        note_suspicions(rt, run.id, {"0.elsewhere": time.time()})  # the late write of a lagging sweep
+        assert not rt.redis.exists(rt.state.key(run.id, "suspect"))
+        p = rt.redis.pipeline(transaction=False)
+        note_suspicions(rt, run.id, {"0.elsewhere": time.time()}, pipe=p)  # the sweep's form
+        p.execute()
+        assert not rt.redis.exists(rt.state.key(run.id, "suspect"))
+    assert wait_gone(run.id, timeout=TTL + 10) == []
+    # a run whose state is gone gets a suspicion only when the sweep notes the loss itself
+    lost = uuid.uuid4().hex
+    note_suspicions(rt, lost, {"x": 1.0})
+    assert not rt.redis.exists(rt.state.key(lost, "suspect"))
+    note_suspicions(rt, lost, {"__rebuild__": 1.0}, when_lost=True)
+    assert rt.redis.ttl(rt.state.key(lost, "suspect")) > TTL * 100
+    rt.redis.delete(rt.state.key(lost, "suspect"))

@@ -164,3 +164,66 @@ def test_moving_a_run_to_another_version_updates_adds_and_skips_steps_once(store
     assert steps["b"].task == "demo.mul" and steps["c"].status == "skipped"
     assert steps["d"].status == "pending" and steps["d"].compensation == "x.undo"
     assert [e["data"] for e in store.events(run_id) if e["event"] == "run.migrated"] == [{"kept": ["a"]}]
+
+
+def _batch_run(run_id: str, key: str | None = None, tags=("t",)):
+    from canvasflow.workflows.store.creation import NewRun
+
+    steps = [{"step_id": s, "task": "demo.add", "kind": "task", "queue": "cap.demo"} for s in ("a", "b")]
+    graph = {"steps": [{"id": "a"}, {"id": "b"}], "result": {"v": None}}
+    return NewRun(run_id, "wf", "1", {"i": run_id}, graph, steps, key=key, tags=tags)
+
+
+def test_a_batch_of_runs_is_journaled_in_one_go_with_its_steps_tags_and_events(store):
+    ids = [uuid.uuid4().hex for _ in range(50)]
+    assert store.create_runs([_batch_run(i) for i in ids]) == ids
+    for run_id in (ids[0], ids[-1]):
+        record = store.get_run(run_id)
+        assert record.status == "running" and record.inputs == {"i": run_id} and record.tags == ["t"]
+        assert [(s.step_id, s.status, s.attempts) for s in record.steps] == [
+            ("a", "pending", 0),
+            ("b", "pending", 0),
+        ]
+        assert [e["event"] for e in store.events(run_id)] == ["run.created"]
+    assert {r.id for r in store.list_runs(tags=["t"], limit=1000)} >= set(ids)
+
+
+def test_a_batch_gives_a_held_key_its_holder_and_a_key_twice_one_run(store):
+    held, fresh = f"k-{uuid.uuid4().hex[:8]}", f"k-{uuid.uuid4().hex[:8]}"
+    first = uuid.uuid4().hex
+    assert store.create_runs([_batch_run(first, key=held)]) == [first]
+    a, b, c = (uuid.uuid4().hex for _ in range(3))
+    got = store.create_runs([_batch_run(a, key=held), _batch_run(b, key=fresh), _batch_run(c, key=fresh)])
+    assert got == [first, b, b]
+    assert store.get_run(a) is None and store.get_run(c) is None
+    assert store.workflows_by_keys([held, fresh, "nobody"]) == {held: "wf", fresh: "wf"}
+
+
+def test_one_run_is_one_statement_that_keeps_its_steps_tags_key_and_event(store):
+    run_id, key = uuid.uuid4().hex, f"k-{uuid.uuid4().hex[:8]}"
+    steps = [{"step_id": "x", "task": "demo.add", "kind": "map", "queue": None, "compensation": "demo.undo"}]
+    graph = {"steps": [{"id": "x", "args": [{"v": "é"}]}], "result": {"r": "x"}}
+    args = {"workflow": "wf", "version": "2", "inputs": {"s": "é"}, "graph": graph, "steps": steps}
+    assert store.create_run(run_id=run_id, key=key, tags=["b", "a"], **args) == run_id
+    assert store.create_run(run_id=uuid.uuid4().hex, key=key, **args) == run_id
+    record = store.get_run(run_id)
+    assert (
+        record.graph == graph
+        and record.inputs == {"s": "é"}
+        and record.key == key
+        and record.tags == ["b", "a"]
+    )
+    (step,) = record.steps
+    assert (step.kind, step.queue, step.compensation, step.status) == ("map", None, "demo.undo", "pending")
+    (event,) = store.events(run_id)
+    assert event["event"] == "run.created" and event["data"] == {"workflow": "wf", "key": key}
+    assert store.create_run(run_id=uuid.uuid4().hex, **{**args, "steps": []}) != run_id  # no steps, no tags
+
+
+def test_step_statuses_read_one_query_and_tell_a_missing_run(store):
+    run_id = new_run(store)
+    store.record_step(run_id, "a", "step.succeeded", status="succeeded", attempts=1)
+    assert store.step_statuses(run_id) == {"a": "succeeded", "b": "pending"}
+    assert store.step_statuses(uuid.uuid4().hex) is None
+    empty = new_run(store, steps=())
+    assert store.step_statuses(empty) == {}

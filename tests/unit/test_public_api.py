@@ -64,6 +64,7 @@ PUBLIC = [
     "sleep",
     "sleep_until",
     "start",
+    "start_many",
     "step",
     "undo",
     "value",

@@ -9,9 +9,8 @@ raise a CanvasflowError saying what to do.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -24,22 +23,26 @@ from canvasflow.config.errors import (
     BrokerUnavailable,
     InputError,
     RunStateError,
-    StateUnavailable,
 )
 from canvasflow.workers.routing.known import refuse_unknown
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry
+from canvasflow.workflows.runs.launch import (
+    check_state,
+    launch_of,
+    record_definition,
+    state_down,
+    state_written,
+)
 from canvasflow.workflows.runs.reach import capability_needs
-from canvasflow.workflows.runs.records import get_record, run_labels
+from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime import deadlines, events, priorities
-from canvasflow.workflows.runtime.active import mark_active
+from canvasflow.workflows.runtime.active import active_key
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, finish_run
-from canvasflow.workflows.runtime.graph import StepGraph, StepNode
+from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.outcome import skip_unrun
-from canvasflow.workflows.runtime.secrets import for_journal
-from canvasflow.workflows.runtime.wire import check_value, journaled_task
+from canvasflow.workflows.runtime.wire import check_value
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -65,20 +68,29 @@ def start_run(
     With a business ``key`` the start is idempotent: when a run with that key exists (or
     another start creates it first, racing), its id is returned and nothing is dispatched.
     """
-    key, tags = _checked_key(key), _checked_tags(tags)
+    key, tags = checked_key(key), checked_tags(tags)
     if priority is not None:
         priorities.checked(priority)
     rt = runtime()
     if key is not None and (held := rt.store.run_by_key(key)) is not None:
         return _holder(held, name, key)
     wf = registry.get(name, version)
-    check_value(f"the inputs of {name}", inputs)  # before validating: refuse a huge input cheaply
+    values, graph = prepare(rt, wf, inputs, priority)
+    run_id = run_id or uuid.uuid4().hex
+    return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+
+
+def prepare(
+    rt: Runtime, wf: Workflow, inputs: Any, priority: int | None = None
+) -> tuple[dict[str, Any], StepGraph]:
+    """Validated inputs and the compiled graph of a new run (its steps at ``priority``), or the
+    refusal (nothing written)."""
+    check_value(f"the inputs of {wf.name}", inputs)  # before validating: refuse a huge input cheaply
     values = wf.validate(inputs)
     graph = wf.compile(values)
     priorities.apply(graph, priority, broker_kind(rt.app.conf.broker_url))
     _check_routes(rt, graph)
-    run_id = run_id or uuid.uuid4().hex
-    return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+    return values, graph
 
 
 def _check_routes(rt: Runtime, graph: StepGraph) -> None:
@@ -101,7 +113,7 @@ def _holder(held: RunRecord, name: str, key: str) -> str:
     return held.id
 
 
-def _checked_key(key: str | None) -> str | None:
+def checked_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
@@ -109,7 +121,7 @@ def _checked_key(key: str | None) -> str | None:
     return key
 
 
-def _checked_tags(tags: Sequence[str] | None) -> list[str]:
+def checked_tags(tags: Sequence[str] | None) -> list[str]:
     if isinstance(tags, str):
         tags = [tags]
     found = list(dict.fromkeys(tags or ()))
@@ -143,91 +155,28 @@ def _launch(
     key: str | None = None,
     tags: Sequence[str] = (),
 ) -> str:
-    _check_state(rt)
-    _record_definition(rt, wf)
-    graph_json = graph.to_json()
-    journal_graph, journal_inputs = for_journal(rt.app.tasks, graph_json, values)  # secrets masked
-    rows = step_rows(graph.steps.values())
-    created = rt.store.create_run(
-        run_id=run_id,
-        workflow=wf.name,
-        version=wf.version,
-        inputs=journal_inputs,
-        graph=journal_graph,
-        steps=rows,
-        parent_run_id=parent_run_id,
-        parent_step=parent_step,
-        key=key,
-        tags=tags,
-    )
+    check_state(rt)
+    record_definition(rt, wf)
+    new = launch_of(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+    created = rt.store.create_run(**new.journal)
     if created != run_id:  # a racing start with the same key journaled its run first
         held = rt.store.get_run(created, with_steps=False)
         assert held is not None and key is not None
         return _holder(held, wf.name, key)
-    pending = {sid: len(n.deps) for sid, n in graph.steps.items() if n.deps}
     try:
-        rt.state.init_run(
-            run_id,
-            generation=1,
-            graph_json=json.dumps(graph_json),
-            pending=pending,
-            completed={},
-            left=len(graph.steps),
-            labels={**run_labels(wf.name, wf.version, parent_run_id, parent_step), CREATED: str(time.time())},
-        )
-        mark_active(rt, run_id)
+        rt.state.init_run(run_id, generation=1, index=active_key(rt), **new.state)
+        state_written(rt)
     except (redis.RedisError, OSError) as exc:
         _forget(rt, run_id)  # went down between the check and here: leave no orphan
-        raise _state_down(rt, exc) from None
+        raise state_down(rt, exc) from None
     log.info("run started", run_id=run_id, workflow=wf.name, version=wf.version, steps=len(graph.steps))
     events.run_started(run_id, wf.name, wf.version, 1, parent_run_id)
     launch_ready(rt, run_id, 1, graph, graph.roots())
     return run_id
 
 
-def step_rows(nodes: Iterable[StepNode]) -> list[dict[str, Any]]:
-    """The journal's row of each step of ``nodes``, before it runs."""
-    return [
-        {
-            "step_id": n.id,
-            "task": journaled_task(n.task, n.args),  # an action step: its action's name
-            "kind": n.kind,
-            "queue": n.options.get("queue"),
-            "compensation": n.compensation,
-        }
-        for n in nodes
-    ]
-
-
-def _state_down(rt: Runtime, exc: BaseException) -> StateUnavailable:
-    url = redact(rt.settings.redis_state_url)
-    return StateUnavailable(
-        f"state Redis {url} does not answer ({type(exc).__name__}: {exc}); nothing was created: "
-        "start it (or set CANVASFLOW_STATE_URL to one that runs) and start the run again"
-    )
-
-
 def _forget(rt: Runtime, run_id: str) -> None:
     rt.store.delete_run(run_id)
-
-
-def _check_state(rt: Runtime) -> None:
-    """Refuse to create a run whose hot-path state cannot be written (one clear line)."""
-    try:
-        rt.redis.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise _state_down(rt, exc) from None
-
-
-_recorded: set[tuple[int, str, str]] = set()
-
-
-def _record_definition(rt: Runtime, wf: Workflow) -> None:
-    """Journal each (workflow, version) once, with its input schema, so old runs stay explainable."""
-    key = (id(rt), wf.name, wf.version)
-    if key not in _recorded:
-        rt.store.record_definition(wf.name, wf.version, wf.inputs.model_json_schema())
-        _recorded.add(key)
 
 
 def launch_ready(rt: Runtime, run_id: str, gen: int, graph: StepGraph, ready: list[str]) -> None:

@@ -25,7 +25,14 @@ from canvasflow.compensation import rollback
 from canvasflow.workflows.runs.resumption import restart
 from canvasflow.workflows.runs.rollbacks import rehydrate
 from canvasflow.workflows.runtime import events
-from canvasflow.workflows.runtime.active import ACTIVE_SQL, active_key, active_runs, has_state, idle_seconds
+from canvasflow.workflows.runtime.active import (
+    ACTIVE_SQL,
+    active_key,
+    active_runs,
+    has_state,
+    idle_seconds,
+    note_suspicions,
+)
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.executor import finish_run
 from canvasflow.workflows.runtime.failure import close_failed
@@ -54,10 +61,7 @@ def _ripe(rt: Runtime, run_id: str, what: str, patient: bool) -> bool:
     key, now = rt.state.key(run_id, "suspect"), time.time()
     first = rt.redis.hget(key, what)
     if first is None:
-        p = rt.redis.pipeline(transaction=False)
-        p.hset(key, what, now)
-        p.expire(key, rt.settings.result_expires)
-        p.execute()
+        note_suspicions(rt, run_id, {what: now}, when_lost=what == "__rebuild__")
         return False
     return now - float(first) >= GRACE
 

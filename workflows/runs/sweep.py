@@ -32,7 +32,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, cast
 
 import redis
 import structlog
@@ -50,7 +49,7 @@ from canvasflow.workflows.runs.suspects import (
     snapshots,
 )
 from canvasflow.workflows.runtime import timers
-from canvasflow.workflows.runtime.active import active_runs
+from canvasflow.workflows.runtime.active import active_runs, note_suspicions
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.control import rollback_progress
 from canvasflow.workflows.runtime.executor import dispatch
@@ -197,9 +196,7 @@ class Sweeper:
         now = time.time()
         p = rt.redis.pipeline(transaction=False)
         for f in found:
-            key = rt.state.key(f.run_id, "suspect")
-            if stale := [sid for sid in f.seen if sid not in f.now]:
-                p.hdel(key, *stale)
+            stale = [sid for sid in f.seen if sid not in f.now]
             # new suspicions, and the lost or backlogged ones start their grace again; one seen
             # waiting in a queue is marked so (negated time)
             fresh = {
@@ -207,10 +204,8 @@ class Sweeper:
                 for c in f.now.values()
                 if c.unit not in f.seen or c in looked[f.run_id]
             }
-            if fresh:
-                p.hset(key, mapping=cast(dict[Any, Any], fresh))
-            if f.now:
-                p.expire(key, rt.settings.result_expires)
+            if stale or fresh:  # only while the run is active: it may have finished since read
+                note_suspicions(rt, f.run_id, fresh, stale, pipe=p)
         p.execute()
         self.next_ripe = self._next_ripe(found, looked, queued, now)
         for f in found:

@@ -145,12 +145,13 @@ class CanvasCompiler:
         name = sig.task
         short = name.rsplit(".", 1)[-1]
         step_id = f"{path}{short}" if path else short
+        sig_options = sig.options  # a Signature's fields are descriptors over its dict: read once
         args: list[Expr] = []
         if flow.value is not None and not sig.immutable:
             args.append(flow.value)
         args.extend(self._literal(a, step_id) for a in sig.args)
         kwargs = {k: self._literal(v, step_id) for k, v in (sig.kwargs or {}).items()}
-        options = passed_options(self.app, sig)
+        options = passed_options(self.app, sig, sig_options)
         kind = SPECIAL_KINDS.get(name, "task")
         spec: dict[str, Any] = {}
         if kind != "task":
@@ -218,9 +219,12 @@ class CanvasCompiler:
             self.problems.append(f"task {name} is not a canvasflow step: decorate it with @step")
 
 
-def passed_options(app: Celery, sig: Signature) -> dict[str, Any]:
-    """The Celery options of ``sig`` a step keeps, with the step's own ``@step(priority=)``."""
-    options = {k: sig.options[k] for k in PASSED_OPTIONS if sig.options.get(k) is not None}
+def passed_options(app: Celery, sig: Signature, sig_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Celery options of ``sig`` a step keeps, with the step's own ``@step(priority=)``
+    (``sig_options``: ``sig.options`` when already read: each read goes through a descriptor)."""
+    if sig_options is None:
+        sig_options = sig.options
+    options = {k: sig_options[k] for k in PASSED_OPTIONS if sig_options.get(k) is not None}
     if "priority" not in options and (own := getattr(app.tasks.get(sig.task), "priority", None)) is not None:
         options["priority"] = own
     return options
@@ -233,9 +237,10 @@ def step_deadlines(
     ``@step(...)``); ``start_to_close`` also becomes Celery's soft and hard time limits in
     ``options``. A bad value is added to ``problems``."""
     task = app.tasks.get(sig.task)
+    sig_options = sig.options
     found: dict[str, float] = {}
     for name in STEP_DEADLINES:
-        value = sig.options.get(name, getattr(task, name, None))
+        value = sig_options.get(name, getattr(task, name, None))
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

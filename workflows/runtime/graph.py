@@ -72,6 +72,21 @@ class StepNode:
     spec: dict[str, Any] = field(default_factory=dict)
     compensation: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The node as JSON-ready data (as ``asdict``, without its deep copy: the caller
+        serialises it; every field is plain data)."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "deps": list(self.deps),
+            "options": dict(self.options),
+            "kind": self.kind,
+            "spec": dict(self.spec),
+            "compensation": self.compensation,
+        }
+
     def reads(self) -> set[str]:
         found: set[str] = set()
         for e in [*self.args, *self.kwargs.values()]:
@@ -129,7 +144,7 @@ class StepGraph:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "steps": [asdict(n) for n in self.steps.values()],
+            "steps": [n.to_json() for n in self.steps.values()],
             "result": self.result,
             "errbacks": [asdict(e) for e in self.errbacks],
             "options": self.options,

@@ -160,13 +160,11 @@ def sync_steps(rt: Any, run_id: str) -> None:
     states = rt.state.step_states(run_id)
     if not states:
         return
-    record = rt.store.get_run(run_id)
-    if record is None:
+    journaled = rt.store.step_statuses(run_id)  # one query: what each step is in SQL
+    if journaled is None:
         return
     final = ("succeeded", "failed", "partial")
-    stale = [
-        s.step_id for s in record.steps if states.get(s.step_id) in final and s.status != states[s.step_id]
-    ]
+    stale = [sid for sid, st in states.items() if st in final and sid in journaled and journaled[sid] != st]
     if not stale:
         return
     results = rt.state.results(run_id, stale)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from canvasflow.config.redis_clients import run_scripts
+from canvasflow.workflows.runtime.seed import Seed, seed_new_runs, seed_run
 
 ACTIVE = ("running", "waiting")
 
@@ -173,33 +174,15 @@ class RunState:
         return f"{self.prefix}:{{{run_id}}}:{part}"
 
     # -- set-up --------------------------------------------------------------------
-    def init_run(
-        self,
-        run_id: str,
-        *,
-        generation: int,
-        graph_json: str,
-        pending: dict[str, int],
-        completed: dict[str, str],
-        left: int,
-        status: str = "running",
-        labels: dict[str, str] | None = None,
-    ) -> None:
-        """Write a run's state: join counters of waiting steps, results of completed ones."""
-        k = self.key
-        p = self.r.pipeline(transaction=True)
-        p.delete(k(run_id, "st"), k(run_id, "deps"), k(run_id, "left"), k(run_id, "info"))
-        p.set(k(run_id, "graph"), graph_json)
-        if pending:
-            p.hset(k(run_id, "deps"), mapping=cast(dict[Any, Any], pending))
-        if completed:
-            p.hset(k(run_id, "res"), mapping=cast(dict[Any, Any], completed))
-            p.hset(k(run_id, "st"), mapping=dict.fromkeys(completed, "succeeded"))
-        p.set(k(run_id, "left"), left)
-        meta: dict[Any, Any] = {**(labels or {}), "status": status, "gen": str(generation)}
-        p.hdel(k(run_id, "meta"), "ended")  # a resumed run ends anew
-        p.hset(k(run_id, "meta"), mapping=meta)
-        p.execute()
+    def init_run(self, run_id: str, *, index: str | None = None, **state: Any) -> None:
+        """Write a run's state (:class:`~seed.Seed`'s fields: ``generation``, ``graph_json``,
+        ``pending`` join counters, ``left``, ``completed`` results, ``status``, ``labels``); with
+        ``index``, add the run to that set in the same round trip."""
+        seed_run(self.r, self.key, Seed(run_id, **state), index)
+
+    def init_new_runs(self, seeds: list[Seed], index: str) -> None:
+        """The state of many new runs and their entries in ``index``, in one pipeline (seed.py)."""
+        seed_new_runs(self.r, self.key, seeds, index)
 
     def graph_json(self, run_id: str) -> str | None:
         raw = self.r.get(self.key(run_id, "graph"))

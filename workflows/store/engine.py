@@ -35,4 +35,7 @@ def make_engine(url: str) -> Engine:
         max_overflow=s.database_max_overflow,
         pool_recycle=s.database_pool_recycle,
         pool_timeout=s.database_pool_timeout,
+        # one-statement writes run in autocommit (creation.py, transition_run): returning such a
+        # connection needs no ROLLBACK
+        skip_autocommit_rollback=True,
     )

@@ -36,6 +36,20 @@ class RunReads:
                 return None
             return run_record(row, self._steps(conn, run_id, row["graph"]) if with_steps else ())
 
+    def step_statuses(self, run_id: str) -> dict[str, str] | None:
+        """Each journaled step's status (one query, no run record, no graph parsed); None when
+        the journal has no such run (a run has at least its row; its steps may be none)."""
+        steps, runs = self.t.steps, self.t.runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs.c.id, steps.c.step_id, steps.c.status)
+                .select_from(runs.outerjoin(steps, steps.c.run_id == runs.c.id))
+                .where(runs.c.id == run_id)
+            ).all()
+        if not rows:
+            return None
+        return {step: status for _, step, status in rows if step is not None}
+
     def run_by_key(self, key: str) -> RunRecord | None:
         """The run started with business key ``key``, if any (without its steps)."""
         with self.engine.connect() as conn:

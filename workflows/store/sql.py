@@ -15,12 +15,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from canvasflow.config.errors import SettingsError
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.routing.decisions import journaled
+from canvasflow.workflows.store.creation import RunCreation
 from canvasflow.workflows.store.engine import make_engine
 from canvasflow.workflows.store.models import DEFAULT_PREFIX, JournalTables, journal_tables
 from canvasflow.workflows.store.reads import RunReads
@@ -32,7 +33,7 @@ from canvasflow.workflows.store.sleeps import SleepJournal
 __all__ = ["EVENT_AT", "SqlRunStore", "make_engine", "store_for"]
 
 
-class SqlRunStore(RunReads, SleepJournal):
+class SqlRunStore(RunCreation, RunReads, SleepJournal):
     """Runs, steps and their journal in one SQL database, in tables named ``<prefix>...``."""
 
     def __init__(self, url: str, *, table_prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
@@ -45,62 +46,7 @@ class SqlRunStore(RunReads, SleepJournal):
         self.engine = make_engine(url)
         self.t: JournalTables = journal_tables(table_prefix, schema or None)
 
-    # -- runs --------------------------------------------------------------------
-    def create_run(
-        self,
-        *,
-        run_id: str,
-        workflow: str,
-        version: str,
-        inputs: Any,
-        graph: dict[str, Any],
-        steps: list[dict[str, Any]],
-        status: str = "running",
-        parent_run_id: str | None = None,
-        parent_step: str | None = None,
-        key: str | None = None,
-        tags: Sequence[str] = (),
-    ) -> str:
-        """Journal a new run; return its id, or with ``key`` the id of the run that already holds it."""
-        at = now()
-        t = self.t
-        tags = list(dict.fromkeys(tags))
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    t.runs.insert().values(
-                        id=run_id,
-                        workflow=workflow,
-                        version=version,
-                        status=status,
-                        generation=1,
-                        inputs=inputs,
-                        graph=graph,
-                        parent_run_id=parent_run_id,
-                        parent_step=parent_step,
-                        created_at=at,
-                        run_key=key,
-                        tags=tags or None,
-                    )
-                )
-                if steps:
-                    conn.execute(
-                        t.steps.insert(),
-                        [{"run_id": run_id, "status": "pending", "attempts": 0, **st} for st in steps],
-                    )
-                if tags:
-                    conn.execute(t.run_tags.insert(), [{"run_id": run_id, "tag": tag} for tag in tags])
-                data: dict[str, Any] = {"workflow": workflow}
-                if key is not None:
-                    data["key"] = key
-                conn.execute(t.events.insert().values(run_id=run_id, event="run.created", at=at, data=data))
-        except IntegrityError:
-            holder = self.run_by_key(key) if key is not None else None
-            if holder is None:
-                raise
-            return holder.id
-        return run_id
-
+    # -- runs (created by RunCreation, creation.py) -----------------------------------
     def transition_run(self, run_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
         """Move the run to ``new`` only from one of ``expected``; True when this call did it.
 
@@ -110,6 +56,8 @@ class SqlRunStore(RunReads, SleepJournal):
         if new in TERMINAL:
             at = fields["finished_at"] = fields.get("finished_at") or at
         runs = self.t.runs
+        if self.engine.dialect.name == "postgresql":
+            return self._transition_pg(run_id, expected, new, at, fields)
         with self.engine.begin() as conn:
             res = conn.execute(
                 runs.update()
@@ -173,6 +121,30 @@ class SqlRunStore(RunReads, SleepJournal):
             conn.execute(t.events.insert().values(run_id=run_id, event="run.migrated", at=at, data=data))
         return True
 
+    def _transition_pg(
+        self, run_id: str, expected: Iterable[str], new: str, at: datetime, fields: dict[str, Any]
+    ) -> bool:
+        """PostgreSQL: the guarded UPDATE and its event in one statement, in autocommit (the event
+        is inserted from the UPDATE's ``RETURNING``, so only by the call that moved the run): one
+        round trip where ``BEGIN``, UPDATE, INSERT, ``COMMIT`` took four, at the end of every run."""
+        runs, events = self.t.runs, self.t.events
+        moved = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.status.in_(list(expected)))
+            .values(status=new, **fields)
+            .returning(runs.c.id)
+            .cte("cf_moved")
+        )
+        row = select(
+            moved.c.id,
+            literal(f"run.{new}", events.c.event.type),
+            literal(at, events.c.at.type),
+            literal(fields.get("error"), events.c.data.type),
+        )
+        stmt = events.insert().from_select(["run_id", "event", "at", "data"], row).add_cte(moved)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(stmt.returning(events.c.run_id)).first() is not None
+
     # -- steps -------------------------------------------------------------------
     def record_step(self, run_id: str, step_id: str, event_name: str, **fields: Any) -> None:
         """Write a step's new state and journal the event, in one transaction."""
@@ -225,6 +197,12 @@ class SqlRunStore(RunReads, SleepJournal):
                 }
             )
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Step records need not wait for their WAL flush: nothing depends on them (the
+                # writer's queue is lost with its process anyway; every terminal transition first
+                # syncs each step from Redis) and the next synchronous commit (the run's status)
+                # flushes every earlier one, so no step record is lost behind a durable run status
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             for names, param_sets in groups.items():
                 if names:
                     conn.execute(self._update_steps(names), param_sets)
