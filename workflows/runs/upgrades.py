@@ -17,7 +17,7 @@ from canvasflow.config.brokers import broker_kind
 from canvasflow.config.errors import CanvasflowError, UpgradeRefused
 from canvasflow.workflows.authoring.definition import Workflow, registry
 from canvasflow.workflows.runs import rollbacks
-from canvasflow.workflows.runs.lifecycle import step_rows
+from canvasflow.workflows.runs.launch import step_rows
 from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runs.resumption import restart
 from canvasflow.workflows.runs.upgrade_plan import UpgradePlan, plan_upgrade, refused
