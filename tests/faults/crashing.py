@@ -34,12 +34,23 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+# the effect and its key in one step, as an effect and its key in one database transaction:
+# a process killed between a SET NX and the RPUSH would leave a key whose effect never happened
+# (seen under random kills on a loaded machine: a step "succeeded" with its effect missing)
+_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 600) then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+return 0
+"""
+
+
 def _effect_once(log: str, kind: str, label: str) -> None:
     """Record this call's key; apply the effect (append to the log) once per key."""
     r, key = _redis(), context().idempotency_key
     r.rpush(f"{log}:keys", f"{kind}:{label}:{key}")
-    if r.set(f"{log}:effect:{key}", 1, nx=True, ex=600):
-        r.rpush(log, f"{kind}:{label}")
+    # ``{log}`` hashes like ``log``: one slot for both keys on a Redis Cluster
+    r.eval(_ONCE, 2, f"{{{log}}}:effect:{key}", log, f"{kind}:{label}")
 
 
 def _wait_for_status(run_id: str, status: str, timeout: float = 20.0) -> None:

