@@ -41,7 +41,7 @@ from canvasflow.workers.step import StepTask, step
 from canvasflow.workflows.authoring.conversation import UNSET
 from canvasflow.workflows.runs.lifecycle import send_signal, start_child, start_run
 from canvasflow.workflows.runs.sweep import SweepThread
-from canvasflow.workflows.runtime import failure
+from canvasflow.workflows.runtime import failure, taskevents
 from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
 from canvasflow.workflows.runtime.control import step_settled
 from canvasflow.workflows.runtime.executor import DEFERRED
@@ -85,6 +85,16 @@ def _migrate(**_: Any) -> None:
             time.sleep(s.startup_retry)
         finally:
             engine.dispose()
+
+
+@worker_init.connect
+def _task_events(sender: Any = None, **_: Any) -> None:
+    """Whether this worker sends task events (``-E``, ``worker_send_task_events``), recorded in
+    its main process before the pool forks: the steps fused into a delivery send theirs then only
+    (runtime/taskevents.py)."""
+    chosen = getattr(sender, "task_events", None)
+    if chosen is not None:
+        taskevents.record(bool(chosen))
 
 
 @worker_process_init.connect
@@ -269,6 +279,8 @@ def subworkflow(
 def aggregate(results: list[Any], engines: list[str], how: str) -> Any:
     """The join of a ``parallel_capability``: the members' results combined as ``how`` says."""
     return combine(results, engines, how)
+
+
 @shared_task(name=SEND_SIGNAL_TASK, base=StepTask)
 def send_signal_step(
     *parents: Any, name: str, run_id: str | None = None, payload: Any = UNSET
