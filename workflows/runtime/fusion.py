@@ -261,13 +261,14 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
         task.name, task, rt.app.loader, driver.request["hostname"], app=rt.app
     )
     shown = taskevents.Step(driver.outbox, task, driver.request["hostname"], tid)
-    shown.starting(args, kwargs, driver.request["root_id"], driver.delivery)
+    taskevents.safely(shown.starting, args, kwargs, driver.request["root_id"], driver.delivery)
     driver.hops += 1
     driver.fusing = True
     try:
-        shown.ended(trace(tid, args, kwargs, request))
+        traced = trace(tid, args, kwargs, request)
     finally:
         driver.fusing = False
+    taskevents.safely(shown.ended, traced)
 
 
 def _publish(rt: Runtime, nxt: _Next) -> None:

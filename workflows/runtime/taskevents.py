@@ -12,13 +12,18 @@ Celery's own. An ignored step (its claim skipped it) gets no last event, as in C
 
 Only when the worker sends task events (``-E``, ``worker_send_task_events``): the worker's
 main process records its choice at ``worker_init`` (:func:`record`), before the pool forks.
-Events are published in batches: a step's ``received`` and ``started`` go out, with the last
-event of the step before it, in one publish (one pipelined round trip on Redis) just before
-its body runs; what is left goes out when the delivery ends (``Outbox.flush``). One dispatcher
-per process prepares the events (its clock, pid, hostname) and one connection of the process
-publishes them, without publisher confirms on RabbitMQ (waiting for the confirm of each event
-made a bundle of 5 steps overrun its 0.5 s budget on a loaded machine). A failure to publish
-is logged and never fails a step.
+Events are batched as Celery's own worker batches its task events: one message whose body is
+a list of events (routing key ``task.multi``), sent when the delivery ends (``Outbox.flush``)
+or once it holds :data:`BATCH` events. Each event keeps the time it happened, so Flower shows
+the real received, started and finished times; what it shows late is a fused step that is
+still running (it appears when its delivery ends). Measured: one publish per event, or one
+pipelined publish per step, cost 0.5 ms of every fused step on an idle core and doubled the
+time of a fused chain of 100 in the benchmark; one message per delivery costs a few tens of
+microseconds a step (docs/operations.md has the figures). One dispatcher per process prepares
+the events (its clock, pid, hostname) and one connection of the process publishes them,
+without publisher confirms on RabbitMQ (waiting for each confirm made a bundle of 5 steps
+overrun its 0.5 s budget on a loaded machine). A failure to publish is logged and never fails
+a step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -42,6 +48,7 @@ from canvasflow.workflows.runtime import secrets
 log = structlog.get_logger("canvasflow.taskevents")
 
 _sending: list[bool] = []  # what the worker chose (-E / worker_send_task_events), recorded at worker_init
+BATCH = 24  # events a message carries at most (Celery's own buffer of task events: 24)
 _dispatchers: dict[tuple[int, int, str], Any] = {}  # (app, pid, hostname) -> its event dispatcher
 _producers: dict[tuple[int, int], Producer] = {}  # (app, pid) -> the producer the events go out with
 _publishing = threading.Lock()  # a thread pool's threads share the process's producer
@@ -93,37 +100,46 @@ def call_repr(app: Celery, task: Task, args: list[Any], kwargs: dict[str, Any]) 
     return saferepr(args, amqp.argsrepr_maxsize), saferepr(kwargs, amqp.kwargsrepr_maxsize)
 
 
+def safely(call: Callable[..., None], *args: Any) -> None:
+    """Call ``call``; an error is logged, never raised into the step (its events are only a view)."""
+    try:
+        call(*args)
+    except Exception:
+        log.exception("task events of a fused step not prepared")
+
+
 class Outbox:
     """The events of one delivery's fused steps, prepared and not yet published."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        self.pending: list[tuple[Any, Any, str]] = []  # (dispatcher, event, routing key)
+        self.dispatcher: Any = None  # of the worker's hostname: every event of a delivery has it
+        self.pending: list[Any] = []
 
     def add(self, hostname: str, type: str, **fields: Any) -> None:
-        d = _dispatcher(self.app, hostname)
-        self.pending.append((d, d._prepare_event(type, fields), type.replace("-", ".")))
+        d = self.dispatcher = _dispatcher(self.app, hostname)
+        self.pending.append(d._prepare_event(type, fields))
+        if len(self.pending) >= BATCH:
+            self.flush()
 
     def flush(self) -> None:
-        """Publish the events waiting, in one batch; never raises (a lost event loses no step)."""
+        """Publish the events waiting as one message (a list: Celery's own batched ``task.multi``
+        form, which Flower's receiver reads); never raises (a lost event loses no step)."""
         if not self.pending:
             return
-        batch, self.pending = self.pending, []
+        batch, self.pending, d = self.pending, [], self.dispatcher
         with _publishing:
             try:
-                producer = _producer(self.app)
-                with producer.batch(max_size=len(batch) + 1):  # Redis: one pipeline
-                    for d, event, routing_key in batch:
-                        producer.publish(
-                            event,
-                            routing_key=routing_key,
-                            exchange=d.exchange.name,
-                            retry=False,
-                            declare=[d.exchange],  # kombu declares it once per connection
-                            serializer=d.serializer,
-                            headers=d.headers,
-                            delivery_mode=d.delivery_mode,
-                        )
+                _producer(self.app).publish(
+                    batch,
+                    routing_key="task.multi",
+                    exchange=d.exchange.name,
+                    retry=False,
+                    declare=[d.exchange],  # kombu declares it once per connection
+                    serializer=d.serializer,
+                    headers=d.headers,
+                    delivery_mode=d.delivery_mode,
+                )
             except Exception as exc:  # the next batch connects again
                 _drop_producer(self.app)
                 log.warning("task events of fused steps not sent", count=len(batch), error=str(exc)[:200])
@@ -157,7 +173,6 @@ class Step:
             expires=None,
         )
         self.outbox.add(self.hostname, "task-started", uuid=self.task_id)
-        self.outbox.flush()
 
     def ended(self, traced: Any) -> None:
         """What Celery's tracer returned (retval, info, runtime, retstr): the step's last event,
@@ -170,20 +185,24 @@ class Step:
             self.outbox.add(self.hostname, "task-succeeded", uuid=self.task_id, result=retstr, runtime=took)
             return
         einfo = traced[0]
-        exc = getattr(einfo, "exception", None)
+        wrapped = getattr(einfo, "exception", None)
+        exc = getattr(wrapped, "exc", wrapped)  # billiard's ExceptionWithTraceback around it
         if info.state == "RETRY" and isinstance(exc, Retry):
             self.outbox.add(
                 self.hostname,
                 "task-retried",
                 uuid=self.task_id,
-                exception=safe_repr(exc.exc),
+                exception=safe_repr(exc),
                 traceback=safe_str(einfo.traceback),
             )
-        elif info.state == "FAILURE" and exc is not None:
+            # now: the retry's own message is on its way, and Flower takes a late RETRY for the
+            # task's state, even after that message's SUCCESS
+            self.outbox.flush()
+        elif info.state == "FAILURE" and wrapped is not None:
             self.outbox.add(
                 self.hostname,
                 "task-failed",
                 uuid=self.task_id,
-                exception=safe_repr(get_pickled_exception(exc)),
+                exception=safe_repr(get_pickled_exception(wrapped)),
                 traceback=einfo.traceback,
             )
