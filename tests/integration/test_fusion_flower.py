@@ -4,6 +4,8 @@ journal and the console give for it, with its arguments, runtime, worker and out
 
 from __future__ import annotations
 
+import json
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +14,12 @@ import pytest
 from celery import chain, chord
 
 from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.console.queries import run_view
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.wire import task_id_for
 from canvasflow.workflows.store.records import RunRecord
 from tests.harness.flower import get_json
-from tests.integration.fusion_steps import pay
+from tests.integration.fusion_steps import flaky, pay
 from tests.integration.sagacheck import labels, new_log, ran_in, step_of
 from tests.integration.test_foundation import eventually
 
@@ -84,6 +87,14 @@ def test_a_chain_of_fused_steps_is_five_tasks_in_flower(celery_worker_factory, f
     assert "'card_number': '***'" in paid["kwargs"] and "'amount': 5" in paid["kwargs"]
     assert CARD not in repr(tasks)
 
+    # the console's Flower link of every step opens that step's own task page
+    links = {row.step["step_id"]: row.flower for row in run_view(record.id, flower).rows if row.step}
+    assert links == {sid: f"{flower}/task/{tid}" for sid, tid in own.items()}
+    for sid, link in links.items():
+        with urllib.request.urlopen(link, timeout=10) as page:
+            body = page.read().decode()
+        assert page.status == 200 and own[sid] in body and record.step(sid).task in body
+
 
 def test_a_bundled_chord_header_is_a_task_per_member_in_flower(celery_worker_factory, flower: str) -> None:
     from canvasflow.workflows.runtime.context import runtime
@@ -136,3 +147,20 @@ def test_a_failing_fused_step_is_a_failed_task_in_flower(celery_worker_factory, 
     assert task["worker"] == worker.hostname
     assert "c failed on purpose" in task["exception"]
     assert "RuntimeError" in task["traceback"]
+
+
+def test_a_fused_step_retried_by_celery_shows_its_retry_in_flower(celery_worker_factory, flower: str) -> None:
+    worker = celery_worker_factory(queues=QUEUES, concurrency=2)
+    log = new_log()
+    s = step_of(log)
+    key = f"flower-flaky:{uuid.uuid4().hex}"
+    record = run(lambda: chain(s("a"), flaky.s(key=key)))
+    assert record.status == "succeeded", record.error
+    sid = next(st.step_id for st in record.steps if "flaky" in st.step_id)
+    own = task_id_for(record.id, sid, record.generation)
+    assert record.step(sid).attempts == 2 and record.step(sid).task_id == own
+
+    task = flower_tasks(flower, [own], "SUCCESS")[own]
+    assert task["retried"], json.dumps(task)  # the fused attempt's task-retried, then its own message's run
+    assert task["worker"] == worker.hostname
+    assert "first try fails" in (task["exception"] or "")
