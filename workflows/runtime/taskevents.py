@@ -18,12 +18,12 @@ or once it holds :data:`BATCH` events. Each event keeps the time it happened, so
 the real received, started and finished times; what it shows late is a fused step that is
 still running (it appears when its delivery ends). Measured: one publish per event, or one
 pipelined publish per step, cost 0.5 ms of every fused step on an idle core and doubled the
-time of a fused chain of 100 in the benchmark; one message per delivery costs a few tens of
-microseconds a step (docs/operations.md has the figures). One dispatcher per process prepares
-the events (its clock, pid, hostname) and one connection of the process publishes them,
-without publisher confirms on RabbitMQ (waiting for each confirm made a bundle of 5 steps
-overrun its 0.5 s budget on a loaded machine). A failure to publish is logged and never fails
-a step.
+time of a fused chain of 100 in the benchmark; one message per delivery costs some 65 µs a
+step on an idle core, 0.25 ms on the loaded bench machine (docs/operations.md). One dispatcher
+per process prepares the events (its clock, pid, hostname) and one connection of the process
+publishes them, without publisher confirms on RabbitMQ (waiting for each confirm made a bundle
+of 5 steps overrun its 0.5 s budget on a loaded machine). A failure to publish is logged and
+never fails a step.
 """
 
 from __future__ import annotations
