@@ -28,7 +28,7 @@ from canvasflow.workflows.runtime.graph import StepGraph, resolve
 from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
 from canvasflow.workflows.runtime.outcome import rollback_origin, rollback_status, skip_unrun
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.wire import task_id_for
+from canvasflow.workflows.runtime.wire import held_by, task_id_for
 
 log = structlog.get_logger("canvasflow.compensation")
 CHUNK_COMP_TASK = "canvasflow.compensate_chunk"
@@ -239,7 +239,7 @@ def _revoke_in_flight(rt: Runtime, run_id: str, gen: int) -> None:
         if st == "running":
             node, _, chunk = unit.partition("#")
             # a fused step runs inside another step's delivery: that task id is the one to revoke
-            claimed = (info.get(unit) or {}).get("task_id")
+            claimed = held_by(info.get(unit) or {})
             ids.append(claimed or task_id_for(run_id, node, gen, int(chunk) if chunk else None))
     if ids:
         log.info("revoking in-flight steps", count=len(ids))

@@ -44,7 +44,7 @@ from canvasflow.workflows.authoring.conversation import UNSET
 from canvasflow.workflows.runs.lifecycle import send_signal, start_child, start_run
 from canvasflow.workflows.runs.sweep import SweepThread
 from canvasflow.workflows.runs.timer_service import TimerThread
-from canvasflow.workflows.runtime import failure
+from canvasflow.workflows.runtime import failure, taskevents
 from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
 from canvasflow.workflows.runtime.control import step_settled
 from canvasflow.workflows.runtime.executor import DEFERRED
@@ -89,6 +89,16 @@ def _migrate(**_: Any) -> None:
             time.sleep(s.startup_retry)
         finally:
             engine.dispose()
+
+
+@worker_init.connect
+def _task_events(sender: Any = None, **_: Any) -> None:
+    """Whether this worker sends task events (``-E``, ``worker_send_task_events``), recorded in
+    its main process before the pool forks: the steps fused into a delivery send theirs then only
+    (runtime/taskevents.py)."""
+    chosen = getattr(sender, "task_events", None)
+    if chosen is not None:
+        taskevents.record(bool(chosen))
 
 
 @worker_process_init.connect

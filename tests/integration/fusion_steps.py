@@ -35,3 +35,9 @@ def flaky(*parents: Any, key: str) -> str:
         client.expire(key, 600)
         raise ConnectionError("first try fails")
     return "second try"
+
+
+@step(name="fuse.pay", capability="demo", secret=["card_number"])
+def pay(*parents: Any, card_number: str, amount: int) -> str:
+    """A secret argument: Flower shows ``'***'`` for it, fused or not."""
+    return f"paid {amount} with ...{card_number[-4:]}"

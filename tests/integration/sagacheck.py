@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from canvasflow.workflows import Workflow, start
+from canvasflow.workflows import Workflow, history, start
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import act, effects
@@ -30,6 +30,16 @@ def run_saga(build: Callable[[], Any], timeout: float = 60, **wf_options: Any) -
 
 def labels(graph: StepGraph) -> dict[str, str]:
     return {sid: n.kwargs["label"]["v"] for sid, n in graph.steps.items() if "label" in n.kwargs}
+
+
+def ran_in(record: RunRecord) -> dict[str, str]:
+    """Step id -> the task id of the message whose delivery ran the step's last attempt: its own,
+    or for a fused or carried step the delivery it ran in (the journal's history keeps it)."""
+    out = {st.step_id: st.task_id for st in record.steps if st.task_id}
+    for ev in history(record.id):
+        if ev.step_id in out and ev.event in ("step.succeeded", "step.failed", "step.synced"):
+            out[ev.step_id] = ev.data.get("delivery") or out[ev.step_id]
+    return out
 
 
 def end_status(log: str) -> str:

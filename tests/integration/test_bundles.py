@@ -19,7 +19,7 @@ from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.wire import task_id_for
 from canvasflow.workflows.store.records import RunRecord
 from tests.integration.saga import effects
-from tests.integration.sagacheck import assert_rolled_back, labels, new_log, step_of
+from tests.integration.sagacheck import assert_rolled_back, labels, new_log, ran_in, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]  # Redis and RabbitMQ
 
@@ -45,7 +45,7 @@ def run(build: Callable[[], Any], timeout: float = 60, **options: Any) -> RunRec
 def ran_by(record: RunRecord) -> dict[str, str]:
     """Label -> the task id of the message whose delivery ran that step."""
     by_label = labels(StepGraph.from_json(record.graph))
-    return {by_label[s.step_id]: s.task_id for s in record.steps if s.step_id in by_label and s.task_id}
+    return {by_label[sid]: tid for sid, tid in ran_in(record).items() if sid in by_label}
 
 
 def own(record: RunRecord, label: str) -> str:

@@ -79,6 +79,9 @@ def test_a_compensated_run_page_and_api_match_the_cli(worker, console, capsys):
     first = record.step("0.book")
     assert f'href="http://flower.example:5555/task/{first.task_id}"' in page.body
     assert first.task_id == f"{record.id}-0.book-g1"  # Flower shows the run and the step in the id
+    # 1.book runs fused into 0.book's delivery (one worker, one queue): its link is its own task
+    assert f'href="http://flower.example:5555/task/{record.id}-1.book-g1"' in page.body
+    assert record.step("1.book").task_id == f"{record.id}-1.book-g1"
     assert 'id="action-resume"' not in page.body  # a compensated run is not resumable
     events = http(f"{console}/api/runs/{record.id}/events", headers=BEARER).json()
     assert main(["history", record.id, "--json"]) == 0

@@ -20,7 +20,7 @@ from canvasflow.workflows.runtime.wire import task_id_for
 from canvasflow.workflows.store.records import RunRecord
 from tests.integration.fusion_steps import OTHER_CAPABILITY, elsewhere, flaky, kind, pair
 from tests.integration.saga import effects
-from tests.integration.sagacheck import assert_rolled_back, labels, new_log, step_of
+from tests.integration.sagacheck import assert_rolled_back, labels, new_log, ran_in, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -35,7 +35,7 @@ def run(build: Callable[[], Any], timeout: float = 60) -> RunRecord:
 def deliveries(record: RunRecord) -> dict[str, str]:
     """Label (or step id) -> the task id of the Celery message that ran the step."""
     by_label = labels(StepGraph.from_json(record.graph))
-    return {by_label.get(s.step_id, s.step_id): s.task_id for s in record.steps if s.task_id}
+    return {by_label.get(sid, sid): tid for sid, tid in ran_in(record).items()}
 
 
 def own_id(record: RunRecord, label: str) -> str:
@@ -88,8 +88,7 @@ def test_a_fused_step_gets_its_argument_as_a_message_would_carry_it(celery_worke
     record = run(lambda: chain(pair.s(1), kind.s()))
     assert record.status == "succeeded", record.error
     assert record.result == "list"
-    steps = {s.step_id: s for s in record.steps}
-    assert len({s.task_id for s in steps.values()}) == 1  # fused
+    assert len(set(deliveries(record).values())) == 1  # fused
 
 
 def test_a_step_for_a_queue_this_worker_does_not_consume_is_published(celery_worker_factory):
@@ -115,7 +114,7 @@ def test_a_step_for_another_queue_this_worker_consumes_runs_here(celery_worker_f
     assert record.status == "succeeded", record.error
     other = next(st for st in record.steps if "elsewhere" in st.step_id)
     assert other.queue == f"cap.{OTHER_CAPABILITY}"  # journaled with the queue it was bound for
-    assert {st.task_id for st in record.steps} == {own_id(record, "a")}
+    assert set(deliveries(record).values()) == {own_id(record, "a")}
 
 
 def test_a_fused_step_that_fails_rolls_the_saga_back(celery_worker_factory):
@@ -129,7 +128,8 @@ def test_a_fused_step_that_fails_rolls_the_saga_back(celery_worker_factory):
     assert assert_rolled_back(record, log) == ["b", "a"]
     failed = [st for st in record.steps if st.status == "failed"]
     assert len(failed) == 1 and failed[0].error["message"] == "c failed on purpose"
-    assert failed[0].task_id == own_id(record, "a")  # it ran fused into a's delivery
+    assert failed[0].task_id == own_id(record, "c")  # its own task, in Flower too
+    assert deliveries(record)["c"] == own_id(record, "a")  # it ran fused into a's delivery
     assert "RuntimeError" in (failed[0].error.get("traceback") or "")
 
 

@@ -18,7 +18,7 @@ from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
 from canvasflow.workflows.runtime.sending import send_step
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.wire import CHUNK_TASK, task_id_for
+from canvasflow.workflows.runtime.wire import CHUNK_TASK, held_by, task_id_for
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int, snap: Snaps
             if sid in children:
                 continue  # its child run completes it
         # a fused step's claim names the delivery it runs in (fusion.py): that is the id held
-        tid = snap.info(sid).get("task_id") or task_id_for(run_id, sid, gen)
+        tid = held_by(snap.info(sid)) or task_id_for(run_id, sid, gen)
         out.append(Candidate(sid, sid, (tid,), st == "running", node.options.get("queue")))
     return out
 

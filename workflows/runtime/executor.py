@@ -117,7 +117,7 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
     }
     fused_into = fusion.fused_delivery()
     if fused_into:  # run by another step's delivery: the heartbeat shows that one held
-        info.update(task_id=fused_into, fused=True)
+        info.update(delivery=fused_into, fused=True)
     if "route" in ref:
         info["route"] = ref["route"]
         implementation = getattr(task, "implementation_of", None)  # an action: its engine's handler

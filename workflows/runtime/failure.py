@@ -138,6 +138,8 @@ def _failed_fields(
         fields["attempts"] = attempts
     if meta.get("gen"):
         fields["event_data"] = {"generation": meta["gen"]}
+    if meta.get("delivery"):  # a fused or carried step: the message it ran in
+        fields.setdefault("event_data", {})["delivery"] = meta["delivery"]
     for key in ("worker", "queue", "task_id", "route"):
         if meta.get(key):
             fields[key] = meta[key]

@@ -12,11 +12,12 @@ run ``fuse_budget`` seconds, so one run never holds a process for long.
 What it saves per hop is everything around the step, not the step: the message's publish,
 the broker's queue, the worker's fetch and reservation, the hand-off to a pool process and the
 acknowledgement. Every step is still claimed, completed and journaled on its own; a fused step
-is not a Celery task message, so Flower lists the delivery that ran it (its journal ``task_id``)
-and not the fused step.
+is not a Celery task message, so its process sends the Celery task events a message of its
+own would have had (taskevents.py): Flower lists it under its own task id, which the journal
+keeps as its ``task_id``.
 
 Crash safety: the delivery's message stays unacknowledged (``acks_late``) until its last fused
-step ends. A fused step's claim names that delivery's task id (``info.task_id``, ``info.fused``),
+step ends. A fused step's claim names that delivery's task id (``info.delivery``, ``info.fused``),
 so the heartbeat shows it held while it runs; if the worker dies, the message is delivered
 again, the redelivery finds its own step done and dispatches every fused step it left
 unfinished (:func:`orphans`, called by ``executor.recover``); the recovery sweep does the same
@@ -39,11 +40,11 @@ from celery.app.trace import build_tracer
 
 from canvasflow.workers.engines import engine_of_queue
 from canvasflow.workers.routing.router import sent
-from canvasflow.workflows.runtime import events, publishing
+from canvasflow.workflows.runtime import events, publishing, taskevents
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode
 from canvasflow.workflows.runtime.sending import arguments, decide_route, send_ready, send_step
-from canvasflow.workflows.runtime.wire import HEADER, is_step, task_id_for
+from canvasflow.workflows.runtime.wire import HEADER, held_by, is_step, task_id_for
 
 log = structlog.get_logger("canvasflow.fusion")
 
@@ -64,6 +65,7 @@ class Driver:
     delivery: str  # its task id: what the heartbeat shows held
     queue: str
     request: dict[str, Any]  # the fields a fused step's request copies from the delivery's
+    outbox: taskevents.Outbox  # the Celery task events of its fused steps (Flower)
     started: float = field(default_factory=time.monotonic)
     hops: int = 0
     fusing: bool = False  # a fused step is running now (its claim names the delivery)
@@ -125,7 +127,7 @@ def driving(rt: Runtime, task: Task, ref: dict[str, Any]) -> Iterator[Driver | N
         "root_id": req.root_id or req.id,
         "origin": req.origin,
     }
-    driver = Driver(req.id, queue, copied, carried=tuple(then))
+    driver = Driver(req.id, queue, copied, taskevents.Outbox(rt.app), carried=tuple(then))
     run_id, gen = ref["run"], int(ref["gen"])
     token = _current.set(driver)
     try:
@@ -151,6 +153,7 @@ def driving(rt: Runtime, task: Task, ref: dict[str, Any]) -> Iterator[Driver | N
                 _publish(rt, nxt)
     finally:
         _current.reset(token)
+        driver.outbox.flush()  # the last fused step's outcome
         if then:  # the delivery failed (or was skipped) before running its siblings
             _publish_ids(rt, run_id, gen, then)
         if driver.pending is not None:  # the delivery failed after releasing it: publish it
@@ -261,12 +264,15 @@ def _run(rt: Runtime, driver: Driver, nxt: _Next) -> None:
     trace = task.__trace__ or build_tracer(
         task.name, task, rt.app.loader, driver.request["hostname"], app=rt.app
     )
+    shown = taskevents.Step(driver.outbox, task, driver.request["hostname"], tid)
+    taskevents.safely(shown.starting, args, kwargs, driver.request["root_id"], driver.delivery)
     driver.hops += 1
     driver.fusing = True
     try:
-        trace(tid, args, kwargs, request)
+        traced = trace(tid, args, kwargs, request)
     finally:
         driver.fusing = False
+    taskevents.safely(shown.ended, traced)
 
 
 def _publish(rt: Runtime, nxt: _Next) -> None:
@@ -297,8 +303,5 @@ def orphans(rt: Runtime, run_id: str, delivery: str) -> list[str]:
     return sorted(
         sid
         for sid, info in rt.state.step_info(run_id).items()
-        if info.get("fused")
-        and info.get("task_id") == delivery
-        and states.get(sid) == "running"
-        and sid not in own
+        if info.get("fused") and held_by(info) == delivery and states.get(sid) == "running" and sid not in own
     )

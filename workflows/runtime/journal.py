@@ -79,7 +79,7 @@ class JournalWriter:
             result=result,
             error=info.get("error"),
             route=info.get("route"),
-            event_data={"generation": info["gen"]} if info.get("gen") else None,
+            event_data=_event_data(info),
         )
 
     def record_step(self, run_id: str, step_id: str, event: str, **fields: Any) -> None:
@@ -154,6 +154,15 @@ class JournalWriter:
                 )
 
 
+def _event_data(info: dict[str, Any]) -> dict[str, Any] | None:
+    """What a step's journal event keeps beside its columns: its generation, and the delivery a
+    fused or carried step ran in (its ``task_id`` is its own)."""
+    data = {"generation": info["gen"]} if info.get("gen") else {}
+    if info.get("delivery"):
+        data["delivery"] = info["delivery"]
+    return data or None
+
+
 def sync_steps(rt: Any, run_id: str) -> None:
     """Write every step's final state from Redis into SQL (before a terminal status)."""
     rt.journal.flush()
@@ -182,8 +191,8 @@ def sync_steps(rt: Any, run_id: str) -> None:
         for key in ("started_at", "finished_at"):
             if meta.get(key):
                 row[key] = datetime.fromisoformat(meta[key])
-        if meta.get("gen"):
-            row["event_data"] = {"generation": meta["gen"]}
+        if meta.get("gen") or meta.get("delivery"):
+            row["event_data"] = _event_data(meta)
         rows.append(row)
     rt.store.record_steps(run_id, rows, "step.synced")
 

@@ -50,6 +50,13 @@ def task_id_for(run_id: str, step_id: str, generation: int, chunk: int | None = 
     return tid if chunk is None else f"{tid}-c{chunk}"
 
 
+def held_by(info: dict[str, Any]) -> str | None:
+    """The task id of the message a step's claim ``info`` runs in: for a fused or carried step
+    the delivery it ran in (``delivery``; claims written before it was kept named that one
+    their ``task_id``), else the step's own."""
+    return info.get("delivery") or info.get("task_id")
+
+
 def carried_ids(header: Any) -> list[str]:
     """Task ids of the siblings a message's ``canvasflow`` header carries (none if malformed)."""
     if not isinstance(header, dict) or not isinstance(header.get("then"), list):
