@@ -17,6 +17,7 @@ from canvasflow.config.brokers import queue_stats
 from canvasflow.workers.routing.live import read_live
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration import routing_flows
+from tests.integration.sagacheck import ran_in
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -84,7 +85,7 @@ def test_load_balanced_keeps_a_chain_on_one_engine_and_still_spreads_a_burst(cel
     assert chained.status == "succeeded", chained.error
     ran = [s.result for s in sorted(chained.steps, key=lambda s: int(s.step_id.split(".")[0]))]
     assert len(set(ran)) == 1, ran  # each step ran where its predecessor did (locality) ...
-    assert len({s.task_id for s in chained.steps}) == 1  # ... fused into one delivery
+    assert len(set(ran_in(chained).values())) == 1  # ... fused into one delivery
     burst = start("rt.lb_burst").wait(120)
     assert burst.status == "succeeded", burst.error
     spread = Counter(s.result for s in burst.steps if s.step_id.startswith("1."))
@@ -400,4 +401,4 @@ def test_a_routed_chain_runs_fused_where_the_router_sends_it(celery_worker_facto
     assert [s.result for s in record.steps] == ["primary"] * 5  # context().engine
     assert engines_of(record) == ["rba/primary"] * 5
     assert all(s.queue == s.route["queue"] == "cap.rba.primary" for s in record.steps)
-    assert len({s.task_id for s in record.steps}) == 1  # one message ran the five of them
+    assert len(set(ran_in(record).values())) == 1  # one message ran the five of them
