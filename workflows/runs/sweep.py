@@ -37,7 +37,7 @@ import redis
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.workers.beats import RETRY_WHILE_DOWN, beats, held_tasks
+from canvasflow.workers.beats import RETRY_WHILE_DOWN, Beat, beats, held_tasks
 from canvasflow.workflows.runs import recovery
 from canvasflow.workflows.runs.recovery import SweepReport
 from canvasflow.workflows.runs.suspects import (
@@ -93,9 +93,10 @@ class Sweeper:
             return []
         return [c for sid, c in f.now.items() if not c.running and sid not in f.seen]
 
-    def sweep(self) -> SweepReport:
+    def sweep(self, live: dict[str, Beat] | None = None) -> SweepReport:
+        """One sweep; ``live``: the heartbeats when the caller has just read them."""
         report = SweepReport()
-        live = beats(self.rt)
+        live = beats(self.rt) if live is None else live
         held = held_tasks(live)
         oldest_beat = min((b.at for b in live.values()), default=0.0)
         journal_down = None
@@ -175,14 +176,18 @@ class Sweeper:
 
     def _ripe(self, c: Candidate, seen: float, now: float, oldest_beat: float) -> bool:
         """Has ``c``, suspected since ``seen``, been lost long enough to be dispatched again?"""
-        s = self.rt.settings
-        if seen < 0:  # waiting in a queue when last searched: a backlog, looked at again later
-            return now + seen >= s.queued_grace
-        if oldest_beat <= seen:  # some live node has not beaten since: it may hold the step
+        if seen >= 0 and oldest_beat <= seen:  # some live node has not beaten since: it may hold it
             return False
-        if c.running or self.searchable:  # a queued step was searched for when first seen
-            return now - seen >= s.heartbeat_interval
-        return now - seen >= s.queued_grace
+        return now >= self._ripens_at(c, seen)
+
+    def _ripens_at(self, c: Candidate, seen: float) -> float:
+        """When ``c``, marked ``seen`` in the suspicion hash, can be judged (epoch s): a backlog
+        (negated time) is searched again after ``queued_grace``; a step seen lost after a
+        heartbeat when running or searched for (Redis), else after ``queued_grace``."""
+        s = self.rt.settings
+        if seen < 0:
+            return -seen + s.queued_grace
+        return seen + (s.heartbeat_interval if c.running or self.searchable else s.queued_grace)
 
     def _settle(self, found: list[_Suspects], report: SweepReport) -> None:
         """One broker search for every ripe suspect; record suspicions; dispatch the lost steps."""
@@ -195,6 +200,7 @@ class Sweeper:
         queued = on_broker(rt, {t for cs in looked.values() for c in cs for t in c.task_ids}, queues)
         now = time.time()
         p = rt.redis.pipeline(transaction=False)
+        ripens: list[float] = []
         for f in found:
             stale = [sid for sid in f.seen if sid not in f.now]
             # new suspicions, and the lost or backlogged ones start their grace again; one seen
@@ -206,8 +212,10 @@ class Sweeper:
             }
             if stale or fresh:  # only while the run is active: it may have finished since read
                 note_suspicions(rt, f.run_id, fresh, stale, pipe=p)
+            marks = {**f.seen, **fresh}
+            ripens += [self._ripens_at(c, marks[sid]) for sid, c in f.now.items()]
         p.execute()
-        self.next_ripe = self._next_ripe(found, looked, queued, now)
+        self.next_ripe = min(ripens, default=None)  # when the earliest suspect left can ripen
         for f in found:
             try:
                 # lost: not held, not queued, on two looks; a backlog gone from its queue is only
@@ -218,24 +226,6 @@ class Sweeper:
                 raise
             except Exception:
                 log.exception("sweep of a run failed", run_id=f.run_id)
-
-    def _next_ripe(
-        self, found: list[_Suspects], looked: dict[str, list[Candidate]], queued: set[str], now: float
-    ) -> float | None:
-        """When the earliest suspect still waiting could ripen (None: none waits)."""
-        s = self.rt.settings
-        times = []
-        for f in found:
-            for sid, c in f.now.items():
-                t = f.seen.get(sid) if sid in f.seen and c not in looked[f.run_id] else None
-                if t is None:  # suspected or searched in this sweep
-                    t = -now if set(c.task_ids) & queued else now
-                if t < 0:
-                    times.append(-t + s.queued_grace)
-                else:
-                    fast = c.running or self.searchable
-                    times.append(t + (s.heartbeat_interval if fast else s.queued_grace))
-        return min(times, default=None)
 
     def _redispatch(self, f: _Suspects, lost: list[str], report: SweepReport) -> None:
         rt = self.rt
@@ -285,12 +275,12 @@ class SweepThread(threading.Thread):
                     # that holds a step says so before this sweep judges it
                     self._stop_event.wait(2 * RETRY_WHILE_DOWN)
                     down = False
-                live = set(beats(self.rt))
-                died, nodes = nodes - live, live
+                live = beats(self.rt)
+                died, nodes = nodes - set(live), set(live)
                 if now_up or died or time.time() >= due:
                     if died:
                         log.info("worker nodes gone: sweeping now", hostnames=sorted(died))
-                    self._sweep_if_my_turn(sweeper, interval, at_once=now_up or bool(died))
+                    self._sweep_if_my_turn(sweeper, live, interval, at_once=now_up or bool(died))
                     due = time.time() + interval
                     if sweeper.next_ripe is not None:  # come back when the first suspect can ripen
                         due = min(due, sweeper.next_ripe + 0.2)
@@ -303,7 +293,9 @@ class SweepThread(threading.Thread):
                 log.exception("sweep failed")
                 wait = interval
 
-    def _sweep_if_my_turn(self, sweeper: Sweeper, interval: float, *, at_once: bool) -> None:
+    def _sweep_if_my_turn(
+        self, sweeper: Sweeper, live: dict[str, Beat], interval: float, *, at_once: bool
+    ) -> None:
         """One sweep per interval across the fleet (``turn``), never two at once (``busy``). A
         node may sweep again early when the turn is its own, and at once when Redis is just back
         (a turn taken before the outage would hold every sweeper back) or a worker node died."""
@@ -312,15 +304,17 @@ class SweepThread(threading.Thread):
         turn, busy = f"{prefix}:sweep:turn", f"{prefix}:sweep:busy"
         px = max(int(interval * 900), 100)
         me = self.hostname.encode()
-        mine = at_once or r.set(turn, self.hostname, nx=True, px=px) or r.get(turn) == me
-        if not mine:
-            return
-        r.set(turn, self.hostname, px=px)
+        if at_once:
+            r.set(turn, self.hostname, px=px)
+        elif not r.set(turn, self.hostname, nx=True, px=px):
+            if r.get(turn) != me:
+                return
+            r.pexpire(turn, px)  # its own turn, taken again early
         # (a sweeper killed mid-sweep holds `busy` for two intervals at most)
         if not r.set(busy, self.hostname, nx=True, px=max(int(interval * 2000), 2_000)):
             return
         try:
-            sweeper.sweep()
+            sweeper.sweep(live)
         finally:
             if r.get(busy) == me:
                 r.delete(busy)
