@@ -76,8 +76,9 @@ def start_run(
         return _holder(held, name, key)
     wf = registry.get(name, version)
     values, graph = prepare(rt, wf, inputs, priority)
+    fresh = run_id is None  # a new random id: no state of it can exist (seed.py)
     run_id = run_id or uuid.uuid4().hex
-    return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags)
+    return _launch(rt, run_id, wf, values, graph, parent_run_id, parent_step, key, tags, fresh)
 
 
 def prepare(
@@ -154,6 +155,7 @@ def _launch(
     parent_step: str | None,
     key: str | None = None,
     tags: Sequence[str] = (),
+    fresh: bool = False,
 ) -> str:
     check_state(rt)
     record_definition(rt, wf)
@@ -164,7 +166,7 @@ def _launch(
         assert held is not None and key is not None
         return _holder(held, wf.name, key)
     try:
-        rt.state.init_run(run_id, generation=1, index=active_key(rt), **new.state)
+        rt.state.init_run(run_id, generation=1, index=active_key(rt), fresh=fresh, **new.state)
         state_written(rt)
     except (redis.RedisError, OSError) as exc:
         _forget(rt, run_id)  # went down between the check and here: leave no orphan

@@ -29,11 +29,16 @@ class Seed:
     labels: dict[str, str] | None = None
 
 
-def seed_run(r: redis.Redis, key: KeyOf, seed: Seed, index: str | None) -> None:
-    """One run's state in one transaction; with ``index``, the run joins that set in the same
-    round trip (a separate one on a Cluster, where the set lives in another slot)."""
-    p = r.pipeline(transaction=True)
-    _commands(p, key, seed)
+def seed_run(r: redis.Redis, key: KeyOf, seed: Seed, index: str | None, *, fresh: bool = False) -> None:
+    """One run's state in one round trip; with ``index``, the run joins that set in the same
+    round trip (a separate one on a Cluster, where the set lives in another slot).
+
+    A run whose state may exist (resume, rebuild, a derived id) is rewritten in a transaction,
+    its old keys deleted first; a ``fresh`` run (a new random id, nothing published yet, so
+    nobody reads it before this returns) is written as ``seed_new_runs`` writes a batch: no
+    deletes, no transaction."""
+    p = r.pipeline(transaction=not fresh)
+    _commands(p, key, seed, fresh=fresh)
     shared = index is not None and not is_cluster(r)
     if shared:
         p.sadd(cast(str, index), seed.run_id)

@@ -174,11 +174,12 @@ class RunState:
         return f"{self.prefix}:{{{run_id}}}:{part}"
 
     # -- set-up --------------------------------------------------------------------
-    def init_run(self, run_id: str, *, index: str | None = None, **state: Any) -> None:
+    def init_run(self, run_id: str, *, index: str | None = None, fresh: bool = False, **state: Any) -> None:
         """Write a run's state (:class:`~seed.Seed`'s fields: ``generation``, ``graph_json``,
         ``pending`` join counters, ``left``, ``completed`` results, ``status``, ``labels``); with
-        ``index``, add the run to that set in the same round trip."""
-        seed_run(self.r, self.key, Seed(run_id, **state), index)
+        ``index``, add the run to that set in the same round trip; ``fresh``: a new run id, which
+        has no earlier state (seed.py)."""
+        seed_run(self.r, self.key, Seed(run_id, **state), index, fresh=fresh)
 
     def init_new_runs(self, seeds: list[Seed], index: str) -> None:
         """The state of many new runs and their entries in ``index``, in one pipeline (seed.py)."""
