@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, Table, select, text
 from sqlalchemy.exc import IntegrityError
 
+from canvasflow.workflows.store.driver_rows import DriverInsert, positional
 from canvasflow.workflows.store.models import JournalTables
 from canvasflow.workflows.store.rows import now
 
@@ -153,6 +154,8 @@ class RunCreation:
         return stmt
 
     def _insert(self, runs: Sequence[NewRun]) -> None:
+        """Other databases (SQLite): one transaction of multi-row ``INSERT``s, sent with the
+        driver's statements where its parameters are positional (driver_rows.py)."""
         t, at = self.t, now()
         run_rows, step_rows, tag_rows, events = [], [], [], []
         for run in runs:
@@ -161,13 +164,30 @@ class RunCreation:
             step_rows.extend(s)
             tag_rows.extend(tags)
             events.append(e)
+        tables = ((t.runs, run_rows), (t.steps, step_rows), (t.run_tags, tag_rows), (t.events, events))
         with self.engine.begin() as conn:
-            conn.execute(t.runs.insert(), run_rows)
-            if step_rows:
-                conn.execute(t.steps.insert(), step_rows)
-            if tag_rows:
-                conn.execute(t.run_tags.insert(), tag_rows)
-            conn.execute(t.events.insert(), events)
+            for table, rows in tables:
+                if not rows:
+                    continue
+                driver = self._driver_insert(table, rows)
+                if driver is None:
+                    conn.execute(table.insert(), rows)
+                else:
+                    driver.run(conn, rows)
+
+    def _driver_insert(self, table: Table, rows: list[dict[str, Any]]) -> DriverInsert | None:
+        """The driver's ``INSERT`` of ``rows`` into ``table``, when they all give the same columns
+        (None: use a Core insert)."""
+        dialect, columns = self.engine.dialect, rows[0].keys()
+        if not positional(dialect) or any(r.keys() != columns for r in rows):
+            return None
+        cache: dict[tuple[str, tuple[str, ...]], DriverInsert]
+        cache = self.__dict__.setdefault("_driver_inserts", {})
+        key = (table.name, tuple(columns))
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = DriverInsert(table, dialect, key[1])
+        return found
 
     @staticmethod
     def _rows(run: NewRun, at: Any) -> tuple[dict[str, Any], list[dict], list[dict], dict[str, Any]]:
