@@ -12,6 +12,7 @@ class CompensationRegistry:
     """Step task name -> compensation task name."""
 
     _by_step: dict[str, str] = field(default_factory=dict)
+    generation: int = 0  # counts registrations: what was compiled before may differ now
 
     def register(self, step_task: str, compensation_task: str) -> None:
         known = self._by_step.get(step_task)
@@ -20,6 +21,7 @@ class CompensationRegistry:
                 f"step {step_task} already has compensation {known}; one step, one compensation"
             )
         self._by_step[step_task] = compensation_task
+        self.generation += 1
 
     def compensation_of(self, step_task: str) -> str | None:
         return self._by_step.get(step_task)

@@ -62,8 +62,13 @@ def routes(s: Settings) -> dict[str, dict[str, str]]:
     return {name: {"queue": s.control_queue} for name in CONTROL_ROUTED}
 
 
+configurations = 0  # how many times configure() ran (graphs compiled before may differ now)
+
+
 def configure(celery: Celery, s: Settings) -> None:
     """Apply settings to canvasflow's own app (again, when settings change before first use)."""
+    global configurations
+    configurations += 1
     celery.conf.update(
         broker_url=s.broker_url,
         result_backend=s.result_backend,

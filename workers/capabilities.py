@@ -19,9 +19,11 @@ class CapabilityRegistry:
 
     _by_task: dict[str, str] = field(default_factory=dict)
     _routing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generation: int = 0  # counts registrations: what was compiled before may differ now
 
     def register(self, task_name: str, capability: str, **routing: Any) -> None:
         """``routing``: the step's ``strategy`` and ``requires`` (None when not given)."""
+        self.generation += 1
         self._by_task[task_name] = capability
         given = {k: v for k, v in routing.items() if v}
         if given:

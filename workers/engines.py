@@ -131,6 +131,7 @@ class EngineRegistry:
         self._file_loaded: str | None = None
         self._lock = threading.Lock()
         self._by_cap: dict[str, list[Engine]] = {}
+        self.generation = 0  # counts changes: what was compiled before may differ now
 
     def register(self, engine: Engine) -> Engine:
         known = self._engines.get(engine.key)
@@ -141,6 +142,7 @@ class EngineRegistry:
             )
         self._engines[engine.key] = engine
         self._by_cap.clear()
+        self.generation += 1
         return engine
 
     def _load(self) -> None:
@@ -173,6 +175,7 @@ class EngineRegistry:
         """Forget one engine (tests that declare engines in code)."""
         self._engines.pop(key, None)
         self._by_cap.clear()
+        self.generation += 1
 
 
 registry = EngineRegistry()

@@ -17,6 +17,7 @@ from typing import Any
 from celery.canvas import Signature
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+import canvasflow.config.celery_app as celery_config
 from canvasflow.compensation.registry import registry as compensations
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import (
@@ -28,10 +29,12 @@ from canvasflow.config.errors import (
 )
 from canvasflow.config.settings import get_settings
 from canvasflow.workers.capabilities import registry as capabilities
+from canvasflow.workers.engines import registry as engines
 from canvasflow.workflows.authoring.advice import advise
 from canvasflow.workflows.authoring.dag import Dag
 from canvasflow.workflows.runtime.compiler import compile_canvas
 from canvasflow.workflows.runtime.graph import StepGraph
+from canvasflow.workflows.runtime.shapes import shapes
 from canvasflow.workflows.runtime.wire import WORKFLOW_TASK
 
 # starts a run of a workflow by name: (name, inputs, *, version) -> a handle on the run
@@ -123,9 +126,12 @@ class Workflow:
         if self.dag is not None:
             graph = self.dag.compile(values, capabilities.queue_of, compensations.compensation_of)
         else:
-            canvas = self.canvas(values)
-            graph = compile_canvas(
-                canvas, current_app(), capabilities.queue_of, compensations.compensation_of
+            canvas, app = self.canvas(values), current_app()
+            graph = shapes.compiled(
+                self._compiled_with(app),
+                canvas,
+                lambda c: compile_canvas(c, app, capabilities.queue_of, compensations.compensation_of),
+                app.tasks,
             )
         graph.options["inflight"] = self.inflight
         if self.timeout is not None:
@@ -135,6 +141,18 @@ class Workflow:
                 if "routing" in node.options:
                     node.options["routing"].setdefault("strategy", self.route)
         return graph
+
+    def _compiled_with(self, app: Any) -> tuple[Any, ...]:
+        """What a compilation of this definition's canvas reads besides the canvas (shapes.py)."""
+        return (
+            self.name,
+            self.version,
+            id(app),
+            celery_config.configurations,
+            capabilities.generation,
+            engines.generation,
+            compensations.generation,
+        )
 
     # -- use --------------------------------------------------------------------------------
     def start(self, **inputs: Any) -> Any:
