@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import pytest
 from celery import chain
 
-from canvasflow import start_many
+from canvasflow import current_app, start_many
+from canvasflow.config.brokers import queue_stats
 from canvasflow.config.errors import InputError, WorkflowNotFound
+from canvasflow.config.settings import get_settings
 from canvasflow.workflows import Workflow, list_runs
 from canvasflow.workflows.runtime.context import runtime
+from tests.integration import reach_flows
 from tests.integration.saga import act, effects
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
@@ -67,3 +71,36 @@ def test_a_key_held_by_another_workflows_run_refuses_the_batch(worker):
     with pytest.raises(InputError, match=r"input 1: key .* held by a run of workflow 'tests.child'"):
         start_many(two_steps.name, [{"log": log}, {"log": log}], keys=[None, key])
     assert effects(log) == []
+
+
+def test_a_batch_with_a_too_large_input_or_an_unknown_capability_starts_nothing(worker):
+    tag = f"refused-{uuid.uuid4().hex[:8]}"
+    good = {"log": f"log-{uuid.uuid4().hex}"}
+    big = {"log": "x" * (get_settings().max_payload_bytes + 10)}
+    with pytest.raises(InputError, match=r"1 of 2 inputs refused, nothing was started: input 1: "):
+        start_many(two_steps.name, [good, big], tags=[tag])
+    before = len(list_runs(limit=1000))
+    with pytest.raises(InputError, match=f"input 0: .*capability '{reach_flows.LONELY}'"):
+        start_many("reach.direct", [{}], tags=[tag])
+    assert len(list_runs(limit=1000)) == before and list_runs(tags=[tag]) == []
+    assert queue_stats(current_app(), [f"cap.{reach_flows.LONELY}"])[0].depth == 0
+    assert effects(good["log"]) == []
+    assert gc.isenabled()  # the collector paused for the batch is back
+
+
+def test_runs_of_a_batch_whose_canvases_differ_get_each_its_own_graph(worker):
+    log = f"log-{uuid.uuid4().hex}"
+    lengths = [1, 3, 1, 2, 3]
+    runs = start_many(by_length.name, [{"n": n, "log": log} for n in lengths])
+    for run, n in zip(runs, lengths, strict=True):
+        record = run.wait(30)
+        assert record.status == "succeeded" and len(record.steps) == n
+    assert sorted(effects(log)) == sorted(f"do:{i}" for n in lengths for i in range(n))
+    assert gc.isenabled()
+
+
+by_length = Workflow(
+    "tests.batched_by_length",
+    "1",
+    build=lambda n, log: chain(*(act.s(label=str(i), log=log) for i in range(n))),
+)
