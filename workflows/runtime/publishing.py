@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from celery import Celery
-from kombu import Producer
+from kombu import Exchange, Producer, Queue
 
 from canvasflow.config.brokers import broker_kind
 
@@ -54,7 +54,7 @@ class _SentEvents:
             routing_key=type.replace("-", "."),
             exchange=d.exchange.name,
             retry=False,
-            declare=[] if self._declared else [d.exchange],
+            declare=[] if self._declared or declared(producer, d.exchange) else [d.exchange],
             serializer=d.serializer,
             headers=d.headers,
             delivery_mode=d.delivery_mode,
@@ -77,7 +77,8 @@ def send_options(task: str, queue: str | None) -> dict[str, Any]:
 
     Outside a batch: none. Inside: the batch's producer, no publish retry (publishing only
     buffers; the pipeline's execution is where a failure shows), and the queue declared by
-    the first message of each (task, queue) only: the route of a task name does not change.
+    the first message of each (task, queue) only: the route of a task name does not change;
+    not even by that one when the connection declared the queue already (kombu's own record).
     """
     current = _current.get()
     if current is None:
@@ -92,7 +93,28 @@ def send_options(task: str, queue: str | None) -> dict[str, Any]:
         options["declare"] = []
     else:
         current.declared.add(key)
+        if queue is not None and declared(current.producer, _queue(queue)):
+            options["declare"] = []
     return options
+
+
+def declared(producer: Producer, entity: Queue | Exchange) -> bool:
+    """Whether ``producer``'s connection declared ``entity`` already: the record kombu's
+    ``maybe_declare`` keeps (and forgets on reconnecting), read without the copy of the entity
+    it binds first. A queue or exchange kombu does not record (auto-delete) is declared again."""
+    entities: set[int] | None = getattr(producer.connection, "declared_entities", None)
+    return bool(entities) and entity.can_cache_declaration and hash(entity) in (entities or ())
+
+
+_queues: dict[str, Queue] = {}
+
+
+def _queue(name: str) -> Queue:
+    """A queue named ``name``, to look up in kombu's record (which knows entities by name)."""
+    found = _queues.get(name)
+    if found is None:
+        found = _queues[name] = Queue(name)
+    return found
 
 
 @contextlib.contextmanager
