@@ -13,14 +13,15 @@ is compiled every time. A hit is checked against the step tasks the graph was co
 when one of them was registered anew since (another task object under its name), the canvas
 is compiled again.
 
-The copy is the graph's JSON read back (:meth:`StepGraph.from_json`), which is what every step
-after the first reads anyway (the run's state holds the graph as JSON); the caller may change
-it (priorities, options) without touching the kept one.
+The copy is the kept graph unpickled: equal to what a compilation returns, to the types of the
+values (a tuple stays a tuple), and the caller's own, so that it may change it (priorities,
+options) without touching the kept one. A graph that does not pickle is not kept.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
@@ -36,7 +37,7 @@ class ShapeCache:
 
     def __init__(self, size: int = KEPT) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple[Hashable, str], tuple[str, dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Hashable, str], tuple[bytes, dict[str, Any]]] = OrderedDict()
         self.hits = 0
 
     def compiled(
@@ -55,18 +56,23 @@ class ShapeCache:
         key = (context, shape)
         found = self._kept.get(key)
         if found is not None:
-            text, used = found
+            blob, used = found
             if all(tasks.get(name) is task for name, task in used.items()):
                 self._kept.move_to_end(key)
                 self.hits += 1
-                return StepGraph.from_json(json.loads(text))
+                copy: StepGraph = pickle.loads(blob)
+                return copy
         graph = compile(canvas)
+        try:
+            blob = pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return graph
         used = {n.task: tasks.get(n.task) for n in graph.steps.values()}
         for eb in graph.errbacks:
             name = eb.signature.get("task")
             if isinstance(name, str):
                 used[name] = tasks.get(name)
-        self._kept[key] = (json.dumps(graph.to_json()), used)
+        self._kept[key] = (blob, used)
         self._kept.move_to_end(key)
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
