@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -277,3 +278,26 @@ def test_a_batch_of_step_records_lands_as_executemany_would_write_it(store):
     )
     c = store.get_run(run_id).step("c")
     assert (c.status, c.result, c.error) == ("succeeded", [1, 2], None)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_closed_is_replaced_before_use(postgres_url):
+    """No ``SELECT 1`` per checkout: a connection PostgreSQL terminated (a restart, an idle
+    timeout, ``pg_terminate_backend``) is noticed by its socket and replaced; the call works."""
+    import psycopg
+    from sqlalchemy import text
+
+    store = store_for(postgres_url)
+    with store.engine.connect() as conn:
+        pid = conn.execute(text("select pg_backend_pid()")).scalar()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (pid,))
+        gone = "select count(*) from pg_stat_activity where pid = %s"
+        for _ in range(100):  # until the server has closed it
+            if admin.execute(gone, (pid,)).fetchone() == (0,):
+                break
+            time.sleep(0.02)
+    run_id = new_run(store)  # through the pool: the closed connection is not handed out
+    assert store.step_statuses(run_id) == {"a": "pending", "b": "pending"}
+    with store.engine.connect() as conn:
+        assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
