@@ -16,17 +16,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu.exceptions import OperationalError
 
 from canvasflow.config.brokers import broker_kind, broker_options, result_backend_options
 from canvasflow.config.deadletters import DeadLetters
-from canvasflow.config.errors import BrokerUnavailable, SettingsError
+from canvasflow.config.errors import BrokerUnavailable, SettingsError, first_line, reads_as
 from canvasflow.config.logging import configure_logging
 from canvasflow.config.queues import capability_route, declare_queues
-from canvasflow.config.settings import Settings, get_settings
+from canvasflow.config.settings import Settings, get_settings, redact
 
 # imported by every worker, also of a project's app that init_app adopted: the composition root
 # (canvasflow's Celery tasks, the rollback listener, the telemetry built-ins), then the task
@@ -224,13 +224,15 @@ def _setup_logging(**_: object) -> None:
     configure_logging(s.log_format, s.log_level)
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+@reads_as
+def broker_down(exc: BaseException) -> BrokerUnavailable | None:
+    """kombu's OperationalError: the current app's broker does not answer."""
+    if not isinstance(exc, OperationalError):
+        return None
+    return BrokerUnavailable(
+        f"the broker {redact(str(current_app().conf.broker_url))} does not answer "
+        f"({first_line(exc)}): start it or set CANVASFLOW_BROKER_URL"
+    )
 
 
 def check_broker(timeout: float | None = None) -> None:
