@@ -19,13 +19,14 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError
 
 from canvasflow.config.brokers import broker_kind, broker_options, result_backend_options
 from canvasflow.config.deadletters import DeadLetters
 from canvasflow.config.errors import BrokerUnavailable, SettingsError, first_line, reads_as
 from canvasflow.config.logging import configure_logging
-from canvasflow.config.queues import capability_route, declare_queues
+from canvasflow.config.queues import capability_route, queue_for
 from canvasflow.config.settings import Settings, get_settings, redact
 
 # imported by every worker, also of a project's app that init_app adopted: the composition root
@@ -53,6 +54,13 @@ def worker_imports(s: Settings) -> list[str]:
 CONTROL_TASKS = (START_TASK, "canvasflow.subworkflow", "canvasflow.send_signal")
 # every task the control queue's route names: the control steps and the runtime's own control tasks
 CONTROL_ROUTED = (*CONTROL_TASKS, DEADLINE_TASK, SCHEDULED_TASK)
+
+
+def declare_queues(default_queue: str, control_queue: str, capabilities: Iterable[str]) -> list[Queue]:
+    """Every queue canvasflow publishes to, declared explicitly (direct exchange per queue name)."""
+    names = [default_queue, control_queue, *(queue_for(c) for c in capabilities)]
+    unique = list(dict.fromkeys(names))
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in unique]
 
 
 def routes(s: Settings) -> dict[str, dict[str, str]]:

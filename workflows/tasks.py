@@ -35,8 +35,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
+from canvasflow.config.queues import engines_in
 from canvasflow.config.settings import get_settings, redact
-from canvasflow.workers.engines import engines_in
 from canvasflow.workers.heartbeat import HeartbeatThread
 from canvasflow.workers.routing.takeover import after_beat
 from canvasflow.workers.step import StepTask, step
