@@ -10,7 +10,8 @@ import pytest
 
 from canvasflow import Engine, register_strategy
 from canvasflow.config.errors import DefinitionError, RoutingError, SettingsError
-from canvasflow.workers.engines import EngineRegistry, engines_in, load_engines_file, registry
+from canvasflow.config.queues import engines_in
+from canvasflow.workers.engines import EngineRegistry, load_engines_file, registry
 from canvasflow.workers.routing.router import decide, next_draw
 from canvasflow.workers.routing.snapshot import Choice, EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import (
