@@ -244,7 +244,7 @@ def group_scenario(b: Bench, steps: Any, reps_group: int) -> list[Scenario]:
 
 
 def map_scenarios(b: Bench, steps: Any, reps_map: int, map_n: int, chunk: int) -> list[Scenario]:
-    """map_reduce against a per-item raw chord (>= 5x faster) and a hand-chunked one (<= 1.0x: issue 24)."""
+    """map_reduce against a per-item raw chord (>= 5x faster) and a hand-chunked one (<= 1.0x)."""
     scenarios: list[Scenario] = []
     n = map_n
     total = str(sum(2 * i for i in range(n)))
