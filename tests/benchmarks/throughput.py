@@ -50,8 +50,8 @@ METHOD = [
     "`map_reduce(double.s(), reduce.s(), items_from=items.s(N), chunk_size=100)` is timed to "
     "its reducer's finish signal. The machine has 2 cores: beyond 2 processes they share them. "
     "Cores busy: CPU seconds (psutil) of the worker processes and their pool children, of the "
-    "redis-server, of the bench process and of the rest of the machine, over the measurement "
-    "(from the start to the run journaled as succeeded), divided by its wall time.",
+    "redis-server, of the bench process and of the rest of the machine, from just before the "
+    "start to the finish signal, divided by that time.",
 ]
 
 
@@ -234,9 +234,14 @@ def scaling(
             fleet = [b.add_worker(env, f"scale{count}.{i}", QUEUES, concurrency=1) for i in range(count)]
             b.cf("bench.map_reduce", {"n": 2_000, "chunk_size": chunk})  # warm every process up a bit
             for rep in range(reps):
-                before, began = cpu_seconds(fleet), time.perf_counter()
-                sample = b.cf("bench.map_reduce", {"n": items, "chunk_size": chunk}, expect=total)
-                busy = cpu_busy(before, cpu_seconds(fleet), time.perf_counter() - began)
+                before, after = cpu_seconds(fleet), {}
+                sample = b.cf(
+                    "bench.map_reduce",
+                    {"n": items, "chunk_size": chunk},
+                    expect=total,
+                    on_signal=lambda: after.update(cpu_seconds(fleet)),  # noqa: B023 (used at once)
+                )
+                busy = cpu_busy(before, after, sample.total)
                 out.seconds.setdefault(count, []).append(sample.total)
                 out.busy.setdefault(count, []).append(busy)
                 print(
