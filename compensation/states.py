@@ -6,14 +6,14 @@ The lowest module of the package: the rollback writes these states, and whoever 
 
 from __future__ import annotations
 
-from canvasflow.workflows.runtime.context import Runtime
+from canvasflow.workflows.runtime.connections import Connections
 from canvasflow.workflows.runtime.state import as_text
 
 
-def comp_key(rt: Runtime, run_id: str) -> str:
+def comp_key(rt: Connections, run_id: str) -> str:
     return rt.state.key(run_id, "comp")
 
 
-def comp_states(rt: Runtime, run_id: str) -> dict[str, str]:
+def comp_states(rt: Connections, run_id: str) -> dict[str, str]:
     raw = rt.redis.hgetall(comp_key(rt, run_id))
     return {as_text(k): as_text(v) for k, v in raw.items()}

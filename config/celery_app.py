@@ -16,17 +16,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError
 
 from canvasflow.config.brokers import broker_kind, broker_options, result_backend_options
 from canvasflow.config.deadletters import DeadLetters
-from canvasflow.config.errors import BrokerUnavailable, SettingsError
+from canvasflow.config.errors import BrokerUnavailable, SettingsError, first_line, reads_as
 from canvasflow.config.logging import configure_logging
-from canvasflow.config.queues import capability_route, declare_queues
-from canvasflow.config.settings import Settings, get_settings
+from canvasflow.config.queues import capability_route, queue_for
+from canvasflow.config.settings import Settings, get_settings, redact
 
 # imported by every worker, also of a project's app that init_app adopted: the composition root
 # (canvasflow's Celery tasks, the rollback listener, the telemetry built-ins), then the task
@@ -53,6 +54,13 @@ def worker_imports(s: Settings) -> list[str]:
 CONTROL_TASKS = (START_TASK, "canvasflow.subworkflow", "canvasflow.send_signal")
 # every task the control queue's route names: the control steps and the runtime's own control tasks
 CONTROL_ROUTED = (*CONTROL_TASKS, DEADLINE_TASK, SCHEDULED_TASK)
+
+
+def declare_queues(default_queue: str, control_queue: str, capabilities: Iterable[str]) -> list[Queue]:
+    """Every queue canvasflow publishes to, declared explicitly (direct exchange per queue name)."""
+    names = [default_queue, control_queue, *(queue_for(c) for c in capabilities)]
+    unique = list(dict.fromkeys(names))
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in unique]
 
 
 def routes(s: Settings) -> dict[str, dict[str, str]]:
@@ -229,13 +237,15 @@ def _setup_logging(**_: object) -> None:
     configure_logging(s.log_format, s.log_level)
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+@reads_as
+def broker_down(exc: BaseException) -> BrokerUnavailable | None:
+    """kombu's OperationalError: the current app's broker does not answer."""
+    if not isinstance(exc, OperationalError):
+        return None
+    return BrokerUnavailable(
+        f"the broker {redact(str(current_app().conf.broker_url))} does not answer "
+        f"({first_line(exc)}): start it or set CANVASFLOW_BROKER_URL"
+    )
 
 
 def check_broker(timeout: float | None = None) -> None:

@@ -21,9 +21,16 @@ docstring is its default message and says what to do about it::
      └── MessageRejected          a step message was malformed (dead-lettered)
 
 (``PayloadTooLarge`` is an InputError.)
+
+An error a library raises may mean one of these: the module that brings the library in says
+which (:func:`reads_as`; config/celery_app.py reads kombu's ``OperationalError`` as
+BrokerUnavailable), so that what explains errors to operators (workflows/views/errors.py) need
+not load every library to recognise its errors.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class CanvasflowError(Exception):
@@ -117,3 +124,29 @@ class StartRefused(CanvasflowError):
 
 class MessageRejected(CanvasflowError):
     """A message on a canvasflow queue was malformed: it was dead-lettered (`canvasflow deadletters`)."""
+
+
+# what an error of a library means, as one of canvasflow's errors (None: none of its errors)
+Reading = Callable[[BaseException], CanvasflowError | None]
+_readings: list[Reading] = []
+
+
+def reads_as(reading: Reading) -> Reading:
+    """Register ``reading`` (a decorator): the CanvasflowError a library's error means."""
+    _readings.append(reading)
+    return reading
+
+
+def as_canvasflow_error(exc: BaseException) -> BaseException:
+    """``exc`` as the CanvasflowError a registered reading makes of it, else ``exc`` itself."""
+    for reading in _readings:
+        ours = reading(exc)
+        if ours is not None:
+            return ours
+    return exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (at most 300 characters), else its type's name."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

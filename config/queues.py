@@ -1,13 +1,17 @@
-"""Queue names and declarations: one queue per capability, plus the default and control queues."""
+"""Queue names: one queue per capability (and one per engine of it), plus the default and control
+queues, and the task route to a capability's queue.
+
+Their kombu declarations are the Celery app's (config/celery_app.py), so that what only names
+queues (the registries, the journal, ``canvasflow status``) loads no kombu."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
 from typing import Any
 
-from kombu import Exchange, Queue
-
 CAPABILITY_PREFIX = "cap."
+# an engine's queue (workers/engines.py): cap.<capability>.<engine>
+ENGINE_QUEUE = re.compile(re.escape(CAPABILITY_PREFIX) + r"([a-z0-9][a-z0-9_-]*)\.([a-z0-9][a-z0-9_-]*)$")
 
 
 def queue_for(capability: str) -> str:
@@ -15,11 +19,15 @@ def queue_for(capability: str) -> str:
     return f"{CAPABILITY_PREFIX}{capability}"
 
 
-def declare_queues(default_queue: str, control_queue: str, capabilities: Iterable[str]) -> list[Queue]:
-    """Every queue canvasflow publishes to, declared explicitly (direct exchange per queue name)."""
-    names = [default_queue, control_queue, *(queue_for(c) for c in capabilities)]
-    unique = list(dict.fromkeys(names))
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in unique]
+def engines_in(queues: list[str]) -> list[str]:
+    """``capability/engine`` for each engine queue (``cap.<capability>.<engine>``) among ``queues``."""
+    return [f"{m[1]}/{m[2]}" for q in queues if (m := ENGINE_QUEUE.match(q))]
+
+
+def engine_of_queue(queue: str | None) -> str | None:
+    """``capability/engine`` when ``queue`` is an engine's queue, else None."""
+    found = ENGINE_QUEUE.match(queue) if queue else None
+    return f"{found.group(1)}/{found.group(2)}" if found else None
 
 
 def capability_route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> Any:

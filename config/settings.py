@@ -7,6 +7,7 @@ import os
 import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -256,3 +257,12 @@ def control_queue() -> str:
         return get_settings().control_queue
     except SettingsError:
         return str(Settings.model_fields["control_queue"].default)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, fit for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)

@@ -25,8 +25,8 @@ from celery.canvas import Signature
 
 from canvasflow.config.celery_app import current_app
 from canvasflow.config.errors import RoutingError
+from canvasflow.config.queues import engines_in
 from canvasflow.workers.capabilities import registry as capabilities
-from canvasflow.workers.engines import engines_in
 from canvasflow.workers.step import StepTask
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info

@@ -13,7 +13,6 @@ or in a JSON or TOML file named by ``CANVASFLOW_ENGINES`` (``{"engines": [{...},
 from __future__ import annotations
 
 import json
-import re
 import threading
 import tomllib
 from pathlib import Path
@@ -23,11 +22,10 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from canvasflow.config.errors import DefinitionError, SettingsError
-from canvasflow.config.queues import CAPABILITY_PREFIX, queue_for
+from canvasflow.config.queues import queue_for
 from canvasflow.config.settings import get_settings
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-ENGINE_QUEUE = re.compile(re.escape(CAPABILITY_PREFIX) + r"([a-z0-9][a-z0-9_-]*)\.([a-z0-9][a-z0-9_-]*)$")
 Resource = bool | int | float | str
 
 
@@ -74,17 +72,6 @@ class Engine:
             "workflow": self.workflow,
             "queue": self.queue,
         }
-
-
-def engines_in(queues: list[str]) -> list[str]:
-    """``capability/engine`` for each engine queue (``cap.<capability>.<engine>``) among ``queues``."""
-    return [f"{m[1]}/{m[2]}" for q in queues if (m := ENGINE_QUEUE.match(q))]
-
-
-def engine_of_queue(queue: str | None) -> str | None:
-    """``capability/engine`` when ``queue`` is an engine's queue, else None."""
-    found = ENGINE_QUEUE.match(queue) if queue else None
-    return f"{found.group(1)}/{found.group(2)}" if found else None
 
 
 def _number(value: Resource) -> bool:

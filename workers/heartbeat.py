@@ -12,8 +12,8 @@ from typing import Any
 import redis
 import structlog
 
+from canvasflow.config.queues import engines_in
 from canvasflow.workers.beats import RETRY_WHILE_DOWN, HasRedis, Serving, clear_beat, timing, write_beat
-from canvasflow.workers.engines import engines_in
 from canvasflow.workflows.runtime.wire import HEADER, carried_ids
 
 log = structlog.get_logger("canvasflow.heartbeat")

@@ -33,10 +33,10 @@ from celery.signals import (
 from celery.worker import state as worker_state
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from canvasflow.config.celery_app import START_TASK, current_app, redact
+from canvasflow.config.celery_app import START_TASK, current_app
 from canvasflow.config.errors import CanvasflowError, DefinitionError, InputError, StartRefused
-from canvasflow.config.settings import get_settings
-from canvasflow.workers.engines import engines_in
+from canvasflow.config.queues import engines_in
+from canvasflow.config.settings import get_settings, redact
 from canvasflow.workers.heartbeat import HeartbeatThread
 from canvasflow.workers.routing.takeover import after_beat
 from canvasflow.workers.step import StepTask, step

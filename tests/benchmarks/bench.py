@@ -194,7 +194,14 @@ class Bench:
         self.settle()
         return Sample(elapsed, sent)
 
-    def cf(self, workflow: str, inputs: dict[str, Any], expect: str | None = None) -> Sample:
+    def cf(
+        self,
+        workflow: str,
+        inputs: dict[str, Any],
+        expect: str | None = None,
+        on_signal: Callable[[], None] | None = None,
+    ) -> Sample:
+        """``on_signal``: called as soon as the finish signal arrived (e.g. to read CPU times)."""
         from canvasflow.workflows import start
 
         token = uuid.uuid4().hex
@@ -203,6 +210,8 @@ class Bench:
         sent = time.perf_counter() - t0
         value = self.wait_signal(token)
         elapsed = time.perf_counter() - t0
+        if on_signal is not None:
+            on_signal()
         if expect is not None and value != expect:
             raise AssertionError(f"canvasflow: finish signal {value!r}, expected {expect!r}")
         journaled = self.wait_journaled(run.id) - t0

@@ -5,7 +5,8 @@ same Redis broker and result backend; raw Celery keeps its normal result backend
 
 1. chain of 10 / 100 no-op steps      target: canvasflow <= 1.3x raw ``chain``
 2. group of 1,000 no-op steps         target: canvasflow <= 1.2x raw ``group``
-3. map_reduce over 10,000 items       target: canvasflow >= 5x faster than raw ``chord``
+3. map_reduce over 10,000 items       target: canvasflow >= 5x faster than raw ``chord``, and <= 1.0x
+                                     a hand-chunked raw chord of the same chunks
 5. chain of 10 routed (best_available / load_balanced) against the same chain unrouted,
    one worker serving both engines and the plain queue (target <= 1.1x), and the median
    cost of one routing decision in this process (target < 0.5 ms)

@@ -48,7 +48,10 @@ METHOD = [
     "* Scaling: the bench's workers are stopped; 1, 2 and then 4 `celery worker` processes of "
     "concurrency 1 consume the same queues (one capability queue, `cap.bench`); "
     "`map_reduce(double.s(), reduce.s(), items_from=items.s(N), chunk_size=100)` is timed to "
-    "its reducer's finish signal. The machine has 2 cores: beyond 2 processes they share them.",
+    "its reducer's finish signal. The machine has 2 cores: beyond 2 processes they share them. "
+    "Cores busy: CPU seconds (psutil) of the worker processes and their pool children, of the "
+    "redis-server, of the bench process and of the rest of the machine, from just before the "
+    "start to the finish signal, divided by that time.",
 ]
 
 
@@ -205,6 +208,8 @@ class Scaling:
     items: int
     chunk: int
     seconds: dict[int, list[float]] = field(default_factory=dict)  # processes -> samples
+    # processes -> per sample, cores kept busy by each kind of process (cpu_busy)
+    busy: dict[int, list[dict[str, float]]] = field(default_factory=dict)
 
     def items_per_s(self, processes: int) -> float:
         return self.items / statistics.median(self.seconds[processes])
@@ -229,11 +234,20 @@ def scaling(
             fleet = [b.add_worker(env, f"scale{count}.{i}", QUEUES, concurrency=1) for i in range(count)]
             b.cf("bench.map_reduce", {"n": 2_000, "chunk_size": chunk})  # warm every process up a bit
             for rep in range(reps):
-                sample = b.cf("bench.map_reduce", {"n": items, "chunk_size": chunk}, expect=total)
+                before, after = cpu_seconds(fleet), {}
+                sample = b.cf(
+                    "bench.map_reduce",
+                    {"n": items, "chunk_size": chunk},
+                    expect=total,
+                    on_signal=lambda: after.update(cpu_seconds(fleet)),  # noqa: B023 (used at once)
+                )
+                busy = cpu_busy(before, after, sample.total)
                 out.seconds.setdefault(count, []).append(sample.total)
+                out.busy.setdefault(count, []).append(busy)
                 print(
                     f"    {count} process(es), rep {rep + 1}/{reps}: {sample.total:6.2f} s, "
-                    f"{items / sample.total:9.0f} items/s",
+                    f"{items / sample.total:9.0f} items/s; cores busy: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in busy.items()),
                     flush=True,
                 )
             for w in fleet:
@@ -300,14 +314,56 @@ def render(volumes: list[Volume], ceiling_rate: float | None) -> list[str]:
 
 
 def render_scaling(s: Scaling) -> list[str]:
-    rows = [("worker processes", "median time", "items/s", "scaling factor (vs 1 process)")]
+    rows = [
+        (
+            "worker processes",
+            "median time",
+            "items/s",
+            "scaling factor (vs 1 process)",
+            "cores busy (medians): workers / Redis / bench client / other",
+        )
+    ]
     for count in sorted(s.seconds):
+        busy = s.busy.get(count) or [{}]
+        kinds = ("workers", "redis", "client", "other")
         rows.append(
             (
                 str(count),
                 f"{statistics.median(s.seconds[count]):.2f} s",
                 f"{s.items_per_s(count):.0f}",
                 f"{s.factor(count):.2f}x",
+                " / ".join(f"{statistics.median(b.get(k, 0.0) for b in busy):.2f}" for k in kinds),
             )
         )
     return table(rows)
+
+
+def cpu_seconds(fleet: list[Any]) -> dict[str, float]:
+    """CPU seconds so far of the fleet's processes (with their pool children), of every
+    redis-server, of this process, and of the whole machine (``total``)."""
+    import psutil
+
+    def used(p: Any) -> float:
+        try:
+            t = p.cpu_times()
+            reaped = getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
+            return float(t.user + t.system + reaped)
+        except psutil.Error:
+            return 0.0
+
+    out = {"workers": 0.0, "redis": 0.0, "client": used(psutil.Process())}
+    for w in fleet:
+        root = psutil.Process(w.proc.pid)
+        out["workers"] += used(root) + sum(used(c) for c in root.children(recursive=True))
+    servers = [p for p in psutil.process_iter(["name"]) if "redis-server" in (p.info["name"] or "")]
+    out["redis"] = sum(used(p) for p in servers)
+    m = psutil.cpu_times()
+    out["total"] = m.user + m.system + m.nice + getattr(m, "irq", 0) + getattr(m, "softirq", 0)
+    return out
+
+
+def cpu_busy(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """Cores each kind kept busy over ``wall`` seconds; ``other``: the rest of the machine."""
+    busy = {k: (after[k] - before[k]) / wall for k in ("workers", "redis", "client")}
+    busy["other"] = max((after["total"] - before["total"]) / wall - sum(busy.values()), 0.0)
+    return busy

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from canvasflow.config.celery_app import app, redact
+from canvasflow.config.celery_app import app
 from canvasflow.config.local_redis import free_port
+from canvasflow.config.settings import redact
 from tests.harness.plugin import Broker
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]

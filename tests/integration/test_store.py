@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -227,3 +228,76 @@ def test_step_statuses_read_one_query_and_tell_a_missing_run(store):
     assert store.step_statuses(uuid.uuid4().hex) is None
     empty = new_run(store, steps=())
     assert store.step_statuses(empty) == {}
+
+
+def test_a_batch_of_step_records_lands_as_executemany_would_write_it(store):
+    """The journal writer's batch: every value kind (JSON null, text, objects, times), a step
+    recorded twice with the same fields (the last wins) and twice with other fields (both
+    land, in order), each record's event kept. On PostgreSQL the first batch is one
+    statement (pg_batch.py), the second falls back to ``executemany``."""
+    from datetime import UTC, datetime
+
+    run_id = new_run(store, steps=("a", "b", "c"))
+    began = datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=UTC)
+    done = {"status": "succeeded", "attempts": 1, "worker": "w@h", "started_at": began}
+    route = {
+        "engine": "ocr/gpu",
+        "queue": "cap.ocr.gpu",
+        "strategy": "best_available",
+        "reason": "r",
+        "at": 1.5,
+    }
+    store.record_many(
+        [
+            (run_id, "a", "step.started", {**done, "status": "running", "result": None}),
+            (run_id, "a", "step.succeeded", {**done, "result": None}),
+            (run_id, "b", "step.succeeded", {**done, "result": 'it\'s "quoted"', "route": route}),
+            (run_id, "c", "step.failed", {"status": "failed", "error": {"type": "KeyError", "message": "0"}}),
+        ]
+    )
+    record = store.get_run(run_id)
+    a, b, c = record.step("a"), record.step("b"), record.step("c")
+    assert (a.status, a.attempts, a.worker, a.result) == ("succeeded", 1, "w@h", None)
+    assert a.started_at is not None and a.started_at.replace(tzinfo=UTC) == began  # SQLite: naive UTC
+    assert b.result == 'it\'s "quoted"' and b.route == route
+    assert b.routes == [{**route, "outcome": "ran"}]
+    assert c.status == "failed" and c.error == {"type": "KeyError", "message": "0"}
+    events = [(e["step_id"], e["event"]) for e in store.events(run_id)][1:]
+    assert events == [
+        ("a", "step.started"),
+        ("a", "step.succeeded"),
+        ("b", "step.succeeded"),
+        ("c", "step.failed"),
+    ]
+
+    store.record_many(  # a step twice with other fields: one statement cannot update it twice
+        [
+            (run_id, "c", "step.queued", {"status": "queued"}),
+            (run_id, "c", "step.succeeded", {"status": "succeeded", "result": [1, 2], "error": None}),
+        ]
+    )
+    c = store.get_run(run_id).step("c")
+    assert (c.status, c.result, c.error) == ("succeeded", [1, 2], None)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_closed_is_replaced_before_use(postgres_url):
+    """No ``SELECT 1`` per checkout: a connection PostgreSQL terminated (a restart, an idle
+    timeout, ``pg_terminate_backend``) is noticed by its socket and replaced; the call works."""
+    import psycopg
+    from sqlalchemy import text
+
+    store = store_for(postgres_url)
+    with store.engine.connect() as conn:
+        pid = conn.execute(text("select pg_backend_pid()")).scalar()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (pid,))
+        gone = "select count(*) from pg_stat_activity where pid = %s"
+        for _ in range(100):  # until the server has closed it
+            if admin.execute(gone, (pid,)).fetchone() == (0,):
+                break
+            time.sleep(0.02)
+    run_id = new_run(store)  # through the pool: the closed connection is not handed out
+    assert store.step_statuses(run_id) == {"a": "pending", "b": "pending"}
+    with store.engine.connect() as conn:
+        assert conn.execute(text("select pg_backend_pid()")).scalar() != pid

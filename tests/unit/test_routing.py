@@ -10,8 +10,9 @@ import pytest
 
 from canvasflow import Engine, register_strategy
 from canvasflow.config.errors import DefinitionError, RoutingError, SettingsError
-from canvasflow.workers.engines import EngineRegistry, engines_in, load_engines_file, registry
-from canvasflow.workers.routing.router import decide
+from canvasflow.config.queues import engines_in
+from canvasflow.workers.engines import EngineRegistry, load_engines_file, registry
+from canvasflow.workers.routing.router import decide, next_draw
 from canvasflow.workers.routing.snapshot import Choice, EngineState, StepNeeds
 from canvasflow.workers.routing.strategies import (
     best_available,
@@ -107,6 +108,17 @@ def test_performance_based_prefers_the_fastest_and_explores_sometimes() -> None:
     assert engines.count("gpu") == 95 and engines.count("cpu") == 5
     fresh = performance_based.choose([fast, state(CPU)], NEEDS)  # unmeasured: tried first
     assert fresh is not None and fresh.engine.engine is CPU and fresh.reason == "not measured yet"
+
+
+def test_draws_are_uniform_and_an_exploration_rate_never_bunches() -> None:
+    """performance_based explores when a draw is below 5%: over any 20 decisions in a row at most
+    two explore (the bench's target: >= 90% of steps on the fastest engine), and 5% overall."""
+    draws = [next_draw() for _ in range(10_000)]
+    assert all(0.0 <= d < 1.0 for d in draws)
+    assert all(abs(sum(1 for d in draws if k / 10 <= d < (k + 1) / 10) - 1000) <= 2 for k in range(10))
+    explored = [d < 0.05 for d in draws]
+    assert abs(sum(explored) - 500) <= 2
+    assert max(sum(explored[i : i + 20]) for i in range(len(draws) - 20)) <= 2
 
 
 def test_decide_skips_dead_and_tried_engines_and_waits_when_none_is_live(declared: None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from canvasflow.config.errors import SettingsError
-from canvasflow.config.settings import load_settings
+from canvasflow.config.settings import load_settings, redact
 
 
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
@@ -53,8 +53,6 @@ def test_bad_value_raises_settings_error_naming_the_variable(
 
 
 def test_redact_hides_passwords() -> None:
-    from canvasflow.config.celery_app import redact
-
     assert redact("redis://:s3cret@db.example:6379/0") == "redis://:***@db.example:6379/0"
     assert redact("redis://alice:s3cret@db.example/2") == "redis://alice:***@db.example/2"
     assert redact("rediss://bob:p%40ss@h:6380/1?ssl_cert_reqs=none") == (
@@ -63,7 +61,5 @@ def test_redact_hides_passwords() -> None:
 
 
 def test_redact_leaves_urls_without_password_alone() -> None:
-    from canvasflow.config.celery_app import redact
-
     for url in ("redis://127.0.0.1:6379/0", "redis://alice@h:6379/0", "rediss://h/3?x=1"):
         assert redact(url) == url

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from canvasflow.workers.engines import engines_in
+from canvasflow.config.queues import engines_in
 
 Decision = dict[str, Any]
 OUTCOMES = ("ran", "EngineError", "engine died", "timed out", "taken over")

@@ -8,6 +8,7 @@ process's cached live view. :func:`preflight` refuses a run whose routed steps c
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -25,6 +26,27 @@ Decision = dict[str, Any]
 # the strategies whose choice is a matter of load: a step may stay near its predecessor
 LOCAL = frozenset({"load_balanced", "resource_aware"})
 NONE_LIVE = "no live worker fits"  # the reason of a step parked on a declared engine's queue
+_GOLDEN = 0.6180339887498949
+_last_draw = random.random()
+
+
+def next_draw() -> float:
+    """This process's next draw in [0, 1): an additive golden-ratio sequence from a random start.
+
+    Uniform like ``random.random()``, but evenly spread: an exploration rate of 5% explores one
+    decision in 13 to 34 (20 on average), never a run of them by chance, so a strategy that
+    explores still sends its share to the best engine within any 20 steps."""
+    global _last_draw
+    _last_draw = (_last_draw + _GOLDEN) % 1.0
+    return _last_draw
+
+
+def _reseed() -> None:  # a forked pool process starts its own sequence
+    global _last_draw
+    _last_draw = random.random()
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def decide(
@@ -116,7 +138,7 @@ def route_step(
     """Decide with this process's live view (read again after ``route_cache_ttl``) and count the
     send (``count=False``: the caller counts it with :func:`sent` if it publishes the step)."""
     view = view_for(r, s.key_prefix, s.route_cache_ttl, _depths(s))
-    draw = random.random()
+    draw = next_draw()
     for states in (view.states(), None):
         decision = decide(
             states if states is not None else view.fresh(),  # no live engine: read the view again

@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from canvasflow.config.celery_app import DEMO_MODULES, app, check_broker, configure, redact
+from canvasflow.config.celery_app import DEMO_MODULES, app, check_broker, configure
 from canvasflow.config.errors import CanvasflowError
 from canvasflow.config.local_redis import LocalRedis, ensure_redis_for
-from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings, set_for_process
+from canvasflow.config.settings import ENV_PREFIX, Settings, get_settings, redact, set_for_process
 from canvasflow.workers.fleet import spawn_worker, stop_worker, wait_ready
 from canvasflow.workflows.cli._common import AddCommand
 from canvasflow.workflows.client import start

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from canvasflow.workflows.runs.records import get_record
-from canvasflow.workflows.runtime.context import Runtime, runtime
+from canvasflow.workflows.runtime.connections import Connections, connections
 
 # journal events that end one attempt of a step (a delivery that ran its body, or a child run)
 ATTEMPT_ENDS = {
@@ -87,7 +87,7 @@ def _started(ev: HistoryEvent) -> HistoryEvent | None:
     )
 
 
-def _live_starts(rt: Runtime, run_id: str, ended: set[tuple[str | None, Any]]) -> list[HistoryEvent]:
+def _live_starts(rt: Connections, run_id: str, ended: set[tuple[str | None, Any]]) -> list[HistoryEvent]:
     """Steps running now: their claim is in Redis, no journal event ended it yet."""
     try:
         states, info = rt.state.step_states(run_id), rt.state.step_info(run_id)
@@ -130,7 +130,7 @@ def _dedupe(events: Iterable[HistoryEvent]) -> list[HistoryEvent]:
     return out
 
 
-def run_history(rt: Runtime, run_id: str) -> list[HistoryEvent]:
+def run_history(rt: Connections, run_id: str) -> list[HistoryEvent]:
     rows = [_event(r) for r in rt.store.events(run_id)]
     events = _dedupe(rows)
     starts = [s for s in (_started(ev) for ev in events) if s is not None]
@@ -144,7 +144,7 @@ def run_history(rt: Runtime, run_id: str) -> list[HistoryEvent]:
 def history(run_id: str) -> list[HistoryEvent]:
     """The run's events in the order they happened (RunNotFound for an unknown id)."""
     get_record(run_id)
-    return run_history(runtime(), run_id)
+    return run_history(connections(), run_id)
 
 
 def attempt_logs(events: Iterable[HistoryEvent]) -> dict[str, list[dict[str, Any]]]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from canvasflow.config.celery_app import redact
 from canvasflow.config.errors import StateUnavailable
+from canvasflow.config.settings import redact
 from canvasflow.workflows.authoring.definition import Workflow
 from canvasflow.workflows.runs.records import run_labels
 from canvasflow.workflows.runtime.context import Runtime

@@ -18,12 +18,12 @@ import structlog
 from kombu.exceptions import OperationalError
 
 from canvasflow.config.brokers import broker_kind
-from canvasflow.config.celery_app import redact
 from canvasflow.config.errors import (
     BrokerUnavailable,
     InputError,
     RunStateError,
 )
+from canvasflow.config.settings import redact
 from canvasflow.workers.routing.known import refuse_unknown
 from canvasflow.workers.routing.router import preflight
 from canvasflow.workflows.authoring.definition import Workflow, registry

@@ -1,7 +1,8 @@
 """A run as people look at it: its journal record, filled in with what only Redis knows yet.
 
 ``get_run`` (the client), ``canvasflow status`` and the console read a run here. It loads
-neither the composition root nor the rollback, so that a command that only shows a run
+neither the composition root nor the rollback nor the Celery app (it reads through the
+process's connections, runtime/connections.py), so that a command that only shows a run
 starts quickly.
 """
 
@@ -14,8 +15,7 @@ import redis
 from canvasflow.compensation.states import comp_states
 from canvasflow.workflows.runs.history import attempt_logs, run_history
 from canvasflow.workflows.runs.records import get_record
-from canvasflow.workflows.runtime import progress
-from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.runtime.connections import connections
 from canvasflow.workflows.store.records import TERMINAL, RunRecord
 
 
@@ -41,11 +41,11 @@ def read_run(run_id: str) -> RunRecord:
 
 def _observed(record: RunRecord) -> None:
     """Each step's attempts (from the journal's events) and its last reported progress."""
-    rt = runtime()
+    rt = connections()
     logs = attempt_logs(run_history(rt, record.id))
     try:
         maps = [s.step_id for s in record.steps if s.kind == "map"]
-        reported = progress.read(rt, record.id, maps)
+        reported = rt.state.progress(record.id, maps)
     except (redis.RedisError, OSError):  # the state Redis is down: the journal alone tells
         reported = {}
     for step in record.steps:
@@ -56,7 +56,7 @@ def _observed(record: RunRecord) -> None:
 def _live(record: RunRecord) -> None:
     """Live step states from Redis fill in what the journal of an active run lacks yet."""
     run_id = record.id
-    rt = runtime()
+    rt = connections()
     states, info, attempts = (
         rt.state.step_states(run_id),
         rt.state.step_info(run_id),

@@ -7,13 +7,13 @@ history and the client all find a run here, and refuse an unknown id the same wa
 from __future__ import annotations
 
 from canvasflow.config.errors import RunNotFound
-from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.runtime.connections import connections
 from canvasflow.workflows.store.records import RunRecord
 
 
 def get_record(run_id: str) -> RunRecord:
     """The run's journal record with its steps; RunNotFound for an unknown id."""
-    record = runtime().store.get_run(run_id)
+    record = connections().store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run with id {run_id!r}: list runs with `canvasflow runs`")
     return record

@@ -1,7 +1,8 @@
 """The per-process runtime: the Celery app, Redis state, SQL store and a cache of run graphs.
 
 Built lazily on first use in each process (a forked worker child builds its own
-connections), from ``config.settings`` only.
+connections), from ``config.settings`` only. What only reads runs needs the connections alone
+(connections.py: no Celery app); a runtime built after them takes them over.
 """
 
 from __future__ import annotations
@@ -11,42 +12,28 @@ import os
 from collections import OrderedDict
 from functools import cached_property
 
-import redis
 from celery import Celery
 
 from canvasflow.config.celery_app import current_app
-from canvasflow.config.redis_clients import state_client
 from canvasflow.config.settings import Settings, get_settings
+from canvasflow.workflows.runtime.connections import PROCESS, Connections
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.journal import JournalWriter
-from canvasflow.workflows.runtime.state import RunState
 from canvasflow.workflows.runtime.wire import ERRBACK_TASK
-from canvasflow.workflows.store.sql import SqlRunStore, store_for
 
 
-class Runtime:
-    def __init__(self, app: Celery, settings: Settings) -> None:
+class Runtime(Connections):
+    """The connections (the state Redis, the journal's store), the Celery app that publishes
+    steps, the journal's writer and the cache of run graphs."""
+
+    def __init__(self, app: Celery, settings: Settings, opened: Connections | None = None) -> None:
+        super().__init__(settings)
         self.app = app
-        self.settings = settings
+        if opened is not None:
+            self.take_over(opened)
         # run graphs by (run, generation), most recently used last, with the size of their JSON
         self._graphs: OrderedDict[tuple[str, int], tuple[StepGraph, int]] = OrderedDict()
         self._graph_bytes = 0
-
-    @cached_property
-    def redis(self) -> redis.Redis:
-        return state_client(
-            self.settings.redis_state_url,
-            socket_connect_timeout=self.settings.broker_timeout,
-            health_check_interval=30,
-        )
-
-    @cached_property
-    def state(self) -> RunState:
-        return RunState(self.redis, self.settings.key_prefix, self.settings.finished_state_ttl)
-
-    @cached_property
-    def store(self) -> SqlRunStore:
-        return store_for(self.settings.database_url)
 
     @cached_property
     def journal(self) -> JournalWriter:
@@ -85,20 +72,23 @@ class Runtime:
         return graph
 
 
-_runtimes: dict[int, Runtime] = {}
+# by process id: the runtime, or the connections a reader opened before it (connections.py)
+_runtimes = PROCESS
 
 
 def runtime() -> Runtime:
     pid = os.getpid()
-    rt = _runtimes.get(pid)
-    if rt is None:
-        rt = _runtimes[pid] = Runtime(current_app(), get_settings())
+    built = _runtimes.get(pid)
+    if isinstance(built, Runtime):
+        return built
+    rt = _runtimes[pid] = Runtime(current_app(), get_settings(), built)
     return rt
 
 
 def current_runtime() -> Runtime | None:
     """This process's runtime if it was built (nothing is created)."""
-    return _runtimes.get(os.getpid())
+    built = _runtimes.get(os.getpid())
+    return built if isinstance(built, Runtime) else None
 
 
 def warm() -> None:
@@ -110,5 +100,5 @@ def warm() -> None:
 
 
 def reset_runtime() -> None:
-    """Forget this process's runtime (tests that change settings call this)."""
+    """Forget this process's runtime and connections (tests that change settings call this)."""
     _runtimes.pop(os.getpid(), None)

@@ -38,7 +38,7 @@ import structlog
 from celery import Task
 from celery.app.trace import build_tracer
 
-from canvasflow.workers.engines import engine_of_queue
+from canvasflow.config.queues import engine_of_queue
 from canvasflow.workers.routing.router import sent
 from canvasflow.workflows.runtime import events, publishing, taskevents
 from canvasflow.workflows.runtime.context import Runtime

@@ -52,11 +52,20 @@ def skip_unrun(rt: Any, run_id: str) -> None:
 
 
 def parent_step(rt: Any, run_id: str) -> tuple[str, str, int] | None:
-    """``(parent run, parent step, parent generation)`` when ``run_id`` is a child run."""
-    record = rt.store.get_run(run_id, with_steps=False)
-    if record is None or record.parent_run_id is None or record.parent_step is None:
+    """``(parent run, parent step, parent generation)`` when ``run_id`` is a child run.
+
+    The run's hot state names its parent (its labels, written at start): most runs have none,
+    and learn it without a query at the end of every run; the journal answers when that state
+    has expired."""
+    labels = rt.state.labels(run_id)
+    if labels.get("workflow"):
+        parent_run, step = labels.get("parent_run"), labels.get("parent_step")
+    else:
+        record = rt.store.get_run(run_id, with_steps=False)
+        parent_run, step = (record.parent_run_id, record.parent_step) if record else (None, None)
+    if not parent_run or not step:
         return None
-    parent = rt.store.get_run(record.parent_run_id, with_steps=False)
+    parent = rt.store.get_run(parent_run, with_steps=False)
     if parent is None:
         return None
-    return parent.id, record.parent_step, parent.generation
+    return parent.id, step, parent.generation

@@ -9,7 +9,8 @@ derived from its state: chunks done of the chunks it fanned out to.
 Each report also emits ``on_step_progress`` to the middleware. Celery's ``update_state`` is
 not called: canvasflow publishes steps with ``ignore_result`` (results travel through the
 run's state, not the result backend), so a ``PROGRESS`` state written there would never be
-replaced by the step's end and would outlive it; the run's state is where progress is read.
+replaced by the step's end and would outlive it; the run's state is where progress is read
+(``RunState.progress``, without loading this module's telemetry).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from typing import Any
 from canvasflow.config.errors import InputError
 from canvasflow.workflows.runtime import events
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.runtime.state import PROGRESS
 
-PART = "progress"
 NOTE_LIMIT = 500
 
 
@@ -64,25 +64,9 @@ def report(
     value = progress_value(done, total, note)
     done, total = value["done"], value["total"]
     if not compensation:
-        rt.redis.hset(rt.state.key(run_id, PART), step_id, json.dumps(value))
+        rt.redis.hset(rt.state.key(run_id, PROGRESS), step_id, json.dumps(value))
     if events.listening("on_step_progress"):
         info = {"queue": queue, "worker": worker}
         delivery = events.Delivery(run_id, step_id, task, generation, attempt, info)
         events.step_progress(delivery.event(), done, total, note)
 
-
-def read(rt: Runtime, run_id: str, maps: list[str] = ()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
-    """Step (or chunk) id -> its last progress; each of ``maps`` (map step ids) as chunks done of total."""
-    raw = rt.redis.hgetall(rt.state.key(run_id, PART))
-    out = {as_text(k): json.loads(v) for k, v in raw.items()}
-    if maps:
-        left = rt.redis.hmget(rt.state.key(run_id, "chunksleft"), maps)
-        p = rt.redis.pipeline(transaction=False)
-        for sid in maps:
-            p.hlen(rt.state.key(run_id, f"chunks:{sid}"))
-        done = p.execute()
-        for sid, remaining, finished in zip(maps, left, done, strict=True):
-            if remaining is not None:
-                total = int(finished) + max(int(remaining), 0)
-                out[sid] = {"done": int(finished), "total": total, "note": "chunks", "at": None}
-    return out

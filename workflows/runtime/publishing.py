@@ -63,10 +63,11 @@ class _SentEvents:
 
 
 class _Batch:
-    def __init__(self, app: Celery, producer: Producer) -> None:
+    def __init__(self, app: Celery, producer: Producer, pending: Any = None) -> None:
         self.producer = producer
         self.events = _SentEvents(app, producer)
         self.declared: set[tuple[str, str | None]] = set()
+        self.pending = pending  # kombu's publish batch (Redis), flushed by flush()
 
 
 _current: ContextVar[_Batch | None] = ContextVar("canvasflow_publish_batch", default=None)
@@ -136,7 +137,7 @@ def batch(app: Celery, size: int, count: int = 2) -> Iterator[None]:
             return
         # a message is an LPUSH plus the PUBLISH of its task-sent event: 2 commands
         with pooled.batch(max_size=2 * size) as pending:
-            token = _current.set(_Batch(app, pooled))
+            token = _current.set(_Batch(app, pooled, pending))
             try:
                 yield
             except BaseException:
@@ -145,6 +146,14 @@ def batch(app: Celery, size: int, count: int = 2) -> Iterator[None]:
                 raise
             finally:
                 _current.reset(token)
+
+
+def flush() -> None:
+    """Put what the current batch holds on the broker now (Redis), e.g. a fan-out's first
+    messages, so that other workers start on them while the rest is being prepared."""
+    current = _current.get()
+    if current is not None and current.pending is not None:
+        current.pending.flush()
 
 
 @contextlib.contextmanager

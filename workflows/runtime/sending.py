@@ -9,6 +9,7 @@ adds what only it decides (bundles, map and signal steps, deadlines).
 
 from __future__ import annotations
 
+import reprlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,12 @@ from canvasflow.workflows.runtime import events, publishing, secrets
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.graph import StepGraph, StepNode, resolve
 from canvasflow.workflows.runtime.wire import ACTION_PREFIX, HEADER, WORKFLOW_TASK, task_id_for
+
+# what Flower and the worker's log show of a map chunk's call: its mapper and first items (a
+# fan-out of 1,000 chunks of 100 spent 2/3 of its time in Celery's repr of every item)
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 8
+_BRIEF.maxstring = _BRIEF.maxother = 80
 
 
 def results_for(
@@ -108,6 +115,8 @@ def send_step(
     shown = secrets.masked(rt.app.tasks.get(name), args, kwargs)
     if shown is not None:  # what events, Flower and logs show of the call
         options = {**options, "argsrepr": repr(shown[0]), "kwargsrepr": repr(shown[1])}
+    elif chunk is not None:  # the first items only: Celery's saferepr walks every item of every chunk
+        options = {**options, "argsrepr": _BRIEF.repr(args), "kwargsrepr": _BRIEF.repr(kwargs)}
     headers: dict[str, Any] = {HEADER: header}
     carrier = events.step_dispatched(rt, run_id, node, chunk, name, generation, options.get("queue"), route)
     if carrier:  # e.g. a W3C traceparent: the worker's step events hand it back

@@ -24,6 +24,10 @@ from canvasflow.workflows.runtime.graph import StepNode
 from canvasflow.workflows.runtime.sending import send_step
 from canvasflow.workflows.runtime.wire import CHUNK_TASK
 
+# a fan-out's first messages go to the broker after this many chunks (then every
+# publish_batch_size): with 1,000 chunks the other processes started 0.2 s late, serially
+EARLY_FLUSHES = frozenset({8, 64})
+
 
 class Completed(NamedTuple):
     """A special step that completes now, with ``value``: the executor completes it."""
@@ -65,6 +69,8 @@ def _fan_out(rt: Runtime, run_id: str, gen: int, node: StepNode, args: list[Any]
         for i, chunk in enumerate(chunks):
             if i not in done:
                 send_step(rt, run_id, gen, node, [mapper, chunk], {}, chunk=i, task=CHUNK_TASK)
+            if i + 1 in EARLY_FLUSHES:  # the other workers start while the rest is prepared
+                publishing.flush()
     return None
 
 

@@ -15,6 +15,7 @@ SQL (workflows.store) is the durable journal; this is what workers read and race
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -284,6 +285,23 @@ class RunState:
     def attempts(self, run_id: str) -> dict[str, int]:
         return {as_text(a): int(b) for a, b in self.r.hgetall(self.key(run_id, "att")).items()}
 
+    def progress(self, run_id: str, maps: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+        """Step (or chunk) id -> its last reported progress (progress.py writes it); each of
+        ``maps`` (map step ids) as chunks done of total."""
+        raw = self.r.hgetall(self.key(run_id, PROGRESS))
+        out = {as_text(k): json.loads(v) for k, v in raw.items()}
+        if maps:
+            left = self.r.hmget(self.key(run_id, "chunksleft"), list(maps))
+            p = self.r.pipeline(transaction=False)
+            for sid in maps:
+                p.hlen(self.key(run_id, f"chunks:{sid}"))
+            done = p.execute()
+            for sid, remaining, finished in zip(maps, left, done, strict=True):
+                if remaining is not None:
+                    total = int(finished) + max(int(remaining), 0)
+                    out[sid] = {"done": int(finished), "total": total, "note": "chunks", "at": None}
+        return out
+
     def notify_finished(self, run_id: str) -> None:
         key = self.key(run_id, "done")
         p = self.r.pipeline()
@@ -319,6 +337,10 @@ class RunState:
         return [*maps, *wake, *(f"errback:{i}" for i in range(len(graph.get("errbacks", []))))]
 
 
+# the hash of a run's reported progress, one field per step or map chunk (progress.py)
+PROGRESS = "progress"
+
+
 def _completion(out: Any) -> Completion:
     if not out[0]:
         return Completion(False, "", -1, [])
@@ -341,7 +363,7 @@ RUN_PARTS = (  # every key of a run, but those its graph adds (_graph_parts)
     "comperr",
     "compdisp",
     "data",
-    "progress",
+    PROGRESS,
     "suspect",  # the recovery sweep's suspicions of the run's steps (sweep.py)
 )
 

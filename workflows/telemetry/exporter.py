@@ -39,8 +39,7 @@ from canvasflow.workers.engines import registry as engines
 from canvasflow.workflows.runs.recovery import stalled_runs
 from canvasflow.workflows.runtime.active import ACTIVE_SQL
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.progress import PART
-from canvasflow.workflows.runtime.state import as_text
+from canvasflow.workflows.runtime.state import PROGRESS, as_text
 from canvasflow.workflows.telemetry.metrics import metrics_dir, use_directory
 
 log = structlog.get_logger("canvasflow.telemetry")
@@ -161,7 +160,7 @@ def _progress(rt: Runtime) -> GaugeMetricFamily:
     )
     pipe = rt.redis.pipeline(transaction=False)
     for run_id, _workflow in rows:
-        pipe.hgetall(rt.state.key(run_id, PART))
+        pipe.hgetall(rt.state.key(run_id, PROGRESS))
         pipe.hgetall(rt.state.key(run_id, "st"))
     replies = pipe.execute() if rows else []
     for i, (run_id, workflow) in enumerate(rows):

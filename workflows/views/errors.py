@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisDown
 from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from canvasflow.config.celery_app import current_app, redact
-from canvasflow.config.errors import CanvasflowError
-from canvasflow.config.settings import get_settings
+from canvasflow.config.errors import CanvasflowError, as_canvasflow_error, first_line
+from canvasflow.config.settings import get_settings, redact
 
 DRIVERS = {
     "psycopg": "pip install 'psycopg[binary]' (PostgreSQL)",
@@ -41,13 +39,10 @@ def _database_url() -> str:
         return "CANVASFLOW_DATABASE_URL"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
 def explain(exc: BaseException) -> Explained:
-    """The line to print for ``exc``, the name of its kind, and the exit status."""
+    """The line to print for ``exc``, the name of its kind, and the exit status (a library's
+    error that means one of canvasflow's, e.g. a broker that does not answer, as that one)."""
+    exc = as_canvasflow_error(exc)
     if isinstance(exc, CanvasflowError):
         return Explained(str(exc), type(exc).__name__, 2)
     if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in DRIVERS:
@@ -60,27 +55,20 @@ def explain(exc: BaseException) -> Explained:
     if isinstance(exc, DBAPIError | ArgumentError | NoSuchModuleError):
         return Explained(
             f"the journal database {_database_url()} cannot be used ({type(exc).__name__}: "
-            f"{_first_line(getattr(exc, 'orig', None) or exc)}): check CANVASFLOW_DATABASE_URL, that the "
+            f"{first_line(getattr(exc, 'orig', None) or exc)}): check CANVASFLOW_DATABASE_URL, that the "
             "database runs, and create its tables with `canvasflow db upgrade`",
             "DatabaseUnavailable",
             2,
         )
     if isinstance(exc, RedisDown | RedisTimeout):
         return Explained(
-            f"Redis does not answer ({_first_line(exc)}): start it, or point CANVASFLOW_STATE_URL / "
+            f"Redis does not answer ({first_line(exc)}): start it, or point CANVASFLOW_STATE_URL / "
             "CANVASFLOW_RESULT_BACKEND at one that runs",
             "RedisUnavailable",
             2,
         )
-    if isinstance(exc, OperationalError):
-        return Explained(
-            f"the broker {redact(str(current_app().conf.broker_url))} does not answer "
-            f"({_first_line(exc)}): start it or set CANVASFLOW_BROKER_URL",
-            "BrokerUnavailable",
-            2,
-        )
     return Explained(
-        f"unexpected {type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)",
+        f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)",
         type(exc).__name__,
         1,
     )
