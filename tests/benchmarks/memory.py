@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,23 @@ def run_keys(b: Bench, run_id: str) -> list[bytes]:
     return list(b.r.scan_iter(match=runtime().state.key(run_id, "*"), count=1000))
 
 
+def _left(b: Bench, ids: list[str]) -> tuple[int, Counter[str]]:
+    """How many keys of these runs are left, and of which kinds (with their TTL, in seconds).
+
+    One SCAN of every run's keys, kept when the run is one of ``ids``: a SCAN per run took
+    longer than the expiry once the volume runs had filled Redis, and counted keys that were
+    gone by the end of the count."""
+    from canvasflow.workflows.runtime.context import runtime
+
+    wanted = set(ids)
+    keys = [
+        k
+        for k in b.r.scan_iter(match=runtime().state.key("*", "*"), count=10_000)
+        if k.decode().split("{", 1)[-1].split("}", 1)[0] in wanted
+    ]
+    return len(keys), Counter(f"{k.decode().rsplit(':', 1)[-1]} ttl {b.r.ttl(k)}" for k in keys[:50])
+
+
 def run_bytes(b: Bench, run_id: str) -> int:
     return sum(b.r.memory_usage(k, samples=0) or 0 for k in run_keys(b, run_id))
 
@@ -71,15 +89,16 @@ def measure(b: Bench, env: dict[str, str], steps: Any, runs: int, expires: int =
         wait_all_journaled(b, ids)
         finished = statistics.median(run_bytes(b, i) for i in sample)
         deadline = time.monotonic() + expires + 30
-        left = sum(len(run_keys(b, i)) for i in ids)
+        left, kinds = _left(b, ids)
         while left and time.monotonic() < deadline:
             time.sleep(0.5)
-            left = sum(len(run_keys(b, i)) for i in ids)
+            left, kinds = _left(b, ids)
     finally:
         b.remove(worker)
     print(
         f"  memory: {runs} runs in flight: {in_flight:.0f} B of state per run, used_memory "
-        f"+{used:.0f} B per run; finished: {finished:.0f} B per run; after {expires} s: {left} keys left",
+        f"+{used:.0f} B per run; finished: {finished:.0f} B per run; after {expires} s: {left} keys left"
+        + (f" ({dict(kinds)})" if kinds else ""),
         flush=True,
     )
     return Memory(runs, in_flight, used, finished, expires, left, {})
