@@ -15,6 +15,7 @@ returns None and the caller uses ``executemany``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -33,19 +34,25 @@ def batch_sql(
     """The statement writing ``groups`` (field names -> ``{"b_run", "b_step", "v_<field>"...}``)
     and the events bound as ``:events``; None when a step appears in two groups."""
     seen: set[tuple[str, str]] = set()
-    ctes = []
-    for i, (names, param_sets) in enumerate(groups.items()):
+    for param_sets in groups.values():
         keys = {(p["b_run"], p["b_step"]) for p in param_sets}
         if keys & seen:
             return None
         seen |= keys
-        if names:
-            ctes.append(_update_cte(conn.dialect, steps, f"u{i}", names))
+    return _statement(conn.dialect, steps, events, tuple(groups))
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(
+    dialect: Dialect, steps: Table, events: Table, groups: tuple[tuple[str, ...], ...]
+) -> TextClause:
+    """The statement for groups of these field names, built once per shape of batch."""
+    ctes = [_update_cte(dialect, steps, f"u{i}", names) for i, names in enumerate(groups) if names]
     cols = ("run_id", "step_id", "event", "at", "data")
     insert = (
-        f"INSERT INTO {_name(conn.dialect, events)} ({', '.join(cols)}) "
+        f"INSERT INTO {_name(dialect, events)} ({', '.join(cols)}) "
         f"SELECT {', '.join('v.' + c for c in cols)} FROM cfg, "
-        f"jsonb_to_recordset(CAST(:events AS jsonb)) AS v({_typed(conn.dialect, events, cols)})"
+        f"jsonb_to_recordset(CAST(:events AS jsonb)) AS v({_typed(dialect, events, cols)})"
     )
     cfg = "cfg AS (SELECT set_config('synchronous_commit', 'off', true))"
     return text("WITH " + ", ".join([cfg, *ctes]) + " " + insert)
