@@ -21,7 +21,7 @@ def queue_for(capability: str) -> str:
 
 def engines_in(queues: list[str]) -> list[str]:
     """``capability/engine`` for each engine queue (``cap.<capability>.<engine>``) among ``queues``."""
-    return [f"{m[1]}/{m[2]}" for q in queues if (m := ENGINE_QUEUE.match(q))]
+    return [engine for q in queues if (engine := engine_of_queue(q))]
 
 
 def engine_of_queue(queue: str | None) -> str | None:

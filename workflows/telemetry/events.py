@@ -97,7 +97,6 @@ class EventStream(Middleware):
         self.key = stream_key(prefix or s.key_prefix)
         self.maxlen = maxlen or s.events_maxlen
         self._local = threading.local()  # held events and "in a task", per thread (-P threads)
-        self._scripts: dict[int, Any] = {}  # the append script, per Redis client
         task_prerun.connect(self._task_began, weak=False)
         task_postrun.connect(self._task_ended, weak=False)
 
@@ -139,11 +138,7 @@ class EventStream(Middleware):
         args: list[Any] = [self.maxlen]
         for entry in held:
             args += (entry["hook"], entry["run_id"], entry["event"])
-        client = self.client
-        script = self._scripts.get(id(client))
-        if script is None:
-            script = self._scripts[id(client)] = client.register_script(_APPEND)
-        script(keys=[self.key], args=args)
+        self.client.register_script(_APPEND)(keys=[self.key], args=args)  # EVALSHA, EVAL once
 
     def _hold(self, hook: str, run_id: str, payload: str, *, now: bool = False) -> None:
         held = self._held
