@@ -19,6 +19,10 @@ def _redis() -> redis.Redis:
     return state_client(get_settings().redis_state_url, decode_responses=True)
 
 
+def started_key(log: str, label: str) -> str:
+    return f"{log}:started:{label}"
+
+
 def effects(log: str) -> list[str]:
     return _redis().lrange(log, 0, -1)
 
@@ -32,13 +36,22 @@ def act(
     sleep: float = 0.0,
     comp_fails: str | None = None,
     comp_sleep: float = 0.0,
+    after: str | None = None,
 ) -> str:
+    """``after``: the label of a sibling this step waits for (30 s at most) to have started, so
+    that a test can order two parallel steps without guessing how fast a worker picks them."""
+    r = _redis()
+    r.set(started_key(log, label), 1, ex=300)
+    if after:
+        deadline = time.monotonic() + 30
+        while not r.exists(started_key(log, after)) and time.monotonic() < deadline:
+            time.sleep(0.02)
     if sleep:
         time.sleep(sleep)
     if fail:
-        _redis().rpush(log, f"fail:{label}")
+        r.rpush(log, f"fail:{label}")
         raise RuntimeError(f"{label} failed on purpose")
-    _redis().rpush(log, f"do:{label}")
+    r.rpush(log, f"do:{label}")
     return label
 
 
@@ -52,6 +65,7 @@ def undo_act(
     sleep: float = 0.0,
     comp_fails: str | None = None,
     comp_sleep: float = 0.0,
+    after: str | None = None,
 ) -> None:
     r = _redis()
     if comp_sleep:
