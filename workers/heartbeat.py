@@ -82,6 +82,17 @@ class HeartbeatThread(threading.Thread):
         write_beat(self.rt.redis, self.rt.settings, self.hostname, pids, _held_by_this_node(), serving)
         return serving
 
+    def start(self) -> None:
+        """Write the first beat before returning, then beat in the background.
+
+        Started from ``worker_ready``, before the consumer's loop runs: once the node answers a
+        ping or takes a message, its beat is in Redis, so a run started right then finds the
+        queues it consumes (:mod:`canvasflow.workers.routing.known`) and the sweep finds it live.
+        """
+        with contextlib.suppress(redis.RedisError, OSError):  # Redis away: the loop keeps trying
+            self.beat_once()
+        super().start()
+
     def run(self) -> None:
         failing = False
         while not self._stop_event.is_set():

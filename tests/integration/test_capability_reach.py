@@ -65,6 +65,8 @@ def test_a_live_worker_consuming_the_queue_makes_the_capability_known(celery_wor
         queues=[f"cap.{reach_flows.SERVED}", "cap.demo", "canvasflow", "canvasflow.control"],
         extra_env=flows_env(),
     )
+    # started the moment it answers a ping: a node's first beat is written before its
+    # consumer loop runs, so a worker that answers is already known to serve its queues
     record = start("reach.served").wait(60)
     assert record.status == "succeeded", record.error
     ran = record.step("1.where").result
