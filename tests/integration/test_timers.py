@@ -138,6 +138,21 @@ def test_a_run_cancelled_asleep_and_resumed_sleeps_until_the_journaled_due_time(
     assert 0 <= woke.finished_at.timestamp() - due.timestamp() < 1.0
 
 
+def test_a_run_resumed_from_a_step_before_its_sleep_sleeps_again(worker):
+    wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(2), add.s(1)))
+    run = start(wf.name)
+    first = finished(run.id, timeout=30)
+    assert first.status == "succeeded" and first.result == 3
+    slept = first.step("1.sleep").wakes_at
+    resumed_at = datetime.now(UTC)
+    resume(run.id, from_step="0.add")  # the sleep is downstream: it runs again, so it sleeps again
+    record = finished(run.id, timeout=30)
+    assert record.status == "succeeded" and record.result == 3 and record.generation == 2
+    again = record.step("1.sleep")
+    assert again.wakes_at > slept and (again.wakes_at - resumed_at).total_seconds() >= 1.9
+    assert again.finished_at >= again.wakes_at  # it waited: not woken at once by the old due time
+
+
 def test_a_timer_lost_from_the_index_is_put_back_by_the_sweep(celery_worker_factory):
     celery_worker_factory(extra_env={"CANVASFLOW_SWEEP_INTERVAL": "1"})
     wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(2), add.s(1)))

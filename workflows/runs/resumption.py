@@ -22,6 +22,7 @@ from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.events import CREATED
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.outcome import ROLLBACK_ORIGIN
+from canvasflow.workflows.runtime.timers import WAKE
 from canvasflow.workflows.store.records import RESUMABLE, RunRecord
 
 log = structlog.get_logger("canvasflow.lifecycle")
@@ -103,11 +104,19 @@ def restart(
     ):
         return False
     todo = [sid for sid in graph.steps if sid not in completed]
+    # a sleep run again (``from_step`` upstream of it) sleeps anew; one interrupted keeps its due time
+    again = [sid for sid in todo if sid in redo and graph.steps[sid].kind == "sleep"]
     rt.store.record_steps(
         run_id,
-        [{"step_id": sid, "status": "pending", "error": None, "result": None} for sid in todo],
+        [
+            {"step_id": sid, "status": "pending", "error": None, "result": None}
+            | ({"wakes_at": None} if sid in again else {})
+            for sid in todo
+        ],
         "step.reset",
     )
+    if again:
+        rt.redis.hdel(rt.state.key(run_id, WAKE), *again)
     pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
     _clear_partial(rt, run_id, graph, todo)
     rt.redis.hdel(rt.state.key(run_id, "meta"), ROLLBACK_ORIGIN, "error")  # a new attempt, no old verdict

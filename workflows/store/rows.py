@@ -59,6 +59,8 @@ def event_data(fields: dict[str, Any], extra: dict[str, Any] | None) -> dict[str
 
 def step_record(row: RowMapping) -> StepRecord:
     record = StepRecord(**{k: row[k] for k in STEP_FIELDS})
+    record.started_at = aware(record.started_at)  # aware on every database, as on PostgreSQL
+    record.finished_at = aware(record.finished_at)
     record.wakes_at = aware(record.wakes_at)
     return record
 
