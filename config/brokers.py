@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+from canvasflow.config.queues import REDIS_PRIORITY_STEPS
 from canvasflow.config.redis_sentinel import is_sentinel_url
 from canvasflow.config.redis_transport import TRANSPORTS
 from canvasflow.config.settings import Settings
@@ -47,7 +48,6 @@ BrokerKind = Literal["redis", "amqp", "other"]
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "socket")
 AMQP_HEARTBEAT_S = 30.0
-REDIS_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default lanes, stated: messages.py reads each list
 
 
 def broker_kind(url: str) -> BrokerKind:

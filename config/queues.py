@@ -7,6 +7,7 @@ queues (the registries, the journal, ``canvasflow status``) loads no kombu."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 CAPABILITY_PREFIX = "cap."
@@ -38,3 +39,14 @@ def capability_route(name: str, args: Any, kwargs: Any, options: Any, task: Any 
     if isinstance(capability, str) and hasattr(task, "on_failure_policy"):
         return {"queue": queue_for(capability)}
     return None
+
+
+# -- a queue's lists on a Redis broker --------------------------------------------------------
+REDIS_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default lanes, stated: messages.py reads each list
+REDIS_PRIORITY_SEP = "\x06\x16"  # kombu's Redis Channel.sep: lane p of queue q is the list q + sep + p
+
+
+def redis_lists(queue: str, steps: Sequence[int] = REDIS_PRIORITY_STEPS) -> list[str]:
+    """The Redis lists holding ``queue``'s messages: the queue itself (lane 0) and one per other
+    priority lane (kombu's Redis transport; ``steps``: its ``priority_steps``, canvasflow's by default)."""
+    return [queue, *(f"{queue}{REDIS_PRIORITY_SEP}{p}" for p in steps if p)]

@@ -14,6 +14,7 @@ import pytest
 
 from canvasflow import RoutingError, current_app, list_runs, signal, start
 from canvasflow.config.brokers import queue_stats
+from canvasflow.config.queues import redis_lists
 from canvasflow.workers.routing.live import read_live
 from canvasflow.workflows.runtime.context import runtime
 from tests.integration import routing_flows
@@ -402,3 +403,14 @@ def test_a_routed_chain_runs_fused_where_the_router_sends_it(celery_worker_facto
     assert engines_of(record) == ["rba/primary"] * 5
     assert all(s.queue == s.route["queue"] == "cap.rba.primary" for s in record.steps)
     assert len(set(ran_in(record).values())) == 1  # one message ran the five of them
+
+
+def test_the_live_view_counts_an_engine_queue_s_messages_in_every_priority_lane():
+    rt = runtime()
+    queue = f"cap.lanes.{uuid.uuid4().hex[:6]}"  # no worker consumes it
+    for priority in (0, 3, 6, 9, 9):  # kombu's Redis transport keeps one list per lane
+        current_app().send_task("canvasflow.nosuch", queue=queue, priority=priority, ignore_result=True)
+    try:
+        assert read_live(rt.redis, rt.settings.key_prefix, [queue])[2] == [5]  # not only lane 0's one
+    finally:
+        rt.redis.delete(*redis_lists(queue))

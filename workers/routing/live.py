@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import structlog
 
+from canvasflow.config.queues import redis_lists
 from canvasflow.config.redis_clients import get_many
 from canvasflow.workers.beats import beat_key, workers_index
 from canvasflow.workers.engines import Engine, registry
@@ -56,9 +57,13 @@ def read_live(
     p = r.pipeline(transaction=False)
     p.zrangebyscore(workers_index(prefix), time.time() - SEEN_WITHIN_S, "+inf")
     p.hgetall(ewma_key(prefix))
-    for queue in depth_queues:
-        p.llen(queue)
-    names, ewma, *depths = p.execute()
+    lanes = [redis_lists(queue) for queue in depth_queues]  # a message with a priority sits in its lane
+    for lists in lanes:
+        for name in lists:
+            p.llen(name)
+    names, ewma, *lengths = p.execute()
+    at = iter(int(n) for n in lengths)
+    depths = [sum(next(at) for _ in lists) for lists in lanes]
     hosts = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     raw = get_many(r, [beat_key(prefix, h) for h in hosts])
     nodes = [json.loads(v) for v in raw if v is not None and _NO_ENGINES not in _bytes(v)]
@@ -76,7 +81,7 @@ def read_live(
     return (
         beats,
         {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in ewma.items()},
-        [int(d) for d in depths],
+        depths,
     )
 
 

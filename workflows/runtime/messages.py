@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from canvasflow.config.brokers import REDIS_PRIORITY_STEPS
+from canvasflow.config.queues import REDIS_PRIORITY_STEPS, redis_lists
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.state import as_text
 from canvasflow.workflows.runtime.wire import HEADER, carried_ids
@@ -23,10 +23,8 @@ def on_broker(rt: Runtime, task_ids: set[str], queues: set[str]) -> set[str]:
     names |= {conf.task_default_queue, rt.settings.control_queue}
     if not searchable(rt):
         return set(task_ids) if any(_depth(rt, q) != 0 for q in queues or names) else set()
-    from kombu.transport.redis import Channel
-
     steps = rt.app.conf.broker_transport_options.get("priority_steps") or REDIS_PRIORITY_STEPS
-    keys = [*names, *(f"{n}{Channel.sep}{p}" for n in names for p in steps if p)]
+    keys = [key for n in names for key in redis_lists(n, steps)]
     found: set[str] = set()
     with rt.app.connection_for_read() as conn:
         client = conn.default_channel.client
