@@ -28,10 +28,10 @@ from canvasflow.config.errors import RoutingError
 from canvasflow.config.queues import engines_in
 from canvasflow.workers.capabilities import registry as capabilities
 from canvasflow.workers.step import StepTask
+from canvasflow.workflows.runtime.advance import complete
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info
 from canvasflow.workflows.runtime.execution import context
-from canvasflow.workflows.runtime.executor import complete
 from canvasflow.workflows.runtime.wire import ACTION_TASK, task_id_for
 
 log = structlog.get_logger("canvasflow.routing")

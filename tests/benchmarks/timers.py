@@ -76,7 +76,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
     _installed = True
     _prefix = prefix
     from canvasflow.workflows.runs import lifecycle
-    from canvasflow.workflows.runtime import context, executor, fusion, sending, special
+    from canvasflow.workflows.runtime import advance, context, executor, fusion, sending, special
     from canvasflow.workflows.runtime.state import RunState
     from canvasflow.workflows.store.sql import SqlRunStore
 
@@ -103,8 +103,10 @@ def install(prefix: str = "", signals: bool = True) -> None:
     ):
         _wrap(SqlRunStore, attr, f"sql.{attr}")
     _wrap(context.Runtime, "graph", "runtime.graph")
-    for attr in ("run_step", "complete", "dispatch", "finish_run"):
-        _wrap(executor, attr, f"executor.{attr}")
+    _wrap(executor, "run_step", "executor.run_step")
+    for attr in ("complete", "dispatch", "finish_run"):  # executor calls the first by its imported name
+        _wrap(advance, attr, f"advance.{attr}")
+    executor.complete = advance.complete
     # send_step is called from sending (a global) and special and fusion (imported names): wrap each
     publish = _timed("publish (send_step)", sending.send_step)
     sending.send_step = publish
@@ -122,7 +124,7 @@ def install(prefix: str = "", signals: bool = True) -> None:
         pass
     for attr in ("start_run", "_launch", "launch_ready"):
         _wrap(lifecycle, attr, f"lifecycle.{attr}")
-    lifecycle.dispatch = executor.dispatch  # the name lifecycle imported: now the timed one
+    lifecycle.dispatch = advance.dispatch  # the name lifecycle imported: now the timed one
     if not signals:
         return
     from celery.signals import task_postrun, task_prerun

@@ -147,10 +147,11 @@ def test_a_run_resumed_from_a_step_before_its_sleep_sleeps_again(worker):
     resumed_at = datetime.now(UTC)
     resume(run.id, from_step="0.add")  # the sleep is downstream: it runs again, so it sleeps again
     record = finished(run.id, timeout=30)
-    assert record.status == "succeeded" and record.result == 3 and record.generation == 2
     again = record.step("1.sleep")
-    assert again.wakes_at > slept and (again.wakes_at - resumed_at).total_seconds() >= 1.9
-    assert again.finished_at >= again.wakes_at  # it waited: not woken at once by the old due time
+    seen = (record.status, record.result, record.generation, slept, resumed_at, again)
+    assert record.status == "succeeded" and record.result == 3 and record.generation == 2, seen
+    assert again.wakes_at > slept and (again.wakes_at - resumed_at).total_seconds() >= 1.9, seen
+    assert again.finished_at >= again.wakes_at, seen  # it waited: not woken at once by the old due time
 
 
 def test_a_timer_lost_from_the_index_is_put_back_by_the_sweep(celery_worker_factory):

@@ -38,8 +38,8 @@ from canvasflow.workflows.runs.reach import capability_needs
 from canvasflow.workflows.runs.records import get_record
 from canvasflow.workflows.runtime import deadlines, events, priorities
 from canvasflow.workflows.runtime.active import active_key
+from canvasflow.workflows.runtime.advance import deliver_signal, dispatch, finish_run
 from canvasflow.workflows.runtime.context import Runtime, runtime
-from canvasflow.workflows.runtime.executor import deliver_signal, dispatch, finish_run
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.outcome import skip_unrun
 from canvasflow.workflows.runtime.wire import check_value

@@ -33,8 +33,8 @@ from canvasflow.workflows.runtime.active import (
     idle_seconds,
     note_suspicions,
 )
+from canvasflow.workflows.runtime.advance import finish_run
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import finish_run
 from canvasflow.workflows.runtime.failure import close_failed
 from canvasflow.workflows.runtime.journal import sync_compensations, sync_steps
 from canvasflow.workflows.runtime.state import as_text

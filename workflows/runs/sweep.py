@@ -50,9 +50,9 @@ from canvasflow.workflows.runs.suspects import (
 )
 from canvasflow.workflows.runtime import timers
 from canvasflow.workflows.runtime.active import active_runs, note_suspicions
+from canvasflow.workflows.runtime.advance import dispatch
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.control import rollback_progress
-from canvasflow.workflows.runtime.executor import dispatch
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.messages import on_broker, searchable
 

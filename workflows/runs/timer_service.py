@@ -29,8 +29,8 @@ import redis
 import structlog
 
 from canvasflow.workflows.runtime import publishing, timers
+from canvasflow.workflows.runtime.advance import complete_many
 from canvasflow.workflows.runtime.context import Runtime
-from canvasflow.workflows.runtime.executor import complete_many
 from canvasflow.workflows.runtime.wire import encode_result
 
 log = structlog.get_logger("canvasflow.timers")

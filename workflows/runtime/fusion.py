@@ -20,7 +20,7 @@ Crash safety: the delivery's message stays unacknowledged (``acks_late``) until 
 step ends. A fused step's claim names that delivery's task id (``info.delivery``, ``info.fused``),
 so the heartbeat shows it held while it runs; if the worker dies, the message is delivered
 again, the redelivery finds its own step done and dispatches every fused step it left
-unfinished (:func:`orphans`, called by ``executor.recover``); the recovery sweep does the same
+unfinished (:func:`orphans`, called by ``advance.recover``); the recovery sweep does the same
 for any it misses.
 """
 

@@ -9,7 +9,7 @@ nothing does not claim to have compensated anything.
   completed had anything to undo) the status of what started the rollback: ``failed`` for a
   step's failure or a deadline, ``cancelled`` for a cancel, ``compensated`` for an undo.
 * :func:`parent_step` -- the step of the parent run that a child run's end completes (its
-  result, executor.finish_run) or fails (failure.close_failed).
+  result, advance.finish_run) or fails (failure.close_failed).
 """
 
 from __future__ import annotations
