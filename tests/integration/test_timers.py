@@ -138,6 +138,17 @@ def test_a_run_cancelled_asleep_and_resumed_sleeps_until_the_journaled_due_time(
     assert 0 <= woke.finished_at.timestamp() - due.timestamp() < 1.0
 
 
+def test_a_run_whose_last_step_is_a_sleep_succeeds_when_it_wakes(worker):
+    wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(1)))
+    run = start(wf.name)
+    record = finished(run.id, timeout=30)  # the timer service completes the last step: the run ends
+    assert record.status == "succeeded" and record.result == 2, (record.status, record.error)
+    woke = record.step("1.sleep").wakes_at
+    assert record.finished_at is not None and woke is not None
+    # ended by the timer service as it woke the step, not by the sweep seconds later
+    assert 0 <= (record.finished_at - woke).total_seconds() < 3, (woke, record.finished_at)
+
+
 def test_a_run_resumed_from_a_step_before_its_sleep_sleeps_again(worker):
     wf = Workflow(name(), "1", build=lambda: chain(add.s(1, 1), sleep(2), add.s(1)))
     run = start(wf.name)

@@ -1,6 +1,6 @@
 """The hot-path state of active runs, in Redis: step claims, completions and joins, atomically.
 
-Each transition is one Lua script (one round trip, atomic), so duplicated or racing
+Each transition is one Lua script (one round trip, atomic; state_scripts.py), so duplicated or racing
 deliveries agree on a single winner:
 
 * claim    -- a delivery may run the step (``run``), the step already completed (``done``),
@@ -23,122 +23,10 @@ from typing import Any
 import redis
 
 from canvasflow.config.redis_clients import run_scripts
+from canvasflow.workflows.runtime import state_scripts as scripts
 from canvasflow.workflows.runtime.seed import Seed, seed_new_runs, seed_run
 
 ACTIVE = ("running", "waiting")
-
-_CLAIM = """
-local status = redis.call('HGET', KEYS[1], 'status')
-local gen = redis.call('HGET', KEYS[1], 'gen')
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur == 'succeeded' then return {'done', status or ''} end
-if gen ~= ARGV[2] then return {'skip', 'stale'} end
-if status ~= 'running' and status ~= 'waiting' then
-  -- a delivery that died mid-body may have applied its effect: during a rollback it runs to
-  -- completion (its idempotency key makes that safe) and is then compensated like any other
-  if not (status == 'compensating' and cur == 'running') then
-    if cur == 'queued' or cur == 'running' or cur == 'retrying' then
-      redis.call('HSET', KEYS[2], ARGV[1], 'skipped')
-    end
-    return {'skip', status or ''}
-  end
-end
--- a delivery still 'running' never finished (its worker died): hand back what it claimed with
-local prev = ''
-if cur == 'running' then prev = redis.call('HGET', KEYS[4], ARGV[1]) or '' end
-redis.call('HSET', KEYS[2], ARGV[1], 'running')
-local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-return {'run', status, n, prev}
-"""
-
-_RETRYING = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'running' then redis.call('HSET', KEYS[1], ARGV[1], 'retrying') end
-return 1
-"""
-
-# a run's end is stamped where it happens, with Redis's clock (``meta.ended``: epoch seconds), so a
-# journal written later (the database was down) says when the run ended, not when SQL caught up;
-# prepended to each script that may end a run (complete, fail, transition)
-_ENDED = """
-local function ended(status)  -- KEYS[1] is the run's meta in every script it is prepended to
-  if status == 'succeeded' or status == 'failed' or status == 'cancelled'
-     or status == 'compensated' or status == 'compensation_failed' then
-    local t = redis.call('TIME')
-    redis.call('HSET', KEYS[1], 'ended', t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
-  end
-end
-"""
-
-_COMPLETE = """
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur == 'succeeded' then return {0} end
-redis.call('HSET', KEYS[2], ARGV[1], 'succeeded')
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[6], ARGV[1], ARGV[3]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then  -- a late completion of a finished run: what it writes expires with the rest
-  for _, k in ipairs({KEYS[2], KEYS[5], KEYS[6]}) do redis.call('PEXPIRE', k, ttl) end
-end
-local status = redis.call('HGET', KEYS[1], 'status')
-local left = redis.call('DECR', KEYS[4])
-local out = {1, status, left}
-if status == 'running' or status == 'waiting' then
-  for i = 4, #ARGV do
-    if redis.call('HINCRBY', KEYS[3], ARGV[i], -1) == 0 then
-      redis.call('HSET', KEYS[2], ARGV[i], 'queued')
-      table.insert(out, ARGV[i])
-    end
-  end
-  if left == 0 then
-    redis.call('HSET', KEYS[1], 'status', 'succeeded')
-    ended('succeeded')
-    out[2] = 'finished'
-  end
-end
-return out
-"""
-
-_FAIL = """
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
--- completed by another delivery: this failure is a superseded one's (cut off, then back)
-if cur == 'succeeded' then return {0, 'superseded'} end
-if cur ~= 'partial' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' or status == 'waiting' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[2])
-  ended(ARGV[2])
-  return {1, status}
-end
-return {0, status or ''}
-"""
-
-_TRANSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-for i = 2, #ARGV do
-  if status == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'status', ARGV[1])
-    ended(ARGV[1])
-    return 1
-  end
-end
-return 0
-"""
-
-_REVOKED = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur == 'queued' or cur == 'running' or cur == 'retrying' then
-  redis.call('HSET', KEYS[1], ARGV[1], 'revoked')
-end
-return 1
-"""
-
-_CHUNK = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
-redis.call('HSET', KEYS[3], ARGV[3] .. '#' .. ARGV[1], 'succeeded')
-return redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
-"""
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -163,13 +51,13 @@ class RunState:
         self.r = client
         self.prefix = prefix
         self.wakeup_ttl = min(3600, finished_ttl)  # a finished run's wake-up token lives no longer
-        self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_ENDED + _COMPLETE)
-        self._fail = client.register_script(_ENDED + _FAIL)
-        self._transition = client.register_script(_ENDED + _TRANSITION)
-        self._chunk = client.register_script(_CHUNK)
-        self._revoked = client.register_script(_REVOKED)
-        self._retrying = client.register_script(_RETRYING)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._complete = client.register_script(scripts.ENDED + scripts.COMPLETE)
+        self._fail = client.register_script(scripts.ENDED + scripts.FAIL)
+        self._transition = client.register_script(scripts.ENDED + scripts.TRANSITION)
+        self._chunk = client.register_script(scripts.CHUNK)
+        self._revoked = client.register_script(scripts.REVOKED)
+        self._retrying = client.register_script(scripts.RETRYING)
 
     def key(self, run_id: str, part: str) -> str:
         return f"{self.prefix}:{{{run_id}}}:{part}"
@@ -216,7 +104,7 @@ class RunState:
             ([self.key(run_id, part) for part in parts], [step_id, result_json, info_json, *successors])
             for run_id, step_id, result_json, successors, info_json in items
         ]
-        return [_completion(out) for out in run_scripts(self.r, _COMPLETE, calls)]
+        return [_completion(out) for out in run_scripts(self.r, scripts.ENDED + scripts.COMPLETE, calls)]
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""
