@@ -107,7 +107,7 @@ def _scripts() -> list[tuple[str, str]]:
 
 def test_the_audit_finds_the_runtimes_scripts() -> None:
     names = {name.rsplit(".", 1)[0] for name, _ in _scripts() if not name.endswith(".lua")}
-    assert {"canvasflow.workflows.runtime.state", "canvasflow.compensation.claims"} <= names
+    assert {"canvasflow.workflows.runtime.state_scripts", "canvasflow.compensation.claims"} <= names
     assert set(_modules_with_lua()) == names  # no script hides where the audit cannot see it
 
 

@@ -52,9 +52,9 @@ class RunState:
         self.prefix = prefix
         self.wakeup_ttl = min(3600, finished_ttl)  # a finished run's wake-up token lives no longer
         self._claim = client.register_script(scripts.CLAIM)
-        self._complete = client.register_script(scripts.ENDED + scripts.COMPLETE)
-        self._fail = client.register_script(scripts.ENDED + scripts.FAIL)
-        self._transition = client.register_script(scripts.ENDED + scripts.TRANSITION)
+        self._complete = client.register_script(scripts.COMPLETE)
+        self._fail = client.register_script(scripts.FAIL)
+        self._transition = client.register_script(scripts.TRANSITION)
         self._chunk = client.register_script(scripts.CHUNK)
         self._revoked = client.register_script(scripts.REVOKED)
         self._retrying = client.register_script(scripts.RETRYING)
@@ -104,7 +104,7 @@ class RunState:
             ([self.key(run_id, part) for part in parts], [step_id, result_json, info_json, *successors])
             for run_id, step_id, result_json, successors, info_json in items
         ]
-        return [_completion(out) for out in run_scripts(self.r, scripts.ENDED + scripts.COMPLETE, calls)]
+        return [_completion(out) for out in run_scripts(self.r, scripts.COMPLETE, calls)]
 
     def fail(self, run_id: str, step_id: str, run_status: str, step_status: str = "failed") -> bool:
         """Mark the step failed; True when this call moved the active run to ``run_status``."""

@@ -2,8 +2,8 @@
 
 Each is one atomic step of a run in Redis, so that duplicated or racing deliveries agree on a
 single winner: a claim, a completion (releasing successors exactly once), a failure, a status
-transition, a revoked or retrying step, a map chunk's result. ``ENDED`` is a prelude the
-scripts that may end a run share: it stamps the run's end with Redis's own clock.
+transition, a revoked or retrying step, a map chunk's result. The scripts that may end a run
+begin with a shared prelude that stamps the run's end with Redis's own clock.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ return 1
 
 # a run's end is stamped where it happens, with Redis's clock (``meta.ended``: epoch seconds), so a
 # journal written later (the database was down) says when the run ended, not when SQL caught up;
-# prepended to each script that may end a run (complete, fail, transition)
-ENDED = """
+# the prelude of each script that may end a run (COMPLETE, FAIL, TRANSITION): each includes it
+_ENDED = """
 local function ended(status)  -- KEYS[1] is the run's meta in every script it is prepended to
   if status == 'succeeded' or status == 'failed' or status == 'cancelled'
      or status == 'compensated' or status == 'compensation_failed' then
@@ -51,7 +51,7 @@ local function ended(status)  -- KEYS[1] is the run's meta in every script it is
 end
 """
 
-COMPLETE = """
+COMPLETE = _ENDED + """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'succeeded' then return {0} end
 redis.call('HSET', KEYS[2], ARGV[1], 'succeeded')
@@ -80,7 +80,7 @@ end
 return out
 """
 
-FAIL = """
+FAIL = _ENDED + """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 -- completed by another delivery: this failure is a superseded one's (cut off, then back)
 if cur == 'succeeded' then return {0, 'superseded'} end
@@ -94,7 +94,7 @@ end
 return {0, status or ''}
 """
 
-TRANSITION = """
+TRANSITION = _ENDED + """
 local status = redis.call('HGET', KEYS[1], 'status')
 for i = 2, #ARGV do
   if status == ARGV[i] then
