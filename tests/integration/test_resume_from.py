@@ -15,7 +15,7 @@ from canvasflow.config.errors import ResumeRefused
 from canvasflow.workflows import Workflow, cancel, get_run, resume, start
 from canvasflow.workflows.cli.main import main
 from tests.integration.saga import effects
-from tests.integration.sagacheck import new_log, run_saga, step_of
+from tests.integration.sagacheck import finished, new_log, run_saga, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 
@@ -76,3 +76,22 @@ def test_resume_from_refuses_what_it_does_not_support(worker):
     with pytest.raises(ResumeRefused, match="compensated run was rolled back"):
         resume(rolled_back.id, from_step="0.act")
     assert get_run(ok.id).generation == 1 and get_run(rolled_back.id).status == "compensated"
+
+
+def test_resume_from_before_a_signal_wait_uses_the_payload_the_run_received(worker):
+    from canvasflow.workers.demo import add, echo
+    from canvasflow.workflows import signal, wait_signal
+
+    wf = Workflow(
+        f"t.from.sig.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(add.s(1, 1), wait_signal("go"), echo.s())
+    )
+    run = start(wf.name)
+    deadline = time.monotonic() + 20
+    while get_run(run.id).status != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    signal(run.id, "go", {"ok": 1})
+    assert run.wait(30).result == [{"ok": 1}]  # echo hands on its arguments
+    resume(run.id, from_step="0.add")
+    again = finished(run.id, timeout=30)  # a signal is applied once per run and name: not waiting again
+    assert again.status == "succeeded" and again.generation == 2 and again.result == [{"ok": 1}]
