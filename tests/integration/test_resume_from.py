@@ -82,9 +82,8 @@ def test_resume_from_before_a_signal_wait_uses_the_payload_the_run_received(work
     from canvasflow.workers.demo import add, echo
     from canvasflow.workflows import signal, wait_signal
 
-    wf = Workflow(
-        f"t.from.sig.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(add.s(1, 1), wait_signal("go"), echo.s())
-    )
+    name = f"t.from.sig.{uuid.uuid4().hex[:8]}"
+    wf = Workflow(name, "1", build=lambda: chain(add.s(1, 1), wait_signal("go"), echo.s()))
     run = start(wf.name)
     deadline = time.monotonic() + 20
     while get_run(run.id).status != "waiting":
