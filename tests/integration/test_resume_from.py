@@ -12,7 +12,8 @@ import pytest
 from celery import chain, group
 
 from canvasflow.config.errors import ResumeRefused
-from canvasflow.workflows import Workflow, cancel, get_run, resume, start
+from canvasflow.workers.demo import add, echo
+from canvasflow.workflows import Workflow, cancel, get_run, resume, signal, start, wait_signal
 from canvasflow.workflows.cli.main import main
 from tests.integration.saga import effects
 from tests.integration.sagacheck import finished, new_log, run_saga, step_of
@@ -79,9 +80,6 @@ def test_resume_from_refuses_what_it_does_not_support(worker):
 
 
 def test_resume_from_before_a_signal_wait_uses_the_payload_the_run_received(worker):
-    from canvasflow.workers.demo import add, echo
-    from canvasflow.workflows import signal, wait_signal
-
     name = f"t.from.sig.{uuid.uuid4().hex[:8]}"
     wf = Workflow(name, "1", build=lambda: chain(add.s(1, 1), wait_signal("go"), echo.s()))
     run = start(wf.name)
