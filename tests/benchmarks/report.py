@@ -217,7 +217,8 @@ def write_doc(
         "and re-polls (it made a raw 10,000-chord look about 3x slower than it is).",
         f"* Each side is warmed up once; then the sides alternate, the order rotating each "
         f"repetition: {reps_chain} repetitions for the chain of 10, {max(reps_chain - 2, 3)} for "
-        f"the chain of 100, {reps_group} for the group, {reps_map} for map_reduce. Between "
+        f"the chain of 100, {reps_group} for the group, {reps_map} for map_reduce; the telemetry "
+        f"rows {3 * reps_chain} for the chain of 10 and {reps_group} for the group. Between "
         "measurements the bench waits for the queues to drain and for the canvasflow run to be "
         "journaled as succeeded. Medians are reported.",
         "* map_reduce: `map_reduce(double.s(), reduce.s(token=...), items_from=items.s(10000), "
