@@ -9,6 +9,7 @@ import uuid
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from canvasflow.workflows.store.models import journal_tables
 from canvasflow.workflows.store.schema import autogenerate_options, current_revision, head_revision
@@ -301,3 +302,24 @@ def test_a_pooled_connection_the_server_closed_is_replaced_before_use(postgres_u
     assert store.step_statuses(run_id) == {"a": "pending", "b": "pending"}
     with store.engine.connect() as conn:
         assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
+
+
+@pytest.mark.postgres
+def test_postgres_reads_run_in_autocommit_and_keep_the_statements_psycopg_prepared(postgres_url):
+    """A read sends no ``BEGIN``/``ROLLBACK``: psycopg drops what it prepared on a ``ROLLBACK``,
+    so the run's end parsed its statements again every time."""
+    store_for(postgres_url)  # the schema
+    store = SqlRunStore(postgres_url)  # a pool of its own: one connection, reused
+    try:
+        run_id = new_run(store)
+        for _ in range(8):  # psycopg prepares a statement on its sixth run on a connection
+            assert store.step_statuses(run_id) == {"a": "pending", "b": "pending"}
+        with store.reading() as conn:
+            assert conn.connection.driver_connection.info.transaction_status.name == "IDLE"
+            prepared = conn.execute(text("select statement from pg_prepared_statements")).scalars().all()
+            mode = conn.execute(text("show plan_cache_mode")).scalar()
+        assert any("step_id" in statement for statement in prepared)
+        # and planned for the tables as they are, not a generic plan kept from when they were small
+        assert mode == "force_custom_plan"
+    finally:
+        store.engine.dispose()

@@ -40,8 +40,26 @@ def make_engine(url: str) -> Engine:
         # connection needs no ROLLBACK
         skip_autocommit_rollback=True,
     )
+    event.listen(engine, "connect", _custom_plans)
     event.listen(engine, "checkout", _closed_by_server)
     return engine
+
+
+def _custom_plans(dbapi_conn: Any, _record: Any) -> None:
+    """Plan every statement for its parameters and the tables as they are now.
+
+    psycopg prepares a statement run five times on a connection, and PostgreSQL then keeps a
+    generic plan once it looks no dearer than the custom ones: the journal's batch, prepared
+    while its steps table was small, kept a sequential scan of the table (with a hash join)
+    as the table grew, and nothing replans it until the table is analyzed (never, with
+    autovacuum off): measured, 9.5 ms a batch of 10 steps at 50,000 rows instead of 0.5. A
+    custom plan costs the planning again, not the parsing."""
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    try:
+        dbapi_conn.execute("SET plan_cache_mode = force_custom_plan")
+    finally:
+        dbapi_conn.autocommit = autocommit
 
 
 def _closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:

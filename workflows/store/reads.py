@@ -1,6 +1,13 @@
 """The run store's reads: runs, their steps, events, definitions and signals, as records.
 
 :class:`~canvasflow.workflows.store.sql.SqlRunStore` has them (and writes: ``sql.py``).
+
+On PostgreSQL a read runs in autocommit (:meth:`RunReads.reading`). Under READ COMMITTED
+every statement of a transaction takes its own snapshot, so a read transaction gave nothing
+over autocommit and cost two round trips, ``BEGIN`` and the pool's ``ROLLBACK`` on return;
+and psycopg drops every statement it has prepared on the connection when it sees a
+``ROLLBACK``: measured, the run's end then re-parsed the journal's batch and the run's status
+update each time (a third of their server time).
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ class RunReads:
     engine: Engine
     t: JournalTables
 
+    def reading(self) -> Connection:
+        """A connection for reads: in autocommit on PostgreSQL (module docstring)."""
+        conn = self.engine.connect()
+        if self.engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn
+
     def _steps(self, conn: Connection, run_id: str, graph: Mapping[str, Any]) -> list[RowMapping]:
         rows = list(conn.execute(select(self.t.steps).where(self.t.steps.c.run_id == run_id)).mappings())
         order = {sid["id"]: i for i, sid in enumerate(graph.get("steps", []))}
@@ -30,7 +44,7 @@ class RunReads:
         return rows
 
     def get_run(self, run_id: str, *, with_steps: bool = True) -> RunRecord | None:
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(select(self.t.runs).where(self.t.runs.c.id == run_id)).mappings().first()
             if row is None:
                 return None
@@ -40,7 +54,7 @@ class RunReads:
         """Each journaled step's status (one query, no run record, no graph parsed); None when
         the journal has no such run (a run has at least its row; its steps may be none)."""
         steps, runs = self.t.steps, self.t.runs
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(
                 select(runs.c.id, steps.c.step_id, steps.c.status)
                 .select_from(runs.outerjoin(steps, steps.c.run_id == runs.c.id))
@@ -52,7 +66,7 @@ class RunReads:
 
     def run_by_key(self, key: str) -> RunRecord | None:
         """The run started with business key ``key``, if any (without its steps)."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_key == key)).mappings().first()
             return None if row is None else run_record(row)
 
@@ -84,12 +98,12 @@ class RunReads:
             q = q.where(runs.c.created_at >= utc(since))
         if until is not None:
             q = q.where(runs.c.created_at < utc(until))
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return [run_record(r) for r in conn.execute(q).mappings()]
 
     def children(self, run_id: str) -> list[RunRecord]:
         runs = self.t.runs
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(select(runs).where(runs.c.parent_run_id == run_id)).mappings()
             return [run_record(r) for r in rows]
 
@@ -97,18 +111,18 @@ class RunReads:
         """Run id -> generation of the runs in one of ``statuses`` (the sweep's and recovery's view)."""
         runs = self.t.runs
         q = select(runs.c.id, runs.c.generation).where(runs.c.status.in_(list(statuses))).limit(limit)
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return {run_id: gen for run_id, gen in conn.execute(q)}
 
     def last_event_at(self, run_id: str) -> datetime | None:
         ev = self.t.events
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             at = conn.scalar(select(func.max(ev.c.at)).where(ev.c.run_id == run_id))
         return aware(at) if at else None
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         ev = self.t.events
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             rows = conn.execute(select(ev).where(ev.c.run_id == run_id).order_by(ev.c.id)).mappings()
             return [
                 {
@@ -125,7 +139,7 @@ class RunReads:
         q = select(d).order_by(d.c.name, d.c.registered_at)
         if name:
             q = q.where(d.c.name == name)
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return [
                 {
                     "name": r["name"],
@@ -138,7 +152,7 @@ class RunReads:
 
     def get_signal(self, run_id: str, name: str) -> tuple[bool, Any]:
         sig = self.t.signals
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 select(sig.c.payload).where(sig.c.run_id == run_id, sig.c.name == name)
             ).first()
