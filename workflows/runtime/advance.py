@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -30,12 +30,10 @@ from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.outcome import parent_step
 from canvasflow.workflows.runtime.state import ACTIVE, Completion
 from canvasflow.workflows.runtime.wire import encode_result
+from canvasflow.workflows.store.rows import now
 
 log = structlog.get_logger("canvasflow.executor")
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def dispatch(
@@ -89,7 +87,7 @@ def complete(
     ``stored`` is called once the first completion is stored, before successors are dispatched."""
     graph = rt.graph(run_id, gen)
     if info is None:  # completed without a task of its own: a map join, a signal, a child run
-        info = {"finished_at": _now().isoformat(), "gen": gen}
+        info = {"finished_at": now().isoformat(), "gen": gen}
         node = graph.steps.get(step_id)
         if node is not None and "routing" in node.options:  # a workflow engine ran it: keep the route
             claimed = rt.redis.hget(rt.state.key(run_id, "info"), step_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -33,6 +33,7 @@ from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import error_info, traceback_text
 from canvasflow.workflows.runtime.execution import ExecutionContext, executing, step_key
 from canvasflow.workflows.runtime.wire import encode_result
+from canvasflow.workflows.store.rows import now
 
 log = structlog.get_logger("canvasflow.executor")
 MEASURED = {"performance_based"}  # strategies that read the step durations of each engine
@@ -44,9 +45,6 @@ class Deferred:
 
 DEFERRED = Deferred()
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- the worker side -------------------------------------------------------------------
@@ -71,7 +69,7 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
         "queue": (req.delivery_info or {}).get("routing_key"),
         "task_id": req.id,
         "pid": os.getpid(),
-        "started_at": _now().isoformat(),
+        "started_at": now().isoformat(),
         "gen": gen,
     }
     fused_into = fusion.fused_delivery()
@@ -124,7 +122,7 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
             with executing(ctx):
                 result = task.run(*args, **kwargs)
             took = time.perf_counter() - began
-            info["finished_at"] = _now().isoformat()
+            info["finished_at"] = now().isoformat()
             encoded = "null" if result is DEFERRED else encode_result(claim_id, result)
         except Retry as retry:
             rt.state.mark_retrying(run_id, claim_id)
@@ -167,7 +165,7 @@ def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None
         "worker": info.get("worker"),
         "queue": info.get("queue"),
         "started_at": info.get("started_at"),
-        "finished_at": _now().isoformat(),
+        "finished_at": now().isoformat(),
         "error": {**error_info(exc, delivery.task), "traceback": traceback_text(exc)},
     }
     rt.journal.record_step(delivery.run_id, delivery.unit, "step.retrying", event_data=data)
@@ -235,7 +233,7 @@ def _fallback(
 ) -> Any:
     """The ``continue`` policy: the step completes with its fallback value; nothing to undo."""
     log.warning("step failed; continuing with its fallback", error=str(exc))
-    info["finished_at"] = _now().isoformat()
+    info["finished_at"] = now().isoformat()
     info["error"] = {**error_info(exc, task), "fallback": True}
     control.step_fallback(rt, run_id, step_id)
     return getattr(task, "fallback", None)
