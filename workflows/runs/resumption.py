@@ -115,10 +115,8 @@ def restart(
         ],
         "step.reset",
     )
-    if again:
-        rt.redis.hdel(rt.state.key(run_id, WAKE), *again)
     pending = {sid: n for sid in todo if (n := sum(d not in completed for d in graph.steps[sid].deps))}
-    _clear_partial(rt, run_id, graph, todo)
+    _clear_partial(rt, run_id, graph, todo, again)
     rt.redis.hdel(rt.state.key(run_id, "meta"), ROLLBACK_ORIGIN, "error")  # a new attempt, no old verdict
     rt.state.init_run(
         run_id,
@@ -167,11 +165,17 @@ def _downstream(graph: StepGraph, run_id: str, step_id: str) -> set[str]:
     return seen
 
 
-def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str]) -> None:
-    keys = [rt.state.key(run_id, f"chunks:{sid}") for sid in todo if graph.steps[sid].kind == "map"]
-    keys += [rt.state.key(run_id, f"errback:{i}") for i in range(len(graph.errbacks))]
-    if keys:
-        rt.redis.delete(*keys)
+def _clear_partial(rt: Runtime, run_id: str, graph: StepGraph, todo: list[str], sleeps: list[str]) -> None:
+    """What the last attempt left of the steps to run: maps' chunk results, errbacks already
+    run, and the due times of ``sleeps`` (sleeps run again); one round trip."""
     maps = [sid for sid in todo if graph.steps[sid].kind == "map"]
+    keys = [rt.state.key(run_id, f"chunks:{sid}") for sid in maps]
+    keys += [rt.state.key(run_id, f"errback:{i}") for i in range(len(graph.errbacks))]
+    p = rt.redis.pipeline(transaction=False)
+    if keys:
+        p.delete(*keys)
     if maps:
-        rt.redis.hdel(rt.state.key(run_id, "chunksleft"), *maps)
+        p.hdel(rt.state.key(run_id, "chunksleft"), *maps)
+    if sleeps:
+        p.hdel(rt.state.key(run_id, WAKE), *sleeps)
+    p.execute()
