@@ -56,7 +56,15 @@ def telemetry_scenarios(
     for key, title, reps, off, tel, inputs, warm_inputs in (
         # a chain of 10 takes milliseconds, and its on/off difference is smaller than the noise of
         # one sample: three times the repetitions (still under a second a side) steady the median
-        ("tel_chain10", "chain of 10", 3 * reps_chain, "bench.chain", "bench.chain_tel", *({"n": 10},) * 2),
+        (
+            "tel_chain10",
+            "chain of 10",
+            3 * reps_chain,
+            "bench.chain",
+            "bench.chain_tel",
+            {"n": 10},
+            {"n": 10},
+        ),
         (
             "tel_group1000",
             "group of 1,000",
