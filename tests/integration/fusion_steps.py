@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from canvasflow.config.redis_clients import state_client
@@ -33,6 +34,18 @@ def flaky(*parents: Any, key: str) -> str:
     client = state_client(get_settings().redis_state_url)
     if client.incr(key) == 1:
         client.expire(key, 600)
+        raise ConnectionError("first try fails")
+    return "second try"
+
+
+@step(name="fuse.flaky_later", capability="demo", retries=2, retry_backoff=False, default_retry_delay=6)
+def flaky_later(*parents: Any, key: str) -> str:
+    """Fails on its first try; its retry waits 6 s in a worker (longer than a fast sweep takes to
+    judge a step lost), then succeeds. Notes when each of its runs began in the list ``key``."""
+    client = state_client(get_settings().redis_state_url)
+    runs = client.rpush(key, time.time())
+    client.expire(key, 600)
+    if runs == 1:
         raise ConnectionError("first try fails")
     return "second try"
 

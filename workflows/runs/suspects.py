@@ -113,8 +113,10 @@ def candidates(rt: Runtime, run_id: str, graph: StepGraph, gen: int, snap: Snaps
             if sid in children:
                 continue  # its child run completes it
         # a fused step's claim names the delivery it runs in (fusion.py): that is the id held
-        tid = held_by(snap.info(sid)) or task_id_for(run_id, sid, gen)
-        out.append(Candidate(sid, sid, (tid,), st == "running", node.options.get("queue")))
+        # while it runs; its retry (and any message of its own) carries the step's own id
+        own = task_id_for(run_id, sid, gen)
+        tids = tuple(dict.fromkeys((held_by(snap.info(sid)) or own, own)))
+        out.append(Candidate(sid, sid, tids, st == "running", node.options.get("queue")))
     return out
 
 
