@@ -9,7 +9,8 @@ CAP    ?= demo
 PYTEST_ARGS ?=
 # test modules run in parallel, whole files per process (each process is its own harness
 # session: its own Redis database, key prefix, journal and RabbitMQ vhost); most tests wait
-# on real workers and timeouts, so 3 processes fit 2 cores
+# on real workers and timeouts, so 3 processes fit 2 cores; the harness hands out the costliest
+# files first (tests/harness/plugin.py), xdist's own reorder (most tests first) would end on them
 PYTEST_WORKERS ?= 3
 
 .PHONY: install browser demo test test-unit test-integration bench worker flower ui lint clean deploy-render
@@ -38,7 +39,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: install browser
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,5 +230,25 @@ def wait_all_terminal(
             return records
         if time.monotonic() > deadline:
             left = {rid: (r.status if r else None) for rid, r in records.items() if not r or not r.terminal}
-            raise AssertionError(f"runs not terminal after {timeout:g}s: {left}")
+            raise AssertionError(f"runs not terminal after {timeout:g}s: {left}\n{explain(list(left))}")
         time.sleep(poll)
+
+
+def explain(run_ids: list[str]) -> str:
+    """What Redis says of ``run_ids`` (meta, step states, claims, suspicions) and which live nodes
+    hold which of their tasks: the facts a failed wait needs to be understood afterwards."""
+    from canvasflow.workers.beats import beats
+    from canvasflow.workflows.runtime.context import runtime
+
+    rt = runtime()
+    lines = []
+    try:
+        live = beats(rt)
+        lines.append(f"live nodes: { {h: sorted(b.tasks) for h, b in live.items()} }")
+        for rid in run_ids:
+            key = partial(rt.state.key, rid)
+            parts = {p: rt.redis.hgetall(key(p)) for p in ("meta", "st", "info", "deps", "suspect")}
+            lines.append(f"run {rid}: {parts}")
+    except Exception as exc:  # the explanation must not hide the failure it explains
+        lines.append(f"(Redis state unreadable: {exc!r})")
+    return "\n".join(lines)

@@ -9,9 +9,11 @@ broker restart")."""
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from functools import partial
+from pathlib import Path
 
 import pytest
 from celery import chain
@@ -22,6 +24,7 @@ from tests.faults.outage import PrivateRedis, redis_env, settings_env, wait_all_
 from tests.faults.steps import counts, flaky, tick
 from tests.faults.test_killed_workers import wait_for
 from tests.faults.test_redis_outage import any_step_running
+from tests.harness.workers import WorkerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults]
 
@@ -54,6 +57,18 @@ def ready_to_cut(counter_url: str, counter: str, runs: list[str]) -> bool:
     return retries_waiting(counter_url, counter) >= 2 and any_step_running(runs)
 
 
+def logged_about(workers: list[WorkerProcess], failure: str, lines: int = 30) -> str:
+    """The workers' log lines that name a run named in ``failure`` (the last ``lines`` of each)."""
+    ids = set(re.findall(r"'([0-9a-f]{32})': '", failure))
+    out = []
+    for w in workers:
+        text = Path(w.log_path).read_text(errors="replace").splitlines() if Path(w.log_path).exists() else []
+        hits = [line for line in text if any(i in line for i in ids) or "sweep" in line]
+        out.append(f"--- {w.hostname}: {len(hits)} lines on {sorted(ids)} or the sweep")
+        out += hits[-lines:]
+    return "\n".join(out)
+
+
 def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(
     tmp_path, redis_url, celery_worker_factory
 ):
@@ -79,7 +94,10 @@ def test_workers_outlive_repeated_redis_restarts_and_every_run_ends(
                 assert not dead, f"workers exited after a {down}s Redis restart: {dead}"
                 assert {w.hostname: w.pid for w in workers} == pids
 
-            records = wait_all_terminal(lambda r: runtime().store.get_run(r), runs, timeout=180)
+            try:
+                records = wait_all_terminal(lambda r: runtime().store.get_run(r), runs, timeout=180)
+            except AssertionError as exc:  # say what the workers logged of the runs left behind
+                raise AssertionError(f"{exc}\n{logged_about(workers, str(exc))}") from None
             assert {r.status for r in records.values()} == {"succeeded"}, {
                 r.id: (r.status, r.error) for r in records.values() if r.status != "succeeded"
             }
