@@ -465,6 +465,8 @@ def celery_worker_factory(
         attach_log(request.node, f"worker {w.hostname}", w.log_path)
 
     yield _worker_starter(canvasflow_session, track)
+    for w in started:  # warm shutdowns side by side (seconds each), then wait for each
+        w.begin_stop()
     for w in reversed(started):
         w.stop()
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_QUEUES = ("cap.demo", "canvasflow", "canvasflow.control")
@@ -27,6 +27,7 @@ class CeleryProcess:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    _stopping: bool = field(default=False, init=False)  # TERM sent (begin_stop)
 
     @classmethod
     def spawn(
@@ -85,11 +86,17 @@ class CeleryProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
 
+    def begin_stop(self) -> None:
+        """TERM (warm shutdown) without waiting: several workers then stop side by side."""
+        if self.alive and not self._stopping:
+            self.process.send_signal(signal.SIGTERM)
+            self._stopping = True
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """TERM (warm shutdown), then KILL the whole process group after ``timeout`` seconds;
         also KILLs children that outlived a main process killed earlier. Returns the exit code."""
         if self.alive:
-            self.process.send_signal(signal.SIGTERM)
+            self.begin_stop()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout)
         self.kill_group(signal.SIGKILL)  # also any child that outlived its main process
