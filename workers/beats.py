@@ -5,8 +5,9 @@ Layout (``<prefix>`` is ``CANVASFLOW_KEY_PREFIX``):
 * ``<prefix>:hb:<hostname>``  JSON ``{"hostname", "pid", "pids", "at", "tasks", "queues",
   "engines", "consumers", "inflight"}`` with a TTL of ``heartbeat_ttl`` seconds, rewritten every
   ``heartbeat_interval`` seconds: ``pids`` are the main process and its pool children, ``tasks``
-  the ids of every task the node holds (received, scheduled for a retry, or running), from
-  Celery's own request bookkeeping; ``queues`` what it consumes, ``engines`` the engines
+  the ids of every task the node holds (received, scheduled for a retry, waiting for a rate
+  limit's token, or running), from Celery's own request bookkeeping and token buckets;
+  ``queues`` what it consumes, ``engines`` the engines
   (``capability/engine``) of its ``cap.<capability>.<engine>`` queues, ``consumers`` its pool
   size and ``inflight`` the steps it is running;
 * ``<prefix>:workers``  a sorted set of hostnames (score: last beat), to enumerate the keys.

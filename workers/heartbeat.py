@@ -19,12 +19,15 @@ from canvasflow.workflows.runtime.wire import HEADER, carried_ids
 log = structlog.get_logger("canvasflow.heartbeat")
 
 
-def _held_by_this_node() -> list[str]:
+def _held_by_this_node(consumer: Any) -> list[str]:
+    """Ids of the tasks this node holds: Celery's requests (reserved, scheduled, running), those
+    waiting in a rate limit's token bucket (not among the requests until a token frees them), and
+    the siblings their bundles carry."""
     from celery.worker import state
 
     for _ in range(5):  # Celery's dict changes under us: copy it again
         try:
-            requests = list(state.requests.values())
+            requests = [*state.requests.values(), *_waiting_for_a_token(consumer)]
         except RuntimeError:
             continue
         held = {r.id for r in requests}
@@ -32,6 +35,12 @@ def _held_by_this_node() -> list[str]:
             held.update(carried_ids((getattr(r, "request_dict", None) or {}).get(HEADER)))
         return sorted(held)
     return []
+
+
+def _waiting_for_a_token(consumer: Any) -> list[Any]:
+    """Requests a rate-limited task's token bucket holds (``consumer.task_buckets``)."""
+    buckets = list((getattr(consumer, "task_buckets", None) or {}).values())
+    return [item[0] for bucket in buckets if bucket is not None for item in list(bucket.contents)]
 
 
 def _pool_pids(consumer: Any) -> list[int]:
@@ -79,7 +88,8 @@ class HeartbeatThread(threading.Thread):
     def beat_once(self) -> Serving:
         pids = [os.getpid(), *_pool_pids(self.consumer)]
         serving = Serving(self.serving.queues, self.serving.engines, self.serving.consumers, _running_here())
-        write_beat(self.rt.redis, self.rt.settings, self.hostname, pids, _held_by_this_node(), serving)
+        held = _held_by_this_node(self.consumer)
+        write_beat(self.rt.redis, self.rt.settings, self.hostname, pids, held, serving)
         return serving
 
     def start(self) -> None:

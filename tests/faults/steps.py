@@ -31,6 +31,14 @@ def tick(*parents: Any, label: str, counter: str, counter_url: str, sleep: float
     return label
 
 
+@step(name="faults.paced", capability="demo", rate_limit="30/m")
+def paced(*parents: Any, label: str, counter: str, counter_url: str) -> str:
+    """A step under Celery's rate limit (one every 2 s per worker): a message received early
+    waits in the worker's token bucket. Counts one execution of ``label``."""
+    redis.Redis.from_url(counter_url, socket_timeout=5).hincrby(counter, label, 1)
+    return label
+
+
 @step(name="faults.items", capability="demo")
 def items(n: int) -> list[int]:
     return list(range(n))

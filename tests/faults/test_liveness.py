@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import uuid
 
 import pytest
-from celery import chain
+from celery import chain, group
 
 from canvasflow.workers.beats import beats, is_alive, is_held, live_workers
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.authoring.patterns import map_reduce
 from canvasflow.workflows.runtime.context import runtime
 from tests.faults.outage import MODULES
-from tests.faults.steps import counts, items, slow_item, total
+from tests.faults.steps import counts, items, paced, slow_item, total
 from tests.faults.test_killed_workers import QUEUES, running_step, wait_for, workflow
 from tests.integration.saga import effects
 from tests.integration.sagacheck import new_log, step_of
@@ -51,6 +52,27 @@ def test_heartbeat_names_the_node_its_pool_and_the_tasks_it_holds(celery_worker_
 
     w.stop()  # a clean stop clears its heartbeat at once
     assert w.hostname not in live_workers(rt)
+
+
+def test_steps_waiting_in_a_rate_limit_bucket_are_held_and_not_sent_again(redis_url, celery_worker_factory):
+    """Celery's ``rate_limit`` keeps received messages in the worker, in a token bucket, before
+    they reach the pool (not in its reserved requests): the heartbeat lists them as held, so the
+    sweep (fast here: it judges a step lost within 2-3 s) does not publish them again while they
+    wait their turn (up to 6 s)."""
+    w = celery_worker_factory(
+        queues=QUEUES, concurrency=1, extra_env={**FAST, "CANVASFLOW_WORKFLOW_MODULES": MODULES}
+    )
+    counter = f"counter:{uuid.uuid4().hex}"
+    labels = [f"p{i}" for i in range(4)]
+    run = start(
+        workflow(lambda: group(paced.s(label=x, counter=counter, counter_url=redis_url) for x in labels))
+    )
+    record = run.wait(60)
+    assert record.status == "succeeded", record.error
+    assert counts(redis_url, counter) == dict.fromkeys(labels, 1)
+    received = re.findall(r"Task faults\.paced\[([^\]]+)\] received", w.read_log())
+    assert sorted(received) == sorted(set(received)) and len(received) == len(labels), received
+    assert "re-dispatching a lost step" not in w.read_log()
 
 
 def test_whole_worker_killed_mid_step_finishes_within_a_minute_with_the_default_visibility_timeout(
