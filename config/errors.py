@@ -18,7 +18,8 @@ docstring is its default message and says what to do about it::
      ├── DeadlineExceeded         a step or run passed one of its deadlines
      ├── CompensationError        a rollback could not finish
      ├── StartRefused             a ``canvasflow.start`` message was refused (a task failure)
-     └── MessageRejected          a step message was malformed (dead-lettered)
+     ├── MessageRejected          a step message was malformed (dead-lettered)
+     └── TaskNotRegistered        a worker received a step whose task it does not have
 
 (``PayloadTooLarge`` is an InputError.)
 
@@ -124,6 +125,12 @@ class StartRefused(CanvasflowError):
 
 class MessageRejected(CanvasflowError):
     """A message on a canvasflow queue was malformed: it was dead-lettered (`canvasflow deadletters`)."""
+
+
+class TaskNotRegistered(CanvasflowError):
+    """A worker received a step whose task it does not have (its module is not imported there):
+    the step fails with this error; import the module in the workers of that queue
+    (CANVASFLOW_WORKFLOW_MODULES or the ``-A`` app), then ``canvasflow resume`` the run."""
 
 
 # what an error of a library means, as one of canvasflow's errors (None: none of its errors)

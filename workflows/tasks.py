@@ -24,6 +24,7 @@ import structlog
 from celery import Task, chord, group, shared_task
 from celery.signals import (
     task_revoked,
+    task_unknown,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -147,6 +148,15 @@ def _stop_liveness(**_: Any) -> None:
     for t in _threads:
         t.stop()
     _threads.clear()
+
+
+@task_unknown.connect
+def _unknown(sender: Any = None, message: Any = None, name: str | None = None, **_: Any) -> None:
+    """A step whose task this worker does not have fails, saying so (the message is dead-lettered)."""
+    headers = getattr(message, "headers", None)
+    ref = headers.get(HEADER) if isinstance(headers, dict) else None
+    if ref is not None:
+        failure.fail_unregistered(ref, name, getattr(sender, "hostname", None))
 
 
 @task_revoked.connect

@@ -20,14 +20,17 @@ from typing import Any
 
 import pytest
 import redis
+from celery import chain
 from kombu import Connection
 
 from canvasflow.config.celery_app import app
 from canvasflow.config.errors import PayloadTooLarge, StartRefused
-from canvasflow.workflows import list_runs, start
+from canvasflow.workflows import Workflow, list_runs, start
 from tests.harness.plugin import ROOT, StartWorker
 from tests.harness.workers import WorkerProcess
-from tests.integration.badinput_steps import big_result, blob_flow, pay, simple, unrebuildable_flow
+from tests.integration.badinput_steps import big, big_result, blob_flow, pay, simple, unrebuildable_flow
+from tests.integration.saga import effects
+from tests.integration.sagacheck import new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker]
 MODULES = json.dumps(
@@ -166,6 +169,29 @@ def get_state(run_id: str) -> str:
     from canvasflow.workflows import get_run
 
     return get_run(run_id).status
+
+
+def test_a_step_whose_task_the_worker_lacks_fails_saying_so_and_is_compensated(
+    celery_worker_factory: StartWorker,
+) -> None:
+    """A worker that does not import a step's module discards its message as an unknown task
+    (dead-lettered): the step fails with TaskNotRegistered naming the task and the worker, the
+    completed steps are compensated, and the run ends instead of being sent again for ever."""
+    w = celery_worker_factory()  # the session's modules only: not tests.integration.badinput_steps
+    log = new_log()
+    act = step_of(log)
+    wf = Workflow(f"t.unknown.{uuid.uuid4().hex[:8]}", "1", build=lambda: chain(act("a"), big.s(10)))
+    record = start(wf.name).wait(30)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "TaskNotRegistered"
+    assert "'bi.big'" in record.error["message"] and w.hostname in record.error["message"]
+    assert f"canvasflow resume {record.id}" in record.error["message"]
+    assert effects(log) == ["do:a", "undo:a"]
+    failed = next(st for st in record.steps if st.task == "bi.big")
+    assert failed.status == "failed" and failed.error["type"] == "TaskNotRegistered"
+    letters = [d for d in deadletters() if d["task"] == "bi.big"]
+    assert letters and "unknown task" in letters[0]["reason"]
 
 
 def test_an_exception_celery_cannot_rebuild_keeps_its_type(bi_worker: WorkerProcess) -> None:

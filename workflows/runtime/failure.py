@@ -6,6 +6,9 @@
    called the way Celery calls errbacks: ``(request, exc, traceback)`` in this process when
    the task takes them, else published with the failed task id.
 3. The winner of the transition starts the rollback (compensation) or closes the run.
+
+A step a worker cannot run because it does not have the step's task fails the same way
+(:func:`fail_unregistered`, from Celery's ``task_unknown`` signal).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import redis
 import structlog
 from celery.utils.functional import arity_greater
 from sqlalchemy.exc import SQLAlchemyError
 
+from canvasflow.config.errors import TaskNotRegistered
 from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
@@ -27,7 +32,7 @@ from canvasflow.workflows.runtime.journal import sync_steps
 from canvasflow.workflows.runtime.outcome import parent_step, skip_unrun
 from canvasflow.workflows.runtime.reroute import reroute
 from canvasflow.workflows.runtime.state import as_text
-from canvasflow.workflows.runtime.wire import HEADER
+from canvasflow.workflows.runtime.wire import HEADER, header_problem
 
 log = structlog.get_logger("canvasflow.failure")
 
@@ -62,6 +67,24 @@ def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
         request=request,
         traceback=traceback,
     )
+
+
+def fail_unregistered(ref: Any, task: str | None, hostname: str | None) -> None:
+    """A worker received step ``ref`` of task ``task`` without having the task (Celery discards
+    such a message): fail the step, naming the task and the worker, instead of leaving it to the
+    sweep, which would publish it again to the same workers for ever."""
+    if header_problem(ref) is not None:
+        return  # not a step's message: the dead letter is all there is to say
+    exc = TaskNotRegistered(
+        f"worker {hostname} received step {ref['step']} of task {task!r} but has no such task: "
+        f"import its module in the workers of that queue (CANVASFLOW_WORKFLOW_MODULES or the -A "
+        f"app), then `canvasflow resume {ref['run']}`"
+    )
+    rt = runtime()
+    try:
+        fail_step(rt, ref["run"], ref["step"], int(ref["gen"]), ref.get("chunk"), exc)
+    except (redis.RedisError, SQLAlchemyError, OSError) as down:  # the sweep sends it again later
+        log.warning("unregistered step not failed: state or journal unreachable", error=str(down))
 
 
 def fail_step(
