@@ -19,7 +19,8 @@ docstring is its default message and says what to do about it::
      ├── CompensationError        a rollback could not finish
      ├── StartRefused             a ``canvasflow.start`` message was refused (a task failure)
      ├── MessageRejected          a step message was malformed (dead-lettered)
-     └── TaskNotRegistered        a worker received a step whose task it does not have
+     ├── TaskNotRegistered        a worker received a step whose task it does not have
+     └── StepRevoked              a step's message expired or was revoked before it ran
 
 (``PayloadTooLarge`` is an InputError.)
 
@@ -131,6 +132,12 @@ class TaskNotRegistered(CanvasflowError):
     """A worker received a step whose task it does not have (its module is not imported there):
     the step fails with this error; import the module in the workers of that queue
     (CANVASFLOW_WORKFLOW_MODULES or the ``-A`` app), then ``canvasflow resume`` the run."""
+
+
+class StepRevoked(CanvasflowError):
+    """A step of a running run will not run: its message expired (Celery's ``expires``) before a
+    worker took it, or it was revoked from outside canvasflow. The step fails with this error and
+    the run rolls back; give the step a longer ``expires`` (or none), then ``canvasflow resume``."""
 
 
 # what an error of a library means, as one of canvasflow's errors (None: none of its errors)

@@ -160,9 +160,11 @@ def _unknown(sender: Any = None, message: Any = None, name: str | None = None, *
 
 
 @task_revoked.connect
-def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
+def _revoked(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
     """A step revoked on purpose (``revoke`` -- the rollback's ``revoke`` in-flight policy -- or an
-    expired message) will not complete: mark it so, and the rollback may go on.
+    expired message) will not complete: mark it so, and the rollback may go on. While its run
+    is running (an expired message, or a revoke from outside canvasflow), the run cannot go on
+    without it: the step fails (StepRevoked) and the run rolls back.
 
     Celery also reports a task it cancelled itself, on a broker connection loss
     (``worker_cancel_long_running_tasks_on_connection_loss``), as revoked. Such a step was not
@@ -180,7 +182,10 @@ def _revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
         rt.state.mark_revoked(ref["run"], unit)
         for fused in orphans(rt, ref["run"], request.id):  # steps running inside this delivery
             rt.state.mark_revoked(ref["run"], fused)
-        step_settled(rt, ref["run"])
+        if rt.state.status(ref["run"]) in ("running", "waiting"):
+            failure.fail_revoked(ref, getattr(sender, "name", None), expired=expired)
+        else:
+            step_settled(rt, ref["run"])
     except (redis.RedisError, OSError) as exc:
         log.warning("revoked step not recorded: state Redis unreachable", error=str(exc), **ref)
 

@@ -7,8 +7,9 @@
    the task takes them, else published with the failed task id.
 3. The winner of the transition starts the rollback (compensation) or closes the run.
 
-A step a worker cannot run because it does not have the step's task fails the same way
-(:func:`fail_unregistered`, from Celery's ``task_unknown`` signal).
+A step no worker will run fails the same way: one whose task the receiving worker does not have
+(:func:`fail_unregistered`, from Celery's ``task_unknown`` signal), one whose message expired or
+was revoked from outside canvasflow while its run was running (:func:`fail_revoked`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import structlog
 from celery.utils.functional import arity_greater
 from sqlalchemy.exc import SQLAlchemyError
 
-from canvasflow.config.errors import TaskNotRegistered
+from canvasflow.config.errors import StepRevoked, TaskNotRegistered
 from canvasflow.workflows.runtime import control, events
 from canvasflow.workflows.runtime.context import Runtime, runtime
 from canvasflow.workflows.runtime.errors import TRACEBACK_LIMIT, error_info
@@ -75,16 +76,35 @@ def fail_unregistered(ref: Any, task: str | None, hostname: str | None) -> None:
     sweep, which would publish it again to the same workers for ever."""
     if header_problem(ref) is not None:
         return  # not a step's message: the dead letter is all there is to say
-    exc = TaskNotRegistered(
-        f"worker {hostname} received step {ref['step']} of task {task!r} but has no such task: "
-        f"import its module in the workers of that queue (CANVASFLOW_WORKFLOW_MODULES or the -A "
-        f"app), then `canvasflow resume {ref['run']}`"
+    fail_unrun(
+        ref,
+        TaskNotRegistered(
+            f"worker {hostname} received step {ref['step']} of task {task!r} but has no such task: "
+            f"import its module in the workers of that queue (CANVASFLOW_WORKFLOW_MODULES or the -A "
+            f"app), then `canvasflow resume {ref['run']}`"
+        ),
     )
-    rt = runtime()
+
+
+def fail_revoked(ref: Any, task: str | None, *, expired: bool) -> None:
+    """Step ``ref`` of a running run was revoked from outside canvasflow, or its message expired
+    (Celery's ``expires``), before it ran: the run cannot go on without it, so it fails."""
+    why = "its message expired (Celery's expires) before a worker took it" if expired else "it was revoked"
+    fail_unrun(
+        ref,
+        StepRevoked(
+            f"step {ref['step']} ({task}) did not run: {why}; give it a longer expires (or none) "
+            f"and `canvasflow resume {ref['run']}`"
+        ),
+    )
+
+
+def fail_unrun(ref: dict[str, Any], exc: BaseException) -> None:
+    """Fail a step that no worker will run, with ``exc`` saying why (the run rolls back)."""
     try:
-        fail_step(rt, ref["run"], ref["step"], int(ref["gen"]), ref.get("chunk"), exc)
+        fail_step(runtime(), ref["run"], ref["step"], int(ref["gen"]), ref.get("chunk"), exc)
     except (redis.RedisError, SQLAlchemyError, OSError) as down:  # the sweep sends it again later
-        log.warning("unregistered step not failed: state or journal unreachable", error=str(down))
+        log.warning("step not failed: state or journal unreachable", error=str(down), **ref)
 
 
 def fail_step(

@@ -1,0 +1,60 @@
+"""A step no worker will run ends its run: one whose message expired (Celery's ``expires``)
+before a worker took it, one revoked from outside canvasflow while its run runs. Each fails
+with StepRevoked saying why and what to do, and the saga rolls back the steps that completed.
+(Before, the step was marked revoked and its run stayed ``running`` for good.) A step whose task
+the worker does not have: tests/integration/test_bad_input_wire.py."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from celery import chain, group
+
+from canvasflow.config.celery_app import app
+from canvasflow.workflows import Workflow, start
+from canvasflow.workflows.runtime.context import runtime
+from canvasflow.workflows.runtime.wire import task_id_for
+from tests.integration.saga import effects, started_key
+from tests.integration.sagacheck import new_log, step_of
+
+pytestmark = [pytest.mark.redis, pytest.mark.worker]
+QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
+
+
+def _workflow(build: Callable[[], Any]) -> str:
+    return Workflow(f"t.unrun.{uuid.uuid4().hex[:8]}", "1", build=build).name
+
+
+def test_a_step_whose_message_expired_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=1)  # "b" waits behind "slow", past its expiry
+    log = new_log()
+    s = step_of(log)
+    run = start(_workflow(lambda: chain(s("first"), group(s("slow", sleep=3), s("b").set(expires=1)))))
+    record = run.wait(40)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "StepRevoked"
+    assert "expired" in record.error["message"] and f"canvasflow resume {run.id}" in record.error["message"]
+    assert sorted(effects(log)) == sorted(["do:first", "do:slow", "undo:slow", "undo:first"])
+    assert {st.step_id: st.status for st in record.steps}["1.1.act"] == "failed"
+
+
+def test_a_step_revoked_from_outside_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
+    celery_worker_factory(queues=QUEUES, concurrency=1)
+    log = new_log()
+    s = step_of(log)
+    run = start(_workflow(lambda: chain(s("first"), group(s("slow", sleep=3), s("b")))))
+    deadline = time.monotonic() + 20
+    # once "slow" runs, "b" waits in the worker (its one process is busy)
+    while not runtime().redis.exists(started_key(log, "slow")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.control.revoke(task_id_for(run.id, "1.1.act", 1))
+    record = run.wait(40)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "StepRevoked" and "revoked" in record.error["message"]
+    assert sorted(effects(log)) == sorted(["do:first", "do:slow", "undo:slow", "undo:first"])
