@@ -1,5 +1,6 @@
-"""A step no worker will run ends its run: one whose message expired (Celery's ``expires``)
-before a worker took it, one revoked from outside canvasflow while its run runs. Each fails
+"""A step no worker will run ends its run, on Redis and on RabbitMQ: one whose message expired
+(Celery's ``expires``) before a worker took it, one revoked from outside canvasflow while its
+run runs. Each fails
 with StepRevoked saying why and what to do, and the saga rolls back the steps that completed.
 (Before, the step was marked revoked and its run stayed ``running`` for good.) A step whose task
 the worker does not have: tests/integration/test_bad_input_wire.py."""
@@ -21,8 +22,14 @@ from canvasflow.workflows.runtime.wire import task_id_for
 from tests.integration.saga import effects, started_key
 from tests.integration.sagacheck import new_log, step_of
 
-pytestmark = [pytest.mark.redis, pytest.mark.worker]
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]  # Redis and RabbitMQ
 QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
+FAST_SWEEP = {
+    "CANVASFLOW_HEARTBEAT_INTERVAL": "1",
+    "CANVASFLOW_HEARTBEAT_TTL": "4",
+    "CANVASFLOW_SWEEP_INTERVAL": "1",
+    "CANVASFLOW_QUEUED_GRACE": "3",
+}
 
 
 def _workflow(build: Callable[[], Any]) -> str:
@@ -30,7 +37,10 @@ def _workflow(build: Callable[[], Any]) -> str:
 
 
 def test_a_step_whose_message_expired_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
-    celery_worker_factory(queues=QUEUES, concurrency=1)  # "b" waits behind "slow", past its expiry
+    """On Redis the worker finds the message expired when it takes it; RabbitMQ drops it from the
+    queue itself, and the sweep (fast here) fails the step it finds gone past its expiry."""
+    # "b" waits behind "slow", past its expiry
+    celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=FAST_SWEEP)
     log = new_log()
     s = step_of(log)
     run = start(_workflow(lambda: chain(s("first"), group(s("slow", sleep=3), s("b").set(expires=1)))))

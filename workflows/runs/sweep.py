@@ -14,6 +14,8 @@ Redis set ``<prefix>:active`` kept by start and resume) and:
   for on both sweeps: one found waiting in a queue is a backlog, looked at again only after
   ``queued_grace``; on a broker it cannot search (RabbitMQ) a queued step waits
   ``queued_grace``. The claim makes a duplicate harmless;
+* fails a lost step gone longer than its ``expires`` (RabbitMQ drops an expired message in the
+  queue without a word) instead of sending it again, as a worker fails one it took too late;
 * asks the rollback to go on (``rollback.progress``) for runs ``compensating``;
 * puts back in the timer index the timers of steps still asleep (``timers.rearm``: a crash
   between a sleep's run state and the index, or an index lost alone, strands no run).
@@ -53,6 +55,7 @@ from canvasflow.workflows.runtime.active import active_runs, note_suspicions
 from canvasflow.workflows.runtime.advance import dispatch
 from canvasflow.workflows.runtime.context import Runtime
 from canvasflow.workflows.runtime.control import rollback_progress
+from canvasflow.workflows.runtime.failure import fail_revoked
 from canvasflow.workflows.runtime.graph import StepGraph
 from canvasflow.workflows.runtime.messages import on_broker, searchable
 
@@ -230,8 +233,15 @@ class Sweeper:
     def _redispatch(self, f: _Suspects, lost: list[str], report: SweepReport) -> None:
         rt = self.rt
         for unit in lost:
-            log.warning("re-dispatching a lost step", run_id=f.run_id, step_id=unit)
             node_id, _, chunk = unit.partition("#")
+            if not chunk and _expired(f, node_id, time.time()):
+                # gone past its ``expires`` (RabbitMQ drops an expired message in the queue, and
+                # no worker says so): it fails as an expired message a worker took fails
+                log.warning("a lost step is past its expiry: failing it", run_id=f.run_id, step_id=unit)
+                ref = {"run": f.run_id, "step": node_id, "gen": f.gen}
+                fail_revoked(ref, f.graph.steps[node_id].task, expired=True)
+                continue
+            log.warning("re-dispatching a lost step", run_id=f.run_id, step_id=unit)
             if chunk:
                 resend_chunk(rt, f.run_id, f.gen, f.graph.steps[node_id], int(chunk))
             else:
@@ -240,6 +250,14 @@ class Sweeper:
         if f.compensating:
             rollback_progress(rt, f.run_id, f.gen)
             report.progressed.append(f.run_id)
+
+
+def _expired(f: _Suspects, step_id: str, now: float) -> bool:
+    """Has ``step_id``, lost since it was first suspected, been gone longer than its ``expires``
+    (seconds)? Its message would have expired by now: a copy must not run it after all."""
+    expires = f.graph.steps[step_id].options.get("expires")
+    seen = f.seen.get(step_id, 0.0)
+    return isinstance(expires, int | float) and not isinstance(expires, bool) and 0 < seen <= now - expires
 
 
 def _sleeps(graph: StepGraph, step_id: str) -> bool:
