@@ -43,7 +43,7 @@ from canvasflow.workers.routing.takeover import after_beat
 from canvasflow.workers.step import StepTask, step
 from canvasflow.workflows.authoring.conversation import UNSET
 from canvasflow.workflows.runs.lifecycle import send_signal, start_child, start_run
-from canvasflow.workflows.runs.sweep import SweepThread
+from canvasflow.workflows.runs.sweep_thread import SweepThread
 from canvasflow.workflows.runs.timer_service import TimerThread
 from canvasflow.workflows.runtime import failure, taskevents
 from canvasflow.workflows.runtime.context import current_runtime, runtime, warm
