@@ -9,8 +9,10 @@ import os
 import selectors
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -213,7 +215,19 @@ def settings_env(**env: str) -> Iterator[dict[str, str]]:
 
 
 def redis_env(url: str) -> dict[str, str]:
-    return {"broker_url": url, "result_backend": url, "state_url": url, "workflow_modules": MODULES}
+    """Settings for a test on its own Redis ``url`` (broker, results and state), with a key prefix
+    and a journal of its own: its sweeps and ``canvasflow recover`` see its runs only, never the
+    runs the session's earlier tests left active in the shared journal (which they would rebuild
+    on this Redis, one by one, while the test waits on its own)."""
+    journal = Path(tempfile.mkdtemp(prefix="canvasflow-journal-")) / "journal.db"
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "state_url": url,
+        "workflow_modules": MODULES,
+        "key_prefix": f"cftest-own-{uuid.uuid4().hex[:8]}",
+        "database_url": f"sqlite:///{journal}",
+    }
 
 
 def wait_all_terminal(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,28 +20,38 @@ from canvasflow.config.celery_app import app
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.runtime.wire import task_id_for
+from tests.faults.outage import settings_env
 from tests.integration.saga import effects, started_key
 from tests.integration.sagacheck import new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]  # Redis and RabbitMQ
 QUEUES = ["cap.demo", "canvasflow", "canvasflow.control"]
-FAST_SWEEP = {
-    "CANVASFLOW_HEARTBEAT_INTERVAL": "1",
-    "CANVASFLOW_HEARTBEAT_TTL": "4",
-    "CANVASFLOW_SWEEP_INTERVAL": "1",
-    "CANVASFLOW_QUEUED_GRACE": "3",
-}
 
 
 def _workflow(build: Callable[[], Any]) -> str:
     return Workflow(f"t.unrun.{uuid.uuid4().hex[:8]}", "1", build=build).name
 
 
-def test_a_step_whose_message_expired_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
+@pytest.fixture
+def own_sweep(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Fast sweep settings, and a key prefix and journal of this test's own: the sweep looks at
+    this test's runs only, not at whatever runs the session's earlier tests left active."""
+    with settings_env(
+        key_prefix=f"cftest-unrun-{uuid.uuid4().hex[:8]}",
+        database_url=f"sqlite:///{tmp_path / 'journal.db'}",
+        heartbeat_interval="1",
+        heartbeat_ttl="4",
+        sweep_interval="1",
+        queued_grace="3",
+    ) as env:
+        yield env
+
+
+def test_a_step_whose_message_expired_fails_the_run_and_the_saga_rolls_back(celery_worker_factory, own_sweep):
     """On Redis the worker finds the message expired when it takes it; RabbitMQ drops it from the
     queue itself, and the sweep (fast here) fails the step it finds gone past its expiry."""
     # "b" waits behind "slow", past its expiry
-    celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=FAST_SWEEP)
+    celery_worker_factory(queues=QUEUES, concurrency=1, extra_env=own_sweep)
     log = new_log()
     s = step_of(log)
     run = start(_workflow(lambda: chain(s("first"), group(s("slow", sleep=3), s("b").set(expires=1)))))
