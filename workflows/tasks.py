@@ -182,7 +182,10 @@ def _revoked(sender: Any = None, request: Any = None, expired: bool = False, **_
         rt.state.mark_revoked(ref["run"], unit)
         for fused in orphans(rt, ref["run"], request.id):  # steps running inside this delivery
             rt.state.mark_revoked(ref["run"], fused)
-        if rt.state.status(ref["run"]) in ("running", "waiting"):
+        # a loser of a parallel_capability race is completed before it is revoked: not failed
+        if rt.state.status(ref["run"]) in ("running", "waiting") and (
+            rt.state.step_states(ref["run"]).get(unit) == "revoked"
+        ):
             failure.fail_revoked(ref, getattr(sender, "name", None), expired=expired)
         else:
             step_settled(rt, ref["run"])
