@@ -153,8 +153,7 @@ def _stop_liveness(**_: Any) -> None:
 @task_unknown.connect
 def _unknown(sender: Any = None, message: Any = None, name: str | None = None, **_: Any) -> None:
     """A step whose task this worker does not have fails, saying so (the message is dead-lettered)."""
-    headers = getattr(message, "headers", None)
-    ref = headers.get(HEADER) if isinstance(headers, dict) else None
+    ref = failure.step_ref(message)
     if ref is not None:
         failure.fail_unregistered(ref, name, getattr(sender, "hostname", None))
 
@@ -179,13 +178,10 @@ def _revoked(sender: Any = None, request: Any = None, expired: bool = False, **_
     rt = runtime()
     unit = ref["step"] if ref.get("chunk") is None else f"{ref['step']}#{ref['chunk']}"
     try:
-        rt.state.mark_revoked(ref["run"], unit)
+        stopped = rt.state.mark_revoked(ref["run"], unit)  # not a parallel_capability loser, completed first
         for fused in orphans(rt, ref["run"], request.id):  # steps running inside this delivery
             rt.state.mark_revoked(ref["run"], fused)
-        # a loser of a parallel_capability race is completed before it is revoked: not failed
-        if rt.state.status(ref["run"]) in ("running", "waiting") and (
-            rt.state.step_states(ref["run"]).get(unit) == "revoked"
-        ):
+        if stopped and rt.state.status(ref["run"]) in ("running", "waiting"):
             failure.fail_revoked(ref, getattr(sender, "name", None), expired=expired)
         else:
             step_settled(rt, ref["run"])

@@ -215,19 +215,18 @@ def settings_env(**env: str) -> Iterator[dict[str, str]]:
 
 
 def redis_env(url: str) -> dict[str, str]:
-    """Settings for a test on its own Redis ``url`` (broker, results and state), with a key prefix
-    and a journal of its own: its sweeps and ``canvasflow recover`` see its runs only, never the
-    runs the session's earlier tests left active in the shared journal (which they would rebuild
-    on this Redis, one by one, while the test waits on its own)."""
+    """Settings for a test on its own Redis ``url`` (broker, results and state), with runs of its
+    own (:func:`own_runs`)."""
+    urls = {"broker_url": url, "result_backend": url, "state_url": url}
+    return {**urls, "workflow_modules": MODULES, **own_runs()}
+
+
+def own_runs() -> dict[str, str]:
+    """A key prefix and a journal of a test's own: its sweeps and ``canvasflow recover`` see its
+    runs only, never the runs the session's earlier tests left active in the shared journal
+    (which they would rebuild, one by one, while the test waits on its own)."""
     journal = Path(tempfile.mkdtemp(prefix="canvasflow-journal-")) / "journal.db"
-    return {
-        "broker_url": url,
-        "result_backend": url,
-        "state_url": url,
-        "workflow_modules": MODULES,
-        "key_prefix": f"cftest-own-{uuid.uuid4().hex[:8]}",
-        "database_url": f"sqlite:///{journal}",
-    }
+    return {"key_prefix": f"cftest-own-{uuid.uuid4().hex[:8]}", "database_url": f"sqlite:///{journal}"}
 
 
 def wait_all_terminal(

@@ -70,9 +70,10 @@ def test_steps_waiting_in_a_rate_limit_bucket_are_held_and_not_sent_again(redis_
     record = run.wait(60)
     assert record.status == "succeeded", record.error
     assert counts(redis_url, counter) == dict.fromkeys(labels, 1)
-    received = re.findall(r"Task faults\.paced\[([^\]]+)\] received", w.read_log())
+    logged = w.read_log()
+    received = re.findall(r"Task faults\.paced\[([^\]]+)\] received", logged)
     assert sorted(received) == sorted(set(received)) and len(received) == len(labels), received
-    assert "re-dispatching a lost step" not in w.read_log()
+    assert "re-dispatching a lost step" not in logged
 
 
 def test_whole_worker_killed_mid_step_finishes_within_a_minute_with_the_default_visibility_timeout(

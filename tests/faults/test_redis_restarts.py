@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 from functools import partial
-from pathlib import Path
 
 import pytest
 from celery import chain
@@ -62,8 +61,7 @@ def logged_about(workers: list[WorkerProcess], failure: str, lines: int = 30) ->
     ids = set(re.findall(r"'([0-9a-f]{32})': '", failure))
     out = []
     for w in workers:
-        text = Path(w.log_path).read_text(errors="replace").splitlines() if Path(w.log_path).exists() else []
-        hits = [line for line in text if any(i in line for i in ids) or "sweep" in line]
+        hits = [line for line in w.read_log().splitlines() if any(i in line for i in ids) or "sweep" in line]
         out.append(f"--- {w.hostname}: {len(hits)} lines on {sorted(ids)} or the sweep")
         out += hits[-lines:]
     return "\n".join(out)

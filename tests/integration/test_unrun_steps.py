@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from canvasflow.config.celery_app import app
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.runtime.wire import task_id_for
-from tests.faults.outage import settings_env
+from tests.faults.outage import own_runs, settings_env
 from tests.integration.saga import effects, started_key
 from tests.integration.sagacheck import new_log, step_of
 
@@ -33,17 +32,10 @@ def _workflow(build: Callable[[], Any]) -> str:
 
 
 @pytest.fixture
-def own_sweep(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Fast sweep settings, and a key prefix and journal of this test's own: the sweep looks at
-    this test's runs only, not at whatever runs the session's earlier tests left active."""
-    with settings_env(
-        key_prefix=f"cftest-unrun-{uuid.uuid4().hex[:8]}",
-        database_url=f"sqlite:///{tmp_path / 'journal.db'}",
-        heartbeat_interval="1",
-        heartbeat_ttl="4",
-        sweep_interval="1",
-        queued_grace="3",
-    ) as env:
+def own_sweep() -> Iterator[dict[str, str]]:
+    """Fast sweep settings, and runs of this test's own (:func:`own_runs`)."""
+    fast = {"heartbeat_interval": "1", "heartbeat_ttl": "4", "sweep_interval": "1", "queued_grace": "3"}
+    with settings_env(**own_runs(), **fast) as env:
         yield env
 
 

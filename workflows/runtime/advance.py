@@ -35,7 +35,6 @@ from canvasflow.workflows.store.rows import now
 log = structlog.get_logger("canvasflow.executor")
 
 
-
 def dispatch(
     rt: Runtime,
     run_id: str,

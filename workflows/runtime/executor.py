@@ -46,7 +46,6 @@ class Deferred:
 DEFERRED = Deferred()
 
 
-
 # -- the worker side -------------------------------------------------------------------
 def run_step(task: Task, ref: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     """Execute one delivery of a step (called by StepTask.__call__), and the steps fused into it."""

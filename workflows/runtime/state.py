@@ -28,6 +28,7 @@ from canvasflow.workflows.runtime.seed import Seed, seed_new_runs, seed_run
 
 ACTIVE = ("running", "waiting")
 
+
 @dataclass(frozen=True)
 class Claim:
     outcome: str  # run | done | skip
@@ -119,9 +120,10 @@ class RunState:
         """The step's attempt failed and a retry is on its way: nothing of this attempt completed."""
         self._retrying(keys=[self.key(run_id, "st")], args=[step_id])
 
-    def mark_revoked(self, run_id: str, step_id: str) -> None:
-        """A revoked step will not complete (unless it already did)."""
-        self._revoked(keys=[self.key(run_id, "st")], args=[step_id])
+    def mark_revoked(self, run_id: str, step_id: str) -> bool:
+        """A revoked step will not complete (unless it already did); True when this stopped it
+        (it was queued, running or retrying), False when it had ended already."""
+        return bool(self._revoked(keys=[self.key(run_id, "st")], args=[step_id]))
 
     def chunk_partial(self, run_id: str, step_id: str, index: int, result_json: str) -> None:
         """A failed chunk's items that did complete (their effects must be undone too)."""

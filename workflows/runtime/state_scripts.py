@@ -110,8 +110,9 @@ REVOKED = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur == 'queued' or cur == 'running' or cur == 'retrying' then
   redis.call('HSET', KEYS[1], ARGV[1], 'revoked')
+  return 1
 end
-return 1
+return 0
 """
 
 CHUNK = """
