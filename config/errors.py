@@ -6,7 +6,7 @@ docstring is its default message and says what to do about it::
     CanvasflowError
      ├── SettingsError            a CANVASFLOW_* variable has a bad value
      ├── BrokerUnavailable        the broker URL does not answer
- ├── StateUnavailable         the state Redis does not answer
+     ├── StateUnavailable         the state Redis does not answer
      ├── DefinitionError          a workflow or canvas cannot be compiled
      ├── WorkflowNotFound         no workflow registered under that name
      ├── InputError               inputs fail validation or are not JSON
@@ -20,7 +20,8 @@ docstring is its default message and says what to do about it::
      ├── StartRefused             a ``canvasflow.start`` message was refused (a task failure)
      ├── MessageRejected          a step message was malformed (dead-lettered)
      ├── TaskNotRegistered        a worker received a step whose task it does not have
-     └── StepRevoked              a step's message expired or was revoked before it ran
+     ├── StepRevoked              a step's message expired or was revoked before it ran
+     └── StepDeclined             a step's body raised Celery's Ignore or Reject (no requeue)
 
 (``PayloadTooLarge`` is an InputError.)
 
@@ -138,6 +139,13 @@ class StepRevoked(CanvasflowError):
     """A step of a running run will not run: its message expired (Celery's ``expires``) before a
     worker took it, or it was revoked from outside canvasflow. The step fails with this error and
     the run rolls back; give the step a longer ``expires`` (or none), then ``canvasflow resume``."""
+
+
+class StepDeclined(CanvasflowError):
+    """A step's body raised Celery's ``Ignore`` (``self.replace`` does too) or ``Reject`` without
+    requeue: it neither returned nor failed, so its run would wait for it for ever. The step fails
+    with this error and the run rolls back; return a value or raise an error (start a
+    sub-workflow for more steps), then ``canvasflow resume`` the run."""
 
 
 # what an error of a library means, as one of canvasflow's errors (None: none of its errors)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import redis
+from celery.exceptions import Ignore, Reject
 
 from canvasflow.compensation import compensates
 from canvasflow.config.celery_app import app
@@ -163,3 +164,11 @@ def bounded(*parents: Any, label: str, log: str, sleep: float = 0.0) -> str:
 @compensates(bounded, name="saga.unbounded", retries=0)
 def unbounded(result: Any, *parents: Any, label: str, log: str, sleep: float = 0.0) -> None:
     _redis().rpush(log, f"undo:{label}")
+
+
+@step(name="saga.declines", capability="demo")
+def declines(*parents: Any, how: str) -> None:
+    """A body that neither returns nor fails: Celery's Ignore, or Reject without requeue."""
+    if how == "ignore":
+        raise Ignore()
+    raise Reject("not for me", requeue=False)

@@ -2,8 +2,9 @@
 (Celery's ``expires``) before a worker took it, one revoked from outside canvasflow while its
 run runs. Each fails
 with StepRevoked saying why and what to do, and the saga rolls back the steps that completed.
-(Before, the step was marked revoked and its run stayed ``running`` for good.) A step whose task
-the worker does not have: tests/integration/test_bad_input_wire.py."""
+(Before, the step was marked revoked and its run stayed ``running`` for good.) A step whose body
+raises Celery's Ignore or Reject (no requeue) fails with StepDeclined. A step whose task the
+worker does not have: tests/integration/test_bad_input_wire.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
 from canvasflow.workflows.runtime.wire import task_id_for
 from tests.faults.outage import own_runs, settings_env
-from tests.integration.saga import effects, started_key
+from tests.integration.saga import declines, effects, started_key
 from tests.integration.sagacheck import new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.usefixtures("broker")]  # Redis and RabbitMQ
@@ -71,3 +72,23 @@ def test_a_step_revoked_from_outside_fails_the_run_and_the_saga_rolls_back(celer
     assert record.status == "compensated", (record.status, record.error)
     assert record.error["type"] == "StepRevoked" and "revoked" in record.error["message"]
     assert sorted(effects(log)) == sorted(["do:first", "do:slow", "undo:slow", "undo:first"])
+
+
+@pytest.mark.parametrize("how", ["ignore", "reject"])
+def test_a_step_that_neither_returns_nor_fails_fails_the_run_and_the_saga_rolls_back(
+    celery_worker_factory, how
+):
+    """A body raising Celery's Ignore (``self.replace`` does) or Reject without requeue leaves no
+    message of its step: the step fails with StepDeclined instead of being sent again for ever."""
+    celery_worker_factory(queues=QUEUES, concurrency=1)
+    log = new_log()
+    s = step_of(log)
+    run = start(_workflow(lambda: chain(s("first"), declines.s(how=how), s("never"))))
+    record = run.wait(30)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "StepDeclined"
+    assert ("Ignore" if how == "ignore" else "Reject") in record.error["message"]
+    assert f"canvasflow resume {run.id}" in record.error["message"]
+    assert effects(log) == ["do:first", "undo:first"]
+    assert {st.step_id: st.status for st in record.steps}["1.declines"] == "failed"

@@ -23,8 +23,9 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 
+from canvasflow.config.errors import StepDeclined
 from canvasflow.workers.routing.decisions import after_death
 from canvasflow.workers.routing.live import observe
 from canvasflow.workflows.runtime import control, events, fusion, special, wire
@@ -128,6 +129,10 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
             _journal_retry(rt, delivery, retry)
             events.step_retried(delivery, began, retry)
             raise
+        except (Ignore, Reject) as exc:
+            if isinstance(exc, Reject) and exc.requeue:
+                raise  # the broker delivers the message again: the step runs again
+            raise _declined(run_id, claim_id, task.name, exc) from None
         except Exception as exc:
             partial = getattr(exc, "canvasflow_partial", None)
             if chunk is not None and partial:
@@ -152,6 +157,18 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
         if mapped is not None:  # the last chunk: the map step completes with every item's value
             complete(rt, run_id, step_id, gen, mapped.value, encode_result(step_id, mapped.value), None)
         return result
+
+
+def _declined(run_id: str, step_id: str, task: str, exc: Ignore | Reject) -> StepDeclined:
+    """What a step body that raised Ignore or Reject (no requeue) fails with: it neither returned
+    nor failed, and no message of it is left (Celery acks an ignored one, the broker drops a
+    rejected one), so the sweep would send it again, to decline again, for ever."""
+    what = "Reject without requeue" if isinstance(exc, Reject) else "Ignore (self.replace raises it too)"
+    return StepDeclined(
+        f"step {step_id} of run {run_id} (task {task!r}) raised Celery's {what}: a step ends by "
+        "returning its result or raising an error (start a sub-workflow for more steps); the step "
+        f"failed and the run rolls back: change the step, then `canvasflow resume {run_id}`"
+    )
 
 
 def _journal_retry(rt: Runtime, delivery: events.Delivery, retry: Retry) -> None:
