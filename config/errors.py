@@ -21,7 +21,8 @@ docstring is its default message and says what to do about it::
      ├── MessageRejected          a step message was malformed (dead-lettered)
      ├── TaskNotRegistered        a worker received a step whose task it does not have
      ├── StepRevoked              a step's message expired or was revoked before it ran
-     └── StepDeclined             a step's body raised Celery's Ignore or Reject (no requeue)
+     ├── StepDeclined             a step's body raised Celery's Ignore or Reject (no requeue)
+     └── StepCrashed              deliveries of a step died running it, too many times in a row
 
 (``PayloadTooLarge`` is an InputError.)
 
@@ -146,6 +147,12 @@ class StepDeclined(CanvasflowError):
     requeue: it neither returned nor failed, so its run would wait for it for ever. The step fails
     with this error and the run rolls back; return a value or raise an error (start a
     sub-workflow for more steps), then ``canvasflow resume`` the run."""
+
+
+class StepCrashed(CanvasflowError):
+    """Deliveries of a step died running it ``CANVASFLOW_STEP_MAX_CRASHES`` times in a row (the
+    step kills its process: a crash, ``os._exit``, the OOM killer): it is not run again; the step
+    fails with this error and the run rolls back. Fix the step, then ``canvasflow resume``."""
 
 
 # what an error of a library means, as one of canvasflow's errors (None: none of its errors)

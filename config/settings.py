@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     compensation_redispatch_after: float = Field(default=60.0, ge=1)
     # deliveries of one compensation attempt interrupted by crashes before it counts as failed
     compensation_max_deliveries: int = Field(default=5, ge=1)
+    # deliveries of a step in a row that died running it (its process killed) before it fails
+    step_max_crashes: int = Field(default=5, ge=1)
     # journal records a worker process holds while the database is unreachable; past it, steps wait
     journal_max_pending: int = Field(default=100_000, ge=100)
     journal_retry_max: float = Field(default=10.0, gt=0)  # longest pause between journal retries

@@ -14,7 +14,7 @@ from celery import chain
 
 from canvasflow.workflows import Workflow, start
 from canvasflow.workflows.runtime.context import runtime
-from tests.integration.saga import effects
+from tests.integration.saga import crashes, effects
 from tests.integration.sagacheck import new_log, step_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.faults, pytest.mark.usefixtures("broker")]
@@ -132,3 +132,25 @@ def test_duplicate_of_a_completed_step_changes_nothing(celery_worker_factory):
     time.sleep(1.5)
     assert effects(log) == ["do:a", "do:b"]
     assert rt.store.get_run(run.id).status == "succeeded"
+
+
+def test_a_step_that_kills_its_process_every_time_fails_after_its_crashes_and_rolls_back(
+    celery_worker_factory,
+):
+    """Celery delivers a step whose process died again (``task_reject_on_worker_lost``), for ever
+    when the step itself kills it. After ``CANVASFLOW_STEP_MAX_CRASHES`` deliveries in a row died
+    in it, the next one fails the step with StepCrashed, without running it, and the saga rolls
+    back what completed."""
+    celery_worker_factory(queues=QUEUES, concurrency=1, extra_env={"CANVASFLOW_STEP_MAX_CRASHES": "3"})
+    log = new_log()
+    s = step_of(log)
+    run = start(workflow(lambda: chain(s("a"), crashes.s(label="boom", log=log), s("c"))))
+    record = run.wait(90)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "StepCrashed", record.error
+    assert (
+        "3 deliveries" in record.error["message"] and f"canvasflow resume {run.id}" in record.error["message"]
+    )
+    assert effects(log) == ["do:a", "run:boom", "run:boom", "run:boom", "undo:a"]  # three runs, not a fourth
+    assert record.step("1.crashes").status == "failed"

@@ -3,6 +3,8 @@ test can read exactly what ran, how often and in which order."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -172,3 +174,10 @@ def declines(*parents: Any, how: str) -> None:
     if how == "ignore":
         raise Ignore()
     raise Reject("not for me", requeue=False)
+
+
+@step(name="saga.crashes", capability="demo")
+def crashes(*parents: Any, label: str, log: str) -> None:
+    """Kills its own process every time it runs (as a segfault or the OOM killer would)."""
+    _redis().rpush(log, f"run:{label}")
+    os.kill(os.getpid(), signal.SIGKILL)

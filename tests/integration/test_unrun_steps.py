@@ -92,3 +92,19 @@ def test_a_step_that_neither_returns_nor_fails_fails_the_run_and_the_saga_rolls_
     assert f"canvasflow resume {run.id}" in record.error["message"]
     assert effects(log) == ["do:first", "undo:first"]
     assert {st.step_id: st.status for st in record.steps}["1.declines"] == "failed"
+
+
+def test_a_step_past_its_hard_time_limit_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
+    """Celery kills the process running a step past its ``time_limit`` and fails the task: the
+    step fails with TimeLimitExceeded, is not sent again, and the saga rolls back."""
+    celery_worker_factory(queues=QUEUES, concurrency=1)
+    log = new_log()
+    s = step_of(log)
+    run = start(_workflow(lambda: chain(s("first"), s("slow", sleep=30).set(time_limit=2), s("never"))))
+    record = run.wait(45)
+
+    assert record.status == "compensated", (record.status, record.error)
+    assert record.error["type"] == "TimeLimitExceeded", record.error
+    assert effects(log) == ["do:first", "undo:first"]
+    assert {st.step_id: st.status for st in record.steps}["1"] == "failed"
+    assert runtime().redis.exists(started_key(log, "slow")) == 1  # it did start, once

@@ -25,7 +25,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from canvasflow.config.errors import StepDeclined
+from canvasflow.config.errors import StepCrashed, StepDeclined
 from canvasflow.workers.routing.decisions import after_death
 from canvasflow.workers.routing.live import observe
 from canvasflow.workflows.runtime import control, events, fusion, special, wire
@@ -96,10 +96,14 @@ def _run_step(rt: Runtime, task: Task, ref: dict[str, Any], args: tuple, kwargs:
             return None
         info["attempt"] = claim.attempt
         if claim.previous:  # an earlier delivery died mid-step: its attempt is journaled too
-            _journal_abandoned(rt, run_id, claim_id, json.loads(claim.previous), claim.attempt - 1)
+            previous = json.loads(claim.previous)
+            _journal_abandoned(rt, run_id, claim_id, previous, claim.attempt - 1)
+            info["crashes"] = crashed = int(previous.get("crashes", 0)) + 1  # in a row: a retry resets it
             if "route" in info:
-                info["route"] = after_death(info["route"], json.loads(claim.previous), claim.attempt - 1)
-                rt.redis.hset(rt.state.key(run_id, "info"), claim_id, json.dumps(info))
+                info["route"] = after_death(info["route"], previous, claim.attempt - 1)
+            rt.redis.hset(rt.state.key(run_id, "info"), claim_id, json.dumps(info))
+            if crashed >= rt.settings.step_max_crashes:
+                raise _crashed(run_id, claim_id, task.name, previous, crashed)
         if claim.run_status == "compensating":
             log.warning("step redelivered during the rollback: running it to completion to compensate it")
         ctx = ExecutionContext(
@@ -168,6 +172,18 @@ def _declined(run_id: str, step_id: str, task: str, exc: Ignore | Reject) -> Ste
         f"step {step_id} of run {run_id} (task {task!r}) raised Celery's {what}: a step ends by "
         "returning its result or raising an error (start a sub-workflow for more steps); the step "
         f"failed and the run rolls back: change the step, then `canvasflow resume {run_id}`"
+    )
+
+
+def _crashed(run_id: str, step_id: str, task: str, previous: dict[str, Any], crashed: int) -> StepCrashed:
+    """What a step fails with when ``crashed`` deliveries in a row died running it: Celery would
+    deliver it again for ever (``task_reject_on_worker_lost``) when the step kills its process."""
+    where = f"the last on {previous.get('worker')}, process {previous.get('pid')}"
+    return StepCrashed(
+        f"step {step_id} of run {run_id} (task {task!r}): {crashed} deliveries in a row died running it "
+        f"({where}): the step kills its process (a crash, os._exit, the OOM killer?); it was not run "
+        f"again, it failed and the run rolls back: fix the step (or raise CANVASFLOW_STEP_MAX_CRASHES), "
+        f"then `canvasflow resume {run_id}`"
     )
 
 
