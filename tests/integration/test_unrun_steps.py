@@ -96,7 +96,8 @@ def test_a_step_that_neither_returns_nor_fails_fails_the_run_and_the_saga_rolls_
 
 def test_a_step_past_its_hard_time_limit_fails_the_run_and_the_saga_rolls_back(celery_worker_factory):
     """Celery kills the process running a step past its ``time_limit`` and fails the task: the
-    step fails with TimeLimitExceeded, is not sent again, and the saga rolls back."""
+    step fails (a start_to_close deadline, DeadlineExceeded), is not sent again, and the saga
+    rolls back."""
     celery_worker_factory(queues=QUEUES, concurrency=1)
     log = new_log()
     s = step_of(log)
@@ -104,7 +105,9 @@ def test_a_step_past_its_hard_time_limit_fails_the_run_and_the_saga_rolls_back(c
     record = run.wait(45)
 
     assert record.status == "compensated", (record.status, record.error)
-    assert record.error["type"] == "TimeLimitExceeded", record.error
+    assert record.error["type"] == "DeadlineExceeded", record.error
+    assert "TimeLimitExceeded" in record.error["message"]
     assert effects(log) == ["do:first", "undo:first"]
-    assert {st.step_id: st.status for st in record.steps}["1"] == "failed"
-    assert runtime().redis.exists(started_key(log, "slow")) == 1  # it did start, once
+    assert {st.step_id: st.status for st in record.steps}["1.act"] == "failed"
+    assert runtime().redis.exists(started_key(log, "slow")) == 1  # it did start
+    assert record.step("1.act").attempts == 1  # and was not sent again
