@@ -22,7 +22,8 @@ docstring is its default message and says what to do about it::
      ├── TaskNotRegistered        a worker received a step whose task it does not have
      ├── StepRevoked              a step's message expired or was revoked before it ran
      ├── StepDeclined             a step's body raised Celery's Ignore or Reject (no requeue)
-     └── StepCrashed              deliveries of a step died running it, too many times in a row
+     ├── StepCrashed              deliveries of a step died running it, too many times in a row
+     └── JournalTooNew            a newer canvasflow migrated the journal past this one's schema
 
 (``PayloadTooLarge`` is an InputError.)
 
@@ -153,6 +154,12 @@ class StepCrashed(CanvasflowError):
     """Deliveries of a step died running it ``CANVASFLOW_STEP_MAX_CRASHES`` times in a row (the
     step kills its process: a crash, ``os._exit``, the OOM killer): it is not run again; the step
     fails with this error and the run rolls back. Fix the step, then ``canvasflow resume``."""
+
+
+class JournalTooNew(CanvasflowError):
+    """The journal's schema was migrated by a newer canvasflow than this process runs: upgrade
+    canvasflow here too (workers, clients, control workers), or point CANVASFLOW_DATABASE_URL at
+    a journal of this release. During a rolling upgrade, migrate once the older fleet is gone."""
 
 
 # what an error of a library means, as one of canvasflow's errors (None: none of its errors)

@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from canvasflow.config.errors import JournalTooNew
 from canvasflow.workflows.store.models import JournalNames, journal_tables
 from canvasflow.workflows.store.schema import (
     autogenerate_options,
@@ -24,7 +25,7 @@ from canvasflow.workflows.store.schema import (
     head_revision,
     upgrade,
 )
-from canvasflow.workflows.store.sql import SqlRunStore, make_engine
+from canvasflow.workflows.store.sql import SqlRunStore, make_engine, store_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_REVISION = "a1b2c3d4e5f6"
@@ -222,3 +223,20 @@ def test_upgraders_starting_together_on_postgres_all_succeed(postgres_server):
             e.dispose()
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_journal_migrated_by_a_newer_canvasflow_is_refused_saying_what_to_do(tmp_path):
+    """An older worker starting against a journal a newer release migrated gets one clear error,
+    not Alembic's "Can't locate revision", and the journal is left as it was."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
+    names = JournalNames("cf_", None)
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {names.version_table} SET version_num = '0099'"))
+
+    with pytest.raises(JournalTooNew) as refused:
+        store_for(f"sqlite:///{tmp_path / 'journal.db'}", table_prefix="cf_", schema="")
+    message = str(refused.value)
+    assert "0099" in message and head_revision() in message and "Upgrade canvasflow" in message
+    assert current_revision(engine, names) == "0099"
+    engine.dispose()

@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select, text
 
+from canvasflow.config.errors import JournalTooNew
 from canvasflow.workflows.store.models import JournalNames, names_for
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -57,8 +58,18 @@ def current_revision(engine: Engine, names: JournalNames | None = None) -> str |
 
 
 def upgrade(engine: Engine, names: JournalNames | None = None, revision: str = "head") -> None:
-    """Run the migrations up to ``revision`` (``canvasflow db upgrade``)."""
-    command.upgrade(alembic_config(engine, names or names_for()), revision)
+    """Run the migrations up to ``revision`` (``canvasflow db upgrade``); JournalTooNew when a
+    newer canvasflow migrated the journal past every revision this one knows."""
+    names = names or names_for()
+    current = current_revision(engine, names)
+    if current is not None and current not in {rev.revision for rev in script().walk_revisions()}:
+        where = f"{engine.url.render_as_string(hide_password=True)} ({names.version_table})"
+        raise JournalTooNew(
+            f"the journal at {where} is at schema revision {current}, newer than this canvasflow's "
+            f"{head_revision()}: a newer canvasflow migrated it. Upgrade canvasflow here too, or point "
+            "CANVASFLOW_DATABASE_URL at a journal of this release"
+        )
+    command.upgrade(alembic_config(engine, names), revision)
 
 
 def ensure_schema(engine: Engine, *, table_prefix: str | None = None, schema: str | None = None) -> None:
