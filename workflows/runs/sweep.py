@@ -204,11 +204,13 @@ class Sweeper:
         for f in found:
             stale = [sid for sid in f.seen if sid not in f.now]
             # new suspicions, and the lost or backlogged ones start their grace again; one seen
-            # waiting in a queue is marked so (negated time)
+            # waiting in a queue is marked so (negated time); one marked so that a worker has
+            # taken since (its claim says running) and no live node holds is suspected anew as
+            # running: lost after a heartbeat, not after the backlog's grace
             fresh = {
                 c.unit: -now if set(c.task_ids) & queued else now
                 for c in f.now.values()
-                if c.unit not in f.seen or c in looked[f.run_id]
+                if c.unit not in f.seen or c in looked[f.run_id] or (c.running and f.seen[c.unit] < 0)
             }
             if stale or fresh:  # only while the run is active: it may have finished since read
                 note_suspicions(rt, f.run_id, fresh, stale, pipe=p)
