@@ -63,6 +63,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tasks",
         (
             "canvasflow.workflows.tasks",
+            "canvasflow.workflows.worker_hooks",
             "canvasflow.workflows.telemetry.exporter",
             "canvasflow.workers.signals",
             "canvasflow.workers.demo",
