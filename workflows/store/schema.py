@@ -47,6 +47,11 @@ def script() -> ScriptDirectory:
 _UPGRADING = threading.Lock()
 
 
+def known_revisions() -> set[str]:
+    """Every revision of canvasflow's own migrations."""
+    return {rev.revision for rev in script().walk_revisions()}
+
+
 def head_revision() -> str | None:
     return script().get_current_head()
 
@@ -62,7 +67,7 @@ def upgrade(engine: Engine, names: JournalNames | None = None, revision: str = "
     newer canvasflow migrated the journal past every revision this one knows."""
     names = names or names_for()
     current = current_revision(engine, names)
-    if current is not None and current not in {rev.revision for rev in script().walk_revisions()}:
+    if current is not None and current not in known_revisions():
         where = f"{engine.url.render_as_string(hide_password=True)} ({names.version_table})"
         raise JournalTooNew(
             f"the journal at {where} is at schema revision {current}, newer than this canvasflow's "
@@ -100,7 +105,7 @@ def prepare(conn: Connection, names: JournalNames) -> None:
     tables = set(inspect(conn).get_table_names(schema=names.schema))
     if names.version_table in tables or names.table("runs") not in tables:
         return
-    ours = {rev.revision for rev in script().walk_revisions()}
+    ours = known_revisions()
     revision = None
     if LEGACY_VERSION_TABLE in tables and names.prefix == "cf_":  # the only prefix there was
         legacy = Table(LEGACY_VERSION_TABLE, MetaData(), autoload_with=conn, schema=names.schema)
