@@ -1,6 +1,8 @@
 """Client: the cost of starting runs, alone. ``start()`` of a chain of 10 in a loop and
 ``start_many`` of a batch, journaling to SQLite and to PostgreSQL, against raw Celery's
-``chain(...).apply_async()`` of the same chain in a loop.
+``chain(...).apply_async()`` of the same chain in a loop. Every run has inputs of its own (its
+number, an argument of its first step), as runs started by a service do: no two canvases are
+the same, so only what is common to the shape can be reused.
 
 The runs go to ``cap.bench.idle``, which no worker consumes while the client is timed, so the
 client has the cores (with Redis and the database) instead of sharing them with a worker busy
@@ -35,7 +37,8 @@ SIDES = {
 }
 METHOD = [
     "* Client: a chain of 10 started on `cap.bench.idle`, a queue no worker consumes while the "
-    "client is timed: raw `chain(...).apply_async()` in a loop, canvasflow `start()` in a loop and "
+    "client is timed, each run with inputs of its own (its number, an argument of its first "
+    "step): raw `chain(...).apply_async()` in a loop, canvasflow `start()` in a loop and "
     "one `start_many()` of the whole batch (validation, compile, journal rows, Redis state, first "
     "publish, all inside the timing), with the SQLite worker's journal and with PostgreSQL's. Then "
     "the worker of that journal is told to consume the queue (`add_consumer`); the bench waits for "
@@ -66,12 +69,15 @@ def measure(b: Bench, steps: Any, runs: int, reps: int, pg_rt: Any = None) -> St
     def cf(many: bool, token: str) -> list[str]:
         batch = {**inputs, "token": token}
         if many:
-            return [r.id for r in start_many("bench.tally_chain", [batch] * runs)]
-        return [start("bench.tally_chain", batch).id for _ in range(runs)]
+            return [
+                r.id
+                for r in start_many("bench.tally_chain", [{**batch, "seq": i} for i in range(1, runs + 1)])
+            ]
+        return [start("bench.tally_chain", {**batch, "seq": i}).id for i in range(1, runs + 1)]
 
     def raw(token: str) -> list[str]:
-        for _ in range(runs):
-            steps.tally_chain(LENGTH, token, runs, queue=IDLE_QUEUE).apply_async()
+        for i in range(1, runs + 1):
+            steps.tally_chain(LENGTH, token, runs, queue=IDLE_QUEUE, seq=i).apply_async()
         return []
 
     sides: dict[str, tuple[Callable[[str], list[str]], Worker, Any]] = {

@@ -221,9 +221,11 @@ def group_canvas(n: int, token: str, queue: str | None = None) -> Any:
     return group(m.set(queue=queue) for m in members) if queue else group(members)
 
 
-def tally_chain(length: int, token: str, runs: int, queue: str | None = None) -> Any:
-    """One of ``runs`` concurrent chains of ``length`` (throughput.py): no-ops, then a tally."""
-    return chain(*_on([*(noop.s() for _ in range(length - 1)), tally.s(token=token, n=runs)], queue))
+def tally_chain(length: int, token: str, runs: int, queue: str | None = None, seq: int = 0) -> Any:
+    """One of ``runs`` concurrent chains of ``length`` (throughput.py): no-ops, then a tally;
+    ``seq`` (the run's number, an argument of the first no-op) makes each run's canvas its own."""
+    first = noop.s(seq) if seq else noop.s()
+    return chain(*_on([first, *(noop.s() for _ in range(length - 2)), tally.s(token=token, n=runs)], queue))
 
 
 def tally_chord(width: int, token: str, runs: int) -> Any:
