@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 
 from tests.benchmarks.bench import CONCURRENCY, DOC, LABELS, NOTES, PG_URL
 from tests.benchmarks.scenarios import Scenario, fmt
@@ -92,6 +93,13 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
     return [line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows[1:])]
 
 
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def machine() -> dict[str, str]:
     import sqlite3
 
@@ -109,6 +117,7 @@ def machine() -> dict[str, str]:
         "celery": celery.__version__,
         "kombu": kombu.__version__,
         "redis-py": redis.__version__,
+        "hiredis (redis-py's parser, both sides)": _version("hiredis"),
         "sqlalchemy": sqlalchemy.__version__,
         "sqlite": sqlite3.sqlite_version,
     }
