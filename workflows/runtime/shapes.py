@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class ShapeCache:
     def __init__(self, size: int = KEPT) -> None:
         self.size = size
         self._kept: OrderedDict[Key, _Kept] = OrderedDict()
+        self._lock = threading.Lock()  # a worker of the threads pool compiles in several threads
         self.hits = 0
         self.misses = 0  # compilations of a canvas a caller asked for
 
@@ -82,18 +84,22 @@ class ShapeCache:
             if exact is not None:
                 return self._copy(exact, [])
             graph = self._compile(canvas, compile)
-            if whole is not None:
-                self._keep((context, "canvas", whole), graph, tasks, ())
+            if whole is not None and (blob := _pickled(graph)) is not None:
+                self._keep((context, "canvas", whole), blob, graph, tasks, ())
             return graph
         graph = self._compile(canvas, compile)
+        blob = _pickled(graph)
+        if blob is None:  # not kept: not worth proving its slots either
+            return graph
         slots = find_slots(canvas, graph, values, compile)
-        self._keep(key, graph, tasks, slots)
+        self._keep(key, blob, graph, tasks, slots)
         if slots is None and (whole := fingerprint(canvas)) is not None:
-            self._keep((context, "canvas", whole), graph, tasks, ())
+            self._keep((context, "canvas", whole), blob, graph, tasks, ())
         return graph
 
     def clear(self) -> None:
-        self._kept.clear()
+        with self._lock:
+            self._kept.clear()
 
     # -- parts ---------------------------------------------------------------------------
     def _compile(self, canvas: Any, compile: Compile) -> StepGraph:
@@ -101,11 +107,12 @@ class ShapeCache:
         return compile(canvas)
 
     def _fresh(self, key: Key, tasks: Mapping[str, Any]) -> _Kept | None:
-        found = self._kept.get(key)
-        if found is None or not all(tasks.get(name) is task for name, task in found.used.items()):
-            return None
-        self._kept.move_to_end(key)
-        return found
+        with self._lock:
+            found = self._kept.get(key)
+            if found is None or not all(tasks.get(name) is task for name, task in found.used.items()):
+                return None
+            self._kept.move_to_end(key)
+            return found
 
     def _copy(self, kept: _Kept, values: list[Any]) -> StepGraph:
         self.hits += 1
@@ -115,21 +122,31 @@ class ShapeCache:
         return copy
 
     def _keep(
-        self, key: Key, graph: StepGraph, tasks: Mapping[str, Any], slots: tuple[Slot, ...] | None
+        self,
+        key: Key,
+        blob: bytes,
+        graph: StepGraph,
+        tasks: Mapping[str, Any],
+        slots: tuple[Slot, ...] | None,
     ) -> None:
-        try:
-            blob = pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            return
         used = {n.task: tasks.get(n.task) for n in graph.steps.values()}
         for eb in graph.errbacks:
             name = eb.signature.get("task")
             if isinstance(name, str):
                 used[name] = tasks.get(name)
-        self._kept[key] = _Kept(blob, used, slots)
-        self._kept.move_to_end(key)
-        while len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+        with self._lock:
+            self._kept[key] = _Kept(blob, used, slots)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+
+
+def _pickled(graph: StepGraph) -> bytes | None:
+    """The graph pickled, or None when it does not pickle (then it is not kept)."""
+    try:
+        return pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
 
 
 def _shape(canvas: Any) -> tuple[str, list[Any]] | None:
