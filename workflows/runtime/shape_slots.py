@@ -25,9 +25,9 @@ from canvasflow.workflows.runtime.graph import StepGraph, lit
 from canvasflow.workflows.runtime.wire import MAP_TASK, PARALLEL_TASK, SIGNAL_TASK, SLEEP_TASK, WORKFLOW_TASK
 
 HOLE = "\u0000"  # a hole in a skeleton (only ever at a task signature's argument position)
-WHOLE = frozenset(
-    {MAP_TASK, SIGNAL_TASK, SLEEP_TASK, WORKFLOW_TASK, PARALLEL_TASK}
-)  # compiled from their values
+# steps the compiler builds from their argument values (a map's mapper, a child workflow's
+# name...): kept whole in the skeleton
+WHOLE = frozenset({MAP_TASK, SIGNAL_TASK, SLEEP_TASK, WORKFLOW_TASK, PARALLEL_TASK})
 
 
 @dataclass(frozen=True)
