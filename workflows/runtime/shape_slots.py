@@ -70,16 +70,18 @@ def find_slots(
         other = compile(marked)
     except Exception:  # a compilation that reads a value may refuse a marker
         return None
-    found: dict[int, list[Slot]] = {}
+    found: dict[int, Slot] = {}
     for node in other.steps.values():
         places: list[tuple[int | str, Any]] = [*enumerate(node.args), *node.kwargs.items()]
         for at, expr in places:
             index = _marker(expr, token)
             if index is not None:
-                found.setdefault(index, []).append(Slot(node.id, at))
-    if sorted(found) != list(range(len(values))) or any(len(s) != 1 for s in found.values()):
+                if index in found:  # one value in two places
+                    return None
+                found[index] = Slot(node.id, at)
+    if len(found) != len(values):  # a value the compilation did not place as an argument
         return None
-    slots = tuple(found[i][0] for i in range(len(values)))
+    slots = tuple(found[i] for i in range(len(values)))
     for slot, value in zip(slots, values, strict=True):
         placed = graph.steps.get(slot.step)
         if placed is None or _at(placed.args, placed.kwargs, slot.at) != lit(value):
@@ -136,15 +138,11 @@ def _at(args: list[Any], kwargs: dict[str, Any], at: int | str) -> Any:
 
 
 def _blanked(graph: StepGraph, slots: tuple[Slot, ...]) -> dict[str, Any]:
-    """``graph`` as JSON with every slot set to None (the graph itself is not changed)."""
+    """``graph`` as JSON with every slot set to None (the graph itself is not changed); each
+    slot is known to exist in ``graph``."""
     data = graph.to_json()  # a node's args and kwargs are fresh containers
     nodes = {n["id"]: n for n in data["steps"]}
     for slot in slots:
-        node = nodes.get(slot.step)
-        if node is None:
-            continue
-        if isinstance(slot.at, int) and slot.at < len(node["args"]):
-            node["args"][slot.at] = None
-        elif isinstance(slot.at, str) and slot.at in node["kwargs"]:
-            node["kwargs"][slot.at] = None
+        node = nodes[slot.step]
+        node["args" if isinstance(slot.at, int) else "kwargs"][slot.at] = None
     return data

@@ -151,27 +151,24 @@ def _pickled(graph: StepGraph) -> bytes | None:
 
 def _shape(canvas: Any) -> tuple[str, list[Any]] | None:
     """The canvas's skeleton as JSON and the values of its slots, in order; None when it
-    cannot be kept (not JSON, or expanded by the live engines)."""
+    cannot be kept (see ``fingerprint``; the values must be JSON too)."""
     try:
         tree, values = skeleton(canvas)
-        text = json.dumps(tree, separators=(",", ":"))
         json.dumps(values)
     except (TypeError, ValueError, RecursionError):
         return None
-    if PARALLEL_TASK in text:  # expanded by the live engines when compiled: never the same twice
-        return None
-    return text, values
+    text = fingerprint(tree)
+    return None if text is None else (text, values)
 
 
 def fingerprint(canvas: Any) -> str | None:
-    """The whole canvas as JSON, or None when it cannot be kept (see the module's doc)."""
+    """The canvas (or a skeleton) as JSON, or None when it cannot be kept: not JSON, or
+    expanded by the live engines when compiled (``parallel_capability``: never the same twice)."""
     try:
         text = json.dumps(canvas, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         return None
-    if PARALLEL_TASK in text:
-        return None
-    return text
+    return None if PARALLEL_TASK in text else text
 
 
 shapes = ShapeCache()
