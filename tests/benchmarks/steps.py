@@ -224,8 +224,10 @@ def group_canvas(n: int, token: str, queue: str | None = None) -> Any:
 def tally_chain(length: int, token: str, runs: int, queue: str | None = None, seq: int = 0) -> Any:
     """One of ``runs`` concurrent chains of ``length`` (throughput.py): no-ops, then a tally;
     ``seq`` (the run's number, an argument of the first no-op) makes each run's canvas its own."""
-    first = noop.s(seq) if seq else noop.s()
-    return chain(*_on([first, *(noop.s() for _ in range(length - 2)), tally.s(token=token, n=runs)], queue))
+    links = [*(noop.s() for _ in range(length - 1)), tally.s(token=token, n=runs)]
+    if seq and length > 1:
+        links[0] = noop.s(seq)
+    return chain(*_on(links, queue))
 
 
 def tally_chord(width: int, token: str, runs: int) -> Any:
